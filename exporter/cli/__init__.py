@@ -1,0 +1,28 @@
+"""`mixtral-export`: thin typer commands over library functions.
+
+Each command lives in its own module and imports heavy backends inside the command body, so `--help`
+stays fast. A user error (`MixtralTrtError`) is printed as one line on stderr and exits with code 2;
+a failed check (parity beyond tolerance) exits with code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import init_cmd  # noqa: F401  (registers commands on the app)
+from .app import app
+
+USER_ERROR_EXIT = 2
+
+
+def main() -> None:
+    from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+
+    try:
+        app(prog_name="mixtral-export")
+    except MixtralTrtError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_EXIT) from None
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

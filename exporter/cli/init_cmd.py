@@ -1,0 +1,1 @@
+"""`mixtral-export init`: write a random checkpoint of a preset in the HF hub layout."""

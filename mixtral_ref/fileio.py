@@ -1,0 +1,59 @@
+"""Atomic output: everything is written under a temporary name beside the target, then renamed into place.
+
+A failure (or Ctrl-C) part-way leaves the target as it was and no temporary files behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import MixtralTrtError
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise MixtralTrtError(f"{target}: exists and is not empty (pass --force to replace it)")
+    if target.exists() and not target.is_dir():
+        raise MixtralTrtError(f"{target}: exists and is not a directory")
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory that becomes `target` when the block succeeds."""
+    target = Path(target)
+    _check_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | Path, mode: str = "w") -> Iterator:
+    """Open a temporary file beside `target`; it replaces `target` when the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
