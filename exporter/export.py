@@ -1,0 +1,149 @@
+"""`export`: trace the reference Mixtral into the canonical ONNX graph.
+
+The graph has one `mixtral::MoERouter` and one `mixtral::MoEExperts` node per layer (with their function
+bodies as model-local functions, so ONNX Runtime can run the canonical graph as is), KV-cache I/O with
+dynamic batch / seq / past, weights as external data, and `graph.json` (the contract) beside it.
+B batch, T new tokens, P past tokens, G kv heads, D head_dim.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.mixtral_ref.fileio import atomic_dir
+from mixtral_trt.mixtral_ref.model import Mixtral
+from mixtral_trt.mixtral_ref.progress import step
+from torch import nn
+
+from .contract import DTYPES, MODEL_FILE, GraphContract
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+EXTERNAL_DATA = MODEL_FILE + ".data"
+
+
+class GraphModule(nn.Module):
+    """Mixtral.run with the flat inputs and outputs of the graph contract."""
+
+    def __init__(self, model: Mixtral) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, past):
+        out = self.model.run(input_ids, position_ids, attention_mask, [(k, v) for k, v in past])
+        present = [t for kv in out.present for t in kv]
+        return (out.logits.float(), *present, *out.hidden_states, *out.router_logits)
+
+
+def _sample_inputs(model: Mixtral, batch: int = 2, seq: int = 3, past: int = 4):
+    """Tracing inputs; sizes avoid 0 and 1, which torch.export would specialise."""
+    cfg, dev = model.config, model.embed.weight.device
+    kv = (batch, cfg.num_kv_heads, past, cfg.head_dim)
+    return (
+        torch.randint(0, cfg.vocab_size, (batch, seq), device=dev),
+        torch.ones(batch, past + seq, dtype=torch.int64, device=dev),
+        (torch.arange(seq, device=dev) + past).expand(batch, seq),
+        [(torch.zeros(kv, dtype=model.dtype, device=dev), torch.zeros(kv, dtype=model.dtype, device=dev))
+         for _ in range(cfg.num_layers)],
+    )
+
+
+def _dynamic_shapes(contract: GraphContract) -> dict:
+    dim = torch.export.Dim
+    batch = dim("batch", min=1, max=contract.max_batch)
+    seq = dim("seq", min=1, max=contract.max_seq)
+    past = dim("past", min=0, max=contract.max_seq)
+    kv = {0: batch, 2: past}
+    return {
+        "input_ids": {0: batch, 1: seq},
+        "attention_mask": {0: batch, 1: dim.DYNAMIC},  # = past + seq, which Dim cannot spell
+        "position_ids": {0: batch, 1: seq},
+        "past": [(kv, kv) for _ in range(contract.config.num_layers)],
+    }
+
+
+def trace_to_onnx(model: Mixtral, contract: GraphContract, progress: Progress | None = None):
+    """Trace `model` into an onnx_ir Model that follows `contract` (custom ops + function bodies)."""
+    import onnx_ir as ir
+
+    from . import ops  # noqa: F401  (registers the ONNX schemas)
+    from .ops.functions import ONNX_OPSET, function_protos
+    from .ops.translation import translation_table
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with step(progress, "trace and translate to ONNX"), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            GraphModule(model).eval(),
+            _sample_inputs(model),
+            dynamo=True,
+            custom_translation_table=translation_table(),
+            dynamic_shapes=_dynamic_shapes(contract),
+            input_names=contract.input_names,
+            output_names=contract.output_names,
+            opset_version=ONNX_OPSET,
+            optimize=True,
+            verbose=False,
+        )
+    graph = program.model.graph
+    for fn_proto in function_protos():
+        fn = ir.serde.deserialize_function(fn_proto)
+        program.model.functions[fn.identifier()] = fn
+    # Name every I/O dim as the contract does (the exporter invents names for past + seq).
+    for values, infos in ((graph.inputs, contract.inputs), (graph.outputs, contract.outputs)):
+        for value, info in zip(values, infos, strict=True):
+            value.shape = ir.Shape([d if isinstance(d, int) else ir.SymbolicDim(d) for d in info.shape])
+    counts = Counter(f"{n.domain}::{n.op_type}" for n in graph.all_nodes() if n.domain == "mixtral")
+    layers = contract.config.num_layers
+    if counts != Counter({"mixtral::MoERouter": layers, "mixtral::MoEExperts": layers}):
+        raise RuntimeError(f"export produced {dict(counts)}, expected one MoERouter and one MoEExperts per layer")
+    return program
+
+
+def export_model(model: Mixtral, out_dir: str | Path, contract: GraphContract,
+                 progress: Progress | None = None) -> Path:
+    """Write `model.onnx` (+ external data) and `graph.json` into an existing directory."""
+    out_dir = Path(out_dir)
+    program = trace_to_onnx(model, contract, progress)
+    with step(progress, "save ONNX with external data"):
+        program.save(out_dir / MODEL_FILE, external_data=True)
+    contract.save(out_dir)
+    return out_dir / MODEL_FILE
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    dtype: str = "fp32",
+    max_seq: int | None = None,
+    max_batch: int = 8,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Checkpoint directory -> export directory (atomic: nothing is left behind on failure)."""
+    from mixtral_trt.mixtral_ref.checkpoint import load_model
+    from mixtral_trt.mixtral_ref.config import MixtralConfig
+
+    if dtype not in DTYPES:
+        raise MixtralTrtError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    cfg = MixtralConfig.from_dir(checkpoint)
+    max_seq = max_seq or cfg.max_position_embeddings
+    if not 8 <= max_seq <= cfg.max_position_embeddings:
+        raise MixtralTrtError(f"--max-seq {max_seq}: must be in [8, {cfg.max_position_embeddings}] "
+                              "(max_position_embeddings)")
+    if not 1 <= max_batch <= 4096:
+        raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
+    contract = GraphContract.for_config(cfg, dtype, max_batch, max_seq)
+    with step(progress, f"load checkpoint ({dtype})"):
+        model = load_model(checkpoint, dtype=TORCH_DTYPES[dtype])
+    with atomic_dir(out_dir, overwrite) as tmp:
+        export_model(model, tmp, contract, progress)
+    return Path(out_dir)

@@ -1,0 +1,27 @@
+"""Lowerings of the canonical graph, one module per target:
+
+- `ort`: each MoERouter + MoEExperts pair becomes one `com.microsoft::MoE` node (ONNX Runtime CPU/CUDA);
+- `portable`: the custom ops are inlined from their function bodies (standard ONNX ops only);
+- `trt`: the pair becomes the sparse-dispatch plugin nodes of plugins/ (TensorRT, and plugins-cpu).
+
+Every lowering takes and returns an onnx_ir Model and never touches other nodes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+TARGETS = ("ort", "portable", "trt")
+
+
+def lower(model: ir.Model, target: str) -> ir.Model:
+    if target not in TARGETS:
+        raise MixtralTrtError(f"unknown lowering {target!r}; choose one of {', '.join(TARGETS)}")
+    module = importlib.import_module(f"{__name__}.{target}")
+    return module.lower(model)

@@ -1,0 +1,74 @@
+"""One declarative spec per custom op: the single source for the ONNX schema, the function body's
+signature, the torch translation and the plugin attributes.
+
+T tokens, E experts, k experts per token, H hidden, I intermediate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DOMAIN = "mixtral"
+OPSET_VERSION = 1
+FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(bfloat16)")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    type: str  # a type-constraint letter ("T") or a fixed ONNX type ("tensor(int32)")
+    shape: str  # for documentation: "[T, E]"
+    doc: str
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    type: str  # "int" | "float" | "string"
+    doc: str
+    default: int | float | str | None = None  # None: required
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    doc: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    attributes: tuple[Attr, ...] = ()
+    type_constraints: tuple[tuple[str, tuple[str, ...]], ...] = (("T", FLOAT_TYPES),)
+    domain: str = DOMAIN
+    version: int = OPSET_VERSION
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.domain}::{self.name}"
+
+
+MOE_ROUTER = OpSpec(
+    name="MoERouter",
+    doc="Top-k routing: the k largest router logits per token and their softmax, computed in float32 "
+    "(equal to softmax over all experts, top-k, renormalise).",
+    inputs=(Tensor("router_logits", "T", "[T, E]", "router (gate) logits"),),
+    outputs=(
+        Tensor("weights", "tensor(float)", "[T, k]", "routing weights, summing to 1 per token"),
+        Tensor("experts", "tensor(int32)", "[T, k]", "chosen expert ids, by decreasing logit"),
+    ),
+    attributes=(Attr("top_k", "int", "experts per token (1 <= top_k <= E)"),),
+)
+
+MOE_EXPERTS = OpSpec(
+    name="MoEExperts",
+    doc="SwiGLU experts: y[t] = sum_j weights[t,j] * W2[e] (silu(W1[e] x[t]) * W3[e] x[t]), e = experts[t,j]. "
+    "w13 stacks W1 (rows [0, I)) over W3 (rows [I, 2I)).",
+    inputs=(
+        Tensor("x", "T", "[T, H]", "token activations"),
+        Tensor("experts", "tensor(int32)", "[T, k]", "expert ids from MoERouter"),
+        Tensor("weights", "tensor(float)", "[T, k]", "routing weights from MoERouter"),
+        Tensor("w13", "T", "[E, 2I, H]", "gate and up projections, torch Linear [out, in] layout"),
+        Tensor("w2", "T", "[E, H, I]", "down projections, torch Linear [out, in] layout"),
+    ),
+    outputs=(Tensor("y", "T", "[T, H]", "combined expert outputs"),),
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS)}
