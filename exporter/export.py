@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
+
 from mixtral_trt.mixtral_ref.errors import MixtralTrtError
 from mixtral_trt.mixtral_ref.fileio import atomic_dir
 from mixtral_trt.mixtral_ref.model import Mixtral
 from mixtral_trt.mixtral_ref.progress import step
-from torch import nn
 
 from .contract import DTYPES, MODEL_FILE, GraphContract
 

@@ -59,8 +59,11 @@ def const_tensor(value: ir.Value, what: str) -> ir.TensorProtocol:
 def replace_pair(graph: ir.Graph, pair: MoEPair, new_nodes: list[ir.Node], new_output: ir.Value) -> None:
     """Insert `new_nodes` before the experts node, route its users to `new_output`, drop the old nodes."""
     graph.insert_before(pair.experts, new_nodes)
-    ir.convenience.replace_all_uses_with(pair.experts.outputs[0], new_output)
+    old = pair.experts.outputs[0]
+    ir.convenience.replace_all_uses_with(old, new_output, replace_graph_outputs=True)
     graph.remove(pair.experts, safe=True)
+    if new_output.is_graph_output():
+        new_output.name = old.name  # graph output names are part of the contract
     if not any(v.uses() for v in pair.router.outputs) and not any(v.is_graph_output() for v in pair.router.outputs):
         graph.remove(pair.router, safe=True)
 

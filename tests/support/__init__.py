@@ -1,0 +1,1 @@
+"""Shared test helpers (tests/ is on pytest's pythonpath)."""
