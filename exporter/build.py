@@ -82,15 +82,17 @@ def build_engine(
 
     if backend not in LOWERING_OF:
         raise MixtralTrtError(f"--backend {backend!r}: choose one of {', '.join(LOWERING_OF)}")
+    if backend == "trt":
+        from .trt_build import build_trt_engine, import_tensorrt
+
+        import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     model, contract = load_canonical(onnx_dir)
     with atomic_dir(engine_dir, overwrite) as tmp:
-        lowered = lower_and_save(model, backend, tmp, progress)
+        lower_and_save(model, backend, tmp, progress)
         model_file, info, extra_tools = MODEL_FILE, {}, ()
         if backend == "trt":
-            from .trt_build import build_plan
-
-            model_file, info = build_plan(lowered, contract, tmp, progress=progress, **trt_options)
-            extra_tools = ("tensorrt", "polygraphy")
+            model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)
+            extra_tools = ("tensorrt",)
         elif backend == "plugins-cpu":
             extra_tools = ("triton", "onnxruntime-extensions")
         with step(progress, "hash artifacts, write manifest.json"):
