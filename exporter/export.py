@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,9 +26,14 @@ from mixtral_trt.mixtral_ref.progress import step
 from .contract import DTYPES, MODEL_FILE, GraphContract
 
 if TYPE_CHECKING:
+    import onnx_ir as ir
     from rich.progress import Progress
 
+    from mixtral_trt.mixtral_ref.config import MixtralConfig
+
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+WEIGHT_PREFIX = "model."  # initializer name = WEIGHT_PREFIX + Mixtral state_dict key
+FOLD_LIMIT = 1 << 16  # constant folding never touches tensors larger than this (elements)
 EXTERNAL_DATA = MODEL_FILE + ".data"
 
 
@@ -71,14 +77,20 @@ def _dynamic_shapes(contract: GraphContract) -> dict:
     }
 
 
-def trace_to_onnx(model: Mixtral, contract: GraphContract, progress: Progress | None = None):
-    """Trace `model` into an onnx_ir Model that follows `contract` (custom ops + function bodies)."""
+def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress | None = None):
+    """Trace a weightless (meta-device) Mixtral into an ONNXProgram that follows `contract`.
+
+    No weight is read or allocated: initializers are named `model.<state_dict key>` and carry no data
+    until `attach_weights`. Custom-op function bodies are added; I/O dims are named as in the contract.
+    """
     import onnx_ir as ir
 
     from . import ops  # noqa: F401  (registers the ONNX schemas)
     from .ops.functions import ONNX_OPSET, function_protos
     from .ops.translation import translation_table
 
+    with torch.device("meta"):
+        model = Mixtral(cfg).to(TORCH_DTYPES[contract.dtype]).eval()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with step(progress, "trace and translate to ONNX"), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -91,7 +103,7 @@ def trace_to_onnx(model: Mixtral, contract: GraphContract, progress: Progress | 
             input_names=contract.input_names,
             output_names=contract.output_names,
             opset_version=ONNX_OPSET,
-            optimize=True,
+            optimize=False,  # the optimizer would read weights; it runs after attach_weights
             verbose=False,
         )
     graph = program.model.graph
@@ -109,15 +121,50 @@ def trace_to_onnx(model: Mixtral, contract: GraphContract, progress: Progress | 
     return program
 
 
-def export_model(model: Mixtral, out_dir: str | Path, contract: GraphContract,
-                 progress: Progress | None = None) -> Path:
-    """Write `model.onnx` (+ external data) and `graph.json` into an existing directory."""
-    out_dir = Path(out_dir)
-    program = trace_to_onnx(model, contract, progress)
+def attach_weights(program, weights: Mapping[str, ir.TensorProtocol]) -> None:
+    """Give every initializer `model.<key>` the tensor `weights[key]` (same shape and dtype), then optimise.
+
+    The tensors may be lazy or streaming: nothing is read here except the few small constants the
+    optimiser folds (size limits keep it away from weight matrices).
+    """
+    import onnxscript.optimizer
+
+    graph = program.model.graph
+    for name, value in graph.initializers.items():
+        key = name.removeprefix(WEIGHT_PREFIX)
+        if key not in weights:
+            raise RuntimeError(f"no weight for initializer {name}")
+        tensor = weights[key]
+        if tuple(tensor.shape) != tuple(value.shape) or tensor.dtype != value.dtype:
+            raise RuntimeError(f"{key}: weight {tuple(tensor.shape)} {tensor.dtype} does not fit "
+                               f"initializer {tuple(value.shape)} {value.dtype}")
+        value.const_value = tensor
+    onnxscript.optimizer.optimize_ir(program.model, num_iterations=2, input_size_limit=FOLD_LIMIT,
+                                     output_size_limit=FOLD_LIMIT, inline=False)
+
+
+def state_dict_weights(model: Mixtral) -> dict[str, ir.TensorProtocol]:
+    """In-memory weights of `model` as onnx_ir tensors (no copy)."""
+    from onnx_ir.tensor_adapters import TorchTensor
+
+    return {key: TorchTensor(t.detach(), name=WEIGHT_PREFIX + key) for key, t in model.state_dict().items()}
+
+
+def save_export(program, out_dir: Path, contract: GraphContract, progress: Progress | None = None) -> Path:
     with step(progress, "save ONNX with external data"):
         program.save(out_dir / MODEL_FILE, external_data=True)
     contract.save(out_dir)
     return out_dir / MODEL_FILE
+
+
+def export_model(model: Mixtral, out_dir: str | Path, contract: GraphContract,
+                 progress: Progress | None = None) -> Path:
+    """Write `model.onnx` (+ external data) and `graph.json` for an in-memory model into an existing dir."""
+    if model.dtype != TORCH_DTYPES[contract.dtype]:
+        raise ValueError(f"model dtype {model.dtype} does not match the contract's {contract.dtype}")
+    program = trace_graph(model.config, contract, progress)
+    attach_weights(program, state_dict_weights(model))
+    return save_export(program, Path(out_dir), contract, progress)
 
 
 def export_checkpoint(
