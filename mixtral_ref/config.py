@@ -181,6 +181,7 @@ class MixtralConfig:
             "max_seq_len": self.max_position_embeddings,
             "sliding_window": self.sliding_window,
             "moe": {"num_experts": self.num_experts, "num_experts_per_tok": self.top_k},
+            **({"tied_embeddings": True} if self.tie_word_embeddings else {}),
         }
 
     # ---- files ---------------------------------------------------------------------------------

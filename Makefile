@@ -1,0 +1,55 @@
+# mixtral-trt: `make demo` and `make test` from a clean clone; only Python is needed beforehand.
+#
+#   make demo      random tiny checkpoint -> inspect -> chat with the reference model (outputs in demo/)
+#   make test      the test suite (GPU tests skip cleanly without CUDA + TensorRT)
+#   make lint      ruff
+#
+# torch is installed first, from TORCH_SPEC (and TORCH_INDEX if set, e.g. PyTorch's CPU wheel index),
+# so that the package's own `torch` requirement is already satisfied by the build you chose.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+DEMO ?= demo
+DEMO_PROMPT ?= Bonjour ! Explique-moi ce qu'est un mélange d'experts, en une phrase.
+
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/mixtral-export
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+# ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
+# (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
+DEMO_STEPS := demo-init demo-inspect
+.PHONY: $(DEMO_STEPS)
+
+demo-init: $(STAMP)
+	$(CLI) init --preset tiny $(DEMO)/checkpoint --seed 0 --force
+
+demo-inspect: demo-init
+	$(CLI) inspect $(DEMO)/checkpoint --chat "$(DEMO_PROMPT)" --max-new-tokens 24
+
+demo: $(DEMO_STEPS)
+	@echo "demo: done, outputs in $(DEMO)/"
+
+# ---- checks ---------------------------------------------------------------------------------------
+test: $(STAMP)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache
