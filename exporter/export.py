@@ -140,7 +140,15 @@ def attach_weights(program, weights: Mapping[str, ir.TensorProtocol]) -> None:
                                f"initializer {tuple(value.shape)} {value.dtype}")
         value.const_value = tensor
     onnxscript.optimizer.optimize_ir(program.model, num_iterations=2, input_size_limit=FOLD_LIMIT,
-                                     output_size_limit=FOLD_LIMIT, inline=False)
+                                     output_size_limit=FOLD_LIMIT, inline=False, should_fold=_not_on_weights)
+
+
+def _not_on_weights(node) -> bool | None:
+    """Never fold a node that reads a weight: weights keep their names and checkpoint layout (refit,
+    quantization and debugging find them by name), and streaming export never materialises them."""
+    if any(v is not None and v.is_initializer() and v.name.startswith(WEIGHT_PREFIX) for v in node.inputs):
+        return False
+    return None
 
 
 def state_dict_weights(model: Mixtral) -> dict[str, ir.TensorProtocol]:
@@ -176,13 +184,23 @@ def export_checkpoint(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
-    """Checkpoint directory -> export directory (atomic: nothing is left behind on failure)."""
-    from mixtral_trt.mixtral_ref.checkpoint import load_model
-    from mixtral_trt.mixtral_ref.config import MixtralConfig
+    """Checkpoint directory -> export directory, streaming the weights (atomic: nothing is left behind).
+
+    The checkpoint is validated from its headers, the graph is traced without weights, and each
+    initializer is copied from the checkpoint into the external data file as it is written, so peak
+    memory stays far below the checkpoint size.
+    """
+    import onnx_ir as ir
+
+    from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
+    from mixtral_trt.mixtral_ref.progress import bar
+
+    from .streaming import streamed_weights
 
     if dtype not in DTYPES:
         raise MixtralTrtError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    cfg = MixtralConfig.from_dir(checkpoint)
+    with step(progress, "validate checkpoint (headers)"):
+        cfg, entries, where = plan_checkpoint(checkpoint)
     max_seq = max_seq or cfg.max_position_embeddings
     if not 8 <= max_seq <= cfg.max_position_embeddings:
         raise MixtralTrtError(f"--max-seq {max_seq}: must be in [8, {cfg.max_position_embeddings}] "
@@ -190,8 +208,10 @@ def export_checkpoint(
     if not 1 <= max_batch <= 4096:
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
     contract = GraphContract.for_config(cfg, dtype, max_batch, max_seq)
-    with step(progress, f"load checkpoint ({dtype})"):
-        model = load_model(checkpoint, dtype=TORCH_DTYPES[dtype])
-    with atomic_dir(out_dir, overwrite) as tmp:
-        export_model(model, tmp, contract, progress)
+    program = trace_graph(cfg, contract, progress)
+    weights = streamed_weights(entries, where, TORCH_DTYPES[dtype], prefix=WEIGHT_PREFIX)
+    attach_weights(program, weights)
+    with atomic_dir(out_dir, overwrite) as tmp, bar(progress, "write weights", len(weights)) as advance:
+        ir.save(program.model, tmp / MODEL_FILE, external_data=EXTERNAL_DATA, callback=lambda *_: advance(1))
+        contract.save(tmp)
     return Path(out_dir)

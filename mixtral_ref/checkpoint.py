@@ -172,6 +172,13 @@ def _check(
         )
 
 
+def plan_checkpoint(path: str | Path) -> tuple[MixtralConfig, list[keymaps.Entry], dict[str, Path]]:
+    """Validated (config, entries, file of every stored tensor) from the headers alone: what a streaming
+    reader needs to build each reference parameter without loading the checkpoint."""
+    _, cfg, tensors, entries = _open(Path(path), None)
+    return cfg, entries, dict(tensors.where)
+
+
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     """Validate a checkpoint from the file headers alone (names, shapes, dtypes); reads no tensor data."""
     path = Path(path)

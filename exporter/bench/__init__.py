@@ -1,0 +1,1 @@
+"""Benchmarks behind `mixtral-export bench`: speed, memory, and the streaming-export memory check."""

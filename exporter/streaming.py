@@ -1,0 +1,128 @@
+"""Streamed weights: every initializer is written to the ONNX external data straight from the checkpoint.
+
+A parameter of the reference model is the concatenation of stored tensors (one tensor, or the per-expert
+w1/w3/w2 of a layer in keymaps order), cast to the export dtype. `StreamedTensor.tofile` copies those byte
+ranges with positioned reads in chunks of CHUNK_BYTES, converting dtype per chunk, so peak memory does not
+grow with the checkpoint. Plain reads (not mmap) keep the checkpoint's pages out of the process's RSS.
+Entries that need a whole-tensor transform (the RoPE row permutation of mistral consolidated wq / wk)
+are materialised one at a time; they are attention matrices, small next to the experts.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import torch
+from onnx_ir.tensor_adapters import TorchTensor
+
+from mixtral_trt.mixtral_ref import keymaps
+from mixtral_trt.mixtral_ref.errors import CheckpointError
+
+CHUNK_BYTES = 64 << 20
+IR_DTYPES = {torch.float32: ir.DataType.FLOAT, torch.float16: ir.DataType.FLOAT16,
+             torch.bfloat16: ir.DataType.BFLOAT16}
+_ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Span:
+    """One stored tensor: a byte range of a safetensors file."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # absolute file offset
+    end: int
+
+
+def read_header(path: Path) -> dict[str, Span]:
+    """Parse a safetensors header: stored name -> absolute byte span."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise CheckpointError(f"{path}: truncated safetensors header")
+        (n,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    start, size = 8 + n, path.stat().st_size
+    spans = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        begin, end = meta["data_offsets"]
+        if start + end > size:
+            raise CheckpointError(f"{path}: tensor {key} extends past the end of the file (truncated?)")
+        spans[key] = Span(path, _ST_DTYPES[meta["dtype"]], tuple(meta["shape"]), start + begin, start + end)
+    return spans
+
+
+def _read(span: Span) -> torch.Tensor:
+    with open(span.file, "rb", buffering=0) as f:
+        f.seek(span.begin)
+        data = bytearray(span.end - span.begin)
+        f.readinto(data)
+    return torch.frombuffer(data, dtype=span.dtype).reshape(span.shape) if data else torch.empty(span.shape,
+                                                                                                 dtype=span.dtype)
+
+
+class StreamedTensor(ir.LazyTensor):
+    """A reference parameter assembled from checkpoint spans; `tofile` streams, `numpy()` materialises."""
+
+    def __init__(self, entry: keymaps.Entry, spans: list[Span], dtype: torch.dtype, name: str) -> None:
+        self.entry, self.spans, self.torch_dtype = entry, spans, dtype
+        super().__init__(self._materialize, dtype=IR_DTYPES[dtype], shape=ir.Shape(entry.shape), name=name)
+
+    def _materialize(self) -> ir.TensorProtocol:
+        tensor = self.entry.combine([_read(s) for s in self.spans]).to(self.torch_dtype).contiguous()
+        return TorchTensor(tensor, name=self.name)
+
+    @property
+    def streamable(self) -> bool:
+        """Copy / stacked-expert entries are byte concatenations of their spans."""
+        return self.entry.kind in ("copy", "w13", "w2")
+
+    def tofile(self, file) -> None:
+        if not self.streamable:
+            file.write(self._materialize().tobytes())
+            return
+        for span in self.spans:
+            item = torch.empty(0, dtype=span.dtype).element_size()
+            step = max(CHUNK_BYTES // item * item, item)
+            with open(span.file, "rb", buffering=0) as f:
+                f.seek(span.begin)
+                remaining = span.end - span.begin
+                while remaining:
+                    data = bytearray(min(step, remaining))
+                    f.readinto(data)
+                    remaining -= len(data)
+                    chunk = torch.frombuffer(data, dtype=span.dtype).to(self.torch_dtype)
+                    file.write(_bytes(chunk))
+
+
+def _bytes(t: torch.Tensor) -> memoryview:
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return memoryview(np.ascontiguousarray(t.numpy())).cast("B")
+
+
+def streamed_weights(entries: list[keymaps.Entry], where: dict[str, Path], dtype: torch.dtype,
+                     prefix: str = "") -> dict[str, StreamedTensor]:
+    """Reference parameter name -> StreamedTensor, for a checkpoint validated by `plan_checkpoint`."""
+    headers: dict[Path, dict[str, Span]] = {}
+    weights = {}
+    for entry in entries:
+        spans = []
+        for part in entry.parts:
+            file = where[part.key]
+            if file not in headers:
+                headers[file] = read_header(file)
+            spans.append(headers[file][part.key])
+        weights[entry.name] = StreamedTensor(entry, spans, dtype, prefix + entry.name)
+    return weights
