@@ -1,6 +1,6 @@
 # mixtral-trt: `make demo` and `make test` from a clean clone; only Python is needed beforehand.
 #
-#   make demo      random tiny checkpoint -> inspect -> chat with the reference model (outputs in demo/)
+#   make demo      random tiny checkpoint -> inspect -> export -> build (ort) ... (outputs in demo/)
 #   make test      the test suite (GPU tests skip cleanly without CUDA + TensorRT)
 #   make lint      ruff
 #
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml setup.py
 
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
-DEMO_STEPS := demo-init demo-inspect
+DEMO_STEPS := demo-init demo-inspect demo-export demo-build
 .PHONY: $(DEMO_STEPS)
 
 demo-init: $(STAMP)
@@ -40,6 +40,12 @@ demo-init: $(STAMP)
 
 demo-inspect: demo-init
 	$(CLI) inspect $(DEMO)/checkpoint --chat "$(DEMO_PROMPT)" --max-new-tokens 24
+
+demo-export: demo-inspect
+	$(CLI) export $(DEMO)/checkpoint $(DEMO)/onnx --max-seq 512 --max-batch 4 --force
+
+demo-build: demo-export
+	$(CLI) build $(DEMO)/onnx $(DEMO)/engine-ort --backend ort --force
 
 demo: $(DEMO_STEPS)
 	@echo "demo: done, outputs in $(DEMO)/"
