@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from mixtral_trt.exporter.contract import GraphContract
 from mixtral_trt.mixtral_ref.config import MixtralConfig
 from mixtral_trt.mixtral_ref.errors import MixtralTrtError

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from mixtral_trt.mixtral_ref.errors import MixtralTrtError
 
 from ..manifest import Manifest

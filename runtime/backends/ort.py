@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from mixtral_trt.mixtral_ref.errors import MixtralTrtError
 
 DEVICES = ("auto", "cpu", "cuda")
