@@ -1,6 +1,6 @@
 # mixtral-trt: `make demo` and `make test` from a clean clone; only Python is needed beforehand.
 #
-#   make demo      random tiny checkpoint -> inspect -> export -> build (ort) ... (outputs in demo/)
+#   make demo      random tiny checkpoint -> inspect -> export -> build (ort) -> parity (outputs in demo/)
 #   make test      the test suite (GPU tests skip cleanly without CUDA + TensorRT)
 #   make lint      ruff
 #
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml setup.py
 
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
-DEMO_STEPS := demo-init demo-inspect demo-export demo-build
+DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity
 .PHONY: $(DEMO_STEPS)
 
 demo-init: $(STAMP)
@@ -46,6 +46,9 @@ demo-export: demo-inspect
 
 demo-build: demo-export
 	$(CLI) build $(DEMO)/onnx $(DEMO)/engine-ort --backend ort --force
+
+demo-parity: demo-build
+	$(CLI) parity $(DEMO)/engine-ort --checkpoint $(DEMO)/checkpoint --json $(DEMO)/parity.json --plot $(DEMO)/parity.png
 
 demo: $(DEMO_STEPS)
 	@echo "demo: done, outputs in $(DEMO)/"

@@ -1,0 +1,37 @@
+"""Checkpoints and engines for runtime tests, built once per session by the fixtures that use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.export import export_checkpoint
+from mixtral_trt.mixtral_ref.writer import init_checkpoint
+
+
+def tiny_checkpoint(root: Path, seed: int = 0, perturb_expert: tuple[int, int] | None = None) -> Path:
+    """The `tiny` preset (real v1 tokenizer beside it); `perturb_expert=(layer, expert)` adds noise to
+    that expert's down projection, making a checkpoint whose engine must FAIL parity against the original."""
+    from mixtral_trt.mixtral_ref import get_preset, load_model
+    from mixtral_trt.mixtral_ref.writer import save_checkpoint
+
+    path = init_checkpoint(get_preset("tiny"), root / f"ckpt-{seed}", seed=seed)
+    if perturb_expert is None:
+        return path
+    layer, expert = perturb_expert
+    model = load_model(path)
+    with torch.no_grad():
+        w2 = model.layers[layer].moe.w2
+        w2[expert] += 0.5 * w2[expert].std() * torch.randn_like(w2[expert])
+    return save_checkpoint(model, model.config, root / f"ckpt-{seed}-perturbed", layout="hub")
+
+
+def engine(checkpoint: Path, root: Path, backend: str = "ort", dtype: str = "fp32", max_seq: int = 256) -> Path:
+    """Export + build once per (checkpoint, dtype, backend) under `root`; later calls reuse the directory."""
+    onnx_dir = root / f"onnx-{checkpoint.name}-{dtype}"
+    if not onnx_dir.exists():
+        export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=4)
+    out = root / f"engine-{checkpoint.name}-{dtype}-{backend}"
+    return out if out.exists() else build_engine(onnx_dir, out, backend)
