@@ -65,7 +65,9 @@ def _sample_inputs(model: Mixtral, batch: int = 2, seq: int = 3, past: int = 4):
 
 def _dynamic_shapes(contract: GraphContract) -> dict:
     dim = torch.export.Dim
-    batch = dim("batch", min=1, max=contract.max_batch)
+    # The trace uses batch 2, and a Dim needs min < max: the contract (enforced by the runtime) keeps the
+    # user's limit, the traced graph stays valid for any batch.
+    batch = dim("batch", min=1, max=max(contract.max_batch, 2))
     seq = dim("seq", min=1, max=contract.max_seq)
     past = dim("past", min=0, max=contract.max_seq)
     kv = {0: batch, 2: past}

@@ -62,3 +62,22 @@ def test_export_rejects_bad_options(sliding_top3, tmp_path):
     model, _ = sliding_top3
     with pytest.raises(MixtralTrtError, match="--dtype 'fp8'"):
         GraphContract.for_config(model.config, "fp8", 1, 64)
+
+
+def test_export_with_max_batch_1(tmp_path):
+    """torch.export needs min < max for a dynamic dim; a batch limit of 1 must still export and run."""
+    from mixtral_trt import runtime
+    from mixtral_trt.exporter.build import build_engine
+    from mixtral_trt.exporter.export import export_model
+    from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+    from support.models import SLIDING_TOP3, random_model
+
+    model = random_model(SLIDING_TOP3.replace(num_layers=1))
+    (tmp_path / "onnx").mkdir()
+    export_model(model, tmp_path / "onnx", GraphContract.for_config(model.config, "fp32", max_batch=1, max_seq=64))
+    eng = runtime.load(build_engine(tmp_path / "onnx", tmp_path / "engine", "ort"))
+    ids = np.arange(1, 8)[None]
+    with torch.no_grad():
+        assert np.abs(eng.logits(ids) - model(torch.from_numpy(ids)).numpy()).max() < 1e-5
+    with pytest.raises(MixtralTrtError, match="batch 2 exceeds the engine's max batch 1"):
+        eng.logits(np.ones((2, 3), np.int64))

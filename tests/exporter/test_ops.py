@@ -8,37 +8,19 @@ import onnx
 import onnx_ir as ir
 import pytest
 import torch
-from onnx import TensorProto, helper
 
 from mixtral_trt.exporter.lowering import lower
 from mixtral_trt.exporter.ops import MOE_EXPERTS, MOE_ROUTER
-from mixtral_trt.exporter.ops.functions import ONNX_OPSET, function_protos
+from mixtral_trt.exporter.ops.layer_model import moe_layer_model
 from mixtral_trt.mixtral_ref.moe import experts_reference, router_reference
 
-ELEM = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 TORCH = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Relative tolerance (max abs error / max |reference|) of the expert output, per activation dtype.
 REL_TOL = {"fp32": 1e-5, "fp16": 5e-3, "bf16": 3e-2}
 
 
 def moe_model(dtype: str, top_k: int) -> onnx.ModelProto:
-    """router_logits, x, w13, w2 -> y through one MoERouter + MoEExperts pair (with function bodies)."""
-    t = ELEM[dtype]
-    nodes = [
-        helper.make_node(MOE_ROUTER.name, ["router_logits"], ["weights", "experts"], domain="mixtral", top_k=top_k),
-        helper.make_node(MOE_EXPERTS.name, ["x", "experts", "weights", "w13", "w2"], ["y"], domain="mixtral"),
-    ]
-    graph = helper.make_graph(
-        nodes, "moe",
-        [helper.make_tensor_value_info(n, t, shape) for n, shape in
-         (("router_logits", ["T", "E"]), ("x", ["T", "H"]), ("w13", ["E", "2I", "H"]), ("w2", ["E", "H", "I"]))],
-        [helper.make_tensor_value_info("y", t, ["T", "H"])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
-                                                    helper.make_opsetid("mixtral", 1)],
-                              functions=function_protos())
-    model.ir_version = 10
-    return model
+    return moe_layer_model(dtype, top_k)
 
 
 def case(t: int, e: int, k: int, h: int = 12, i: int = 20, seed: int = 0, one_expert: bool = False):
