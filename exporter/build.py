@@ -6,6 +6,7 @@
 | portable    | portable  | any ONNX runtime (dense experts)                                |
 | plugins-cpu | trt       | ONNX Runtime on CPU, plugin nodes run by the plugin kernels (Triton interpreter) |
 | trt         | trt       | TensorRT plan with the plugins (CUDA GPU)                       |
+| trt-dense   | portable  | TensorRT plan of the dense graph: the baseline the plugins beat |
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     import onnx_ir as ir
     from rich.progress import Progress
 
-LOWERING_OF = {"ort": "ort", "portable": "portable", "plugins-cpu": "trt", "trt": "trt"}
+LOWERING_OF = {"ort": "ort", "portable": "portable", "plugins-cpu": "trt", "trt": "trt", "trt-dense": "portable"}
+TENSORRT_BACKENDS = ("trt", "trt-dense")
 EXTERNAL_DATA = MODEL_FILE + ".data"
 
 
@@ -60,8 +62,13 @@ def lower_and_save(model: ir.Model, backend: str, out_dir: Path, progress: Progr
 
     from .lowering import lower
 
+    options = {}
+    if backend == "plugins-cpu":
+        from .lowering.trt import CPU_DOMAIN
+
+        options["domain"] = CPU_DOMAIN
     with step(progress, f"lower for {backend} ({LOWERING_OF[backend]})"):
-        model = lower(model, LOWERING_OF[backend])
+        model = lower(model, LOWERING_OF[backend], **options)
     with step(progress, "optimize (constant folding, dead code)"):
         onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):
@@ -82,15 +89,19 @@ def build_engine(
 
     if backend not in LOWERING_OF:
         raise MixtralTrtError(f"--backend {backend!r}: choose one of {', '.join(LOWERING_OF)}")
-    if backend == "trt":
+    if backend in TENSORRT_BACKENDS:
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     model, contract = load_canonical(onnx_dir)
+    if backend == "plugins-cpu" and contract.dtype != "fp32":
+        raise MixtralTrtError(f"--backend plugins-cpu runs fp32 exports (ONNX Runtime's Python ops have one "
+                              f"dtype per op); {onnx_dir} is {contract.dtype}. The kernels' fp16/bf16 paths are "
+                              "verified by tests/plugins.")
     with atomic_dir(engine_dir, overwrite) as tmp:
         lower_and_save(model, backend, tmp, progress)
         model_file, info, extra_tools = MODEL_FILE, {}, ()
-        if backend == "trt":
+        if backend in TENSORRT_BACKENDS:
             model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)
             extra_tools = ("tensorrt",)
         elif backend == "plugins-cpu":

@@ -18,7 +18,7 @@ from mixtral_trt.mixtral_ref.errors import MixtralTrtError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "mixtral-trt.engine/1"
-BACKENDS = ("ort", "portable", "plugins-cpu", "trt")
+BACKENDS = ("ort", "portable", "plugins-cpu", "trt", "trt-dense")
 
 
 def sha256(path: Path, chunk: int = 1 << 24) -> str:

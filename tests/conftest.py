@@ -30,6 +30,25 @@ HF_DEFAULTS = dict(
 )
 
 
+def _gpu_missing() -> str | None:
+    """Why the `gpu` tests cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests (TensorRT engines on a CUDA GPU) skip cleanly, with the reason, where they cannot run."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    reason = _gpu_missing() if gpu_tests else None
+    for item in gpu_tests if reason else []:
+        item.add_marker(pytest.mark.skip(reason=f"gpu test: {reason}"))
+
+
 def randomize_(model: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
     """Every weight N(0, std) and every norm 1 + N(0, 0.2), so that swapped norms or weights show."""
     gen = torch.Generator().manual_seed(seed)

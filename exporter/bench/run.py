@@ -21,7 +21,7 @@ from .moe_layer import moe_layer_ms
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-ALL_BACKENDS = ("ort", "portable", "plugins-cpu", "trt")
+ALL_BACKENDS = ("ort", "portable", "plugins-cpu", "trt", "trt-dense")
 # The Triton interpreter runs the plugin kernels in Python: far too slow for full-size decode, so the
 # plugins-cpu figures use fewer tokens (recorded in the JSON) and say nothing about GPU speed.
 INTERPRETER_LIMITS = {"new_tokens": 2, "prefill_tokens": 16}
@@ -44,7 +44,7 @@ class BenchSettings:
 
 def backend_unavailable(backend: str) -> str | None:
     """Why `backend` cannot run here, or None."""
-    if backend == "trt":
+    if backend in ("trt", "trt-dense"):
         if importlib.util.find_spec("tensorrt") is None:
             return "tensorrt is not installed"
         import torch

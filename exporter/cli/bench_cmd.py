@@ -15,8 +15,8 @@ from .app import app
 @app.command("bench")
 def bench(
     preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "small",
-    backends: Annotated[str, typer.Option(help="Comma-separated: ort,portable,plugins-cpu,trt.")] =
-        "ort,portable,plugins-cpu,trt",
+    backends: Annotated[str, typer.Option(help="Comma-separated: ort,portable,plugins-cpu,trt,trt-dense.")] =
+        "ort,portable,plugins-cpu,trt,trt-dense",
     json_path: Annotated[Path, typer.Option("--json", help="Write the results here.")] = Path("bench.json"),
     plot: Annotated[Path | None, typer.Option(help="Write the PNG here (default: beside the JSON).")] = None,
     workdir: Annotated[Path, typer.Option(help="Cache for the checkpoint, export and engines.")] = Path("bench-out"),

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 TARGETS = ("ort", "portable", "trt")
 
 
-def lower(model: ir.Model, target: str) -> ir.Model:
+def lower(model: ir.Model, target: str, **options) -> ir.Model:
+    """Apply lowering `target`; `options` go to it (e.g. the `trt` lowering's node `domain`)."""
     if target not in TARGETS:
         raise MixtralTrtError(f"unknown lowering {target!r}; choose one of {', '.join(TARGETS)}")
     module = importlib.import_module(f"{__name__}.{target}")
-    return module.lower(model)
+    return module.lower(model, **options)

@@ -1,9 +1,62 @@
-"""`trt` lowering: the canonical op pair becomes the sparse-dispatch plugin nodes of plugins/."""
+"""`trt` lowering: each MoERouter + MoEExperts pair becomes the sparse-dispatch plugin nodes of plugins/.
+
+    router_logits -> MoERouter -> (weights, experts)
+    experts -> MoEAlign -> (sorted_pairs, block_experts, num_padded)
+    x, sorted_pairs, block_experts, num_padded, w13 -> MoEGemmSwiGLU -> inter
+    inter, sorted_pairs, block_experts, num_padded, weights, w2 -> MoEGemmDown -> y_pairs [T*k, H] f32
+    y = Cast(ReduceSum(Reshape(y_pairs, [-1, k, H]), axis 1), x dtype)      (the k-way combine)
+
+op_type = plugin name; the attributes (`plugin_namespace`, `plugin_version`, `aot`, and the fields) come
+from each plugin's spec. TensorRT's ONNX parser ignores the node domain; `plugins-cpu` uses the domain
+of onnxruntime-extensions' Python ops so ONNX Runtime runs the same nodes with the plugin kernels.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
+import onnx_ir.tape
+
+from mixtral_trt.plugins import MOE_ALIGN, MOE_GEMM_DOWN, MOE_GEMM_SWIGLU, MOE_ROUTER
+from mixtral_trt.plugins.tiles import ALIGN_BLOCK
+
+from .common import moe_pairs, replace_pair, tidy
+
+PLUGIN_DOMAIN = "trt.plugins"
+CPU_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions PyOp
+INT32 = ir.TensorType(ir.DataType.INT32)
+FLOAT = ir.TensorType(ir.DataType.FLOAT)
 
 
-def lower(model: ir.Model) -> ir.Model:
-    raise NotImplementedError("the trt lowering arrives with the plugins")
+def _const(tape: ir.tape.Tape, values: list[int]) -> ir.Value:
+    return tape.op("Constant", [], {"value": ir.tensor(np.array(values, np.int64))})
+
+
+def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_BLOCK, aot: bool = True
+          ) -> ir.Model:
+    graph = model.graph
+    for pair in list(moe_pairs(graph)):
+        num_experts, hidden = pair.w2.shape[0], pair.w2.shape[1]
+        k = pair.top_k
+        tape = ir.tape.Tape()
+        weights, experts = tape.op_multi_out(
+            MOE_ROUTER.name, [pair.router_logits], MOE_ROUTER.node_attributes(aot, top_k=k), num_outputs=2,
+            domain=domain, name=f"{pair.router.name}.plugin")
+        sorted_pairs, block_experts, num_padded = tape.op_multi_out(
+            MOE_ALIGN.name, [experts], MOE_ALIGN.node_attributes(aot, num_experts=num_experts, block_size=block_size),
+            num_outputs=3, domain=domain)
+        routing = [sorted_pairs, block_experts, num_padded]
+        inter = tape.op(MOE_GEMM_SWIGLU.name, [pair.x, *routing, pair.w13],
+                        MOE_GEMM_SWIGLU.node_attributes(aot, top_k=k, block_size=block_size), domain=domain)
+        y_pairs = tape.op(MOE_GEMM_DOWN.name, [inter, *routing, weights, pair.w2],
+                          MOE_GEMM_DOWN.node_attributes(aot, top_k=k, block_size=block_size), domain=domain)
+        per_token = tape.op("Reshape", [y_pairs, _const(tape, [-1, k, hidden])])
+        summed = tape.op("ReduceSum", [per_token, _const(tape, [1])], {"keepdims": 0})
+        y = tape.op("Cast", [summed], {"to": pair.x.type.dtype})
+        for value, vtype in ((weights, FLOAT), (experts, INT32), (sorted_pairs, INT32), (block_experts, INT32),
+                             (num_padded, INT32), (inter, pair.x.type), (y_pairs, FLOAT)):
+            value.type = vtype
+        y.type, y.shape = pair.experts.outputs[0].type, pair.experts.outputs[0].shape
+        replace_pair(graph, pair, list(tape.nodes), y)  # also drops the canonical router, now unused
+    model.opset_imports[domain] = 1
+    return tidy(model)

@@ -31,7 +31,7 @@ def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> Ru
         from .plugins_cpu import open_plugins_cpu_runner
 
         return open_plugins_cpu_runner(directory / manifest.model_file)
-    if manifest.backend == "trt":
+    if manifest.backend in ("trt", "trt-dense"):
         from .trt import TrtRunner
 
         return TrtRunner(directory, manifest)

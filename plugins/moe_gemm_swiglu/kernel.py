@@ -1,0 +1,62 @@
+"""Triton kernel: one program per (BLOCK_M sorted rows, BLOCK_N of INTER). The rows of a tile share one expert
+(BLOCK_M divides the alignment block); their token rows of x are gathered, multiplied with the expert's
+gate and up rows of w13 over H in BLOCK_K steps (float32 accumulators), and silu(gate) * up is stored.
+Tiles past num_padded, or holding only padding, return at once.
+Argument order (inputs, scalars, outputs) is what TensorRT's AOT launch expects.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def moe_gemm_swiglu_kernel(
+    x_ptr,  # [T, H]
+    sorted_ptr,  # [M_MAX] int32
+    block_experts_ptr,  # [NUM_BLOCKS] int32
+    num_padded_ptr,  # [1] int32
+    w13_ptr,  # [E, 2I, H]
+    H,
+    INTER,
+    P,  # T*k real pairs; also the padding sentinel
+    inter_ptr,  # [M_MAX, I]
+    TOP_K: tl.constexpr,
+    ALIGN: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    IEEE: tl.constexpr,  # float32 inputs: full-precision dot (no TF32)
+):
+    row0 = tl.program_id(0) * BLOCK_M
+    if row0 >= tl.load(num_padded_ptr):
+        return
+    rows = row0 + tl.arange(0, BLOCK_M)  # [BM]
+    pairs = tl.load(sorted_ptr + rows)
+    valid = pairs < P
+    if tl.max(valid.to(tl.int32), axis=0) == 0:
+        return
+    expert = tl.load(block_experts_ptr + row0 // ALIGN).to(tl.int64)
+    tokens = (pairs // TOP_K).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] output features
+    gate_rows = expert * 2 * INTER * H + cols.to(tl.int64) * H  # [BN] offsets of W1 rows in w13
+    up_rows = gate_rows + INTER * H  # W3 rows
+    acc_gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
+        a = tl.load(x_ptr + tokens[:, None] * H + ks[None, :], mask=valid[:, None] & (ks[None, :] < H), other=0.0)
+        w_mask = (ks[:, None] < H) & (cols[None, :] < INTER)  # [BK, BN]
+        wg = tl.load(w13_ptr + gate_rows[None, :] + ks[:, None], mask=w_mask, other=0.0)
+        wu = tl.load(w13_ptr + up_rows[None, :] + ks[:, None], mask=w_mask, other=0.0)
+        if IEEE:
+            acc_gate += tl.dot(a, wg, input_precision="ieee")
+            acc_up += tl.dot(a, wu, input_precision="ieee")
+        else:
+            acc_gate += tl.dot(a, wg)
+            acc_up += tl.dot(a, wu)
+    # SwiGLU in the activation dtype, as the reference computes it
+    gate = acc_gate.to(inter_ptr.dtype.element_ty).to(tl.float32)
+    up = acc_up.to(inter_ptr.dtype.element_ty).to(tl.float32)
+    act = gate * tl.sigmoid(gate) * up
+    out = inter_ptr + rows[:, None].to(tl.int64) * INTER + cols[None, :]
+    tl.store(out, act.to(inter_ptr.dtype.element_ty), mask=valid[:, None] & (cols[None, :] < INTER))
