@@ -88,7 +88,7 @@ def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress 
     import onnx_ir as ir
 
     from . import ops  # noqa: F401  (registers the ONNX schemas)
-    from .ops.functions import ONNX_OPSET, function_protos
+    from .ops.functions import ONNX_OPSET, attach_functions
     from .ops.translation import translation_table
 
     with torch.device("meta"):
@@ -109,9 +109,7 @@ def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress 
             verbose=False,
         )
     graph = program.model.graph
-    for fn_proto in function_protos():
-        fn = ir.serde.deserialize_function(fn_proto)
-        program.model.functions[fn.identifier()] = fn
+    attach_functions(program.model)
     # Name every I/O dim as the contract does (the exporter invents names for past + seq).
     for values, infos in ((graph.inputs, contract.inputs), (graph.outputs, contract.outputs)):
         for value, info in zip(values, infos, strict=True):
@@ -167,6 +165,32 @@ def save_export(program, out_dir: Path, contract: GraphContract, progress: Progr
     return out_dir / MODEL_FILE
 
 
+def quantize(program, contract: GraphContract) -> None:
+    """Apply the contract's weight-only quantization (contract.extra["quantization"]) to the experts."""
+    spec = contract.extra.get("quantization")
+    if spec:
+        from .ops.functions import attach_functions
+        from .quant.rewrite import quantize_experts
+        from .quant.scheme import QuantScheme
+
+        quantize_experts(program.model, QuantScheme(spec["bits"], spec["block_size"]), contract.dtype)
+        attach_functions(program.model)  # the optimiser dropped the then-unused MoEExpertsQ body
+
+
+def with_quantization(contract: GraphContract, name: str | None, block_size: int | None) -> GraphContract:
+    """The contract with `extra["quantization"]` set from `--quantize NAME [--quant-block N]`."""
+    if name is None:
+        return contract
+    import dataclasses
+
+    from .quant.scheme import QuantScheme
+
+    scheme = QuantScheme.parse(name, block_size)
+    extra = {**contract.extra, "quantization": {"scheme": scheme.name, "bits": scheme.bits,
+                                                "block_size": scheme.block_size}}
+    return dataclasses.replace(contract, extra=extra)
+
+
 def export_model(model: Mixtral, out_dir: str | Path, contract: GraphContract,
                  progress: Progress | None = None) -> Path:
     """Write `model.onnx` (+ external data) and `graph.json` for an in-memory model into an existing dir."""
@@ -174,6 +198,7 @@ def export_model(model: Mixtral, out_dir: str | Path, contract: GraphContract,
         raise ValueError(f"model dtype {model.dtype} does not match the contract's {contract.dtype}")
     program = trace_graph(model.config, contract, progress)
     attach_weights(program, state_dict_weights(model))
+    quantize(program, contract)
     return save_export(program, Path(out_dir), contract, progress)
 
 
@@ -185,8 +210,13 @@ def export_checkpoint(
     max_batch: int = 8,
     overwrite: bool = False,
     progress: Progress | None = None,
+    quantize_experts: str | None = None,
+    quant_block: int | None = None,
 ) -> Path:
     """Checkpoint directory -> export directory, streaming the weights (atomic: nothing is left behind).
+
+    `quantize_experts` ("int8" | "int4") stores the expert weights as weight-only integer codes + scales
+    (MoEExpertsQ nodes); `quant_block` sets the inputs per scale (0 = per output row).
 
     The checkpoint is validated from its headers, the graph is traced without weights, and each
     initializer is copied from the checkpoint into the external data file as it is written, so peak
@@ -209,10 +239,13 @@ def export_checkpoint(
                               "(max_position_embeddings)")
     if not 1 <= max_batch <= 4096:
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
-    contract = GraphContract.for_config(cfg, dtype, max_batch, max_seq)
+    contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq), quantize_experts,
+                                 quant_block)
     program = trace_graph(cfg, contract, progress)
     weights = streamed_weights(entries, where, TORCH_DTYPES[dtype], prefix=WEIGHT_PREFIX)
     attach_weights(program, weights)
+    with step(progress, f"quantize experts ({quantize_experts})" if quantize_experts else "no quantization"):
+        quantize(program, contract)
     with atomic_dir(out_dir, overwrite) as tmp, bar(progress, "write weights", len(weights)) as advance:
         ir.save(program.model, tmp / MODEL_FILE, external_data=EXTERNAL_DATA, callback=lambda *_: advance(1))
         contract.save(tmp)

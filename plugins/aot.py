@@ -56,8 +56,9 @@ def align_variant(num_experts: int, block_size: int = ALIGN_BLOCK) -> KernelVari
                          {"BLOCK": block_size, "BLOCK_P": BLOCK_P, "BLOCK_E": block_e(num_experts)})
 
 
-def gemm_swiglu_variant(dtype: str, top_k: int, tactic: int, block_size: int = ALIGN_BLOCK) -> KernelVariant:
-    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype)
+def gemm_swiglu_variant(dtype: str, top_k: int, tactic: int, block_size: int = ALIGN_BLOCK,
+                        quantized: bool = False) -> KernelVariant:
+    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
     return KernelVariant("MoEGemmSwiGLU", "moe_gemm_swiglu_kernel", "moe_gemm_swiglu",
                          {"x_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                           "w13_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "inter_ptr": t, "TOP_K": "constexpr",
@@ -67,8 +68,9 @@ def gemm_swiglu_variant(dtype: str, top_k: int, tactic: int, block_size: int = A
                           "BLOCK_K": tile.block_k, "IEEE": dtype == "fp32"}, tile.num_warps, tile.num_stages)
 
 
-def gemm_down_variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK) -> KernelVariant:
-    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype)
+def gemm_down_variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK, quantized: bool = False
+                      ) -> KernelVariant:
+    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
     return KernelVariant("MoEGemmDown", "moe_gemm_down_kernel", "moe_gemm_down",
                          {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                           "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "y_ptr": "*fp32",
@@ -78,14 +80,41 @@ def gemm_down_variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK) ->
                           "BLOCK_K": tile.block_k, "IEEE": dtype == "fp32"}, tile.num_warps, tile.num_stages)
 
 
+def gemm_swiglu_q_variant(dtype: str, top_k: int, tactic: int, bits: int, group: int,
+                          block_size: int = ALIGN_BLOCK) -> KernelVariant:
+    base = gemm_swiglu_variant(dtype, top_k, tactic, block_size, quantized=True)
+    ordered = {"x_ptr": base.signature["x_ptr"], "sorted_ptr": "*i32", "block_experts_ptr": "*i32",
+               "num_padded_ptr": "*i32", "codes_ptr": "*u8", "scales_ptr": base.signature["x_ptr"], "H": "i32",
+               "INTER": "i32", "P": "i32", "inter_ptr": base.signature["x_ptr"]}
+    ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
+    return KernelVariant("MoEGemmSwiGLUQ", "moe_gemm_swiglu_q_kernel", "moe_gemm_swiglu_q", ordered,
+                         {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)
+
+
+def gemm_down_q_variant(dtype: str, tactic: int, bits: int, group: int, block_size: int = ALIGN_BLOCK
+                        ) -> KernelVariant:
+    base = gemm_down_variant(dtype, tactic, block_size, quantized=True)
+    t = base.signature["inter_ptr"]
+    ordered = {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
+               "weights_ptr": "*fp32", "codes_ptr": "*u8", "scales_ptr": t, "H": "i32", "INTER": "i32", "P": "i32",
+               "y_ptr": "*fp32"}
+    ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
+    return KernelVariant("MoEGemmDownQ", "moe_gemm_down_q_kernel", "moe_gemm_down_q", ordered,
+                         {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)
+
+
 def default_variants(dtypes: tuple[str, ...] = ("fp16", "bf16", "fp32"), top_k: int = 2, num_experts: int = 8
                      ) -> list[KernelVariant]:
-    """Mixtral's routing (8 experts, top-2): every kernel, dtype and GEMM tactic."""
+    """Mixtral's routing (8 experts, top-2): every kernel, dtype and GEMM tactic, and the quantized GEMMs
+    for int8 per-channel and int4 in blocks of 32 (Mixtral 8x7B's H = 4096, I = 14336 as the groups)."""
     out = [align_variant(num_experts)]
     for dtype in dtypes:
         out.append(router_variant(dtype, top_k, num_experts))
         for tactic in TACTICS:
             out += [gemm_swiglu_variant(dtype, top_k, tactic), gemm_down_variant(dtype, tactic)]
+            for bits, swiglu_group, down_group in ((8, 4096, 14336), (4, 32, 32)):
+                out += [gemm_swiglu_q_variant(dtype, top_k, tactic, bits, swiglu_group),
+                        gemm_down_q_variant(dtype, tactic, bits, down_group)]
     return out
 
 
@@ -109,6 +138,7 @@ def compile_variant(v: KernelVariant, arch: str | None = None) -> Compiled:
             raise MixtralTrtError("ahead-of-time compilation needs a process where triton was imported without "
                                   "TRITON_INTERPRET=1 (the interpreter replaces the kernels); run it separately")
         del os.environ["TRITON_INTERPRET"]
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # FMA contraction, as Triton has always done
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource

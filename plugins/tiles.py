@@ -31,13 +31,15 @@ TACTICS: dict[int, Tile] = {
 CPU_TACTIC = 1  # the interpreter's cost is per program: few, thin tiles
 
 
-def tile_for(tactic: int, dtype: str) -> Tile:
-    """fp32 tiles take half the K step and two stages: every variant then fits the default 48 KB of shared
-    memory, so no launch needs the large-shared-memory opt-in."""
+def tile_for(tactic: int, dtype: str, quantized: bool = False) -> Tile:
+    """fp32 tiles take half the K step (at most 32 when the weights are dequantized in the kernel, whose fp32
+    weight tiles are staged in shared memory) and two stages: every variant then fits the default 48 KB of
+    shared memory, so no launch needs the large-shared-memory opt-in (tests/plugins/test_aot.py)."""
     tile = TACTICS[tactic]
     if dtype != "fp32":
         return tile
-    return Tile(tile.block_m, tile.block_n, max(16, tile.block_k // 2), tile.num_warps, 2)
+    block_k = max(16, tile.block_k // 2)
+    return Tile(tile.block_m, tile.block_n, min(block_k, 32) if quantized else block_k, tile.num_warps, 2)
 
 
 def check(tile: Tile, align_block: int) -> None:

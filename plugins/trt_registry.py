@@ -1,4 +1,4 @@
-"""TensorRT quick-deployable plugins (`tensorrt.plugin`) for the four sparse-dispatch ops.
+"""TensorRT quick-deployable plugins (`tensorrt.plugin`) for the sparse-dispatch ops (and the quantized GEMMs).
 
 Per plugin: `register` (output shapes and dtypes from symbolic input shapes), `autotune` (type
 combinations and, for the GEMMs, the tile tactics of plugins/tiles.py), `aot_impl` (the Triton kernel
@@ -13,7 +13,7 @@ this module has NOT been executed here (tests/plugins/test_trt_plugins.py runs i
 
 from __future__ import annotations
 
-from . import MOE_ALIGN, MOE_GEMM_DOWN, MOE_GEMM_SWIGLU, MOE_ROUTER
+from . import MOE_ALIGN, MOE_GEMM_DOWN, MOE_GEMM_DOWN_Q, MOE_GEMM_SWIGLU, MOE_GEMM_SWIGLU_Q, MOE_ROUTER
 from .tiles import TACTICS, tile_for
 
 _REGISTERED = False
@@ -181,3 +181,73 @@ def _define() -> None:  # noqa: C901  (four small plugin definitions, kept toget
         with torch_stream(stream):
             *ins, out = as_torch(inter, sorted_pairs, block_experts, num_padded, weights, w2, outputs[0])
             run(*ins, top_k, block_size, tactic=tactic, out=out)
+
+    # ---- quantized GEMMs (weight-only int8 / int4, dequantized in the kernel) ---------------------------
+    float_combo = "FP32|FP16|BF16"
+
+    @trtp.register(MOE_GEMM_SWIGLU_Q.plugin_id)
+    def swiglu_q_desc(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                      num_padded: trtp.TensorDesc, w13_codes: trtp.TensorDesc, w13_scales: trtp.TensorDesc,
+                      top_k: int, block_size: int, bits: int, quant_block: int):
+        return trtp.from_shape_expr((sorted_pairs.shape_expr[0], w13_codes.shape_expr[1] // 2), dtype=x.dtype)
+
+    @trtp.autotune(MOE_GEMM_SWIGLU_Q.plugin_id)
+    def swiglu_q_autotune(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, outputs):
+        combo = trtp.AutoTuneCombination(f"{float_combo}, INT32, INT32, INT32, UINT8, {float_combo}, {float_combo}")
+        combo.tactics(list(TACTICS))
+        return [combo]
+
+    @trtp.aot_impl(MOE_GEMM_SWIGLU_Q.plugin_id)
+    def swiglu_q_aot(x: trtp.TensorDesc, sorted_pairs, block_experts, num_padded, w13_codes: trtp.TensorDesc,
+                     w13_scales, top_k: int, block_size: int, bits: int, quant_block: int, outputs, tactic: int):
+        dtype = dtype_names[x.dtype]
+        tile = tile_for(tactic, dtype, quantized=True)
+        hidden, inter = x.shape_expr[1], w13_codes.shape_expr[1] // 2
+        group = quant_block or constant(hidden, "MoEGemmSwiGLUQ: H")
+        variant = aot.gemm_swiglu_q_variant(dtype, top_k, tactic, bits, group, block_size)
+        grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
+        return launch(variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+
+    @trtp.impl(MOE_GEMM_SWIGLU_Q.plugin_id)
+    def swiglu_q_impl(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, top_k: int,
+                      block_size: int, bits: int, quant_block: int, outputs, stream, tactic: int):
+        from .moe_gemm_swiglu_q.launch import run
+
+        with torch_stream(stream):
+            *ins, out = as_torch(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, outputs[0])
+            run(*ins, top_k, block_size, bits, quant_block, tactic=tactic, out=out)
+
+    @trtp.register(MOE_GEMM_DOWN_Q.plugin_id)
+    def down_q_desc(inter: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                    num_padded: trtp.TensorDesc, weights: trtp.TensorDesc, w2_codes: trtp.TensorDesc,
+                    w2_scales: trtp.TensorDesc, top_k: int, block_size: int, bits: int, quant_block: int):
+        pairs = weights.shape_expr[0] * weights.shape_expr[1]
+        return trtp.from_shape_expr((pairs, w2_codes.shape_expr[1]), dtype=trt.float32)
+
+    @trtp.autotune(MOE_GEMM_DOWN_Q.plugin_id)
+    def down_q_autotune(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales, outputs):
+        combo = trtp.AutoTuneCombination(f"{float_combo}, INT32, INT32, INT32, FP32, UINT8, {float_combo}, FP32")
+        combo.tactics(list(TACTICS))
+        return [combo]
+
+    @trtp.aot_impl(MOE_GEMM_DOWN_Q.plugin_id)
+    def down_q_aot(inter: trtp.TensorDesc, sorted_pairs, block_experts, num_padded, weights: trtp.TensorDesc,
+                   w2_codes: trtp.TensorDesc, w2_scales, top_k: int, block_size: int, bits: int, quant_block: int,
+                   outputs, tactic: int):
+        dtype = dtype_names[inter.dtype]
+        tile = tile_for(tactic, dtype, quantized=True)
+        hidden, inter_size = w2_codes.shape_expr[1], inter.shape_expr[1]
+        group = quant_block or constant(inter_size, "MoEGemmDownQ: I")
+        variant = aot.gemm_down_q_variant(dtype, tactic, bits, group, block_size)
+        grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(hidden, tile.block_n))
+        return launch(variant, grid, (hidden, inter_size, weights.shape_expr[0] * weights.shape_expr[1]))
+
+    @trtp.impl(MOE_GEMM_DOWN_Q.plugin_id)
+    def down_q_impl(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales, top_k: int,
+                    block_size: int, bits: int, quant_block: int, outputs, stream, tactic: int):
+        from .moe_gemm_down_q.launch import run
+
+        with torch_stream(stream):
+            *ins, out = as_torch(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales,
+                                 outputs[0])
+            run(*ins, top_k, block_size, bits, quant_block, tactic=tactic, out=out)

@@ -48,6 +48,10 @@ def parity(
     for g, n in zip(report.greedy, report.prompts, strict=False):
         table.add_row(f"greedy ({n}-token prompt)", f"{g.matched}/{g.steps} tokens match",
                       "exact, or diverging at a near-tie")
+    if report.quantization:
+        table.add_row("quantization", f"{report.quantization['scheme']}: logits rel. error vs the unquantized "
+                      f"model {report.quantization['logits_rel_vs_unquantized']:.2e}",
+                      "reported (the reference above is the dequantized model)")
     console = Console()
     console.print(table)
     if json_path:

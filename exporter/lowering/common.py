@@ -8,16 +8,20 @@ from dataclasses import dataclass
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedFunctionsPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
 
-from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_ROUTER
+from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER
+
+EXPERT_OPS = (MOE_EXPERTS.name, MOE_EXPERTS_Q.name)
 
 
 @dataclass(frozen=True)
 class MoEPair:
-    """One layer's router + experts nodes and the values a lowering needs."""
+    """One layer's router + experts nodes and the values a lowering needs. For quantized experts
+    (MoEExpertsQ) `w13` / `w2` are the uint8 codes and `quant` is (bits, block_size)."""
 
     router: ir.Node
     experts: ir.Node
     top_k: int
+    quant: tuple[int, int] | None = None
 
     @property
     def router_logits(self) -> ir.Value:  # [T, E]
@@ -32,21 +36,32 @@ class MoEPair:
         return self.experts.inputs[3]
 
     @property
-    def w2(self) -> ir.Value:  # [E, H, I]
+    def w2(self) -> ir.Value:  # [E, H, I] (codes: [E, H, I*bits/8])
+        return self.experts.inputs[5 if self.quant else 4]
+
+    @property
+    def w13_scales(self) -> ir.Value:  # [E, 2I] or [E, 2I, H/block]
         return self.experts.inputs[4]
+
+    @property
+    def w2_scales(self) -> ir.Value:  # [E, H] or [E, H, I/block]
+        return self.experts.inputs[6]
 
 
 def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
     """Each MoEExperts node whose routing comes straight from a MoERouter node, in graph order."""
     for node in list(graph):
-        if node.domain != DOMAIN or node.op_type != MOE_EXPERTS.name:
+        if node.domain != DOMAIN or node.op_type not in EXPERT_OPS:
             continue
         weights, experts = node.inputs[2], node.inputs[1]
         router = experts.producer()
         if router is None or router.op_type != MOE_ROUTER.name or router.domain != DOMAIN \
                 or weights.producer() is not router:
             raise ValueError(f"{node.name}: MoEExperts routing does not come from one MoERouter node")
-        yield MoEPair(router, node, router.attributes["top_k"].as_int())
+        quant = None
+        if node.op_type == MOE_EXPERTS_Q.name:
+            quant = (node.attributes["bits"].as_int(), node.attributes["block_size"].as_int())
+        yield MoEPair(router, node, router.attributes["top_k"].as_int(), quant)
 
 
 def const_tensor(value: ir.Value, what: str) -> ir.TensorProtocol:

@@ -27,15 +27,19 @@ MOE_ATTRIBUTES = {
 
 
 def interleave_gate_up(w13: np.ndarray) -> np.ndarray:
-    """[E, 2I, H] with gate rows then up rows -> [E, 2I, H] with rows gate0, up0, gate1, up1, ..."""
-    e, two_i, h = w13.shape
-    return np.stack((w13[:, : two_i // 2], w13[:, two_i // 2 :]), axis=2).reshape(e, two_i, h)
+    """[E, 2I, ...] with gate rows then up rows -> rows gate0, up0, gate1, up1, ... (weights, codes, scales)."""
+    half = w13.shape[1] // 2
+    return np.stack((w13[:, :half], w13[:, half:]), axis=2).reshape(w13.shape)
 
 
-def _interleaved(w13: ir.TensorProtocol) -> ir.LazyTensor:
-    # Lazy: the re-laid-out weights are computed while saving, one layer at a time.
-    return ir.LazyTensor(lambda: ir.Tensor(interleave_gate_up(w13.numpy())), dtype=w13.dtype,
-                         shape=w13.shape, name=f"{w13.name}.interleaved")
+def _interleaved_initializer(graph: ir.Graph, value: ir.Value) -> ir.Value:
+    """A new initializer with the rows of `value` interleaved, computed lazily while saving."""
+    tensor = value.const_value
+    lazy = ir.LazyTensor(lambda: ir.Tensor(interleave_gate_up(tensor.numpy())), dtype=tensor.dtype,
+                         shape=tensor.shape, name=f"{value.name}.interleaved")
+    new = ir.Value(name=f"{value.name}.interleaved", shape=value.shape, type=value.type, const_value=lazy)
+    graph.register_initializer(new)
+    return new
 
 
 def _interleave_nodes(tape: ir.tape.Tape, w13: ir.Value) -> ir.Value:
@@ -52,18 +56,32 @@ def _const(tape: ir.tape.Tape, values: list[int]) -> ir.Value:
     return tape.op("Constant", [], {"value": ir.tensor(np.array(values, np.int64))})
 
 
+def _qmoe(graph: ir.Graph, pair) -> ir.Node:
+    """com.microsoft::QMoE over the quantized experts: raw [E, N, K*bits/8] codes (weights_prepacked=0),
+    fc1 codes and scales with interleaved gate/up rows, the implicit zero point 2^(bits-1)."""
+    bits, block_size = pair.quant
+    fc1 = _interleaved_initializer(graph, pair.w13)
+    fc1_scales = _interleaved_initializer(graph, pair.w13_scales)
+    attributes = {**MOE_ATTRIBUTES, "k": pair.top_k, "expert_weight_bits": bits, "weights_prepacked": 0}
+    if block_size:
+        attributes["block_size"] = block_size
+    return ir.node("QMoE", inputs=[pair.x, pair.router_logits, fc1, fc1_scales, None, pair.w2, pair.w2_scales],
+                   domain=MS_DOMAIN, attributes=attributes, name=f"{pair.experts.name}.ort_qmoe")
+
+
 def lower(model: ir.Model) -> ir.Model:
     graph = model.graph
     for pair in list(moe_pairs(graph)):
         tape = ir.tape.Tape()
-        if pair.w13.const_value is not None:
-            fc1 = ir.Value(name=f"{pair.w13.name}.interleaved", shape=pair.w13.shape, type=pair.w13.type,
-                           const_value=_interleaved(pair.w13.const_value))
-            graph.register_initializer(fc1)
+        if pair.quant:
+            node = _qmoe(graph, pair)
         else:
-            fc1 = _interleave_nodes(tape, pair.w13)
-        node = ir.node("MoE", inputs=[pair.x, pair.router_logits, fc1, None, pair.w2], domain=MS_DOMAIN,
-                       attributes={**MOE_ATTRIBUTES, "k": pair.top_k}, name=f"{pair.experts.name}.ort_moe")
+            if pair.w13.const_value is not None:
+                fc1 = _interleaved_initializer(graph, pair.w13)
+            else:
+                fc1 = _interleave_nodes(tape, pair.w13)
+            node = ir.node("MoE", inputs=[pair.x, pair.router_logits, fc1, None, pair.w2], domain=MS_DOMAIN,
+                           attributes={**MOE_ATTRIBUTES, "k": pair.top_k}, name=f"{pair.experts.name}.ort_moe")
         node.outputs[0].shape, node.outputs[0].type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
         replace_pair(graph, pair, [*tape.nodes, node], node.outputs[0])
     model.opset_imports[MS_DOMAIN] = 1

@@ -2,8 +2,9 @@
 
     router_logits -> MoERouter -> (weights, experts)
     experts -> MoEAlign -> (sorted_pairs, block_experts, num_padded)
-    x, sorted_pairs, block_experts, num_padded, w13 -> MoEGemmSwiGLU -> inter
-    inter, sorted_pairs, block_experts, num_padded, weights, w2 -> MoEGemmDown -> y_pairs [T*k, H] f32
+    x, sorted_pairs, block_experts, num_padded, w13 -> MoEGemmSwiGLU -> inter     (or the ...Q plugins with
+    inter, sorted_pairs, block_experts, num_padded, weights, w2 -> MoEGemmDown -> y_pairs [T*k, H] f32     codes +
+                                                                                     scales for int8 / int4)
     y = Cast(ReduceSum(Reshape(y_pairs, [-1, k, H]), axis 1), x dtype)      (the k-way combine)
 
 op_type = plugin name; the attributes (`plugin_namespace`, `plugin_version`, `aot`, and the fields) come
@@ -17,7 +18,14 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.tape
 
-from mixtral_trt.plugins import MOE_ALIGN, MOE_GEMM_DOWN, MOE_GEMM_SWIGLU, MOE_ROUTER
+from mixtral_trt.plugins import (
+    MOE_ALIGN,
+    MOE_GEMM_DOWN,
+    MOE_GEMM_DOWN_Q,
+    MOE_GEMM_SWIGLU,
+    MOE_GEMM_SWIGLU_Q,
+    MOE_ROUTER,
+)
 from mixtral_trt.plugins.tiles import ALIGN_BLOCK
 
 from .common import moe_pairs, replace_pair, tidy
@@ -46,10 +54,19 @@ def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_
             MOE_ALIGN.name, [experts], MOE_ALIGN.node_attributes(aot, num_experts=num_experts, block_size=block_size),
             num_outputs=3, domain=domain)
         routing = [sorted_pairs, block_experts, num_padded]
-        inter = tape.op(MOE_GEMM_SWIGLU.name, [pair.x, *routing, pair.w13],
-                        MOE_GEMM_SWIGLU.node_attributes(aot, top_k=k, block_size=block_size), domain=domain)
-        y_pairs = tape.op(MOE_GEMM_DOWN.name, [inter, *routing, weights, pair.w2],
-                          MOE_GEMM_DOWN.node_attributes(aot, top_k=k, block_size=block_size), domain=domain)
+        if pair.quant:  # weight-only int8 / int4 experts: the GEMMs dequantize on the fly
+            bits, quant_block = pair.quant
+            fields = {"top_k": k, "block_size": block_size, "bits": bits, "quant_block": quant_block}
+            inter = tape.op(MOE_GEMM_SWIGLU_Q.name, [pair.x, *routing, pair.w13, pair.w13_scales],
+                            MOE_GEMM_SWIGLU_Q.node_attributes(aot, **fields), domain=domain)
+            y_pairs = tape.op(MOE_GEMM_DOWN_Q.name, [inter, *routing, weights, pair.w2, pair.w2_scales],
+                              MOE_GEMM_DOWN_Q.node_attributes(aot, **fields), domain=domain)
+        else:
+            fields = {"top_k": k, "block_size": block_size}
+            inter = tape.op(MOE_GEMM_SWIGLU.name, [pair.x, *routing, pair.w13],
+                            MOE_GEMM_SWIGLU.node_attributes(aot, **fields), domain=domain)
+            y_pairs = tape.op(MOE_GEMM_DOWN.name, [inter, *routing, weights, pair.w2],
+                              MOE_GEMM_DOWN.node_attributes(aot, **fields), domain=domain)
         per_token = tape.op("Reshape", [y_pairs, _const(tape, [-1, k, hidden])])
         summed = tape.op("ReduceSum", [per_token, _const(tape, [1])], {"keepdims": 0})
         y = tape.op("Cast", [summed], {"to": pair.x.type.dtype})

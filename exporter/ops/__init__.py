@@ -2,8 +2,8 @@
 body and torch translation. Importing this package registers the schemas with onnx."""
 
 from .schemas import register_schemas
-from .spec import DOMAIN, MOE_EXPERTS, MOE_ROUTER, OPS, OpSpec
+from .spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER, OPS, OpSpec
 
 register_schemas()
 
-__all__ = ["DOMAIN", "MOE_EXPERTS", "MOE_ROUTER", "OPS", "OpSpec", "register_schemas"]
+__all__ = ["DOMAIN", "MOE_EXPERTS", "MOE_EXPERTS_Q", "MOE_ROUTER", "OPS", "OpSpec", "register_schemas"]

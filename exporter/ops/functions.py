@@ -8,10 +8,10 @@ correct everywhere, slower than sparse dispatch. T tokens, E experts, k, H hidde
 from __future__ import annotations
 
 import onnx
-from onnxscript import FLOAT, INT32, INT64, script, values
+from onnxscript import FLOAT, INT32, INT64, UINT8, script, values
 from onnxscript import opset20 as op
 
-from .spec import DOMAIN, MOE_EXPERTS, MOE_ROUTER, OPSET_VERSION
+from .spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER, OPSET_VERSION
 
 ONNX_OPSET = 20  # the default-domain opset of the function bodies and of the exported graph
 mixtral = values.Opset(DOMAIN, OPSET_VERSION)
@@ -43,16 +43,54 @@ def MoEExperts(x, experts, weights, w13, w2):
     return y
 
 
-_BODIES = {MOE_ROUTER.name: MoERouter, MOE_EXPERTS.name: MoEExperts}
+@script(mixtral, default_opset=op)
+def Dequantize(codes, scales, bits: int):
+    """codes uint8 [E, N, K*bits/8], scales [E, N] or [E, N, G] -> weights [E, N, K] (scales' dtype)."""
+    width = op.Constant(value_int=bits)  # 8 or 4
+    shifts = op.Cast(op.Range(op.Constant(value_int=0), op.Constant(value_int=8), width), to=UINT8.dtype)  # [8/bits]
+    mask = op.Cast(op.Sub(op.Pow(op.Constant(value_int=2), width), op.Constant(value_int=1)), to=UINT8.dtype)
+    unpacked = op.BitwiseAnd(op.BitShift(op.Unsqueeze(codes, op.Constant(value_ints=[-1])), shifts,
+                                         direction="RIGHT"), mask)  # [E, N, K*bits/8, 8/bits], low bits first
+    e_n = op.Shape(codes, start=0, end=2)
+    q = op.Reshape(unpacked, op.Concat(e_n, op.Constant(value_ints=[-1]), axis=0))  # [E, N, K]
+    zero = op.Pow(op.Constant(value_float=2.0), op.Cast(op.Sub(width, op.Constant(value_int=1)), to=FLOAT.dtype))
+    centred = op.Sub(op.Cast(q, to=FLOAT.dtype), zero)
+    groups = op.Reshape(op.Cast(scales, to=FLOAT.dtype), op.Concat(e_n, op.Constant(value_ints=[-1]), axis=0))
+    grouped = op.Reshape(centred, op.Concat(op.Shape(groups), op.Constant(value_ints=[-1]), axis=0))  # [E,N,G,K/G]
+    w = op.Reshape(op.Mul(grouped, op.Unsqueeze(groups, op.Constant(value_ints=[-1]))), op.Shape(q))
+    weights = op.CastLike(w, scales)
+    return weights
+
+
+@script(mixtral, default_opset=op)
+def MoEExpertsQ(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales, bits: int, block_size: int):
+    w13 = Dequantize(w13_codes, w13_scales, bits=bits)  # [E, 2I, H]
+    w2 = Dequantize(w2_codes, w2_scales, bits=bits)  # [E, H, I]
+    y = MoEExperts(x, experts, weights, w13, w2)
+    return y
+
+
+_BODIES = {MOE_ROUTER.name: MoERouter, MOE_EXPERTS.name: MoEExperts, MOE_EXPERTS_Q.name: MoEExpertsQ}
+HELPERS = (Dequantize,)  # functions the bodies call, shipped alongside them
 
 
 def function_protos() -> list[onnx.FunctionProto]:
-    """The FunctionProto of every op, checked against its spec (names of inputs, outputs, attributes)."""
-    protos = []
-    for spec in (MOE_ROUTER, MOE_EXPERTS):
+    """The FunctionProto of every op, checked against its spec (names of inputs, outputs, attributes), and of
+    the helper functions they call."""
+    protos = [helper.to_function_proto() for helper in HELPERS]
+    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q):
         proto = _BODIES[spec.name].to_function_proto()
         assert list(proto.input) == [t.name for t in spec.inputs], spec.name
         assert list(proto.output) == [t.name for t in spec.outputs], spec.name
         assert list(proto.attribute) == [a.name for a in spec.attributes], spec.name
         protos.append(proto)
     return protos
+
+
+def attach_functions(model) -> None:
+    """Add every op body (and helper) to an onnx_ir Model's local functions, keeping those present."""
+    import onnx_ir as ir
+
+    for proto in function_protos():
+        fn = ir.serde.deserialize_function(proto)
+        model.functions.setdefault(fn.identifier(), fn)

@@ -71,4 +71,24 @@ MOE_EXPERTS = OpSpec(
     outputs=(Tensor("y", "T", "[T, H]", "combined expert outputs"),),
 )
 
-OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS)}
+MOE_EXPERTS_Q = OpSpec(
+    name="MoEExpertsQ",
+    doc="MoEExperts with weight-only integer-quantized expert weights (ONNX Runtime QMoE's format): codes "
+    "uint8 packed along the input features (two 4-bit codes per byte, even element in the low nibble), zero "
+    "point 2^(bits-1), one scale per output row (block_size 0) or per block_size inputs. The weights are "
+    "dequantized, then the experts run as in MoEExperts.",
+    inputs=(
+        Tensor("x", "T", "[T, H]", "token activations"),
+        Tensor("experts", "tensor(int32)", "[T, k]", "expert ids from MoERouter"),
+        Tensor("weights", "tensor(float)", "[T, k]", "routing weights from MoERouter"),
+        Tensor("w13_codes", "tensor(uint8)", "[E, 2I, H*bits/8]", "gate and up rows, quantized"),
+        Tensor("w13_scales", "T", "[E, 2I] or [E, 2I, H/block_size]", "their scales"),
+        Tensor("w2_codes", "tensor(uint8)", "[E, H, I*bits/8]", "down rows, quantized"),
+        Tensor("w2_scales", "T", "[E, H] or [E, H, I/block_size]", "their scales"),
+    ),
+    outputs=(Tensor("y", "T", "[T, H]", "combined expert outputs"),),
+    attributes=(Attr("bits", "int", "bits per weight: 8 or 4"),
+                Attr("block_size", "int", "inputs per scale; 0 = one scale per output row")),
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q)}

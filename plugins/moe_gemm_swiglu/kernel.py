@@ -1,12 +1,54 @@
-"""Triton kernel: one program per (BLOCK_M sorted rows, BLOCK_N of INTER). The rows of a tile share one expert
-(BLOCK_M divides the alignment block); their token rows of x are gathered, multiplied with the expert's
-gate and up rows of w13 over H in BLOCK_K steps (float32 accumulators), and silu(gate) * up is stored.
-Tiles past num_padded, or holding only padding, return at once.
+"""Triton kernel: one program per (BLOCK_M sorted rows, BLOCK_N of INTER). The rows of a tile share one
+expert (BLOCK_M divides the alignment block); their token rows of x are gathered, multiplied with the
+expert's gate and up rows of w13 over H in BLOCK_K steps (float32 accumulators), and silu(gate) * up is
+stored. Tiles past num_padded, or holding only padding, return at once. `swiglu_tile` is shared with the
+quantized plugin (weights dequantized on the fly, plugins/dequant.py).
 Argument order (inputs, scalars, outputs) is what TensorRT's AOT launch expects.
 """
 
 import triton
 import triton.language as tl
+
+from ..dequant import weight_tile
+
+
+@triton.jit
+def swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w_ptr, s_ptr, H, INTER, P, inter_ptr,
+                TOP_K: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, IEEE: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr):
+    row0 = tl.program_id(0) * BLOCK_M
+    if row0 >= tl.load(num_padded_ptr):
+        return
+    rows = row0 + tl.arange(0, BLOCK_M)  # [BM]
+    pairs = tl.load(sorted_ptr + rows)
+    valid = pairs < P
+    if tl.max(valid.to(tl.int32), axis=0) == 0:
+        return
+    expert = tl.load(block_experts_ptr + row0 // ALIGN).to(tl.int64)
+    tokens = (pairs // TOP_K).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] output features
+    dtype = inter_ptr.dtype.element_ty
+    acc_gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
+        a = tl.load(x_ptr + tokens[:, None] * H + ks[None, :], mask=valid[:, None] & (ks[None, :] < H), other=0.0)
+        w_mask = (ks[:, None] < H) & (cols[None, :] < INTER)  # [BK, BN]
+        # w13 rows: gate (W1) in [0, INTER), up (W3) in [INTER, 2 INTER)
+        wg = weight_tile(w_ptr, s_ptr, expert, cols, ks, 2 * INTER, H, w_mask, dtype, BITS, GROUP)
+        wu = weight_tile(w_ptr, s_ptr, expert, cols + INTER, ks, 2 * INTER, H, w_mask, dtype, BITS, GROUP)
+        if IEEE:
+            acc_gate += tl.dot(a, wg, input_precision="ieee")
+            acc_up += tl.dot(a, wu, input_precision="ieee")
+        else:
+            acc_gate += tl.dot(a, wg)
+            acc_up += tl.dot(a, wu)
+    # SwiGLU in the activation dtype, as the reference computes it
+    gate = acc_gate.to(dtype).to(tl.float32)
+    up = acc_up.to(dtype).to(tl.float32)
+    act = gate * tl.sigmoid(gate) * up
+    out = inter_ptr + rows[:, None].to(tl.int64) * INTER + cols[None, :]
+    tl.store(out, act.to(dtype), mask=valid[:, None] & (cols[None, :] < INTER))
 
 
 @triton.jit
@@ -27,36 +69,5 @@ def moe_gemm_swiglu_kernel(
     BLOCK_K: tl.constexpr,
     IEEE: tl.constexpr,  # float32 inputs: full-precision dot (no TF32)
 ):
-    row0 = tl.program_id(0) * BLOCK_M
-    if row0 >= tl.load(num_padded_ptr):
-        return
-    rows = row0 + tl.arange(0, BLOCK_M)  # [BM]
-    pairs = tl.load(sorted_ptr + rows)
-    valid = pairs < P
-    if tl.max(valid.to(tl.int32), axis=0) == 0:
-        return
-    expert = tl.load(block_experts_ptr + row0 // ALIGN).to(tl.int64)
-    tokens = (pairs // TOP_K).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] output features
-    gate_rows = expert * 2 * INTER * H + cols.to(tl.int64) * H  # [BN] offsets of W1 rows in w13
-    up_rows = gate_rows + INTER * H  # W3 rows
-    acc_gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
-        a = tl.load(x_ptr + tokens[:, None] * H + ks[None, :], mask=valid[:, None] & (ks[None, :] < H), other=0.0)
-        w_mask = (ks[:, None] < H) & (cols[None, :] < INTER)  # [BK, BN]
-        wg = tl.load(w13_ptr + gate_rows[None, :] + ks[:, None], mask=w_mask, other=0.0)
-        wu = tl.load(w13_ptr + up_rows[None, :] + ks[:, None], mask=w_mask, other=0.0)
-        if IEEE:
-            acc_gate += tl.dot(a, wg, input_precision="ieee")
-            acc_up += tl.dot(a, wu, input_precision="ieee")
-        else:
-            acc_gate += tl.dot(a, wg)
-            acc_up += tl.dot(a, wu)
-    # SwiGLU in the activation dtype, as the reference computes it
-    gate = acc_gate.to(inter_ptr.dtype.element_ty).to(tl.float32)
-    up = acc_up.to(inter_ptr.dtype.element_ty).to(tl.float32)
-    act = gate * tl.sigmoid(gate) * up
-    out = inter_ptr + rows[:, None].to(tl.int64) * INTER + cols[None, :]
-    tl.store(out, act.to(inter_ptr.dtype.element_ty), mask=valid[:, None] & (cols[None, :] < INTER))
+    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w13_ptr, w13_ptr, H, INTER, P, inter_ptr,
+                TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1)

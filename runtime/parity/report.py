@@ -32,6 +32,7 @@ class ParityReport:
     greedy: list[GreedyMatch]
     prompts: list[int]  # prompt lengths
     failures: list[str] = field(default_factory=list)
+    quantization: dict | None = None  # quantized engines: scheme and the error against the unquantized model
 
     @property
     def passed(self) -> bool:
@@ -59,6 +60,7 @@ class ParityReport:
                 "tokens": lp.flips.positions if lp.flips else None,
             } for lp in self.layers],
             "greedy": [{**asdict(g), "exact": g.exact} for g in self.greedy],
+            "quantization": self.quantization,
         }
 
     def to_json(self) -> str:

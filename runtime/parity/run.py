@@ -138,6 +138,7 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
                  progress=None) -> ParityReport:
     """Load the engine and the float32 reference from `checkpoint`, then `run_parity`."""
     from mixtral_trt import runtime
+    from mixtral_trt.exporter.quant.reference import fake_quantize_, scheme_of
     from mixtral_trt.mixtral_ref.checkpoint import load_model
     from mixtral_trt.mixtral_ref.errors import MixtralTrtError
     from mixtral_trt.mixtral_ref.progress import step
@@ -150,9 +151,30 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     if reference.config != engine.config:
         raise MixtralTrtError(f"{checkpoint}: its config differs from the engine's ({engine_dir}): "
                               "not the checkpoint this engine was exported from")
+    original = None
+    scheme = scheme_of(engine.contract)
+    if scheme is not None:  # judge the kernels against the same quantized weights; report the rest
+        original = reference
+        reference = fake_quantize_(load_model(checkpoint, dtype=torch.float32), scheme, engine.dtype)
     try:
         tokenizer = Tokenizer.from_checkpoint(checkpoint)
     except MixtralTrtError:
         tokenizer = None
     with step(progress, f"run prompts and {greedy_steps}-step greedy decoding"):
-        return run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer)
+        report = run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer)
+    if original is not None:
+        report.quantization = {"scheme": scheme.name, "logits_rel_vs_unquantized": quantization_error(
+            engine, original, report.prompts, seed, tokenizer)}
+    return report
+
+
+@torch.inference_mode()
+def quantization_error(engine: Engine, original: Mixtral, lengths: list[int], seed: int, tokenizer) -> float:
+    """Logits relative error of the engine against the unquantized model (what quantization costs)."""
+    prompts = default_prompts(engine.config.vocab_size, engine.max_seq, seed, tokenizer)
+    worst = 0.0
+    for p in prompts:
+        ref = original(torch.tensor([p])).float().numpy()
+        got = engine.logits(np.asarray([p]))
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+    return worst

@@ -27,9 +27,11 @@ def test_plugins_compile(arch, dtypes, tmp_path):
     index = json.loads((out / "kernels.json").read_text())
     kernels = index["kernels"]
     n_dtypes = len(dtypes.split(","))
-    assert len(kernels) == 1 + n_dtypes * 7  # align + per dtype: router + 3 tactics x 2 GEMMs
+    # align + per dtype: router + 3 tactics x (2 GEMMs + 2 quantized GEMMs x (int8, int4))
+    assert len(kernels) == 1 + n_dtypes * 19
     assert {k["kernel"] for k in kernels} == {"moe_router_kernel", "moe_align_kernel", "moe_gemm_swiglu_kernel",
-                                              "moe_gemm_down_kernel"}
+                                              "moe_gemm_down_kernel", "moe_gemm_swiglu_q_kernel",
+                                              "moe_gemm_down_q_kernel"}
     for k in kernels:
         ptx = (out / f"{k['stem']}.ptx").read_text()
         assert f".target {arch}" in ptx and f".entry {k['symbol']}" in ptx, k["stem"]
@@ -48,5 +50,6 @@ def test_plugins_compile_rejects_bad_arguments(tmp_path):
 def test_plugins_list(cli):
     result = cli("plugins", "list")
     assert result.code == 0
-    for name in ("MoERouter", "MoEAlign", "MoEGemmSwiGLU", "MoEGemmDown", "ceil(M_max / block_size)", "top_k"):
+    for name in ("MoERouter", "MoEAlign", "MoEGemmSwiGLU", "MoEGemmDown", "MoEGemmSwiGLUQ", "MoEGemmDownQ",
+                 "ceil(M_max / block_size)", "quant_block"):
         assert name in result.out, name

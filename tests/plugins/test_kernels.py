@@ -139,3 +139,44 @@ def test_every_tactic_gives_the_same_result(tactic):
     ref = experts_reference(x, experts, weights, w13, w2)
     err = ((y - ref).abs().max() / ref.abs().max()).item()
     assert err < REL_TOL["fp32"], f"tactic {tactic} ({TACTICS[tactic]}): {err:.2e}"
+
+
+QUANT = [(8, 0), (8, 16), (4, 0), (4, 32)]
+
+
+@pytest.mark.parametrize(("bits", "quant_block"), QUANT)
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_quantized_gemms_match_references(bits, quant_block, dtype):
+    """MoEGemmSwiGLUQ / MoEGemmDownQ (weights dequantized in the kernel) against their references and the
+    whole quantized pipeline against the dense oracle on the dequantized weights."""
+    from mixtral_trt.exporter.quant.scheme import QuantScheme
+    from mixtral_trt.plugins.moe_gemm_down_q.launch import run as gemm_down_q
+    from mixtral_trt.plugins.moe_gemm_down_q.reference import moe_gemm_down_q_reference
+    from mixtral_trt.plugins.moe_gemm_swiglu_q.launch import run as gemm_swiglu_q
+    from mixtral_trt.plugins.moe_gemm_swiglu_q.reference import moe_gemm_swiglu_q_reference
+    from mixtral_trt.plugins.pipeline import sparse_experts_q
+
+    dt, t, e, k, h, i = DTYPES[dtype], 21, 8, 2, 64, 96
+    scheme = QuantScheme(bits, quant_block)
+    w13, w2 = _weights(e, h, i, torch.float32, seed=5)
+    c13, s13 = (torch.from_numpy(a) for a in scheme.quantize(w13.numpy()))
+    c2, s2 = (torch.from_numpy(a) for a in scheme.quantize(w2.numpy()))
+    s13, s2 = s13.to(dt), s2.to(dt)
+    x = torch.randn(t, h, generator=torch.Generator().manual_seed(6)).to(dt)
+    weights, experts = router(routing(t, e, k, seed=7), k)
+    routing_ = align(experts, e, ALIGN_BLOCK)
+    rows = torch.nonzero(routing_[0] < t * k)[:, 0]
+    inter = gemm_swiglu_q(x, *routing_, c13, s13, k, ALIGN_BLOCK, bits, quant_block)
+    ref = moe_gemm_swiglu_q_reference(x, *routing_, c13, s13, k, ALIGN_BLOCK, bits, quant_block)
+    err = ((inter[rows].float() - ref[rows].float()).abs().max() / ref[rows].float().abs().max()).item()
+    assert err < REL_TOL[dtype], f"SwiGLU GEMM int{bits}/{quant_block} {dtype}: {err:.2e}"
+    y_pairs = gemm_down_q(inter, *routing_, weights, c2, s2, k, ALIGN_BLOCK, bits, quant_block)
+    ref_pairs = moe_gemm_down_q_reference(inter, *routing_, weights, c2, s2, k, ALIGN_BLOCK, bits, quant_block)
+    err = ((y_pairs - ref_pairs).abs().max() / ref_pairs.abs().max()).item()
+    assert err < REL_TOL[dtype], f"down GEMM int{bits}/{quant_block} {dtype}: {err:.2e}"
+    y = sparse_experts_q(x, experts, weights, c13, s13, c2, s2, bits, quant_block)
+    d13 = torch.from_numpy(scheme.dequantize(c13.numpy(), s13.float().numpy())).to(dt).float()
+    d2 = torch.from_numpy(scheme.dequantize(c2.numpy(), s2.float().numpy())).to(dt).float()
+    oracle = experts_reference(x.float(), experts, weights, d13, d2)
+    err = ((y.float() - oracle).abs().max() / oracle.abs().max()).item()
+    assert err < REL_TOL[dtype], f"quantized pipeline int{bits}/{quant_block} {dtype}: {err:.2e}"

@@ -35,7 +35,8 @@ def test_lowered_graph_has_the_plugin_nodes(top3):
     cfg = model.config
     proto = onnx.load(str(eng.path / MODEL_FILE), load_external_data=False)
     plugin_nodes = [n for n in proto.graph.node if n.op_type in PLUGINS]
-    assert Counter(n.op_type for n in plugin_nodes) == {name: cfg.num_layers for name in PLUGINS}
+    unquantized = [name for name in PLUGINS if not name.endswith("Q")]
+    assert Counter(n.op_type for n in plugin_nodes) == {name: cfg.num_layers for name in unquantized}
     assert not [n for n in proto.graph.node if n.domain == "mixtral"] and not proto.functions
     for node in plugin_nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -94,3 +95,25 @@ def test_plugins_cpu_refuses_fp16_exports(tmp_path_factory, tmp_path):
     with pytest.raises(MixtralTrtError, match="plugins-cpu runs fp32 exports"):
         build_engine(onnx_dir, tmp_path / "e", "plugins-cpu")
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("name", ["int8", "int4"])
+def test_plugins_cpu_quantized_engine(tmp_path_factory, name):
+    """The trt lowering of MoEExpertsQ (the ...Q plugins, dequantizing in the kernel) on CPU against the
+    dequantized reference."""
+    from mixtral_trt.exporter.quant.reference import fake_quantize_
+    from mixtral_trt.exporter.quant.scheme import QuantScheme
+    from mixtral_trt.mixtral_ref import load_model
+
+    root = tmp_path_factory.mktemp(f"pcpu-{name}")
+    ckpt = tiny_checkpoint(root)
+    onnx_dir = export_checkpoint(ckpt, root / "onnx", max_seq=64, max_batch=2, quantize_experts=name)
+    eng = runtime.load(build_engine(onnx_dir, root / "engine", "plugins-cpu"))
+    proto = onnx.load(str(eng.path / MODEL_FILE), load_external_data=False)
+    assert Counter(n.op_type for n in proto.graph.node if n.op_type.endswith("Q")) == {
+        "MoEGemmSwiGLUQ": 2, "MoEGemmDownQ": 2}
+    ids = np.random.default_rng(1).integers(3, 32000, (1, 11))
+    with torch.no_grad():
+        ref = fake_quantize_(load_model(ckpt), QuantScheme.parse(name), "fp32")(torch.from_numpy(ids)).numpy()
+    err = float(np.abs(eng.logits(ids) - ref).max() / np.abs(ref).max())
+    assert err < 1e-5, f"plugins-cpu {name}: {err:.2e} against the dequantized reference"
