@@ -130,15 +130,10 @@ class Compiled:
 def compile_variant(v: KernelVariant, arch: str | None = None) -> Compiled:
     """Compile for `arch` (sm_90a / sm_80), or for the current GPU when None (TensorRT's aot_impl)."""
     import importlib
-    import os
-    import sys
 
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        if "triton" in sys.modules:
-            raise MixtralTrtError("ahead-of-time compilation needs a process where triton was imported without "
-                                  "TRITON_INTERPRET=1 (the interpreter replaces the kernels); run it separately")
-        del os.environ["TRITON_INTERPRET"]
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # FMA contraction, as Triton has always done
+    from .interpreter import require_compiler
+
+    require_compiler()
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource

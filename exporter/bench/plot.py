@@ -15,10 +15,13 @@ def save_bench_plot(result: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
-    names = list(result["decode"])
-    colors = ["tab:blue" if n in ("ort", "portable", "plugins-cpu", "trt") else "tab:gray" for n in names]
+    decode = {**result["decode"], **{f"ort {n}": q["decode_tok_s"] for n, q in result.get("quantized", {}).items()}}
+    prefill = {**result["prefill"], **{f"ort {n}": q["prefill_tok_s"] for n, q in result.get("quantized", {}).items()}}
+    names = list(decode)
+    colors = ["tab:gray" if n in ("torch_ref", "hf_transformers") else "tab:green" if n.startswith("ort int")
+              else "tab:blue" for n in names]
     ax = axes[0]
-    ax.bar(names, [result["decode"][n] for n in names], color=colors)
+    ax.bar(names, [decode[n] for n in names], color=colors)
     roof = result["decode_roofline_tok_s"]
     ax.axhline(roof, color="red", linestyle="--", label=f"roofline {roof:.0f} tok/s")
     ax.axhline(roof / 2, color="red", linestyle=":", label="50% of roofline")
@@ -26,7 +29,7 @@ def save_bench_plot(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("tokens / s")
     ax.legend(fontsize=8)
     ax = axes[1]
-    ax.bar(names, [result["prefill"][n] for n in names], color=colors)
+    ax.bar(names, [prefill[n] for n in names], color=colors)
     ax.set_title(f"prefill ({result['settings']['prefill_tokens']}-token prompt)")
     ax.set_ylabel("tokens / s")
     ax = axes[2]

@@ -38,6 +38,7 @@ class BenchSettings:
     workdir: Path = Path("bench-out")
     threads: int | None = None  # default: all cores
     hf: bool = True
+    quantize: tuple[str, ...] = ()  # weight-only expert schemes to add (ONNX Runtime engines): int8, int4
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +130,8 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         del hf
     elif s.hf:
         skipped["hf_transformers"] = "transformers is not installed"
+    quantized = {name: _quantized(s, ckpt, name, context, long_prompt, bandwidth, cfg, progress)
+                 for name in s.quantize}
     with step(progress, "MoE layer: sparse vs dense"):
         moe = moe_layer_ms(cfg, s.moe_tokens, s.seed, threads)
     roofline = system.decode_roofline_tok_s(bandwidth, cfg, 4)
@@ -146,10 +149,42 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         "memory_bandwidth_gbs": bandwidth,
         "active_weight_bytes_per_token": system.active_weight_bytes(cfg, 4),
         "decode_roofline_tok_s": roofline,
+        "quantized": quantized,
+        "engine_bytes": {"ort": _dir_bytes(s.workdir / f"{s.preset}-seed{s.seed}-engine-ort")},
         "peak_rss_bytes": system.peak_rss_bytes(),
     }
     result["targets"] = targets(result)
     return result
+
+
+def _dir_bytes(path: Path) -> int | None:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else None
+
+
+def _quantized(s: BenchSettings, ckpt: Path, name: str, context: list[int], long_prompt: list[int],
+               bandwidth: float, cfg, progress) -> dict[str, Any]:
+    """An ONNX Runtime engine with weight-only quantized experts: speed, size, its own roofline."""
+    from mixtral_trt import runtime
+    from mixtral_trt.exporter.build import build_engine
+    from mixtral_trt.exporter.export import export_checkpoint
+    from mixtral_trt.exporter.quant.scheme import QuantScheme
+
+    onnx_dir = s.workdir / f"{s.preset}-seed{s.seed}-onnx-fp32-{name}"
+    engine_dir = s.workdir / f"{s.preset}-seed{s.seed}-engine-ort-{name}"
+    if not onnx_dir.exists():
+        max_seq = max(s.context + s.new_tokens, s.prefill_tokens) + 8
+        export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=max_seq, max_batch=1, quantize_experts=name,
+                          progress=progress)
+    if not engine_dir.exists():
+        build_engine(onnx_dir, engine_dir, "ort", progress=progress)
+    engine = runtime.load(engine_dir, verify=False)
+    with step(progress, f"ort {name}: decode and prefill"):
+        dec = timing.engine_decode(engine, context, s.new_tokens)
+        pre = timing.engine_prefill(engine, long_prompt)
+    bits = QuantScheme.parse(name).bits
+    return {"scheme": QuantScheme.parse(name).name, "decode_tok_s": dec.tok_s, "prefill_tok_s": pre.tok_s,
+            "engine_bytes": _dir_bytes(engine_dir),
+            "decode_roofline_tok_s": system.decode_roofline_tok_s(bandwidth, cfg, 4, bits / 8)}
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:

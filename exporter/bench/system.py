@@ -28,15 +28,19 @@ def read_bandwidth_gbs(gib: float = 1.0, repeats: int = 5, threads: int | None =
     return best
 
 
-def active_weight_bytes(cfg: MixtralConfig, bytes_per_weight: float) -> float:
+def active_weight_bytes(cfg: MixtralConfig, bytes_per_weight: float, expert_bytes: float | None = None) -> float:
     """Weights read per decoded token: everything but the embedding table (one row is gathered; unless it
-    is tied to the LM head, which reads it whole), with only the top_k experts of each layer."""
+    is tied to the LM head, which reads it whole), with only the top_k experts of each layer. Quantized
+    experts: `expert_bytes` per expert weight (bits / 8, scales neglected)."""
     gathered = 0 if cfg.tie_word_embeddings else cfg.vocab_size * cfg.hidden_size
-    return (cfg.num_parameters(active=True) - gathered) * bytes_per_weight
+    experts = cfg.num_layers * cfg.top_k * 3 * cfg.hidden_size * cfg.intermediate_size
+    dense = cfg.num_parameters(active=True) - gathered - experts
+    return dense * bytes_per_weight + experts * (bytes_per_weight if expert_bytes is None else expert_bytes)
 
 
-def decode_roofline_tok_s(bandwidth_gbs: float, cfg: MixtralConfig, bytes_per_weight: float) -> float:
-    return bandwidth_gbs * 1e9 / active_weight_bytes(cfg, bytes_per_weight)
+def decode_roofline_tok_s(bandwidth_gbs: float, cfg: MixtralConfig, bytes_per_weight: float,
+                          expert_bytes: float | None = None) -> float:
+    return bandwidth_gbs * 1e9 / active_weight_bytes(cfg, bytes_per_weight, expert_bytes)
 
 
 def peak_rss_bytes() -> int:

@@ -25,6 +25,8 @@ def bench(
     prefill_tokens: Annotated[int, typer.Option(help="Prefill: prompt length.")] = 512,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     hf: Annotated[bool, typer.Option(help="Include HF transformers (eager) when installed.")] = True,
+    quantize: Annotated[str, typer.Option(help="Also measure ONNX Runtime engines with weight-only quantized "
+                                          "experts, comma-separated: int8,int4 (empty: none).")] = "int8,int4",
 ) -> None:
     """Benchmark every available backend against the reference and HF transformers."""
     from rich.console import Console
@@ -42,8 +44,12 @@ def bench(
     unknown = [b for b in chosen if b not in ALL_BACKENDS]
     if unknown:
         raise MixtralTrtError(f"--backends: unknown backend {unknown[0]!r}; choose from {', '.join(ALL_BACKENDS)}")
+    schemes = tuple(q.strip() for q in quantize.split(",") if q.strip())
+    bad = [q for q in schemes if q not in ("int8", "int4")]
+    if bad:
+        raise MixtralTrtError(f"--quantize: unknown scheme {bad[0]!r}; choose from int8, int4")
     settings = BenchSettings(preset=preset, backends=chosen, context=context, new_tokens=new_tokens,
-                             prefill_tokens=prefill_tokens, workdir=workdir, threads=threads, hf=hf)
+                             prefill_tokens=prefill_tokens, workdir=workdir, threads=threads, hf=hf, quantize=schemes)
     with make_progress(transient=True) as progress:
         result = run_bench(settings, progress)
     with atomic_file(json_path) as f:
@@ -54,6 +60,9 @@ def bench(
         table.add_column(col)
     for name in result["decode"]:
         table.add_row(name, f"{result['decode'][name]:.1f}", f"{result['prefill'][name]:.0f}")
+    for q in result["quantized"].values():
+        table.add_row(f"ort {q['scheme']}", f"{q['decode_tok_s']:.1f} (roofline {q['decode_roofline_tok_s']:.0f})",
+                      f"{q['prefill_tok_s']:.0f}")
     console = Console()
     console.print(table)
     moe = result["moe_layer"]

@@ -12,13 +12,16 @@ from mixtral_trt.mixtral_ref import get_preset
 def test_bench_tiny(cli, tmp_path):
     out = tmp_path / "bench.json"
     result = cli("bench", "--preset", "tiny", "--backends", "ort,portable,trt", "--json", out,
-                 "--workdir", tmp_path / "work", "--context", "8", "--new-tokens", "4", "--prefill-tokens", "16")
+                 "--workdir", tmp_path / "work", "--context", "8", "--new-tokens", "4", "--prefill-tokens", "16",
+                 "--quantize", "int8")
     assert result.code == 0, result.out + result.err
     r = json.loads(out.read_text())
     for key in ("ort", "portable", "torch_ref", "hf_transformers"):
         assert r["decode"][key] > 0 and r["prefill"][key] > 0, key
     assert r["token_counts"]["ort"] == {"new_tokens": 4, "prefill_tokens": 16}
     assert "trt" in r["skipped"]  # no TensorRT / GPU here: reported, not silently dropped
+    q = r["quantized"]["int8"]
+    assert q["decode_tok_s"] > 0 and q["engine_bytes"] > 0 and q["decode_roofline_tok_s"] > r["decode_roofline_tok_s"]
     assert r["moe_layer"]["sparse_ms"] > 0 and r["moe_layer"]["dense_ms"] > 0
     assert set(r["moe_layer"]["by_tokens"]) == {"1", "512"}
     assert r["memory_bandwidth_gbs"] > 0.5
