@@ -1,6 +1,7 @@
 # mixtral-trt: `make demo` and `make test` from a clean clone; only Python is needed beforehand.
 #
-#   make demo      random tiny checkpoint -> inspect -> export -> build (ort) -> parity (outputs in demo/)
+#   make demo      random tiny checkpoint -> inspect -> export -> build (ort) -> parity -> generate -> chat
+#                  (outputs in demo/)
 #   make test      the test suite (GPU tests skip cleanly without CUDA + TensorRT)
 #   make lint      ruff
 #
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml setup.py
 
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
-DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity
+DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity demo-generate demo-chat
 .PHONY: $(DEMO_STEPS)
 
 demo-init: $(STAMP)
@@ -49,6 +50,13 @@ demo-build: demo-export
 
 demo-parity: demo-build
 	$(CLI) parity $(DEMO)/engine-ort --checkpoint $(DEMO)/checkpoint --json $(DEMO)/parity.json --plot $(DEMO)/parity.png
+
+demo-generate: demo-parity
+	$(CLI) generate $(DEMO)/engine-ort --prompt "Mixtral routes each token to" --prompt "Le mélange d'experts" \
+		--max-new-tokens 16 --temperature 0.7 --top-p 0.9 --seed 0
+
+demo-chat: demo-generate
+	$(CLI) chat $(DEMO)/engine-ort --message "$(DEMO_PROMPT)" --safe-mode --max-new-tokens 24
 
 demo: $(DEMO_STEPS)
 	@echo "demo: done, outputs in $(DEMO)/"

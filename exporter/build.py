@@ -85,6 +85,7 @@ def build_engine(
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure)."""
+    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
     from mixtral_trt.runtime.manifest import Manifest
 
     if backend not in LOWERING_OF:
@@ -100,6 +101,7 @@ def build_engine(
                               "verified by tests/plugins.")
     with atomic_dir(engine_dir, overwrite) as tmp:
         lower_and_save(model, backend, tmp, progress)
+        copy_tokenizer(onnx_dir, tmp)
         model_file, info, extra_tools = MODEL_FILE, {}, ()
         if backend in TENSORRT_BACKENDS:
             model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)

@@ -226,6 +226,7 @@ def export_checkpoint(
 
     from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
     from mixtral_trt.mixtral_ref.progress import bar
+    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
 
     from .streaming import streamed_weights
 
@@ -249,4 +250,5 @@ def export_checkpoint(
     with atomic_dir(out_dir, overwrite) as tmp, bar(progress, "write weights", len(weights)) as advance:
         ir.save(program.model, tmp / MODEL_FILE, external_data=EXTERNAL_DATA, callback=lambda *_: advance(1))
         contract.save(tmp)
+        copy_tokenizer(checkpoint, tmp)
     return Path(out_dir)

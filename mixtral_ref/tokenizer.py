@@ -122,6 +122,17 @@ class Tokenizer:
         return f"Tokenizer({self.path.name}, {self.version}, vocab={self.vocab_size})"
 
 
+def copy_tokenizer(source_dir: str | Path, target_dir: str | Path) -> Path | None:
+    """Copy the tokenizer file `Tokenizer.from_checkpoint(source_dir)` would use into `target_dir` (export
+    and build carry it along, so an engine directory can chat on its own); None when there is none."""
+    import shutil
+
+    for name in CHECKPOINT_FILES:
+        if (Path(source_dir) / name).is_file():
+            return Path(shutil.copyfile(Path(source_dir) / name, Path(target_dir) / name))
+    return None
+
+
 def version_for_config(cfg: MixtralConfig) -> str:
     try:
         return VERSION_FOR_VOCAB[cfg.vocab_size]

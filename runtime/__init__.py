@@ -2,8 +2,11 @@
 
     from mixtral_trt import runtime
     engine = runtime.load("engines/tiny-ort")
-    logits = engine.logits(input_ids)          # [B, T] -> [B, T, V]
-    new_tokens = engine.generate(prompt_ids, max_new_tokens=32)
+    logits = engine.logits(input_ids)                                  # [B, T] -> [B, T, V]
+    engine.generate("The capital of France is", max_new_tokens=32).text
+    engine.generate([ids_a, ids_b], temperature=0.7, top_p=0.9, seed=0)  # a batch, one Completion each
+    for piece in engine.chat_stream([{"role": "user", "content": "Hi"}], safe_mode=True):
+        print(piece, end="")
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .reply import Completion, StreamEvent
+from .sampling import SamplingParams
+
 if TYPE_CHECKING:
     from .engine import Engine
 
 
-def load(path: str | Path, device: str = "auto", verify: bool = True) -> Engine:
+def load(path: str | Path, device: str = "auto", verify: bool = True, tokenizer: str | Path | None = None) -> Engine:
     """Open the engine directory `path` (written by `mixtral-export build`).
 
     `verify` checks every artifact's size and sha256 against manifest.json before anything is loaded.
     `device`: auto | cpu | cuda (ONNX Runtime engines; TensorRT engines always run on CUDA).
+    `tokenizer`: a tokenizer file to use instead of the one in the engine directory.
     """
     from .backends import open_runner
     from .engine import Engine
@@ -27,7 +34,7 @@ def load(path: str | Path, device: str = "auto", verify: bool = True) -> Engine:
 
     path = Path(path)
     manifest = Manifest.load(path, verify=verify)
-    return Engine(path, manifest, open_runner(manifest, path, device))
+    return Engine(path, manifest, open_runner(manifest, path, device), Path(tokenizer) if tokenizer else None)
 
 
-__all__ = ["load"]
+__all__ = ["Completion", "SamplingParams", "StreamEvent", "load"]

@@ -1,11 +1,17 @@
-"""`Engine`: the same surface for every backend — full-sequence logits, cached forward, generation.
+"""`Engine`: the same surface for every backend — full-sequence logits, cached forward, generation, chat.
 
+Every call is validated before the backend sees it (ids inside the vocabulary, batch and lengths inside
+what the engine was built for), and a call longer than the backend takes at once (a TensorRT prefill
+profile's maximum) runs as consecutive chunks over the KV cache.
 B batch, T new tokens, P cached tokens, S = P + T, V vocab.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,13 +22,21 @@ from mixtral_trt.mixtral_ref.errors import MixtralTrtError
 from .backends import Runner
 from .kv_cache import KVCache
 from .manifest import Manifest
+from .reply import Completion, StreamEvent
+from .sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+
+Prompt = str | Sequence[int]
 
 
 class Engine:
-    def __init__(self, path: Path, manifest: Manifest, runner: Runner) -> None:
+    def __init__(self, path: Path, manifest: Manifest, runner: Runner, tokenizer_file: Path | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.runner = runner
+        self._tokenizer_file = tokenizer_file
 
     # ---- facts ------------------------------------------------------------------------------------
     @property
@@ -49,24 +63,40 @@ class Engine:
     def max_batch(self) -> int:
         return self.contract.max_batch
 
+    @property
+    def max_tokens_per_call(self) -> int:
+        """The most new tokens one backend call takes (a TensorRT prefill profile's maximum)."""
+        return int(self.manifest.backend_info.get("max_tokens_per_call") or self.max_seq)
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer copied into the engine directory by export and build (or given to `runtime.load`)."""
+        from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+
+        tok = Tokenizer(self._tokenizer_file) if self._tokenizer_file else Tokenizer.from_checkpoint(self.path)
+        if tok.vocab_size != self.config.vocab_size:
+            raise MixtralTrtError(f"{tok.path}: {tok.vocab_size} tokens, but the engine's vocabulary has "
+                                  f"{self.config.vocab_size}: not this model's tokenizer")
+        return tok
+
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, backend={self.backend}, dtype={self.dtype}, device={self.runner.device})"
 
     # ---- checks -----------------------------------------------------------------------------------
-    def check_ids(self, input_ids: np.ndarray, past: int = 0) -> np.ndarray:
+    def check_ids(self, input_ids: np.ndarray, past: int = 0, what: str = "input_ids") -> np.ndarray:
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
-            raise MixtralTrtError(f"input_ids: expected a non-empty [batch, seq] array, got shape {ids.shape}")
+            raise MixtralTrtError(f"{what}: expected a non-empty [batch, seq] array, got shape {ids.shape}")
         if not np.issubdtype(ids.dtype, np.integer):
-            raise MixtralTrtError(f"input_ids: expected integer token ids, got {ids.dtype}")
+            raise MixtralTrtError(f"{what}: expected integer token ids, got {ids.dtype}")
         bad = (ids < 0) | (ids >= self.config.vocab_size)
         if bad.any():
-            raise MixtralTrtError(f"input_ids: token id {int(ids[bad][0])} is outside the vocabulary "
+            raise MixtralTrtError(f"{what}: token id {int(ids[bad][0])} is outside the vocabulary "
                                   f"[0, {self.config.vocab_size})")
         if ids.shape[0] > self.max_batch:
-            raise MixtralTrtError(f"input_ids: batch {ids.shape[0]} exceeds the engine's max batch {self.max_batch}")
+            raise MixtralTrtError(f"{what}: batch {ids.shape[0]} exceeds the engine's max batch {self.max_batch}")
         if past + ids.shape[1] > self.max_seq:
-            raise MixtralTrtError(f"input_ids: {past} cached + {ids.shape[1]} new tokens exceed the engine's "
+            raise MixtralTrtError(f"{what}: {past} cached + {ids.shape[1]} new tokens exceed the engine's "
                                   f"context of {self.max_seq} tokens")
         return ids.astype(np.int64)
 
@@ -86,13 +116,30 @@ class Engine:
         if cache.batch != b:
             raise MixtralTrtError(f"input_ids: batch {b} does not match the cache's batch {cache.batch}")
         p = cache.length
-        if attention_mask is None:
-            attention_mask = np.ones((b, p + t), np.int64)
+        mask = np.ones((b, p + t), np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
+        if mask.shape != (b, p + t):
+            raise MixtralTrtError(f"attention_mask: expected shape {(b, p + t)} (cached + new tokens), "
+                                  f"got {mask.shape}")
         if position_ids is None:
             position_ids = np.broadcast_to(np.arange(p, p + t, dtype=np.int64), (b, t))
-        feeds = {"input_ids": ids, "attention_mask": np.ascontiguousarray(attention_mask, np.int64),
-                 "position_ids": np.ascontiguousarray(position_ids, np.int64), **cache.feeds(self.contract)}
+        position_ids = np.asarray(position_ids, np.int64)
+        if position_ids.shape != (b, t):
+            raise MixtralTrtError(f"position_ids: expected shape {(b, t)}, got {position_ids.shape}")
         names = [n for role in outputs for n in self.contract.names(role)]
+        chunk = self.max_tokens_per_call
+        pieces: list[dict[str, np.ndarray]] = []
+        for start in range(0, t, chunk):  # [B, C] chunks when the backend takes fewer than T tokens at once
+            end = min(t, start + chunk)
+            got, cache = self._call(ids[:, start:end], cache, mask[:, : p + end], position_ids[:, start:end], names)
+            pieces.append(got)
+        if len(pieces) == 1:
+            return pieces[0], cache
+        return {n: np.concatenate([piece[n] for piece in pieces], axis=1) for n in names}, cache
+
+    def _call(self, ids: np.ndarray, cache: KVCache, mask: np.ndarray, position_ids: np.ndarray,
+              names: list[str]) -> tuple[dict[str, np.ndarray], KVCache]:
+        feeds = {"input_ids": ids, "attention_mask": np.ascontiguousarray(mask),
+                 "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract)}
         cache_names = self.contract.names("present_key") + self.contract.names("present_value")
         result = self.runner.run(feeds, names + cache_names)
         return {n: result[n] for n in names}, KVCache.from_outputs(result, self.contract)
@@ -102,21 +149,61 @@ class Engine:
         out, _ = self.forward(input_ids)
         return out["logits"]
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, eos_id: int | None = None) -> list[int]:
-        """Greedy decoding with the KV cache carried between steps; returns the new tokens only."""
-        if max_new_tokens < 0:
-            raise MixtralTrtError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        ids = np.asarray([list(prompt_ids)], dtype=np.int64)
-        if ids.shape[1] + max_new_tokens > self.max_seq:
-            raise MixtralTrtError(f"prompt of {ids.shape[1]} tokens + {max_new_tokens} new tokens exceeds the "
-                                  f"engine's context of {self.max_seq} tokens")
-        new: list[int] = []
-        cache = None
-        while len(new) < max_new_tokens:
-            out, cache = self.forward(ids, cache)
-            token = int(out["logits"][0, -1].argmax())
-            new.append(token)
-            if eos_id is not None and token == eos_id:
-                break
-            ids = np.asarray([[token]], dtype=np.int64)
-        return new
+    # ---- generation -------------------------------------------------------------------------------
+    def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None,
+                 **sampling: Any) -> Completion | list[Completion]:
+        """Complete one prompt (text or ids) or a list of them; sampling settings as in `SamplingParams`
+        (greedy by default). A list gives a list of completions, each equal to its prompt's run alone."""
+        replies, events = self._stream(prompts, params, sampling)
+        for _ in events:
+            pass
+        done = [reply.completion() for reply in replies]
+        return done if self._is_batch(prompts) else done[0]
+
+    def stream(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None,
+               **sampling: Any) -> Iterator[StreamEvent]:
+        """Like `generate`, as an iterator of StreamEvent(index, token_id, text, finish_reason) per new id."""
+        _, events = self._stream(prompts, params, sampling)
+        return events
+
+    def chat(self, messages: Sequence[Mapping[str, str]], safe_mode: bool = False, **sampling: Any) -> str:
+        """The assistant's reply to role/content messages ([INST] format; `safe_mode` adds Mistral's
+        guardrail system prompt)."""
+        return "".join(self.chat_stream(messages, safe_mode, **sampling))
+
+    def chat_stream(self, messages: Sequence[Mapping[str, str]], safe_mode: bool = False,
+                    **sampling: Any) -> Iterator[str]:
+        """The reply as text pieces while it is generated."""
+        from .chat import chat_prompt
+
+        events = self.stream(chat_prompt(self.tokenizer, messages, safe_mode), **sampling)
+        return (event.text for event in events if event.text)
+
+    def _stream(self, prompts, params, sampling) -> tuple[list, Iterator[StreamEvent]]:
+        from .generation import stream_batch
+
+        if params is not None and sampling:
+            raise MixtralTrtError(f"generate: give either params or keyword settings, not both ({', '.join(sampling)})")
+        try:
+            params = params or SamplingParams(**sampling)
+        except TypeError as e:
+            raise MixtralTrtError(f"generate: {e}") from None
+        batch = list(prompts) if self._is_batch(prompts) else [prompts]
+        texts = any(isinstance(p, str) for p in batch)
+        tokenizer = self.tokenizer if texts else self._tokenizer_if_any()
+        ids = [tokenizer.encode(p) if isinstance(p, str) else p for p in batch]
+        return stream_batch(self, ids, params, tokenizer)
+
+    def _tokenizer_if_any(self) -> Tokenizer | None:
+        try:
+            return self.tokenizer
+        except MixtralTrtError:
+            return None
+
+    @staticmethod
+    def _is_batch(prompts: Prompt | Sequence[Prompt]) -> bool:
+        if isinstance(prompts, str):
+            return False
+        if isinstance(prompts, np.ndarray):
+            return prompts.ndim == 2
+        return bool(len(prompts)) and not isinstance(prompts[0], int | np.integer)

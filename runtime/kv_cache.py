@@ -1,12 +1,14 @@
 """The KV cache carried between engine calls: per layer key and value arrays [B, G, P, D].
 
 The present outputs of one call become the past inputs of the next, so decoding never recomputes the
-prefix. B batch, G kv heads, P cached tokens, D head_dim.
+prefix. The arrays are whatever the backend returned: numpy, ONNX Runtime OrtValues, or CUDA tensors,
+passed back untouched. B batch, G kv heads, P cached tokens, D head_dim.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +23,15 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+def _shape(array: Any) -> tuple[int, ...]:
+    shape = array.shape
+    return tuple(shape() if callable(shape) else shape)  # OrtValue.shape is a method
+
+
 @dataclass
 class KVCache:
-    keys: list[np.ndarray]  # per layer [B, G, P, D]
-    values: list[np.ndarray]
+    keys: list[Any]  # per layer [B, G, P, D]
+    values: list[Any]
 
     @classmethod
     def empty(cls, contract: GraphContract, batch: int) -> KVCache:
@@ -36,11 +43,11 @@ class KVCache:
 
     @property
     def length(self) -> int:
-        return self.keys[0].shape[2]
+        return _shape(self.keys[0])[2]
 
     @property
     def batch(self) -> int:
-        return self.keys[0].shape[0]
+        return _shape(self.keys[0])[0]
 
     def feeds(self, contract: GraphContract) -> dict[str, np.ndarray]:
         names = zip(contract.names("past_key", "inputs"), contract.names("past_value", "inputs"), strict=True)

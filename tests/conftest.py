@@ -313,3 +313,38 @@ def broken_checkpoint(request, tmp_path, _good_checkpoint_cache):
     shutil.copytree(_good_checkpoint_cache, path)
     expected = BROKEN[case](path)
     return case, (path / "model.safetensors" if case == "not_a_directory" else path), expected
+
+
+# ---- a tiny checkpoint (real v1 tokenizer) and its fp32 ONNX Runtime engine, shared by runtime and CLI tests
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runtime")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_root):
+    from support.engines import tiny_checkpoint
+
+    return tiny_checkpoint(tiny_root, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_dir(tiny_ckpt, tiny_root):
+    """fp32 ort engine: max_seq 256, max_batch 4, tokenizer.model inside."""
+    from support.engines import engine
+
+    return engine(tiny_ckpt, tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_engine_dir):
+    from mixtral_trt import runtime
+
+    return runtime.load(tiny_engine_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_ckpt):
+    from mixtral_trt.mixtral_ref import load_model
+
+    return load_model(tiny_ckpt)

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import sys
 
-from . import bench_cmd, build_cmd, export_cmd, init_cmd, inspect_cmd, parity_cmd, plugins_cmd  # noqa: F401  (register commands on the app)
+from . import (  # noqa: F401  (register commands on the app)
+    bench_cmd,
+    build_cmd,
+    chat_cmd,
+    export_cmd,
+    generate_cmd,
+    init_cmd,
+    inspect_cmd,
+    parity_cmd,
+    plugins_cmd,
+)
 from .app import app
 
 USER_ERROR_EXIT = 2

@@ -1,15 +1,40 @@
-"""ONNX Runtime runner: CPU execution provider here, CUDA where onnxruntime-gpu and a GPU exist."""
+"""ONNX Runtime runner: CPU execution provider here, CUDA where onnxruntime-gpu and a GPU exist.
+
+Every call goes through IO binding. The `present.*` outputs stay ONNX Runtime OrtValues on the session's
+device and are bound as the next call's `past_key_values.*` as they are: the KV cache is never copied to
+numpy and back between steps (on CUDA it never leaves the GPU). Only the other outputs (logits, debug
+outputs) are copied out. What remains per step is the graph's own Concat of past and new keys/values.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mixtral_trt.mixtral_ref.errors import MixtralTrtError
 
 DEVICES = ("auto", "cpu", "cuda")
+# The first release whose com.microsoft::MoE / QMoE semantics the tests verify (ARCHITECTURE.md).
+MIN_ORT = (1, 32)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_ort_version(installed: str) -> None:
+    if _release(installed) < MIN_ORT:
+        raise MixtralTrtError(f"onnxruntime {installed} is older than {'.'.join(map(str, MIN_ORT))}, the first release "
+                              "whose MoE semantics mixtral-trt verified: pip install -U onnxruntime")
 
 
 def providers_for(device: str) -> list[str]:
@@ -43,6 +68,7 @@ class OrtRunner:
                  session_options_hook=None) -> None:
         import onnxruntime as ort
 
+        check_ort_version(ort.__version__)
         providers = providers_for(device)
         try:
             self.session = ort.InferenceSession(str(model_path), session_options(threads, session_options_hook),
@@ -52,7 +78,20 @@ class OrtRunner:
                                   f"({' '.join(str(e).split())[:300]})") from None
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self._ort_value = ort.OrtValue
 
-    def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
-        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
-        return dict(zip(output_names, self.session.run(output_names, feeds), strict=True))
+    def run(self, feeds: dict[str, Any], output_names: list[str]) -> dict[str, Any]:
+        """numpy or OrtValue feeds -> outputs; `present.*` come back as OrtValues (the next call's past)."""
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if name not in self.input_names:
+                continue
+            if isinstance(value, self._ort_value):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in output_names:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return {n: v if n.startswith("present.") else v.numpy() for n, v in zip(output_names, values, strict=True)}

@@ -125,7 +125,8 @@ def run_parity(
     for p in prompts[:2]:
         ref_tokens, ref_logits = _reference_greedy(reference, p, greedy_steps)
         tie = tol.logits_rel * max(float(np.abs(x).max()) for x in ref_logits)
-        match = greedy_match(engine.generate(p, greedy_steps), ref_tokens, ref_logits, tie)
+        tokens = engine.generate(p, max_new_tokens=greedy_steps, ignore_eos=True).token_ids
+        match = greedy_match(tokens, ref_tokens, ref_logits, tie)
         greedy.append(match)
         if not match.explained:
             failures.append(f"greedy decoding of a {len(p)}-token prompt diverges at step {match.matched} "

@@ -9,6 +9,9 @@ import pytest
 
 from mixtral_trt.mixtral_ref import MixtralTrtError, Tokenizer, get_preset
 from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
+from support.mistral import chat_request as _request
+from support.mistral import message_dicts as _dicts
+from support.mistral import mistral_tokenizer as _mistral_common
 
 CONVERSATIONS = {
     "single": [("user", "Hello")],
@@ -44,29 +47,6 @@ CONVERSATIONS = {
     "empty-user": [("user", "")],
     "whitespace": [("user", "line1\nline2\n\n\ttab  "), ("assistant", "trailing   "), ("user", " lead")],
 }
-
-
-def _mistral_common(version: str, finetuning: bool = False):
-    from mistral_common.protocol.instruct.validator import ValidationMode
-    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-
-    mode = ValidationMode.finetuning if finetuning else ValidationMode.test
-    return MistralTokenizer.from_file(str(mistral_common_file(version)), mode=mode)
-
-
-def _request(conversation, prefix_last: bool = False):
-    from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, UserMessage
-    from mistral_common.protocol.instruct.request import ChatCompletionRequest
-
-    kinds = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
-    messages = [kinds[role](content=content) for role, content in conversation]
-    if prefix_last:
-        messages[-1] = AssistantMessage(content=conversation[-1][1], prefix=True)
-    return ChatCompletionRequest(messages=messages)
-
-
-def _dicts(conversation):
-    return [{"role": role, "content": content} for role, content in conversation]
 
 
 @pytest.fixture(scope="module", params=["v1", "v3"])

@@ -49,7 +49,9 @@ def test_trt_engine_decode_and_chunked_prefill(root):
     ids = np.random.default_rng(0).integers(3, 32000, (1, 150))
     err = np.abs(eng.logits(ids) - ref.logits(ids)).max() / np.abs(ref.logits(ids)).max()
     assert err < 2e-2, f"TensorRT (chunked prefill) vs ONNX Runtime fp16: {err:.2e}"
-    assert eng.generate(ids[0, :20].tolist(), 12) == ref.generate(ids[0, :20].tolist(), 12)
+    prompt = ids[0, :20].tolist()
+    greedy = dict(max_new_tokens=12, ignore_eos=True)
+    assert eng.generate(prompt, **greedy).token_ids == ref.generate(prompt, **greedy).token_ids
 
 
 def test_sparse_plugins_faster_than_dense(root):

@@ -1,0 +1,35 @@
+"""Chat prompts: role/content messages -> the Mixtral [INST] ids mistral-common produces, with safe mode.
+
+`safe_mode=True` puts Mistral's guardrail system prompt in front of the conversation, as Mistral's API
+does for `safe_prompt`: it becomes the first system message, so with other system messages it comes
+first and they follow after a blank line, all inside the user turn the instruct format assigns them to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+
+if TYPE_CHECKING:
+    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+
+GUARDRAIL = ("Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid "
+             "harmful, unethical, prejudiced, or negative content. Ensure replies promote fairness and positivity.")
+
+
+def with_safe_mode(messages: Sequence[Mapping[str, str]], safe_mode: bool) -> list[Mapping[str, str]]:
+    if isinstance(messages, Mapping | str):
+        raise MixtralTrtError("chat: messages must be a list of {'role': ..., 'content': ...} dicts")
+    return [{"role": "system", "content": GUARDRAIL}, *messages] if safe_mode else list(messages)
+
+
+def chat_prompt(tokenizer: Tokenizer, messages: Sequence[Mapping[str, str]], safe_mode: bool = False) -> list[int]:
+    """Ids of the conversation, ready for the assistant's reply."""
+    messages = with_safe_mode(messages, safe_mode)
+    if len(messages) == int(safe_mode):
+        raise MixtralTrtError("chat: the conversation has no messages")
+    if messages[-1].get("role") == "assistant":
+        raise MixtralTrtError("chat: the last message is the assistant's; add a user message to reply to")
+    return tokenizer.encode_chat(messages)

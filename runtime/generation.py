@@ -1,0 +1,89 @@
+"""Batched generation over any engine: left-padded prefill, then one token per prompt per step.
+
+Prompts of different lengths are left-padded to the longest; the attention mask hides the padding and
+the position ids count only real tokens, so every prompt sees exactly what it would see alone (its
+tokens equal its unbatched run's). A prompt that has finished keeps its row until the whole batch is
+done, its new slots masked out. More prompts than the engine's max batch run as successive batches.
+B batch, W longest prompt, S = W + steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+
+from .reply import Reply, StreamEvent
+from .sampling import Sampler, SamplingParams
+
+if TYPE_CHECKING:
+    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+
+    from .engine import Engine
+
+PAD_ID = 0  # any id inside the vocabulary: padded slots are masked out
+
+
+def check_prompts(engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+    out = []
+    for n, prompt in enumerate(prompts):
+        where = f"prompt {n}" if len(prompts) > 1 else "prompt"
+        ids = np.asarray([list(prompt)])  # [1, T]
+        if ids.size == 0:
+            raise MixtralTrtError(f"{where}: empty")
+        if ids.shape[1] + params.max_new_tokens > engine.max_seq:
+            raise MixtralTrtError(f"{where}: {ids.shape[1]} tokens + max_new_tokens {params.max_new_tokens} exceed "
+                                  f"the engine's context of {engine.max_seq} tokens")
+        out.append(engine.check_ids(ids, what=where)[0].tolist())
+    return out
+
+
+def stream_batch(
+    engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams, tokenizer: Tokenizer | None
+) -> tuple[list[Reply], Iterator[StreamEvent]]:
+    """The replies (filled in as the iterator runs) and an iterator of events, one per new token. The
+    prompts are checked before this returns."""
+    prompts = check_prompts(engine, prompts, params)
+    eos = engine.config.eos_token_id
+    replies = [Reply(i, len(p), params, eos, tokenizer) for i, p in enumerate(prompts)]
+
+    def events() -> Iterator[StreamEvent]:
+        for start in range(0, len(prompts), engine.max_batch):
+            end = start + engine.max_batch
+            yield from _one_batch(engine, prompts[start:end], params, replies[start:end])
+
+    return replies, events()
+
+
+def _one_batch(engine: Engine, prompts: list[list[int]], params: SamplingParams,
+               replies: list[Reply]) -> Iterator[StreamEvent]:
+    if params.max_new_tokens == 0:
+        return
+    samplers = [Sampler(params, p) for p in prompts]
+    b, w = len(prompts), max(len(p) for p in prompts)
+    ids = np.full((b, w), PAD_ID, np.int64)  # [B, W] left-padded
+    mask = np.zeros((b, w), np.int64)  # [B, W]
+    for i, p in enumerate(prompts):
+        ids[i, w - len(p) :], mask[i, w - len(p) :] = p, 1
+    position = np.maximum(np.cumsum(mask, axis=1) - 1, 0)  # [B, W]
+    out, cache = engine.forward(ids, attention_mask=mask, position_ids=position)
+    last = out["logits"][:, -1]  # [B, V]
+    next_pos = position[:, -1:] + 1  # [B, 1]
+    while True:
+        step = np.full((b, 1), PAD_ID, np.int64)  # [B, 1]
+        live = np.zeros((b, 1), np.int64)  # [B, 1]
+        for i, reply in enumerate(replies):
+            if reply.done:
+                continue
+            token = samplers[i](last[i])
+            yield reply.push(token)
+            if not reply.done:
+                step[i, 0], live[i, 0] = token, 1
+        if not live.any():
+            return
+        mask = np.concatenate([mask, live], axis=1)  # [B, S]
+        out, cache = engine.forward(step, cache, attention_mask=mask, position_ids=next_pos)
+        last, next_pos = out["logits"][:, -1], next_pos + 1

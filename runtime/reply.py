@@ -1,0 +1,99 @@
+"""One prompt's reply while it is generated: its ids, its text, when and why it ends, what to stream.
+
+A reply ends on EOS (unless `ignore_eos`), on one of `stop_token_ids` (both kept as the last id, adding
+no text), when its text contains one of the `stop` strings (the text is cut before it), or after
+`max_new_tokens` ids. Streamed text never shows a stop string: text that could be the start of one is
+held back until it is known not to be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished reply. `text` is None when the engine has no tokenizer."""
+
+    token_ids: list[int]
+    text: str | None
+    finish_reason: str  # "stop" (EOS, stop token or stop string) | "length" (max_new_tokens)
+    stop_reason: int | str | None  # the id or string that stopped it
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One new id of prompt `index` and the text it completes ("" while held back); the last event of a
+    prompt carries its `finish_reason`."""
+
+    index: int
+    token_id: int
+    text: str
+    finish_reason: str | None = None
+
+
+class Reply:
+    def __init__(self, index: int, prompt_tokens: int, params: SamplingParams, eos_id: int,
+                 tokenizer: Tokenizer | None) -> None:
+        self.index, self.prompt_tokens, self.params = index, prompt_tokens, params
+        self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else {eos_id})
+        self.decoder = tokenizer.stream_decoder() if tokenizer is not None else None
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.emitted = 0  # characters of `text` already streamed
+        self.finish_reason: str | None = None
+        self.stop_reason: int | str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def push(self, token: int) -> StreamEvent:
+        self.token_ids.append(token)
+        if token in self.stop_ids:
+            self._finish("stop", token)
+        elif self.decoder is not None:
+            self.text += self.decoder.push(token)
+            self._check_stop_strings()
+        if not self.done and len(self.token_ids) >= self.params.max_new_tokens:
+            self._finish("length", None)
+        end = len(self.text) if self.done else len(self.text) - self._held_back()
+        delta, self.emitted = self.text[self.emitted : end], max(self.emitted, end)
+        return StreamEvent(self.index, token, delta, self.finish_reason)
+
+    def completion(self) -> Completion:
+        return Completion(list(self.token_ids), self.text if self.decoder is not None else None,
+                          self.finish_reason or "length", self.stop_reason, self.prompt_tokens)
+
+    def _finish(self, reason: str, stop_reason: int | None) -> None:
+        if self.decoder is not None:  # bytes held back for an incomplete character
+            self.text += self.decoder.flush()
+            self._check_stop_strings()
+        if self.finish_reason is None:
+            self.finish_reason, self.stop_reason = reason, stop_reason
+
+    def _check_stop_strings(self) -> None:
+        if not self.params.stop or self.done:
+            return
+        hits = [(i, s) for s in self.params.stop if (i := self.text.find(s)) >= 0]
+        if hits:
+            at, s = min(hits)
+            self.text = self.text[:at]
+            self.finish_reason, self.stop_reason = "stop", s
+
+    def _held_back(self) -> int:
+        """Length of the longest end of `text` that is the beginning of a stop string."""
+        longest = 0
+        for s in self.params.stop:
+            for n in range(min(len(s) - 1, len(self.text)), longest, -1):
+                if self.text.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest

@@ -1,0 +1,120 @@
+"""Choosing the next token: greedy or sampled, with the processors users know from HF transformers and vLLM.
+
+Order, as in HF `generate`: repetition penalty -> temperature -> top-k -> top-p -> draw. `temperature=0`
+is greedy (argmax after the repetition penalty). Each prompt of a batch draws from its own generator
+seeded with `seed`, so a prompt gets the same tokens alone or inside any batch (vLLM's per-request
+seed). V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: all tokens
+    top_p: float = 1.0  # nucleus mass kept; 1.0: all tokens
+    repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and the reply (HF / CTRL rule)
+    seed: int | None = None  # None: fresh entropy per call
+    stop: tuple[str, ...] = ()  # strings that end the reply (not included in its text)
+    stop_token_ids: tuple[int, ...] = ()  # ids that end the reply (kept as its last id, no text)
+    ignore_eos: bool = False  # keep going past the tokenizer's EOS
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> MixtralTrtError:
+            return MixtralTrtError(f"{field}={getattr(self, field)!r}: {why}")
+
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise bad("max_new_tokens", "must be an integer >= 0")
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise bad("temperature", "must be a finite number >= 0 (0 is greedy)")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise bad("top_k", "must be an integer >= 0 (0 keeps every token)")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise bad("top_p", "must be in (0, 1]")
+        if not (isinstance(self.repetition_penalty, int | float) and math.isfinite(self.repetition_penalty)
+                and self.repetition_penalty > 0):
+            raise bad("repetition_penalty", "must be a finite number > 0 (1 is none)")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise bad("seed", "must be an integer >= 0")
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise bad("stop", "stop strings must be non-empty strings")
+        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise bad("stop_token_ids", "must be token ids >= 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: Sequence[int], penalty: float) -> np.ndarray:
+    """logits [V]: each seen token's logit divided by `penalty` when positive, multiplied when negative."""
+    if penalty == 1.0 or not len(seen):
+        return logits
+    out = logits.copy()
+    ids = np.unique(np.asarray(seen, np.int64))
+    picked = out[ids]
+    out[ids] = np.where(picked > 0, picked / penalty, picked * penalty)
+    return out
+
+
+def filter_top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """logits [V]: all but the k largest set to -inf (ties at the k-th value are kept, as in HF)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = np.partition(logits, -k)[-k]
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def filter_top_p(logits: np.ndarray, p: float) -> np.ndarray:
+    """logits [V]: keep the smallest set of most likely tokens whose probability reaches p (at least one)."""
+    if p >= 1.0:
+        return logits
+    order = np.argsort(logits, kind="stable")  # ascending, as HF sorts
+    probs = softmax(logits[order])
+    drop = np.cumsum(probs) <= 1.0 - p  # the unlikely tail holding at most 1 - p of the mass
+    drop[-1] = False
+    out = logits.copy()
+    out[order[drop]] = -np.inf
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingParams) -> np.ndarray:
+    """logits [V] (float64) after the repetition penalty, temperature, top-k and top-p, in HF's order."""
+    x = apply_repetition_penalty(np.asarray(logits, np.float64), seen, params.repetition_penalty)
+    if params.greedy:
+        return x
+    x = x / params.temperature
+    return filter_top_p(filter_top_k(x, params.top_k), params.top_p)
+
+
+class Sampler:
+    """One prompt's token chooser; `seen` holds its prompt and reply ids (for the repetition penalty)."""
+
+    def __init__(self, params: SamplingParams, prompt: Sequence[int]) -> None:
+        self.params = params
+        self.seen = list(prompt)
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray) -> int:  # logits [V]
+        x = processed_logits(logits, self.seen, self.params)
+        token = int(np.argmax(x)) if self.params.greedy else int(self.rng.choice(x.shape[-1], p=softmax(x)))
+        self.seen.append(token)
+        return token

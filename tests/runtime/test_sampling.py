@@ -1,0 +1,88 @@
+"""Sampling: the logits processors against HF transformers' (the oracle), draws against the softmax they
+define, seeds, and every invalid setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.runtime.sampling import Sampler, SamplingParams, processed_logits, softmax
+
+
+def _hf_processed(logits: np.ndarray, seen: list[int], p: SamplingParams) -> np.ndarray:
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    chain = [RepetitionPenaltyLogitsProcessor(p.repetition_penalty)] if p.repetition_penalty != 1.0 else []
+    chain += [TemperatureLogitsWarper(p.temperature)]
+    chain += [TopKLogitsWarper(p.top_k)] if p.top_k else []
+    chain += [TopPLogitsWarper(p.top_p)] if p.top_p < 1.0 else []
+    scores = torch.tensor(logits, dtype=torch.float64)[None]
+    return LogitsProcessorList(chain)(torch.tensor([seen]), scores)[0].numpy()
+
+
+@pytest.mark.parametrize("settings", [
+    dict(temperature=0.7),
+    dict(temperature=1.3, top_k=7),
+    dict(temperature=0.9, top_p=0.8),
+    dict(temperature=0.6, top_k=20, top_p=0.5, repetition_penalty=1.3),
+    dict(temperature=1.0, top_p=0.05),  # keeps only the most likely token
+    dict(temperature=2.0, repetition_penalty=0.7),
+])
+def test_processors_equal_hf_transformers(settings):
+    rng = np.random.default_rng(0)
+    params = SamplingParams(**settings)
+    for trial in range(5):
+        logits = rng.normal(0, 3, 64)
+        seen = rng.integers(0, 64, 10).tolist()
+        ours, hf = processed_logits(logits, seen, params), _hf_processed(logits, seen, params)
+        kept, hf_kept = np.isfinite(ours), np.isfinite(hf)
+        assert (kept == hf_kept).all(), f"trial {trial}: kept {np.flatnonzero(kept)} vs HF {np.flatnonzero(hf_kept)}"
+        np.testing.assert_allclose(ours[kept], hf[kept], rtol=1e-12, err_msg=f"trial {trial}")
+
+
+def test_draws_follow_the_processed_distribution():
+    logits = np.array([2.0, 1.5, 0.3, -1.0, 0.9, -3.0])
+    params = SamplingParams(temperature=0.8, top_k=4, seed=0)
+    expected = softmax(processed_logits(logits, [], params))
+    sampler = Sampler(params, [])
+    draws = np.array([sampler(logits) for _ in range(20000)])
+    freq = np.bincount(draws, minlength=6) / draws.size
+    assert freq[np.isclose(expected, 0)].sum() == 0, f"drew a filtered token: {freq}"
+    assert np.abs(freq - expected).max() < 0.015, f"frequencies {freq.round(4)} vs probabilities {expected.round(4)}"
+
+
+def test_greedy_is_argmax_after_the_repetition_penalty():
+    logits = np.array([0.1, 3.0, 2.9, -1.0])
+    assert Sampler(SamplingParams(), [])(logits) == 1
+    assert Sampler(SamplingParams(repetition_penalty=1.5), [1])(logits) == 2  # 3.0 / 1.5 < 2.9
+    assert Sampler(SamplingParams(temperature=0.5, top_k=1, seed=4), [])(logits) == 1
+
+
+def test_seed_reproduces_and_different_seeds_differ():
+    logits = np.random.default_rng(1).normal(0, 1, 500)
+
+    def draw(seed):
+        sampler = Sampler(SamplingParams(temperature=1.0, seed=seed), [])
+        return [sampler(logits) for _ in range(30)]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(max_new_tokens=-1), dict(temperature=-0.1), dict(temperature=float("nan")), dict(top_k=-2),
+    dict(top_p=0.0), dict(top_p=1.5), dict(repetition_penalty=0.0), dict(seed=-3), dict(stop=("",)),
+    dict(stop_token_ids=(-1,)),
+])
+def test_invalid_settings_are_user_errors(bad):
+    field = next(iter(bad))
+    with pytest.raises(MixtralTrtError, match=f"^{field}="):
+        SamplingParams(**bad)
