@@ -14,6 +14,7 @@ from typing import Any
 
 from mixtral_trt.mixtral_ref.config import MixtralConfig
 from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.mixtral_ref.fileio import read_json_object
 
 CONTRACT_FILE = "graph.json"
 MODEL_FILE = "model.onnx"
@@ -114,8 +115,4 @@ class GraphContract:
         path = Path(directory) / CONTRACT_FILE
         if not path.is_file():
             raise MixtralTrtError(f"{path}: missing; is {directory} an export directory (mixtral-export export)?")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MixtralTrtError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path), source=str(path))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fileio import read_json_object
 
 HF_CONFIG = "config.json"
 MISTRAL_PARAMS = "params.json"
@@ -192,11 +192,5 @@ class MixtralConfig:
         for name, parse in ((HF_CONFIG, cls.from_hf_dict), (MISTRAL_PARAMS, cls.from_params_dict)):
             f = path / name
             if f.is_file():
-                try:
-                    data = json.loads(f.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise ConfigError(f"{f}: not valid JSON ({e})") from None
-                if not isinstance(data, dict):
-                    raise ConfigError(f"{f}: expected a JSON object")
-                return parse(data, source=str(f))
+                return parse(read_json_object(f, ConfigError), source=str(f))
         raise ConfigError(f"{path}: no {HF_CONFIG} or {MISTRAL_PARAMS} found")

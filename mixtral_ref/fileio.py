@@ -1,11 +1,12 @@
-"""Atomic output: everything is written under a temporary name beside the target, then renamed into place.
-
-A failure (or Ctrl-C) part-way leaves the target as it was and no temporary files behind.
+"""File I/O shared by every stage: JSON objects read with one-line errors, and atomic output (everything
+is written under a temporary name beside the target, then renamed into place, so a failure or Ctrl-C
+part-way leaves the target as it was and no temporary files behind).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -13,6 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import MixtralTrtError
+
+
+def read_json_object(path: Path, error: type[MixtralTrtError] = MixtralTrtError) -> dict:
+    """The JSON object in `path`; `error` (one line naming the file) when it is not valid JSON or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object")
+    return data
 
 
 def _check_target(target: Path, overwrite: bool) -> None:

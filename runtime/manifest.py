@@ -15,6 +15,7 @@ from typing import Any
 
 from mixtral_trt.exporter.contract import GraphContract
 from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.mixtral_ref.fileio import read_json_object
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "mixtral-trt.engine/1"
@@ -85,11 +86,8 @@ class Manifest:
             raise MixtralTrtError(f"{directory}: no such engine directory")
         if not path.is_file():
             raise MixtralTrtError(f"{path}: missing; is {directory} an engine directory (mixtral-export build)?")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MixtralTrtError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
+        d = read_json_object(path)
+        if d.get("format") != FORMAT:
             raise MixtralTrtError(f"{path}: not a {FORMAT} manifest")
         try:
             manifest = cls(

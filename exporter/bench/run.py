@@ -59,27 +59,39 @@ def backend_unavailable(backend: str) -> str | None:
     return None
 
 
-def _artifacts(s: BenchSettings, progress: Progress | None) -> tuple[Path, Path]:
-    from mixtral_trt.exporter.export import export_checkpoint
+def _checkpoint(s: BenchSettings, progress: Progress | None) -> Path:
     from mixtral_trt.mixtral_ref import get_preset
     from mixtral_trt.mixtral_ref.writer import init_checkpoint
 
     ckpt = s.workdir / f"{s.preset}-seed{s.seed}-checkpoint"
-    onnx_dir = s.workdir / f"{s.preset}-seed{s.seed}-onnx-fp32"
     if not ckpt.exists():
         with step(progress, f"init {s.preset} checkpoint"):
             init_checkpoint(get_preset(s.preset), ckpt, seed=s.seed)
+    return ckpt
+
+
+def _engine_dir(s: BenchSettings, ckpt: Path, backend: str, progress: Progress | None,
+                quantize: str | None = None) -> Path:
+    """The fp32 export (experts quantized with `quantize`) and its `backend` engine, built once in workdir."""
+    from mixtral_trt.exporter.build import build_engine
+    from mixtral_trt.exporter.export import export_checkpoint
+
+    suffix = f"-{quantize}" if quantize else ""
+    onnx_dir = s.workdir / f"{s.preset}-seed{s.seed}-onnx-fp32{suffix}"
+    engine_dir = s.workdir / f"{s.preset}-seed{s.seed}-engine-{backend}{suffix}"
     if not onnx_dir.exists():
         max_seq = max(s.context + s.new_tokens, s.prefill_tokens) + 8
-        export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=max_seq, max_batch=1, progress=progress)
-    return ckpt, onnx_dir
+        export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=max_seq, max_batch=1, quantize_experts=quantize,
+                          progress=progress)
+    if not engine_dir.exists():
+        build_engine(onnx_dir, engine_dir, backend, progress=progress)
+    return engine_dir
 
 
 def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, Any]:
     import torch
 
     from mixtral_trt import runtime
-    from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.mixtral_ref import load_model
 
     threads = s.threads or os.cpu_count() or 1
@@ -87,7 +99,7 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
     os.environ["MIXTRAL_TRT_THREADS"] = str(threads)
     with step(progress, "measure memory bandwidth"):
         bandwidth = system.read_bandwidth_gbs()
-    ckpt, onnx_dir = _artifacts(s, progress)
+    ckpt = _checkpoint(s, progress)
     reference = load_model(ckpt)
     cfg = reference.config
     rng = np.random.default_rng(s.seed)
@@ -105,10 +117,7 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         if reason:
             skipped[backend] = reason
             continue
-        engine_dir = s.workdir / f"{s.preset}-seed{s.seed}-engine-{backend}"
-        if not engine_dir.exists():
-            build_engine(onnx_dir, engine_dir, backend, progress=progress)
-        engine = runtime.load(engine_dir, verify=False)
+        engine = runtime.load(_engine_dir(s, ckpt, backend, progress), verify=False)
         slow = backend == "plugins-cpu"
         new = INTERPRETER_LIMITS["new_tokens"] if slow else s.new_tokens
         pre_prompt = long_prompt[: INTERPRETER_LIMITS["prefill_tokens"]] if slow else long_prompt
@@ -165,26 +174,17 @@ def _quantized(s: BenchSettings, ckpt: Path, name: str, context: list[int], long
                bandwidth: float, cfg, progress) -> dict[str, Any]:
     """An ONNX Runtime engine with weight-only quantized experts: speed, size, its own roofline."""
     from mixtral_trt import runtime
-    from mixtral_trt.exporter.build import build_engine
-    from mixtral_trt.exporter.export import export_checkpoint
     from mixtral_trt.exporter.quant.scheme import QuantScheme
 
-    onnx_dir = s.workdir / f"{s.preset}-seed{s.seed}-onnx-fp32-{name}"
-    engine_dir = s.workdir / f"{s.preset}-seed{s.seed}-engine-ort-{name}"
-    if not onnx_dir.exists():
-        max_seq = max(s.context + s.new_tokens, s.prefill_tokens) + 8
-        export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=max_seq, max_batch=1, quantize_experts=name,
-                          progress=progress)
-    if not engine_dir.exists():
-        build_engine(onnx_dir, engine_dir, "ort", progress=progress)
+    engine_dir = _engine_dir(s, ckpt, "ort", progress, quantize=name)
     engine = runtime.load(engine_dir, verify=False)
     with step(progress, f"ort {name}: decode and prefill"):
         dec = timing.engine_decode(engine, context, s.new_tokens)
         pre = timing.engine_prefill(engine, long_prompt)
-    bits = QuantScheme.parse(name).bits
-    return {"scheme": QuantScheme.parse(name).name, "decode_tok_s": dec.tok_s, "prefill_tok_s": pre.tok_s,
+    scheme = QuantScheme.parse(name)
+    return {"scheme": scheme.name, "decode_tok_s": dec.tok_s, "prefill_tok_s": pre.tok_s,
             "engine_bytes": _dir_bytes(engine_dir),
-            "decode_roofline_tok_s": system.decode_roofline_tok_s(bandwidth, cfg, 4, bits / 8)}
+            "decode_roofline_tok_s": system.decode_roofline_tok_s(bandwidth, cfg, 4, scheme.bits / 8)}
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:

@@ -21,18 +21,10 @@ DEVICES = ("auto", "cpu", "cuda")
 MIN_ORT = (1, 32)
 
 
-def _release(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
 def check_ort_version(installed: str) -> None:
-    if _release(installed) < MIN_ORT:
+    from packaging.version import Version
+
+    if Version(installed).release < MIN_ORT:
         raise MixtralTrtError(f"onnxruntime {installed} is older than {'.'.join(map(str, MIN_ORT))}, the first release "
                               "whose MoE semantics mixtral-trt verified: pip install -U onnxruntime")
 
