@@ -1,14 +1,15 @@
-"""Package discovery for the `mixtral_trt` namespace (metadata lives in pyproject.toml).
+"""Package layout of the `mixtral_trt` namespace (metadata lives in pyproject.toml).
 
-The four top-level folders install as `mixtral_trt.<folder>`; their sub-packages are found here so the
-list never goes stale.
+Each top-level folder installs as `mixtral_trt.<folder>` (docs/ARCHITECTURE.md, "Layout"); sub-packages are
+found here so the list never goes stale.
 """
 
 from setuptools import find_packages, setup
 
-TOP_LEVEL = ("mixtral_ref", "exporter", "runtime", "plugins")
+TOP_LEVEL = ("common", "mixtral_ref", "exporter", "plugins", "runtime", "parity", "bench", "cli")
 
 setup(
+    package_dir={f"mixtral_trt.{top}": top for top in TOP_LEVEL},
     packages=[
         f"mixtral_trt.{name}"
         for top in TOP_LEVEL

@@ -1,12 +1,7 @@
 """`build`: canonical ONNX -> engine directory (lowered model + manifest.json) for one backend.
 
-| backend     | lowering  | runs on                                                         |
-|-------------|-----------|-----------------------------------------------------------------|
-| ort         | ort       | ONNX Runtime, com.microsoft::MoE (CPU EP; CUDA EP with onnxruntime-gpu) |
-| portable    | portable  | any ONNX runtime (dense experts)                                |
-| plugins-cpu | trt       | ONNX Runtime on CPU, plugin nodes run by the plugin kernels (Triton interpreter) |
-| trt         | trt       | TensorRT plan with the plugins (CUDA GPU)                       |
-| trt-dense   | portable  | TensorRT plan of the dense graph: the baseline the plugins beat |
+Which lowering a backend applies, whether it builds a TensorRT plan and which dtypes it takes come from
+the backend table (common/backends.py).
 """
 
 from __future__ import annotations
@@ -15,19 +10,17 @@ import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.fileio import atomic_dir
-from mixtral_trt.mixtral_ref.progress import step
-
-from .contract import MODEL_FILE, GraphContract
+from mixtral_trt.common.backends import Backend, get_backend
+from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.manifest import Manifest
+from mixtral_trt.common.progress import step
 
 if TYPE_CHECKING:
     import onnx_ir as ir
     from rich.progress import Progress
 
-LOWERING_OF = {"ort": "ort", "portable": "portable", "plugins-cpu": "trt", "trt": "trt", "trt-dense": "portable"}
-TENSORRT_BACKENDS = ("trt", "trt-dense")
-EXTERNAL_DATA = MODEL_FILE + ".data"
 
 
 def tool_versions(*packages: str) -> dict[str, str]:
@@ -55,20 +48,15 @@ def load_canonical(onnx_dir: str | Path) -> tuple[ir.Model, GraphContract]:
         raise MixtralTrtError(f"{path}: cannot be read as ONNX ({type(e).__name__}: {e})") from None
 
 
-def lower_and_save(model: ir.Model, backend: str, out_dir: Path, progress: Progress | None = None) -> Path:
+def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: Progress | None = None) -> Path:
     """Apply the backend's lowering, fold constants, and save model.onnx + external data into out_dir."""
     import onnx_ir as ir
     import onnxscript.optimizer
 
     from .lowering import lower
 
-    options = {}
-    if backend == "plugins-cpu":
-        from .lowering.trt import CPU_DOMAIN
-
-        options["domain"] = CPU_DOMAIN
-    with step(progress, f"lower for {backend} ({LOWERING_OF[backend]})"):
-        model = lower(model, LOWERING_OF[backend], **options)
+    with step(progress, f"lower for {backend.name} ({backend.lowering})"):
+        model = lower(model, backend.lowering, **backend.lowering_options)
     with step(progress, "optimize (constant folding, dead code)"):
         onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):
@@ -84,31 +72,32 @@ def build_engine(
     progress: Progress | None = None,
     **trt_options,
 ) -> Path:
-    """Build an engine directory from an export directory (atomic: nothing is left behind on failure)."""
-    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
-    from mixtral_trt.runtime.manifest import Manifest
+    """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
 
-    if backend not in LOWERING_OF:
-        raise MixtralTrtError(f"--backend {backend!r}: choose one of {', '.join(LOWERING_OF)}")
-    if backend in TENSORRT_BACKENDS:
+    `trt_options` (max_prefill, timing_cache, workspace_gib, debug_outputs) go to the TensorRT build and are
+    refused for other backends."""
+    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
+
+    spec = get_backend(backend)
+    if trt_options and not spec.tensorrt:
+        option = "--" + next(iter(trt_options)).replace("_", "-")
+        raise MixtralTrtError(f"{option} applies to TensorRT backends only, not --backend {backend}")
+    if spec.tensorrt:
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     model, contract = load_canonical(onnx_dir)
-    if backend == "plugins-cpu" and contract.dtype != "fp32":
-        raise MixtralTrtError(f"--backend plugins-cpu runs fp32 exports (ONNX Runtime's Python ops have one "
-                              f"dtype per op); {onnx_dir} is {contract.dtype}. The kernels' fp16/bf16 paths are "
-                              "verified by tests/plugins.")
+    if contract.dtype not in spec.dtypes:
+        raise MixtralTrtError(f"--backend {backend} builds {'/'.join(spec.dtypes)} exports; {onnx_dir} is "
+                              f"{contract.dtype}" + (" (ONNX Runtime's Python ops have one dtype per op; the "
+                              "kernels' fp16/bf16 paths are verified by tests/plugins)" if spec.plugin_nodes else ""))
     with atomic_dir(engine_dir, overwrite) as tmp:
-        lower_and_save(model, backend, tmp, progress)
+        lower_and_save(model, spec, tmp, progress)
         copy_tokenizer(onnx_dir, tmp)
-        model_file, info, extra_tools = MODEL_FILE, {}, ()
-        if backend in TENSORRT_BACKENDS:
+        model_file, info = MODEL_FILE, {}
+        if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)
-            extra_tools = ("tensorrt",)
-        elif backend == "plugins-cpu":
-            extra_tools = ("triton", "onnxruntime-extensions")
         with step(progress, "hash artifacts, write manifest.json"):
-            Manifest.for_directory(tmp, backend, contract, model_file, tool_versions(*extra_tools),
+            Manifest.for_directory(tmp, backend, contract, model_file, tool_versions(*spec.tools),
                                    backend_info=info).save(tmp)
     return Path(engine_dir)

@@ -18,23 +18,21 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.fileio import atomic_dir
+from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
+from mixtral_trt.common.dtypes import DTYPES, torch_dtype
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.progress import step
 from mixtral_trt.mixtral_ref.model import Mixtral
-from mixtral_trt.mixtral_ref.progress import step
-
-from .contract import DTYPES, MODEL_FILE, GraphContract
 
 if TYPE_CHECKING:
     import onnx_ir as ir
     from rich.progress import Progress
 
-    from mixtral_trt.mixtral_ref.config import MixtralConfig
+    from mixtral_trt.common.config import MixtralConfig
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 WEIGHT_PREFIX = "model."  # initializer name = WEIGHT_PREFIX + Mixtral state_dict key
 FOLD_LIMIT = 1 << 16  # constant folding never touches tensors larger than this (elements)
-EXTERNAL_DATA = MODEL_FILE + ".data"
 
 
 class GraphModule(nn.Module):
@@ -92,7 +90,7 @@ def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress 
     from .ops.translation import translation_table
 
     with torch.device("meta"):
-        model = Mixtral(cfg).to(TORCH_DTYPES[contract.dtype]).eval()
+        model = Mixtral(cfg).to(torch_dtype(contract.dtype)).eval()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with step(progress, "trace and translate to ONNX"), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -169,9 +167,10 @@ def quantize(program, contract: GraphContract) -> None:
     """Apply the contract's weight-only quantization (contract.extra["quantization"]) to the experts."""
     spec = contract.extra.get("quantization")
     if spec:
+        from mixtral_trt.common.quant import QuantScheme
+
         from .ops.functions import attach_functions
-        from .quant.rewrite import quantize_experts
-        from .quant.scheme import QuantScheme
+        from .quantize import quantize_experts
 
         quantize_experts(program.model, QuantScheme(spec["bits"], spec["block_size"]), contract.dtype)
         attach_functions(program.model)  # the optimiser dropped the then-unused MoEExpertsQ body
@@ -183,7 +182,7 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
         return contract
     import dataclasses
 
-    from .quant.scheme import QuantScheme
+    from mixtral_trt.common.quant import QuantScheme
 
     scheme = QuantScheme.parse(name, block_size)
     extra = {**contract.extra, "quantization": {"scheme": scheme.name, "bits": scheme.bits,
@@ -194,7 +193,7 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
 def export_model(model: Mixtral, out_dir: str | Path, contract: GraphContract,
                  progress: Progress | None = None) -> Path:
     """Write `model.onnx` (+ external data) and `graph.json` for an in-memory model into an existing dir."""
-    if model.dtype != TORCH_DTYPES[contract.dtype]:
+    if model.dtype != torch_dtype(contract.dtype):
         raise ValueError(f"model dtype {model.dtype} does not match the contract's {contract.dtype}")
     program = trace_graph(model.config, contract, progress)
     attach_weights(program, state_dict_weights(model))
@@ -224,8 +223,8 @@ def export_checkpoint(
     """
     import onnx_ir as ir
 
+    from mixtral_trt.common.progress import bar
     from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
-    from mixtral_trt.mixtral_ref.progress import bar
     from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
 
     from .streaming import streamed_weights
@@ -243,7 +242,7 @@ def export_checkpoint(
     contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq), quantize_experts,
                                  quant_block)
     program = trace_graph(cfg, contract, progress)
-    weights = streamed_weights(entries, where, TORCH_DTYPES[dtype], prefix=WEIGHT_PREFIX)
+    weights = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX)
     attach_weights(program, weights)
     with step(progress, f"quantize experts ({quantize_experts})" if quantize_experts else "no quantization"):
         quantize(program, contract)

@@ -20,13 +20,13 @@ import onnx_ir as ir
 import torch
 from onnx_ir.tensor_adapters import TorchTensor
 
+from mixtral_trt.common.dtypes import torch_dtype
+from mixtral_trt.common.errors import CheckpointError
 from mixtral_trt.mixtral_ref import keymaps
-from mixtral_trt.mixtral_ref.errors import CheckpointError
 
 CHUNK_BYTES = 64 << 20
 IR_DTYPES = {torch.float32: ir.DataType.FLOAT, torch.float16: ir.DataType.FLOAT16,
              torch.bfloat16: ir.DataType.BFLOAT16}
-_ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def read_header(path: Path) -> dict[str, Span]:
         begin, end = meta["data_offsets"]
         if start + end > size:
             raise CheckpointError(f"{path}: tensor {key} extends past the end of the file (truncated?)")
-        spans[key] = Span(path, _ST_DTYPES[meta["dtype"]], tuple(meta["shape"]), start + begin, start + end)
+        spans[key] = Span(path, torch_dtype(meta["dtype"]), tuple(meta["shape"]), start + begin, start + end)
     return spans
 
 

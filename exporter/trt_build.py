@@ -20,10 +20,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.progress import step
-
-from .contract import MODEL_FILE, GraphContract
+from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.progress import step
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -163,6 +162,6 @@ def build_trt_engine(out_dir: Path, contract: GraphContract, progress: Progress 
                      **options: Any) -> tuple[str, dict[str, Any]]:
     """Build the plan from the lowered model saved in out_dir, then drop the ONNX files from out_dir."""
     plan, info = build_plan(out_dir / MODEL_FILE, contract, out_dir, progress=progress, **options)
-    for name in (MODEL_FILE, MODEL_FILE + ".data"):
+    for name in (MODEL_FILE, EXTERNAL_DATA):
         (out_dir / name).unlink(missing_ok=True)
     return plan, info

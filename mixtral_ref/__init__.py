@@ -1,4 +1,5 @@
-"""mixtral_trt.mixtral_ref: config, reference model, checkpoints and tokenizer of Mixtral.
+"""mixtral_trt.mixtral_ref: the reference Mixtral, its checkpoints, presets and tokenizer (MixtralConfig and the
+errors are re-exported from mixtral_trt.common).
 
 Names are imported on first use, so `import mixtral_trt.mixtral_ref` stays light (no transformers,
 onnx or sentencepiece).
@@ -10,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "MixtralConfig": ".config",
+    "MixtralConfig": "mixtral_trt.common.config",
     "PRESETS": ".presets",
     "get_preset": ".presets",
     "Mixtral": ".model",
@@ -20,9 +21,9 @@ _EXPORTS = {
     "save_checkpoint": ".writer",
     "init_random": ".writer",
     "Tokenizer": ".tokenizer",
-    "MixtralTrtError": ".errors",
-    "CheckpointError": ".errors",
-    "ConfigError": ".errors",
+    "MixtralTrtError": "mixtral_trt.common.errors",
+    "CheckpointError": "mixtral_trt.common.errors",
+    "ConfigError": "mixtral_trt.common.errors",
 }
 __all__ = [  # noqa: RUF022  (same order as _EXPORTS)
     "MixtralConfig",
@@ -41,9 +42,10 @@ __all__ = [  # noqa: RUF022  (same order as _EXPORTS)
 ]
 
 if TYPE_CHECKING:
+    from mixtral_trt.common.config import MixtralConfig
+    from mixtral_trt.common.errors import CheckpointError, ConfigError, MixtralTrtError
+
     from .checkpoint import inspect_checkpoint, load_model, load_state_dict
-    from .config import MixtralConfig
-    from .errors import CheckpointError, ConfigError, MixtralTrtError
     from .model import Mixtral
     from .presets import PRESETS, get_preset
     from .tokenizer import Tokenizer

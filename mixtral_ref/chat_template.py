@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from .errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
 
 ROLES = ("system", "user", "assistant")
 JOIN = "\n\n"

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.common.dtypes import SAFETENSORS_FLOATS
+from mixtral_trt.common.errors import CheckpointError
+from mixtral_trt.common.progress import bar
+
 from . import keymaps
-from .config import MixtralConfig
-from .errors import CheckpointError
-from .progress import bar
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -31,7 +33,6 @@ HF_INDEX = "model.safetensors.index.json"
 CONSOLIDATED = "consolidated.safetensors"
 CONSOLIDATED_SHARDS = "consolidated-*-of-*.safetensors"
 PICKLE_PATTERNS = ("*.bin", "*.pth", "*.pt", "*.ckpt", "*.pkl")
-FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -157,10 +158,10 @@ def _check(
             raise CheckpointError(
                 f"{f}: tensor {key} has shape {stored}, but {config_name} implies {list(shape)}"
             )
-        if dtype not in FLOAT_DTYPES:
+        if dtype not in SAFETENSORS_FLOATS:
             raise CheckpointError(
                 f"{f}: tensor {key} has dtype {dtype}; expected one of "
-                f"{', '.join(FLOAT_DTYPES)} (quantized checkpoints are not supported)"
+                f"{', '.join(SAFETENSORS_FLOATS)} (quantized checkpoints are not supported)"
             )
     tolerated = {"lm_head.weight", "output.weight"} if cfg.tie_word_embeddings else set()
     unknown = sorted(set(tensors.where) - set(expected) - tolerated)

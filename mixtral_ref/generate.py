@@ -5,36 +5,47 @@ One prefill over the prompt, then one token per step with the previous step's `p
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
+
 from .model import Mixtral
 
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 
-@torch.inference_mode()
+def greedy_steps(model: Mixtral, prompt_ids: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:
+    """Endless greedy decoding: yields (token, float32 logits [V] it was chosen from) per step."""
+    if not prompt_ids:
+        raise ValueError("generate: the prompt is empty")
+    device = model.embed.weight.device
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.int64, device=device)  # [1, T]
+    past = None
+    while True:
+        with torch.inference_mode():
+            out = model.run(ids, past=past)
+        logits = out.logits[0, -1].float()  # [V]
+        token = int(logits.argmax())
+        yield token, logits
+        past = out.present
+        ids = torch.tensor([[token]], dtype=torch.int64, device=device)  # [1, 1]
+
+
 def iter_generate(
     model: Mixtral, prompt_ids: Sequence[int], max_new_tokens: int, eos_id: int | None = None
 ) -> Iterator[int]:
     """Yield greedy tokens one at a time; stops after `eos_id` (yielded) or `max_new_tokens` tokens."""
     if not prompt_ids:
         raise ValueError("generate: the prompt is empty")
-    device = model.embed.weight.device
-    ids = torch.tensor([list(prompt_ids)], dtype=torch.int64, device=device)  # [1, T]
-    past = None
-    for _ in range(max_new_tokens):
-        out = model.run(ids, past=past)
-        token = int(out.logits[0, -1].argmax())
+    for token, _logits in itertools.islice(greedy_steps(model, prompt_ids), max_new_tokens):
         yield token
         if token == eos_id:
             return
-        past = out.present
-        ids = torch.tensor([[token]], dtype=torch.int64, device=device)  # [1, 1]
 
 
 def generate(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import MixtralConfig
+from mixtral_trt.common.config import MixtralConfig
 
 LAYOUTS = ("hub", "fused", "consolidated")
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MixtralConfig
+from mixtral_trt.common.config import MixtralConfig
 
 
 class RMSNorm(nn.Module):

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import MixtralConfig
+from mixtral_trt.common.config import MixtralConfig
+
 from .layers import Attention, RMSNorm, attention_bias, rope_cos_sin
 from .moe import MoE
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MixtralConfig
+from mixtral_trt.common.config import MixtralConfig
 
 
 @torch.library.custom_op("mixtral::moe_router", mutates_args=())

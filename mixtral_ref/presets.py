@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .config import MixtralConfig
-from .errors import ConfigError
+from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.common.errors import ConfigError
 
 PRESETS: dict[str, MixtralConfig] = {
     # 8 experts, top-2 and GQA like the real model; vocab 32000 so the real v1 tokenizer fits.

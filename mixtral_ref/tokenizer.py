@@ -10,9 +10,10 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.common.errors import MixtralTrtError
+
 from . import chat_template
-from .config import MixtralConfig
-from .errors import MixtralTrtError
 
 # Searched in this order in a checkpoint directory.
 CHECKPOINT_FILES = ("tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1", "tokenizer.model")

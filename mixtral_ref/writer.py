@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.progress import step
+
 from . import keymaps
-from .config import MixtralConfig
-from .errors import MixtralTrtError
-from .fileio import atomic_dir
-from .progress import step
 
 if TYPE_CHECKING:
     from rich.progress import Progress

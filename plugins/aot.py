@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.fileio import atomic_dir
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.fileio import atomic_dir
 
 from .tiles import ALIGN_BLOCK, TACTICS, tile_for
 
@@ -151,7 +151,7 @@ def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | 
                 overwrite: bool = False, progress=None) -> list[Path]:
     """Write `<stem>.ptx` and `<stem>.cubin` per variant plus `kernels.json` (name, signature, constexprs,
     warps, shared memory, target) into out_dir; returns the PTX paths."""
-    from mixtral_trt.mixtral_ref.progress import bar
+    from mixtral_trt.common.progress import bar
 
     if arch not in ARCHS:
         raise MixtralTrtError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")

@@ -13,7 +13,7 @@ _REGISTERED = False
 
 
 def register_cpu_ops() -> str:
-    """Register the four ops once per process; returns the custom-op library path for SessionOptions."""
+    """Register the six ops once per process; returns the custom-op library path for SessionOptions."""
     global _REGISTERED
     require_interpreter()
     from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op

@@ -1,6 +1,6 @@
 """Triton helper shared by the GEMM kernels: one [BLOCK_K, BLOCK_N] weight tile, either float weights or
 weight-only integer codes dequantized on the fly (ONNX Runtime QMoE's format, see
-exporter/quant/scheme.py): code = byte >> (k % (8/BITS) * BITS) & (2^BITS - 1),
+common/quant.py): code = byte >> (k % (8/BITS) * BITS) & (2^BITS - 1),
 w = (code - 2^(BITS-1)) * scale[n, k // GROUP], rounded to the activation dtype.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
 
 
 def _kernels_imported(interpreted: bool) -> list[str]:

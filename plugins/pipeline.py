@@ -2,7 +2,7 @@
 
     MoERouter -> MoEAlign -> MoEGemmSwiGLU -> MoEGemmDown -> sum over the k rows of each token -> cast
 
-Used by the tests (against mixtral_ref.moe's dense oracle) and by the CPU bindings. T tokens, k, H.
+Used by the kernel tests (tests/plugins/test_kernels.py), against mixtral_ref.moe's dense oracle. T tokens, k, H.
 """
 
 from __future__ import annotations

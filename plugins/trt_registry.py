@@ -20,7 +20,7 @@ _REGISTERED = False
 
 
 def register_plugins() -> None:
-    """Register the four plugins with TensorRT once per process (before parsing or deserialising)."""
+    """Register the six plugins with TensorRT once per process (before parsing or deserialising)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -28,7 +28,7 @@ def register_plugins() -> None:
     _REGISTERED = True
 
 
-def _define() -> None:  # noqa: C901  (four small plugin definitions, kept together)
+def _define() -> None:  # noqa: C901  (six small plugin definitions, kept together)
     import tensorrt as trt
     import tensorrt.plugin as trtp
 

@@ -28,9 +28,10 @@ def load(path: str | Path, device: str = "auto", verify: bool = True, tokenizer:
     `device`: auto | cpu | cuda (ONNX Runtime engines; TensorRT engines always run on CUDA).
     `tokenizer`: a tokenizer file to use instead of the one in the engine directory.
     """
+    from mixtral_trt.common.manifest import Manifest
+
     from .backends import open_runner
     from .engine import Engine
-    from .manifest import Manifest
 
     path = Path(path)
     manifest = Manifest.load(path, verify=verify)

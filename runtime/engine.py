@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mixtral_trt.exporter.contract import GraphContract
-from mixtral_trt.mixtral_ref.config import MixtralConfig
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.manifest import Manifest
 
 from .backends import Runner
 from .kv_cache import KVCache
-from .manifest import Manifest
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
 
 from .reply import Reply, StreamEvent
 from .sampling import Sampler, SamplingParams

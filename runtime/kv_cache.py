@@ -12,15 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mixtral_trt.exporter.contract import GraphContract
-
-
-def numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
+from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.dtypes import numpy_dtype
 
 
 def _shape(array: Any) -> tuple[int, ...]:

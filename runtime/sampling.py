@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
 
 
 @dataclass(frozen=True)

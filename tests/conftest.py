@@ -118,7 +118,7 @@ def cli(capsys, monkeypatch):
     """Run `mixtral-export ARGS` in this process (through `main`, so user errors exit with code 2)."""
 
     def run(*args: str) -> CliResult:
-        from mixtral_trt.exporter.cli import main
+        from mixtral_trt.cli import main
 
         monkeypatch.setattr(sys, "argv", ["mixtral-export", *map(str, args)])
         monkeypatch.setenv("COLUMNS", "200")  # rich tables unwrapped

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
 
 if TYPE_CHECKING:
     import onnx_ir as ir

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
+import onnx_ir.tape
 from onnx_ir.passes.common import RemoveUnusedFunctionsPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
 
 from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER
@@ -64,11 +66,9 @@ def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
         yield MoEPair(router, node, router.attributes["top_k"].as_int(), quant)
 
 
-def const_tensor(value: ir.Value, what: str) -> ir.TensorProtocol:
-    """The initializer behind `value` (expert weights must be constants to be re-laid out)."""
-    if value.const_value is None:
-        raise ValueError(f"{what} ({value.name}) is not an initializer")
-    return value.const_value
+def int64_const(tape: ir.tape.Tape, values: list[int]) -> ir.Value:
+    """A Constant node holding an int64 vector (shapes, axes, slice bounds)."""
+    return tape.op("Constant", [], {"value": ir.tensor(np.array(values, np.int64))})
 
 
 def replace_pair(graph: ir.Graph, pair: MoEPair, new_nodes: list[ir.Node], new_output: ir.Value) -> None:

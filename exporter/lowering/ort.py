@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.tape
 
-from .common import moe_pairs, replace_pair, tidy
+from .common import int64_const, moe_pairs, replace_pair, tidy
 
 MS_DOMAIN = "com.microsoft"
 MOE_ATTRIBUTES = {
@@ -45,15 +45,11 @@ def _interleaved_initializer(graph: ir.Graph, value: ir.Value) -> ir.Value:
 def _interleave_nodes(tape: ir.tape.Tape, w13: ir.Value) -> ir.Value:
     """For expert weights that are graph inputs: [E, 2I, H] -> [E, 2, I, H] -> [E, I, 2, H] -> [E, 2I, H]."""
     shape = tape.op("Shape", [w13])  # [3]
-    experts = tape.op("Slice", [shape, _const(tape, [0]), _const(tape, [1])])
-    hidden = tape.op("Slice", [shape, _const(tape, [2]), _const(tape, [3])])
-    four = tape.op("Reshape", [w13, tape.op("Concat", [experts, _const(tape, [2, -1]), hidden], {"axis": 0})])
+    experts = tape.op("Slice", [shape, int64_const(tape, [0]), int64_const(tape, [1])])
+    hidden = tape.op("Slice", [shape, int64_const(tape, [2]), int64_const(tape, [3])])
+    four = tape.op("Reshape", [w13, tape.op("Concat", [experts, int64_const(tape, [2, -1]), hidden], {"axis": 0})])
     swapped = tape.op("Transpose", [four], {"perm": [0, 2, 1, 3]})
     return tape.op("Reshape", [swapped, shape])
-
-
-def _const(tape: ir.tape.Tape, values: list[int]) -> ir.Value:
-    return tape.op("Constant", [], {"value": ir.tensor(np.array(values, np.int64))})
 
 
 def _qmoe(graph: ir.Graph, pair) -> ir.Node:

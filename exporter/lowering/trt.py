@@ -14,7 +14,6 @@ of onnxruntime-extensions' Python ops so ONNX Runtime runs the same nodes with t
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 import onnx_ir.tape
 
@@ -28,16 +27,12 @@ from mixtral_trt.plugins import (
 )
 from mixtral_trt.plugins.tiles import ALIGN_BLOCK
 
-from .common import moe_pairs, replace_pair, tidy
+from .common import int64_const, moe_pairs, replace_pair, tidy
 
 PLUGIN_DOMAIN = "trt.plugins"
 CPU_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions PyOp
 INT32 = ir.TensorType(ir.DataType.INT32)
 FLOAT = ir.TensorType(ir.DataType.FLOAT)
-
-
-def _const(tape: ir.tape.Tape, values: list[int]) -> ir.Value:
-    return tape.op("Constant", [], {"value": ir.tensor(np.array(values, np.int64))})
 
 
 def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_BLOCK, aot: bool = True
@@ -67,8 +62,8 @@ def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_
                             MOE_GEMM_SWIGLU.node_attributes(aot, **fields), domain=domain)
             y_pairs = tape.op(MOE_GEMM_DOWN.name, [inter, *routing, weights, pair.w2],
                               MOE_GEMM_DOWN.node_attributes(aot, **fields), domain=domain)
-        per_token = tape.op("Reshape", [y_pairs, _const(tape, [-1, k, hidden])])
-        summed = tape.op("ReduceSum", [per_token, _const(tape, [1])], {"keepdims": 0})
+        per_token = tape.op("Reshape", [y_pairs, int64_const(tape, [-1, k, hidden])])
+        summed = tape.op("ReduceSum", [per_token, int64_const(tape, [1])], {"keepdims": 0})
         y = tape.op("Cast", [summed], {"to": pair.x.type.dtype})
         for value, vtype in ((weights, FLOAT), (experts, INT32), (sorted_pairs, INT32), (block_experts, INT32),
                              (num_padded, INT32), (inter, pair.x.type), (y_pairs, FLOAT)):

@@ -1,4 +1,4 @@
-"""Torch reference of MoEGemmDownQ: dequantize (exporter/quant/scheme.py), then MoEGemmDown's reference."""
+"""Torch reference of MoEGemmDownQ: dequantize (common/quant.py), then MoEGemmDown's reference."""
 
 import torch
 
@@ -7,7 +7,7 @@ from ..moe_gemm_down.reference import moe_gemm_down_reference
 
 def moe_gemm_down_q_reference(inter, sorted_pairs, block_experts, num_padded, weights, codes, scales, top_k: int,
                               block_size: int, bits: int, quant_block: int):
-    from mixtral_trt.exporter.quant.scheme import QuantScheme
+    from mixtral_trt.common.quant import QuantScheme
 
     w2 = QuantScheme(bits, quant_block).dequantize(codes.numpy(), scales.float().numpy())
     return moe_gemm_down_reference(inter, sorted_pairs, block_experts, num_padded, weights,

@@ -1,4 +1,4 @@
-"""Torch reference of MoEGemmSwiGLUQ: dequantize (exporter/quant/scheme.py), then MoEGemmSwiGLU's reference."""
+"""Torch reference of MoEGemmSwiGLUQ: dequantize (common/quant.py), then MoEGemmSwiGLU's reference."""
 
 import torch
 
@@ -7,7 +7,7 @@ from ..moe_gemm_swiglu.reference import moe_gemm_swiglu_reference
 
 def moe_gemm_swiglu_q_reference(x, sorted_pairs, block_experts, num_padded, codes, scales, top_k: int,
                                 block_size: int, bits: int, quant_block: int):
-    from mixtral_trt.exporter.quant.scheme import QuantScheme
+    from mixtral_trt.common.quant import QuantScheme
 
     w13 = QuantScheme(bits, quant_block).dequantize(codes.numpy(), scales.float().numpy())
     return moe_gemm_swiglu_reference(x, sorted_pairs, block_experts, num_padded,

@@ -1,4 +1,5 @@
-"""Backend runners: one per engine kind, each a loader + a runner with the same small interface.
+"""Backend runners: one module per runner kind, named by the backend table (common/backends.py), each a
+loader + a runner with the same small interface.
 
 A runner maps the graph contract's input arrays to output arrays: `run(feeds, output_names) -> dict`.
 Heavy libraries (onnxruntime, tensorrt, triton) are imported only when a runner is opened.
@@ -6,14 +7,14 @@ Heavy libraries (onnxruntime, tensorrt, triton) are imported only when a runner 
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-
-from ..manifest import Manifest
+from mixtral_trt.common.backends import get_backend
+from mixtral_trt.common.manifest import Manifest
 
 
 class Runner(Protocol):
@@ -23,16 +24,6 @@ class Runner(Protocol):
 
 
 def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> Runner:
-    if manifest.backend in ("ort", "portable"):
-        from .ort import OrtRunner
-
-        return OrtRunner(directory / manifest.model_file, device=device)
-    if manifest.backend == "plugins-cpu":
-        from .plugins_cpu import open_plugins_cpu_runner
-
-        return open_plugins_cpu_runner(directory / manifest.model_file)
-    if manifest.backend in ("trt", "trt-dense"):
-        from .trt import TrtRunner
-
-        return TrtRunner(directory, manifest)
-    raise MixtralTrtError(f"backend {manifest.backend!r} has no runner")
+    """The runner the backend table names for the manifest's backend."""
+    module = importlib.import_module(f"{__name__}.{get_backend(manifest.backend, 'backend').runner}")
+    return module.open_runner(manifest, directory, device)

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.manifest import Manifest
 
 DEVICES = ("auto", "cpu", "cuda")
 # The first release whose com.microsoft::MoE / QMoE semantics the tests verify (ARCHITECTURE.md).
@@ -53,6 +54,10 @@ def session_options(threads: int | None = None, session_options_hook=None):
     if session_options_hook is not None:
         session_options_hook(so)
     return so
+
+
+def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> OrtRunner:
+    return OrtRunner(directory / manifest.model_file, device=device)
 
 
 class OrtRunner:

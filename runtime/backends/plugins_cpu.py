@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mixtral_trt.common.manifest import Manifest
+
 from .ort import OrtRunner
 
 
-def open_plugins_cpu_runner(model_path: Path) -> OrtRunner:
+def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> OrtRunner:
+    """ONNX Runtime on CPU (whatever `device` asks: the kernels run in Triton's interpreter)."""
     from mixtral_trt.plugins.cpu_ops import register_cpu_ops
 
     library = register_cpu_ops()
-    return OrtRunner(model_path, device="cpu",
+    return OrtRunner(directory / manifest.model_file, device="cpu",
                      session_options_hook=lambda so: so.register_custom_ops_library(library))

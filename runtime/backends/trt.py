@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-
-from ..manifest import Manifest
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.manifest import Manifest
 
 DECODE_PROFILE, PREFILL_PROFILE = 0, 1
 
@@ -31,6 +30,11 @@ def check_trt_compatibility(manifest: Manifest, trt_version: str, compute_capabi
     if built_cc and compute_capability and built_cc != compute_capability:
         raise MixtralTrtError(f"engine plan was built for compute capability {built_cc}, this GPU is "
                               f"{compute_capability}: rebuild the engine on this GPU")
+
+
+def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> TrtRunner:
+    """TensorRT plans always run on the CUDA device (`device` is for ONNX Runtime engines)."""
+    return TrtRunner(directory, manifest)
 
 
 class TrtRunner:

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
+from mixtral_trt.common.contract import CONTRACT_FILE, MODEL_FILE
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.manifest import MANIFEST_FILE, Manifest, sha256
 from mixtral_trt.exporter.build import build_engine
-from mixtral_trt.exporter.contract import CONTRACT_FILE, MODEL_FILE
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-from mixtral_trt.runtime.manifest import MANIFEST_FILE, Manifest, sha256
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    code = "from mixtral_trt.exporter.cli import main; main()"
+    code = "from mixtral_trt.cli import main; main()"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
 
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from mixtral_trt.exporter.contract import CONTRACT_FILE, MODEL_FILE, GraphContract
+from mixtral_trt.common.contract import CONTRACT_FILE, MODEL_FILE, GraphContract
 from support.models import feeds_for
 
 
@@ -56,8 +56,8 @@ def test_canonical_graph_runs_in_onnxruntime(sliding_top3):
 
 
 def test_export_rejects_bad_options(sliding_top3, tmp_path):
-    from mixtral_trt.exporter.contract import GraphContract
-    from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+    from mixtral_trt.common.contract import GraphContract
+    from mixtral_trt.common.errors import MixtralTrtError
 
     model, _ = sliding_top3
     with pytest.raises(MixtralTrtError, match="--dtype 'fp8'"):
@@ -67,9 +67,9 @@ def test_export_rejects_bad_options(sliding_top3, tmp_path):
 def test_export_with_max_batch_1(tmp_path):
     """torch.export needs min < max for a dynamic dim; a batch limit of 1 must still export and run."""
     from mixtral_trt import runtime
+    from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_model
-    from mixtral_trt.mixtral_ref.errors import MixtralTrtError
     from support.models import SLIDING_TOP3, random_model
 
     model = random_model(SLIDING_TOP3.replace(num_layers=1))

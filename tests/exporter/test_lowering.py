@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mixtral_trt import runtime
+from mixtral_trt.common.contract import MODEL_FILE, GraphContract
 from mixtral_trt.exporter.build import build_engine
-from mixtral_trt.exporter.contract import MODEL_FILE, GraphContract
 from support.models import SLIDING_TOP3, export_dir, feeds_for, random_model
 
 # Logits relative error (max abs error / max |fp32 reference|) allowed per engine dtype; measured on this

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from mixtral_trt import runtime
+from mixtral_trt.common.contract import MODEL_FILE, GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.exporter.build import build_engine
-from mixtral_trt.exporter.contract import MODEL_FILE, GraphContract
 from mixtral_trt.exporter.export import export_checkpoint
-from mixtral_trt.exporter.quant.reference import fake_quantize_
-from mixtral_trt.exporter.quant.scheme import QuantScheme
 from mixtral_trt.mixtral_ref import load_model
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
-from mixtral_trt.runtime.parity import check_engine
+from mixtral_trt.mixtral_ref.quantized import fake_quantize_
+from mixtral_trt.parity import check_engine
 from support.engines import tiny_checkpoint
 
 # Logits relative error against the UNQUANTIZED fp32 model on the tiny preset (measured: int8 per channel

@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import torch
 
-from mixtral_trt.exporter.bench.export_memory import measure_export
-from mixtral_trt.exporter.bench.synthetic import write_synthetic_checkpoint
-from mixtral_trt.exporter.contract import MODEL_FILE
+from mixtral_trt.bench.export_memory import measure_export
+from mixtral_trt.bench.synthetic import write_synthetic_checkpoint
+from mixtral_trt.common.contract import MODEL_FILE
 from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.mixtral_ref import get_preset, load_model
 

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from mixtral_trt.exporter.contract import MODEL_FILE, TOTAL, GraphContract
+from mixtral_trt.common.contract import MODEL_FILE, TOTAL, GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.exporter.trt_build import DECODE_MAX_SEQ, PLAN_FILE, build_plan, profiles_for
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
 from mixtral_trt.runtime.backends.trt import check_trt_compatibility
-from mixtral_trt.runtime.manifest import Manifest
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -56,7 +56,7 @@ def test_portable_graph_parses_and_builds_with_tensorrt_rtx(sliding_top3, tmp_pa
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed")
 def test_build_trt_without_tensorrt_is_a_clear_error(sliding_top3, tmp_path):
     _, onnx_dir = sliding_top3
-    code = "from mixtral_trt.exporter.cli import main; main()"
+    code = "from mixtral_trt.cli import main; main()"
     result = subprocess.run([sys.executable, "-c", code, "build", str(onnx_dir), str(tmp_path / "e"),
                              "--backend", "trt"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "needs TensorRT and a CUDA GPU" in result.stderr, result.stderr

@@ -14,7 +14,7 @@ import pytest
 
 def compile_cli(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "from mixtral_trt.exporter.cli import main; main()"
+    code = "from mixtral_trt.cli import main; main()"
     return subprocess.run([sys.executable, "-c", code, "plugins", "compile", *args], capture_output=True,
                           text=True, env=env, timeout=900)
 

@@ -149,7 +149,7 @@ QUANT = [(8, 0), (8, 16), (4, 0), (4, 32)]
 def test_quantized_gemms_match_references(bits, quant_block, dtype):
     """MoEGemmSwiGLUQ / MoEGemmDownQ (weights dequantized in the kernel) against their references and the
     whole quantized pipeline against the dense oracle on the dequantized weights."""
-    from mixtral_trt.exporter.quant.scheme import QuantScheme
+    from mixtral_trt.common.quant import QuantScheme
     from mixtral_trt.plugins.moe_gemm_down_q.launch import run as gemm_down_q
     from mixtral_trt.plugins.moe_gemm_down_q.reference import moe_gemm_down_q_reference
     from mixtral_trt.plugins.moe_gemm_swiglu_q.launch import run as gemm_swiglu_q

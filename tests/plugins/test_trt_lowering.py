@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from mixtral_trt import runtime
+from mixtral_trt.common.contract import MODEL_FILE
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.exporter.build import build_engine
-from mixtral_trt.exporter.contract import MODEL_FILE
 from mixtral_trt.exporter.export import export_checkpoint
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.parity import check_engine
 from mixtral_trt.plugins import PLUGINS
 from mixtral_trt.plugins.tiles import ALIGN_BLOCK
-from mixtral_trt.runtime.parity import check_engine
 from support.engines import engine, tiny_checkpoint
 from support.models import SLIDING_TOP3, export_dir, random_model
 
@@ -92,7 +92,7 @@ def test_hf_checkpoint_top3_of_6_matches_hf(hf_checkpoint, tmp_path):
 def test_plugins_cpu_refuses_fp16_exports(tmp_path_factory, tmp_path):
     onnx_dir = export_dir(tmp_path_factory, random_model(SLIDING_TOP3.replace(num_layers=1), dtype="fp16"), "fp16",
                           "fp16-pcpu")
-    with pytest.raises(MixtralTrtError, match="plugins-cpu runs fp32 exports"):
+    with pytest.raises(MixtralTrtError, match="plugins-cpu builds fp32 exports"):
         build_engine(onnx_dir, tmp_path / "e", "plugins-cpu")
     assert not (tmp_path / "e").exists()
 
@@ -101,9 +101,9 @@ def test_plugins_cpu_refuses_fp16_exports(tmp_path_factory, tmp_path):
 def test_plugins_cpu_quantized_engine(tmp_path_factory, name):
     """The trt lowering of MoEExpertsQ (the ...Q plugins, dequantizing in the kernel) on CPU against the
     dequantized reference."""
-    from mixtral_trt.exporter.quant.reference import fake_quantize_
-    from mixtral_trt.exporter.quant.scheme import QuantScheme
+    from mixtral_trt.common.quant import QuantScheme
     from mixtral_trt.mixtral_ref import load_model
+    from mixtral_trt.mixtral_ref.quantized import fake_quantize_
 
     root = tmp_path_factory.mktemp(f"pcpu-{name}")
     ckpt = tiny_checkpoint(root)

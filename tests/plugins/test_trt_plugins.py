@@ -18,7 +18,7 @@ from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.mixtral_ref import get_preset
 from mixtral_trt.mixtral_ref.writer import init_checkpoint
-from mixtral_trt.runtime.parity import check_engine
+from mixtral_trt.parity import check_engine
 from support.engines import tiny_checkpoint
 
 pytestmark = pytest.mark.gpu

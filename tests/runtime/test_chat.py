@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.runtime.chat import GUARDRAIL, chat_prompt
 from support.mistral import chat_request, message_dicts, mistral_tokenizer
 

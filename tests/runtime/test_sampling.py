@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixtral_trt.mixtral_ref.errors import MixtralTrtError
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.runtime.sampling import Sampler, SamplingParams, processed_logits, softmax
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mixtral_trt.exporter.contract import GraphContract
-from mixtral_trt.exporter.export import TORCH_DTYPES, export_model
-from mixtral_trt.mixtral_ref.config import MixtralConfig
+from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.dtypes import torch_dtype
+from mixtral_trt.exporter.export import export_model
 from mixtral_trt.mixtral_ref.model import Mixtral
 
 # Sizes not in the presets: odd head/hidden sizes, 6 experts, top-3, a short sliding window.
@@ -28,7 +29,7 @@ def random_model(cfg: MixtralConfig, seed: int = 0, dtype: str = "fp32") -> Mixt
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(0.08 * torch.randn(p.shape, generator=gen))
-    return model.to(TORCH_DTYPES[dtype])
+    return model.to(torch_dtype(dtype))
 
 
 def export_dir(tmp_path_factory, model: Mixtral, dtype: str, name: str, max_seq: int = 256) -> Path:

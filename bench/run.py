@@ -1,0 +1,195 @@
+"""`run_bench`: one run, one checkpoint, the same prompts for every implementation.
+
+Artifacts (checkpoint, export, engines) are cached under `workdir` and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mixtral_trt.common.backends import BACKENDS, get_backend
+from mixtral_trt.common.progress import step
+from mixtral_trt.common.quant import QuantScheme
+
+from . import system, timing
+from .moe_layer import moe_layer_ms
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+# The Triton interpreter runs the plugin kernels in Python: far too slow for full-size decode, so the
+# plugins-cpu figures use fewer tokens (recorded in the JSON) and say nothing about GPU speed.
+INTERPRETER_LIMITS = {"new_tokens": 2, "prefill_tokens": 16}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    preset: str = "small"
+    backends: tuple[str, ...] = tuple(BACKENDS)
+    context: int = 128
+    new_tokens: int = 64
+    prefill_tokens: int = 512
+    moe_tokens: tuple[int, ...] = (1, 512)
+    workdir: Path = Path("bench-out")
+    threads: int | None = None  # default: all cores
+    hf: bool = True
+    quantize: tuple[str, ...] = ()  # weight-only expert schemes to add (ONNX Runtime engines): int8, int4
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """One-line errors naming the option, before anything runs."""
+        from mixtral_trt.mixtral_ref.presets import get_preset
+
+        get_preset(self.preset)
+        for name in self.backends:
+            get_backend(name, "--backends")
+        for name in self.quantize:
+            QuantScheme.parse(name)
+
+
+def _checkpoint(s: BenchSettings, progress: Progress | None) -> Path:
+    from mixtral_trt.mixtral_ref import get_preset
+    from mixtral_trt.mixtral_ref.writer import init_checkpoint
+
+    ckpt = s.workdir / f"{s.preset}-seed{s.seed}-checkpoint"
+    if not ckpt.exists():
+        with step(progress, f"init {s.preset} checkpoint"):
+            init_checkpoint(get_preset(s.preset), ckpt, seed=s.seed)
+    return ckpt
+
+
+def _engine_dir(s: BenchSettings, ckpt: Path, backend: str, progress: Progress | None,
+                quantize: str | None = None) -> Path:
+    """The fp32 export (experts quantized with `quantize`) and its `backend` engine, built once in workdir."""
+    from mixtral_trt.exporter.build import build_engine
+    from mixtral_trt.exporter.export import export_checkpoint
+
+    suffix = f"-{quantize}" if quantize else ""
+    onnx_dir = s.workdir / f"{s.preset}-seed{s.seed}-onnx-fp32{suffix}"
+    engine_dir = s.workdir / f"{s.preset}-seed{s.seed}-engine-{backend}{suffix}"
+    if not onnx_dir.exists():
+        max_seq = max(s.context + s.new_tokens, s.prefill_tokens) + 8
+        export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=max_seq, max_batch=1, quantize_experts=quantize,
+                          progress=progress)
+    if not engine_dir.exists():
+        build_engine(onnx_dir, engine_dir, backend, progress=progress)
+    return engine_dir
+
+
+def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, Any]:
+    import torch
+
+    from mixtral_trt import runtime
+    from mixtral_trt.mixtral_ref import load_model
+
+    threads = s.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    os.environ["MIXTRAL_TRT_THREADS"] = str(threads)
+    with step(progress, "measure memory bandwidth"):
+        bandwidth = system.read_bandwidth_gbs()
+    ckpt = _checkpoint(s, progress)
+    reference = load_model(ckpt)
+    cfg = reference.config
+    rng = np.random.default_rng(s.seed)
+    context = rng.integers(3, cfg.vocab_size, s.context).tolist()
+    long_prompt = rng.integers(3, cfg.vocab_size, s.prefill_tokens).tolist()
+
+    decode, prefill, counts, skipped = {}, {}, {}, {}
+
+    def record(name: str, dec: timing.Throughput, pre: timing.Throughput) -> None:
+        decode[name], prefill[name] = dec.tok_s, pre.tok_s
+        counts[name] = {"new_tokens": dec.tokens, "prefill_tokens": pre.tokens}
+
+    for backend in s.backends:
+        reason = get_backend(backend).unavailable()
+        if reason:
+            skipped[backend] = reason
+            continue
+        engine = runtime.load(_engine_dir(s, ckpt, backend, progress), verify=False)
+        slow = backend == "plugins-cpu"
+        new = INTERPRETER_LIMITS["new_tokens"] if slow else s.new_tokens
+        pre_prompt = long_prompt[: INTERPRETER_LIMITS["prefill_tokens"]] if slow else long_prompt
+        with step(progress, f"{backend}: decode and prefill"):
+            record(backend, timing.engine_decode(engine, context, new),
+                   timing.engine_prefill(engine, pre_prompt, repeats=1 if slow else 3))
+        del engine
+    with step(progress, "torch reference: decode and prefill"):
+        record("torch_ref", timing.torch_decode(reference, context, s.new_tokens),
+               timing.torch_prefill(reference, long_prompt))
+    if s.hf and importlib.util.find_spec("transformers") is not None:
+        from transformers import MixtralForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf = MixtralForCausalLM.from_pretrained(ckpt, attn_implementation="eager").eval()
+        with step(progress, "HF transformers (eager): decode and prefill"):
+            record("hf_transformers", timing.hf_decode(hf, context, s.new_tokens), timing.hf_prefill(hf, long_prompt))
+        del hf
+    elif s.hf:
+        skipped["hf_transformers"] = "transformers is not installed"
+    quantized = {name: _quantized(s, ckpt, name, context, long_prompt, bandwidth, cfg, progress)
+                 for name in s.quantize}
+    with step(progress, "MoE layer: sparse vs dense"):
+        moe = moe_layer_ms(cfg, s.moe_tokens, s.seed, threads)
+    roofline = system.decode_roofline_tok_s(bandwidth, cfg, 4)
+    big = str(max(s.moe_tokens))
+    result = {
+        "preset": s.preset,
+        "config": cfg.to_hf_dict(),
+        "settings": {**asdict(s), "workdir": str(s.workdir), "threads": threads},
+        "decode": decode,
+        "prefill": prefill,
+        "token_counts": counts,
+        "skipped": skipped,
+        "moe_layer": {"tokens": int(big), "sparse_ms": moe[big]["sparse_ms"], "dense_ms": moe[big]["dense_ms"],
+                      "sparse_over_dense": moe[big]["sparse_ms"] / moe[big]["dense_ms"], "by_tokens": moe},
+        "memory_bandwidth_gbs": bandwidth,
+        "active_weight_bytes_per_token": system.active_weight_bytes(cfg, 4),
+        "decode_roofline_tok_s": roofline,
+        "quantized": quantized,
+        "engine_bytes": {"ort": _dir_bytes(s.workdir / f"{s.preset}-seed{s.seed}-engine-ort")},
+        "peak_rss_bytes": system.peak_rss_bytes(),
+    }
+    result["targets"] = targets(result)
+    return result
+
+
+def _dir_bytes(path: Path) -> int | None:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else None
+
+
+def _quantized(s: BenchSettings, ckpt: Path, name: str, context: list[int], long_prompt: list[int],
+               bandwidth: float, cfg, progress) -> dict[str, Any]:
+    """An ONNX Runtime engine with weight-only quantized experts: speed, size, its own roofline."""
+    from mixtral_trt import runtime
+
+    engine_dir = _engine_dir(s, ckpt, "ort", progress, quantize=name)
+    engine = runtime.load(engine_dir, verify=False)
+    with step(progress, f"ort {name}: decode and prefill"):
+        dec = timing.engine_decode(engine, context, s.new_tokens)
+        pre = timing.engine_prefill(engine, long_prompt)
+    scheme = QuantScheme.parse(name)
+    return {"scheme": scheme.name, "decode_tok_s": dec.tok_s, "prefill_tok_s": pre.tok_s,
+            "engine_bytes": _dir_bytes(engine_dir),
+            "decode_roofline_tok_s": system.decode_roofline_tok_s(bandwidth, cfg, 4, scheme.bits / 8)}
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """Issue 6's CPU targets: ORT decode >= 2x HF eager and >= 50% of the roofline; sparse <= 0.35x dense."""
+    out: dict[str, Any] = {}
+    ort_tok_s, hf_tok_s = result["decode"].get("ort"), result["decode"].get("hf_transformers")
+    if ort_tok_s and hf_tok_s:
+        out["ort_over_hf_decode"] = ort_tok_s / hf_tok_s
+        out["ort_decode_2x_hf"] = ort_tok_s >= 2 * hf_tok_s
+    if ort_tok_s:
+        out["ort_fraction_of_roofline"] = ort_tok_s / result["decode_roofline_tok_s"]
+        out["ort_decode_half_roofline"] = out["ort_fraction_of_roofline"] >= 0.5
+    out["moe_sparse_le_035_dense"] = result["moe_layer"]["sparse_over_dense"] <= 0.35
+    return out

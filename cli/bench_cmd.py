@@ -1,0 +1,71 @@
+"""`mixtral-export bench`: decode / prefill speed of every backend, the reference and HF, the MoE layer
+alone, memory bandwidth and the decode roofline — in one run, as JSON and a PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mixtral_trt.common.backends import BACKENDS
+
+from .app import app
+
+
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+@app.command("bench")
+def bench(
+    preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "small",
+    backends: Annotated[str, typer.Option(help=f"Comma-separated, from: {','.join(BACKENDS)}.")] = ",".join(BACKENDS),
+    json_path: Annotated[Path, typer.Option("--json", help="Write the results here.")] = Path("bench.json"),
+    plot: Annotated[Path | None, typer.Option(help="Write the PNG here (default: beside the JSON).")] = None,
+    workdir: Annotated[Path, typer.Option(help="Cache for the checkpoint, export and engines.")] = Path("bench-out"),
+    context: Annotated[int, typer.Option(help="Decode: prompt tokens before the timed steps.")] = 128,
+    new_tokens: Annotated[int, typer.Option(help="Decode: timed greedy steps.")] = 64,
+    prefill_tokens: Annotated[int, typer.Option(help="Prefill: prompt length.")] = 512,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    hf: Annotated[bool, typer.Option(help="Include HF transformers (eager) when installed.")] = True,
+    quantize: Annotated[str, typer.Option(help="Also measure ONNX Runtime engines with weight-only quantized "
+                                          "experts, comma-separated: int8,int4 (empty: none).")] = "int8,int4",
+) -> None:
+    """Benchmark every available backend against the reference and HF transformers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixtral_trt.bench.plot import save_bench_plot
+    from mixtral_trt.bench.run import BenchSettings, run_bench
+    from mixtral_trt.common.fileio import atomic_file
+    from mixtral_trt.common.progress import make_progress
+
+    settings = BenchSettings(preset=preset, backends=_items(backends), context=context, new_tokens=new_tokens,
+                             prefill_tokens=prefill_tokens, workdir=workdir, threads=threads, hf=hf,
+                             quantize=_items(quantize))
+    with make_progress(transient=True) as progress:
+        result = run_bench(settings, progress)
+    with atomic_file(json_path) as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    plot_path = save_bench_plot(result, plot or json_path.with_suffix(".png"))
+    table = Table(title=f"bench: preset {preset}, fp32, {result['settings']['threads']} threads")
+    for col in ("implementation", "decode tok/s (batch 1)", "prefill tok/s"):
+        table.add_column(col)
+    for name in result["decode"]:
+        table.add_row(name, f"{result['decode'][name]:.1f}", f"{result['prefill'][name]:.0f}")
+    for q in result["quantized"].values():
+        table.add_row(f"ort {q['scheme']}", f"{q['decode_tok_s']:.1f} (roofline {q['decode_roofline_tok_s']:.0f})",
+                      f"{q['prefill_tok_s']:.0f}")
+    console = Console()
+    console.print(table)
+    moe = result["moe_layer"]
+    console.print(f"MoE layer at T={moe['tokens']}: sparse {moe['sparse_ms']:.1f} ms, dense {moe['dense_ms']:.1f} ms "
+                  f"({moe['sparse_over_dense']:.2f}x)")
+    console.print(f"read bandwidth {result['memory_bandwidth_gbs']:.1f} GB/s -> decode roofline "
+                  f"{result['decode_roofline_tok_s']:.0f} tok/s; peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB")
+    for name, reason in result["skipped"].items():
+        console.print(f"skipped {name}: {reason}")
+    console.print(f"targets: {result['targets']}")
+    console.print(f"wrote {json_path} and {plot_path}")

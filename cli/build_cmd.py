@@ -1,0 +1,37 @@
+"""`mixtral-export build ONNX_DIR ENGINE_DIR --backend ...`: lower, optimise, and write an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mixtral_trt.common.backends import BACKENDS
+
+from .app import app
+
+MAX_PREFILL_HELP = "TensorRT: tokens per call of the prefill profile (longer prompts are chunked); default " \
+    "min(2048, max-seq)."
+
+
+@app.command("build")
+def build(
+    onnx_dir: Annotated[Path, typer.Argument(help="Directory written by `mixtral-export export`.")],
+    engine_dir: Annotated[Path, typer.Argument(help="Output engine directory.")],
+    backend: Annotated[str, typer.Option(help=" | ".join(BACKENDS))] = "ort",
+    force: Annotated[bool, typer.Option(help="Replace ENGINE_DIR if it exists.")] = False,
+    max_prefill: Annotated[int | None, typer.Option(help=MAX_PREFILL_HELP)] = None,
+    timing_cache: Annotated[Path | None, typer.Option(help="TensorRT: timing cache file.")] = None,
+    debug_outputs: Annotated[bool, typer.Option(help="TensorRT: keep hidden/router outputs (for parity per "
+                                                "layer; prevents some fusion).")] = False,
+) -> None:
+    """Build an engine (lowered model + manifest.json) for one backend."""
+    from mixtral_trt.common.progress import make_progress
+    from mixtral_trt.exporter.build import build_engine
+
+    given = {"max_prefill": max_prefill, "timing_cache": timing_cache, "debug_outputs": debug_outputs}
+    trt_options = {name: value for name, value in given.items() if value not in (None, False)}
+    with make_progress() as progress:
+        path = build_engine(onnx_dir, engine_dir, backend=backend, overwrite=force, progress=progress, **trt_options)
+    typer.echo(f"built {backend} engine -> {path}")

@@ -1,0 +1,119 @@
+"""The graph contract: names, dtypes and symbolic shapes of the exported graph's inputs and outputs.
+
+Written beside the ONNX model by `export`, copied into the engine manifest by `build`, and read by the
+runtime, so no consumer guesses tensor names. Symbolic dims: batch, seq (new tokens), past (cached
+tokens), `past + seq` (all key slots).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import MixtralConfig
+from .dtypes import DTYPES
+from .errors import MixtralTrtError
+from .fileio import read_json_object
+
+CONTRACT_FILE = "graph.json"
+MODEL_FILE = "model.onnx"
+EXTERNAL_DATA = MODEL_FILE + ".data"  # the weights beside it
+FORMAT = "mixtral-trt.graph-contract/1"
+TOTAL = "past + seq"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # numpy-style name: int64, float32, float16, bfloat16
+    shape: tuple[int | str, ...]
+    role: str  # input_ids | attention_mask | position_ids | past_key | past_value | logits | present_key
+    #            | present_value | hidden | router_logits
+    layer: int | None = None
+
+
+@dataclass(frozen=True)
+class GraphContract:
+    config: MixtralConfig
+    dtype: str  # fp32 | fp16 | bf16 (weights, activations, KV cache; logits are float32)
+    max_batch: int
+    max_seq: int  # maximum key slots (past + seq)
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    opset: int = 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_config(cls, cfg: MixtralConfig, dtype: str, max_batch: int, max_seq: int) -> GraphContract:
+        if dtype not in DTYPES:
+            raise MixtralTrtError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        act = DTYPES[dtype]
+        kv = ("batch", cfg.num_kv_heads, "past", cfg.head_dim)
+        inputs = [
+            TensorInfo("input_ids", "int64", ("batch", "seq"), "input_ids"),
+            TensorInfo("attention_mask", "int64", ("batch", TOTAL), "attention_mask"),
+            TensorInfo("position_ids", "int64", ("batch", "seq"), "position_ids"),
+        ]
+        outputs = [TensorInfo("logits", "float32", ("batch", "seq", cfg.vocab_size), "logits")]
+        present = (*kv[:2], TOTAL, kv[3])
+        for i in range(cfg.num_layers):
+            inputs += [TensorInfo(f"past_key_values.{i}.key", act, kv, "past_key", i),
+                       TensorInfo(f"past_key_values.{i}.value", act, kv, "past_value", i)]
+            outputs += [TensorInfo(f"present.{i}.key", act, present, "present_key", i),
+                        TensorInfo(f"present.{i}.value", act, present, "present_value", i)]
+        outputs += [TensorInfo(f"hidden.{i}", act, ("batch", "seq", cfg.hidden_size), "hidden", i)
+                    for i in range(cfg.num_layers)]
+        outputs += [TensorInfo(f"router_logits.{i}", act, ("batch * seq", cfg.num_experts), "router_logits", i)
+                    for i in range(cfg.num_layers)]
+        return cls(cfg, dtype, max_batch, max_seq, tuple(inputs), tuple(outputs))
+
+    # ---- lookups ---------------------------------------------------------------------------------
+    def names(self, role: str, io: str = "outputs") -> list[str]:
+        """Names of the tensors with `role`, in layer order."""
+        return [t.name for t in getattr(self, io) if t.role == role]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    # ---- json ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"] = self.config.to_hf_dict()
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = CONTRACT_FILE) -> GraphContract:
+        if d.get("format") != FORMAT:
+            raise MixtralTrtError(f"{source}: not a {FORMAT} file (format={d.get('format')!r})")
+        try:
+            return cls(
+                config=MixtralConfig.from_hf_dict(d["config"], source=source),
+                dtype=d["dtype"],
+                max_batch=d["max_batch"],
+                max_seq=d["max_seq"],
+                inputs=tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in d["inputs"]),
+                outputs=tuple(TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in d["outputs"]),
+                opset=d.get("opset", 20),
+                extra=d.get("extra", {}),
+            )
+        except (KeyError, TypeError) as e:
+            raise MixtralTrtError(f"{source}: malformed graph contract ({e})") from None
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONTRACT_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> GraphContract:
+        path = Path(directory) / CONTRACT_FILE
+        if not path.is_file():
+            raise MixtralTrtError(f"{path}: missing; is {directory} an export directory (mixtral-export export)?")
+        return cls.from_dict(read_json_object(path), source=str(path))
