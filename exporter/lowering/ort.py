@@ -1,6 +1,6 @@
 """`ort` lowering: each MoERouter + MoEExperts pair becomes one `com.microsoft::MoE` node.
 
-Semantics measured with onnxruntime 1.32 (ARCHITECTURE.md): `activation_type="swiglu"`,
+Semantics measured with onnxruntime 1.32 (docs/ARCHITECTURE.md): `activation_type="swiglu"`,
 `swiglu_fusion=1` with fc1 rows interleaved (gate0, up0, gate1, up1, ...), fc1 [E, 2I, H], fc2 [E, H, I],
 `normalize_routing_weights=1` (softmax over the top-k), router_probs = the raw router logits, and
 activation alpha/beta set explicitly (the CPU kernel's defaults are GPT-OSS's 1.702 / +1).

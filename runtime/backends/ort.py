@@ -18,7 +18,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
 DEVICES = ("auto", "cpu", "cuda")
-# The first release whose com.microsoft::MoE / QMoE semantics the tests verify (ARCHITECTURE.md).
+# The first release whose com.microsoft::MoE / QMoE semantics the tests verify (docs/ARCHITECTURE.md).
 MIN_ORT = (1, 32)
 
 
