@@ -14,6 +14,7 @@ import torch
 
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.paths import mark_checkpoint
 from mixtral_trt.common.progress import bar
 from mixtral_trt.mixtral_ref import keymaps
 
@@ -62,4 +63,5 @@ def write_synthetic_checkpoint(cfg: MixtralConfig, out: str | Path, dtype: torch
         index = {"metadata": {}, "weight_map": {k: renamed[v] for k, v in weight_map.items()}}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
         (tmp / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=1))
+        mark_checkpoint(tmp)
     return Path(out)

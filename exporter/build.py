@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from mixtral_trt.common.backends import Backend, get_backend
 from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
 
@@ -86,14 +86,15 @@ def build_engine(
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
+    check_output(engine_dir, [onnx_dir], overwrite)
     model, contract = load_canonical(onnx_dir)
     if contract.dtype not in spec.dtypes:
         raise MixtralTrtError(f"--backend {backend} builds {'/'.join(spec.dtypes)} exports; {onnx_dir} is "
                               f"{contract.dtype}" + (" (ONNX Runtime's Python ops have one dtype per op; the "
                               "kernels' fp16/bf16 paths are verified by tests/plugins)" if spec.plugin_nodes else ""))
-    with atomic_dir(engine_dir, overwrite) as tmp:
+    with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
         lower_and_save(model, spec, tmp, progress)
-        copy_tokenizer(onnx_dir, tmp)
+        copy_tokenizer(onnx_dir, tmp, contract.config.vocab_size)
         model_file, info = MODEL_FILE, {}
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)

@@ -21,7 +21,7 @@ from torch import nn
 from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.dtypes import DTYPES, torch_dtype
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.progress import step
 from mixtral_trt.mixtral_ref.model import Mixtral
 
@@ -231,6 +231,7 @@ def export_checkpoint(
 
     if dtype not in DTYPES:
         raise MixtralTrtError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_output(out_dir, [checkpoint], overwrite)  # before the minutes of tracing
     with step(progress, "validate checkpoint (headers)"):
         cfg, entries, where = plan_checkpoint(checkpoint)
     max_seq = max_seq or cfg.max_position_embeddings
@@ -246,8 +247,8 @@ def export_checkpoint(
     attach_weights(program, weights)
     with step(progress, f"quantize experts ({quantize_experts})" if quantize_experts else "no quantization"):
         quantize(program, contract)
-    with atomic_dir(out_dir, overwrite) as tmp, bar(progress, "write weights", len(weights)) as advance:
+    with atomic_dir(out_dir, overwrite, [checkpoint]) as tmp, bar(progress, "write weights", len(weights)) as advance:
         ir.save(program.model, tmp / MODEL_FILE, external_data=EXTERNAL_DATA, callback=lambda *_: advance(1))
         contract.save(tmp)
-        copy_tokenizer(checkpoint, tmp)
+        copy_tokenizer(checkpoint, tmp, cfg.vocab_size)
     return Path(out_dir)

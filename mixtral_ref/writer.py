@@ -18,6 +18,7 @@ from torch import nn
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.paths import mark_checkpoint
 from mixtral_trt.common.progress import step
 
 from . import keymaps
@@ -100,6 +101,7 @@ def _write(
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     for name, source in extra_files.items():
         shutil.copyfile(source, tmp / name)
+    mark_checkpoint(tmp)
 
 
 def save_checkpoint(

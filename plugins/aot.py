@@ -17,6 +17,7 @@ from mixtral_trt.common.fileio import atomic_dir
 from .tiles import ALIGN_BLOCK, TACTICS, tile_for
 
 ARCHS = {"sm_90a": 90, "sm_80": 80}
+KERNELS_FORMAT = "mixtral-trt.kernels/1"  # kernels.json: --force recognises its own output by it
 TRITON_TYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
 
@@ -168,5 +169,6 @@ def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | 
                           "shared_bytes": c.shared, "target": target, "cubin": bool(c.cubin)})
             ptx_paths.append(Path(out_dir) / f"{v.stem}.ptx")
             advance(1)
-        (tmp / "kernels.json").write_text(json.dumps({"arch": arch, "kernels": index}, indent=2) + "\n")
+        (tmp / "kernels.json").write_text(json.dumps({"format": KERNELS_FORMAT, "arch": arch, "kernels": index},
+                                                     indent=2) + "\n")
     return ptx_paths
