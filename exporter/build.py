@@ -76,7 +76,7 @@ def build_engine(
 
     `trt_options` (max_prefill, timing_cache, workspace_gib, debug_outputs) go to the TensorRT build and are
     refused for other backends."""
-    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
+    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer, tokenizer_file
 
     spec = get_backend(backend)
     if trt_options and not spec.tensorrt:
@@ -88,6 +88,7 @@ def build_engine(
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     check_output(engine_dir, [onnx_dir], overwrite)
     model, contract = load_canonical(onnx_dir)
+    tokenizer_file(onnx_dir, contract.config.vocab_size)
     if contract.dtype not in spec.dtypes:
         raise MixtralTrtError(f"--backend {backend} builds {'/'.join(spec.dtypes)} exports; {onnx_dir} is "
                               f"{contract.dtype}" + (" (ONNX Runtime's Python ops have one dtype per op; the "

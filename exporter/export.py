@@ -225,7 +225,7 @@ def export_checkpoint(
 
     from mixtral_trt.common.progress import bar
     from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
-    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
+    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer, tokenizer_file
 
     from .streaming import streamed_weights
 
@@ -234,6 +234,7 @@ def export_checkpoint(
     check_output(out_dir, [checkpoint], overwrite)  # before the minutes of tracing
     with step(progress, "validate checkpoint (headers)"):
         cfg, entries, where = plan_checkpoint(checkpoint)
+        tokenizer_file(checkpoint, cfg.vocab_size)  # a bad tokenizer is refused now, not after the trace
     max_seq = max_seq or cfg.max_position_embeddings
     if not 8 <= max_seq <= cfg.max_position_embeddings:
         raise MixtralTrtError(f"--max-seq {max_seq}: must be in [8, {cfg.max_position_embeddings}] "
