@@ -16,6 +16,7 @@ from .config import MixtralConfig
 from .dtypes import DTYPES
 from .errors import MixtralTrtError
 from .fileio import read_json_object
+from .validate import is_int
 
 CONTRACT_FILE = "graph.json"
 MODEL_FILE = "model.onnx"
@@ -92,6 +93,9 @@ class GraphContract:
     def from_dict(cls, d: dict[str, Any], source: str = CONTRACT_FILE) -> GraphContract:
         if d.get("format") != FORMAT:
             raise MixtralTrtError(f"{source}: not a {FORMAT} file (format={d.get('format')!r})")
+        for key in ("max_batch", "max_seq"):  # the runtime sizes caches and checks calls with these
+            if not is_int(d.get(key)) or d[key] < 1:
+                raise MixtralTrtError(f"{source}: {key}: expected a positive integer, got {d.get(key)!r}")
         try:
             return cls(
                 config=MixtralConfig.from_hf_dict(d["config"], source=source),
