@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.validate import as_text
 
 ROLES = ("system", "user", "assistant")
 JOIN = "\n\n"
@@ -29,11 +30,15 @@ def _validate(messages: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
         raise MixtralTrtError("chat: the conversation has no messages")
     out = []
     for n, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise MixtralTrtError(f"chat: message {n} must be a {{'role': ..., 'content': ...}} dict, "
+                                  f"got {type(m).__name__}")
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise MixtralTrtError(f"chat: message {n} has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise MixtralTrtError(f"chat: message {n} ({role}) content must be a string")
+        as_text(f"chat: message {n} ({role}) content", content)
         if role == "assistant" and not content:
             raise MixtralTrtError(f"chat: message {n} (assistant) is empty")
         if out and role not in _ALLOWED_NEXT[out[-1][0]]:

@@ -20,8 +20,12 @@ GUARDRAIL = ("Always assist with care, respect, and truth. Respond with utmost u
 
 
 def with_safe_mode(messages: Sequence[Mapping[str, str]], safe_mode: bool) -> list[Mapping[str, str]]:
-    if isinstance(messages, Mapping | str):
+    if isinstance(messages, Mapping | str | bytes) or not isinstance(messages, Sequence):
         raise MixtralTrtError("chat: messages must be a list of {'role': ..., 'content': ...} dicts")
+    for n, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise MixtralTrtError(f"chat: message {n} must be a {{'role': ..., 'content': ...}} dict, "
+                                  f"got {type(m).__name__}")
     return [{"role": "system", "content": GUARDRAIL}, *messages] if safe_mode else list(messages)
 
 

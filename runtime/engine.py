@@ -22,6 +22,7 @@ from mixtral_trt.common.manifest import Manifest
 
 from .backends import Runner
 from .kv_cache import KVCache
+from .prompts import prompt_batch
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
 
@@ -184,11 +185,13 @@ class Engine:
 
         if params is not None and sampling:
             raise MixtralTrtError(f"generate: give either params or keyword settings, not both ({', '.join(sampling)})")
+        if params is not None and not isinstance(params, SamplingParams):
+            raise MixtralTrtError(f"params: expected a SamplingParams, got {type(params).__name__}")
         try:
             params = params or SamplingParams(**sampling)
         except TypeError as e:
             raise MixtralTrtError(f"generate: {e}") from None
-        batch = list(prompts) if self._is_batch(prompts) else [prompts]
+        batch, _ = prompt_batch(prompts)  # every prompt's type checked (runtime/prompts.py)
         texts = any(isinstance(p, str) for p in batch)
         tokenizer = self.tokenizer if texts else self._tokenizer_if_any()
         ids = [tokenizer.encode(p) if isinstance(p, str) else p for p in batch]
@@ -202,8 +205,4 @@ class Engine:
 
     @staticmethod
     def _is_batch(prompts: Prompt | Sequence[Prompt]) -> bool:
-        if isinstance(prompts, str):
-            return False
-        if isinstance(prompts, np.ndarray):
-            return prompts.ndim == 2
-        return bool(len(prompts)) and not isinstance(prompts[0], int | np.integer)
+        return prompt_batch(prompts)[1]
