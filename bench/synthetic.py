@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def write_synthetic_checkpoint(cfg: MixtralConfig, out: str | Path, dtype: torch.dtype = torch.bfloat16,
                                shard_bytes: int = 1 << 30, seed: int = 0, overwrite: bool = False,
                                progress: Progress | None = None) -> Path:
-    from safetensors.torch import save_file
+    from mixtral_trt.mixtral_ref.writer import save_safetensors
 
     gen = torch.Generator().manual_seed(seed)
     parts = [(p.key, p.shape) for entry in keymaps.plan("hub", cfg) for p in entry.parts]
@@ -35,7 +35,7 @@ def write_synthetic_checkpoint(cfg: MixtralConfig, out: str | Path, dtype: torch
         def flush(final: bool = False) -> None:
             index = len(shards)
             name = f"model-{index:05d}.safetensors"
-            save_file(shards[-1], str(tmp / name), metadata={"format": "pt"})
+            save_safetensors(shards[-1], tmp / name)
             weight_map.update({k: name for k in shards[-1]})
             if not final:
                 shards[-1] = {}

@@ -7,6 +7,8 @@ Output is atomic (fileio.atomic_dir): a failure leaves nothing behind.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,6 +71,21 @@ def _shard(stored: dict[str, torch.Tensor], shards: int) -> list[list[str]]:
     return groups
 
 
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with its I/O failures (disk full, file too large: a SafetensorError carrying
+    "os error N") raised as the OSError they are, so atomic outputs report them in one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
 def _write(
     tmp: Path,
     stored: dict[str, torch.Tensor],
@@ -77,8 +94,6 @@ def _write(
     shards: int,
     extra_files: Mapping[str, Path],
 ) -> None:
-    from safetensors.torch import save_file
-
     groups = _shard(stored, shards)
     stem = "consolidated" if layout == "consolidated" else "model"
     names = (
@@ -87,7 +102,7 @@ def _write(
         else [f"{stem}-{k + 1:05d}-of-{shards:05d}.safetensors" for k in range(shards)]
     )
     for name, keys in zip(names, groups, strict=True):
-        save_file({k: stored[k] for k in keys}, str(tmp / name), metadata={"format": "pt"})
+        save_safetensors({k: stored[k] for k in keys}, tmp / name)
     if layout == "consolidated":
         config_name, config = "params.json", cfg.to_params_dict()
     else:
