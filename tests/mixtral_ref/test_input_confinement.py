@@ -14,7 +14,7 @@ import pytest
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.mixtral_ref.checkpoint import inspect_checkpoint
-from mixtral_trt.mixtral_ref.tokenizer import Tokenizer, copy_tokenizer, mistral_common_file, tokenizer_file
+from mixtral_trt.mixtral_ref.tokenizer import Tokenizer, copy_tokenizer, mistral_common_file
 
 
 @pytest.fixture
@@ -50,6 +50,8 @@ def test_a_file_that_is_no_tokenizer_or_another_vocabulary_is_refused(ckpt, tmp_
     with pytest.raises(MixtralTrtError, match="32768 tokens, but the model's vocabulary has 32000"):
         copy_tokenizer(ckpt, tmp_path, 32000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    from mixtral_trt.mixtral_ref.tokenizer import tokenizer_file
+
     os.symlink("tokenizer.model", ckpt / "tokenizer.model.v1")  # a link inside the directory is fine
     shutil.copyfile(mistral_common_file("v1"), ckpt / "tokenizer.model")
     assert tokenizer_file(ckpt, 32000) == ckpt / "tokenizer.model.v1"
@@ -90,4 +92,4 @@ def test_the_hub_cache_layout_still_loads(tmp_path, tiny_ckpt):
         shutil.copyfile(f, repo / "blobs" / f"blob{n}")
         os.symlink(f"../../blobs/blob{n}", snapshot / f.name)
     info = inspect_checkpoint(snapshot)
-    assert info.layout == "hub" and tokenizer_file(snapshot, 32000) == snapshot / "tokenizer.model"
+    assert info.layout == "hub" and Tokenizer.from_checkpoint(snapshot).vocab_size == 32000
