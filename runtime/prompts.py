@@ -15,8 +15,6 @@ import numpy as np
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.validate import as_text, is_int
 
-Prompt = str | Sequence[int]
-
 
 def _ids(where: str, value: Any) -> list[int]:
     if isinstance(value, np.ndarray):
