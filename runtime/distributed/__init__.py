@@ -1,0 +1,21 @@
+"""Tensor-parallel engines (`export --tensor-parallel N`): one engine per rank, in its own process.
+
+coordinator.py  ShardedRunner: starts the rank processes, sends each call to all of them, keeps them honest
+worker.py       a rank process: process group, its rank engine, its share of the KV cache
+rank_ort.py     CPU: the rank graph's pieces in ONNX Runtime, collectives by torch.distributed (gloo)
+rank_trt.py     GPU: the rank's TensorRT plan, its DistCollective layers on an NCCL communicator
+nccl.py         the NCCL communicator (C API through ctypes)
+wire.py         the messages between them (JSON + raw arrays; nothing is unpickled)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mixtral_trt.common.manifest import Manifest
+
+
+def open_runner(manifest: Manifest, directory: Path, device: str = "auto"):
+    from .coordinator import ShardedRunner
+
+    return ShardedRunner(directory, manifest, device)
