@@ -23,6 +23,7 @@ from mixtral_trt.common.tensor_parallel import Collective
 
 PLACEHOLDER_DOMAIN = "mixtral_tp"
 DIST_COLLECTIVE = "DistCollective"
+NODE_PREFIX = "dist_collective."
 FLOAT_TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
 _OPS = {"AllReduce": ("all_reduce", "sum"), "AllGather": ("all_gather", "none")}
 
@@ -101,10 +102,9 @@ def dist_collective_attributes(op: str, reduce: str, world_size: int) -> list[ir
             ir.AttrInt64("nb_rank", world_size), ir.AttrInt64("group_size", 0), ir.AttrInt64s("groups", [])]
 
 
-def to_dist_collective(model: ir.Model, joins: list[str]) -> tuple[Collective, ...]:
-    """Rewrite the placeholder nodes (in graph order) into DistCollective nodes; `joins[j]` names what the
-    j-th collective joins (embedding, attention.{i}, moe.{i}, logits). Returns the contract's record."""
-    done = []
+def to_dist_collective(model: ir.Model, joins: list[str]) -> None:
+    """Rewrite the placeholder nodes (in graph order) into DistCollective nodes named
+    `dist_collective.{joins[j]}` (what the j-th collective joins: embedding, attention.{i}, moe.{i}, logits)."""
     nodes = [n for n in model.graph if n.domain == PLACEHOLDER_DOMAIN]
     if len(nodes) != len(joins):
         raise RuntimeError(f"the rank graph has {len(nodes)} collectives, expected {len(joins)}")
@@ -115,7 +115,12 @@ def to_dist_collective(model: ir.Model, joins: list[str]) -> tuple[Collective, .
         node.attributes.clear()
         for attr in dist_collective_attributes(op, reduce, world_size):
             node.attributes[attr.name] = attr
-        node.name = f"dist_collective.{after}"
-        done.append(Collective(op, reduce, node.inputs[0].name, node.outputs[0].name, after))
+        node.name = f"{NODE_PREFIX}{after}"
     model.opset_imports.pop(PLACEHOLDER_DOMAIN, None)
-    return tuple(done)
+
+
+def collectives_of(model: ir.Model) -> tuple[Collective, ...]:
+    """The contract's record of the DistCollective nodes of a rank graph, in graph order."""
+    return tuple(Collective(n.attributes["collective_operation"].as_string(), n.attributes["reduce_op"].as_string(),
+                            n.inputs[0].name, n.outputs[0].name, n.name.removeprefix(NODE_PREFIX))
+                 for n in model.graph if n.op_type == DIST_COLLECTIVE and n.domain == "")

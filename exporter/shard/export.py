@@ -57,15 +57,15 @@ def quant_block(contract: GraphContract) -> int:
 
 
 def trace_rank_graph(contract: GraphContract, world_size: int, progress: Progress | None = None):
-    """(ONNXProgram of a rank graph, the TensorParallel record with its collectives)."""
+    """(ONNXProgram of a rank graph with its DistCollective nodes, the TensorParallel record)."""
     cfg = contract.config
     tp = TensorParallel(world_size)
     with torch.device("meta"):
         model = RankMixtral(cfg, tp).to(torch_dtype(contract.dtype)).eval()
     program = trace_graph(cfg, rank_contract(contract, tp), progress, model=model,
                           translations=collectives.translation_table())
-    found = collectives.to_dist_collective(program.model, collective_joins(cfg.num_layers))
-    return program, TensorParallel(world_size, None, tp.moe, found)
+    collectives.to_dist_collective(program.model, collective_joins(cfg.num_layers))
+    return program, tp
 
 
 def rank_safe_optimize(model: ir.Model) -> None:
@@ -122,6 +122,7 @@ def write_ranks(contract: GraphContract, world_size: int, rank_weights: RankWeig
         rebind_weights(program.model, weights, contract)
         if rank == 0:
             rank_safe_optimize(program.model)
+            tp = TensorParallel(world_size, None, tp.moe, collectives.collectives_of(program.model))
             with step(progress, "quantize experts" if contract.extra.get("quantization") else "no quantization"):
                 quantize(program, contract)
         rank_dir = out_dir / RANK_DIR.format(rank=rank)
