@@ -29,8 +29,9 @@ KEY = "tensor_parallel"  # GraphContract.extra key
 RANK_DIR = "rank{rank}"  # a rank's subdirectory in export and engine directories
 
 
-def check_world_size(cfg: MixtralConfig, world_size: int, quant_block: int = 0) -> None:
-    """One line naming `--tensor-parallel` when `cfg` cannot be split `world_size` ways."""
+def check_world_size(cfg: MixtralConfig, world_size: int, quant_block: int | None = None) -> None:
+    """One line naming `--tensor-parallel` when `cfg` cannot be split `world_size` ways (`quant_block`: the
+    quantized experts' inputs per scale, 0 = per output row; None = not quantized)."""
     what = f"--tensor-parallel {world_size}"
     if world_size < 1:
         raise MixtralTrtError(f"{what}: must be at least 1")
@@ -42,6 +43,9 @@ def check_world_size(cfg: MixtralConfig, world_size: int, quant_block: int = 0) 
                               f"them and divide the {nq} query heads")
     if inter % world_size:
         raise MixtralTrtError(f"{what}: the expert intermediate size {inter} does not split evenly")
+    if quant_block == 0 and world_size > 1:
+        raise MixtralTrtError(f"{what}: quantized experts need --quant-block B (B dividing {inter // world_size}) "
+                              "when split: per-row scales of the down projection would span ranks")
     if quant_block and (inter // world_size) % quant_block:
         raise MixtralTrtError(f"{what}: each rank's {inter // world_size} expert inputs of the down projection "
                               f"are not a multiple of --quant-block {quant_block}")

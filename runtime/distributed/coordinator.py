@@ -163,7 +163,8 @@ class ShardedRunner:
                 except (EOFError, OSError):
                     raise self._fail(self._blame({}, what)) from None
                 if "error" in header:
-                    raise self._fail(self._blame({rank: header["error"]}, what))
+                    silent = sorted(r for r in pending.values() if self._procs[r].poll() is None)
+                    raise self._fail(self._blame({rank: header["error"]}, what, silent))
                 replies[rank] = (header, arrays)
             if any(proc.poll() is not None for proc in self._procs):
                 raise self._fail(self._blame({}, what))
@@ -172,7 +173,7 @@ class ShardedRunner:
                                  f"{what} (MIXTRAL_TRT_TP_TIMEOUT)")
         return replies
 
-    def _blame(self, reported: dict[int, str], what: str) -> str:
+    def _blame(self, reported: dict[int, str], what: str, silent: list[int] | None = None) -> str:
         """The one line. A rank that exited without reporting is the root cause (its peers' collectives then
         fail); otherwise the reporting rank's own error."""
         time.sleep(0.3)  # let a dying peer's exit be seen
@@ -183,7 +184,8 @@ class ShardedRunner:
                 return f"rank {rank} (pid {proc.pid}) exited with code {code} during {what}" + \
                     (f": {tail}" if tail else "")
         rank, error = next(iter(reported.items()))
-        return f"rank {rank} failed during {what}: {error}"
+        quiet = f" (rank {', '.join(map(str, silent))} did not answer)" if silent else ""
+        return f"rank {rank} failed during {what}{quiet}: {error}"
 
     # ---- calls ----------------------------------------------------------------------------------------
     def _send(self, rank: int, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
