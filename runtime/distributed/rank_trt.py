@@ -8,6 +8,7 @@ requires: an NCCL collective blocks until every rank has joined. The KV cache st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,11 @@ from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
-NCCL_ID_KEY = "nccl_unique_id"
-
 
 class TrtRank:
     def __init__(self, rank_dir: Path, plan_file: str, rank: int, world_size: int, backend_info: dict[str, Any],
-                 store: Any) -> None:
+                 share: Callable[[bytes | None], bytes]) -> None:
+        """`share(data)`: rank 0 passes the NCCL unique id and every rank gets it back (the rendezvous)."""
         import os
 
         import torch
@@ -34,9 +34,7 @@ class TrtRank:
             raise MixtralTrtError(f"{rank_dir}: a TensorRT rank needs a CUDA GPU, and none is visible")
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local % torch.cuda.device_count())
-        if rank == 0:
-            store.set(NCCL_ID_KEY, unique_id())
-        self.comm = Communicator(world_size, rank, bytes(store.get(NCCL_ID_KEY)))
+        self.comm = Communicator(world_size, rank, share(unique_id() if rank == 0 else None))
         contract = GraphContract.load(rank_dir)
         manifest = Manifest("trt", contract, plan_file, {}, {}, backend_info=backend_info)
         self.runner = TrtRunner(rank_dir, manifest)

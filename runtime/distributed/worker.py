@@ -19,21 +19,38 @@ import argparse
 import datetime
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.tensor_parallel import TensorParallel
+
 from . import wire
+
+STORE_KEY = "nccl_unique_id"
+
+
+def store_share(store: Any) -> Callable[[bytes | None], bytes]:
+    """Rendezvous through a torch.distributed store: rank 0 sets, every rank gets."""
+
+    def share(data: bytes | None) -> bytes:
+        if data is not None:
+            store.set(STORE_KEY, data)
+        return bytes(store.get(STORE_KEY))
+
+    return share
 
 
 class RankServer:
     """Rank `rank`'s engine, KV caches and request handling (transport-independent)."""
 
     def __init__(self, engine_dir: Path, rank: int, world_size: int, backend_info: dict[str, Any], contract,
-                 threads: int, store: Any = None) -> None:
+                 threads: int, share: Callable[[bytes | None], bytes] | None = None) -> None:
         entry = backend_info["tensor_parallel"]["ranks"][rank]
         self.rank, self.contract = rank, contract
+        self.tp = TensorParallel.of(contract)
         self.rank_dir = engine_dir / entry["dir"]
         self.caches: dict[int, dict[str, Any]] = {}
         if "program" in entry:
@@ -43,15 +60,17 @@ class RankServer:
         else:
             from .rank_trt import TrtRank
 
-            self.engine = TrtRank(self.rank_dir, entry["model_file"], rank, world_size, backend_info, store)
+            self.engine = TrtRank(self.rank_dir, entry["model_file"], rank, world_size, backend_info, share)
 
     def _past(self, header: dict[str, Any], arrays: dict[str, np.ndarray], batch: int) -> dict[str, Any]:
         names = self.contract.names("past_key", "inputs") + self.contract.names("past_value", "inputs")
         if header.get("cache_in") is not None:
             cache = self.caches[header["cache_in"]]
             return {n: cache[n.replace("past_key_values.", "present.")] for n in names}
-        if names[0] in arrays:
-            return {n: arrays[n] for n in names}
+        if names[0] in arrays:  # the rank's kv heads, or all of them (a joined group broadcasts the whole cache)
+            mine = self.tp.kv_heads(self.contract.config, self.rank)
+            whole = arrays[names[0]].shape[1] == self.contract.config.num_kv_heads != len(mine)
+            return {n: np.ascontiguousarray(arrays[n][:, mine]) if whole else arrays[n] for n in names}
         info = next(t for t in self.contract.inputs if t.role == "past_key")  # an empty cache
         shape = [batch if d == "batch" else 0 if d == "past" else d for d in info.shape]
         from mixtral_trt.common.dtypes import numpy_dtype
@@ -108,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("gloo", store=store, rank=args.rank, world_size=args.world_size, timeout=timeout)
         manifest = Manifest.load(args.engine, verify=False)  # the coordinator verified it
         server = RankServer(args.engine, args.rank, args.world_size, manifest.backend_info, _rank_contract(
-            args.engine, manifest, args.rank), args.threads, store)
+            args.engine, manifest, args.rank), args.threads, store_share(store))
         outbox.send_bytes(wire.encode({"ok": True, "pid": os.getpid()}))
     except BaseException as e:  # noqa: BLE001  (reported to the coordinator as one line)
         outbox.send_bytes(wire.encode({"error": _one_line(e)}))

@@ -243,3 +243,34 @@ def test_a_killed_or_hung_rank_fails_the_next_call(root, tp2, monkeypatch):
         engine.runner.close()
     print(f"hung rank: {time.monotonic() - start:.1f} s, {e.value}")
     assert time.monotonic() - start < 4 + 15 and "\n" not in str(e.value), str(e.value)
+
+
+def test_joining_ranks_started_by_torchrun(tp2, hf, root, tmp_path):
+    """Under torchrun every process calls runtime.load: rank 0 gets the Engine, rank 1 serves it and exits."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from mixtral_trt import runtime\n"
+        "engine = runtime.load(sys.argv[1])  # rank 1 never returns from here\n"
+        "ids = np.load(sys.argv[2])\n"
+        "out, cache = engine.forward(ids)\n"
+        "np.save(sys.argv[3], out['logits'])\n"
+        "np.save(sys.argv[4], cache.keys[1].numpy())\n"
+        "print('tokens', engine.generate(ids[0].tolist(), max_new_tokens=5).token_ids)\n")
+    ids = np.random.default_rng(5).integers(3, 131, (1, 8))
+    np.save(tmp_path / "ids.npy", ids)
+    env = {**os.environ, "MIXTRAL_TRT_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), str(root / "engine-tp2"), str(tmp_path / "ids.npy"),
+                             str(tmp_path / "logits.npy"), str(tmp_path / "keys.npy")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with torch.no_grad():
+        want = hf[1](torch.from_numpy(ids)).logits.numpy()
+    assert rel_err(np.load(tmp_path / "logits.npy"), want) < REL
+    _, cache = tp2.forward(ids)  # the self-started engine's cache, assembled: the same
+    assert rel_err(np.load(tmp_path / "keys.npy"), cache.keys[1].numpy()) < REL
+    assert f"tokens {tp2.generate(ids[0].tolist(), max_new_tokens=5).token_ids}" in result.stdout
