@@ -52,8 +52,9 @@ def rank_contract(contract: GraphContract, tp: TensorParallel) -> GraphContract:
     return with_tensor_parallel(dataclasses.replace(local, config=contract.config, extra=contract.extra), tp)
 
 
-def quant_block(contract: GraphContract) -> int:
-    return (contract.extra.get("quantization") or {}).get("block_size", 0)
+def quant_block(contract: GraphContract) -> int | None:
+    spec = contract.extra.get("quantization")
+    return None if spec is None else spec["block_size"]
 
 
 def trace_rank_graph(contract: GraphContract, world_size: int, progress: Progress | None = None):
