@@ -151,17 +151,18 @@ def tiny_tp4(root):
 
 
 def test_tp4_with_fewer_kv_heads_than_ranks_passes_parity_and_chats(tiny_tp4):
-    from mixtral_trt.parity import check_engine
+    from mixtral_trt.parity import run_parity
 
     ckpt, engine_dir = tiny_tp4
-    report = check_engine(engine_dir, ckpt, greedy_steps=4)
-    assert report.passed, report
+    ref = load_model(ckpt)
     engine = runtime.load(engine_dir)
     try:
         assert len(engine.runner.pids) == 4
+        report = run_parity(engine, ref, prompts=[[5, 17, 300, 4000, 12], list(range(100, 121))], greedy_steps=4,
+                            tokenizer=engine.tokenizer)
+        assert report.passed, report
         reply = engine.chat([{"role": "user", "content": "Bonjour !"}], max_new_tokens=5)
         assert isinstance(reply, str)
-        ref = load_model(ckpt)
         ids = np.random.default_rng(3).integers(3, 32000, (1, 9))
         err = rel_err(engine.logits(ids), ref(torch.from_numpy(ids)).detach().numpy())
         print(f"tiny tp4 (2 kv heads on 4 ranks) vs mixtral_ref: logits max rel err {err:.2e}")
@@ -221,6 +222,7 @@ def test_a_rank_dying_mid_call_fails_the_call_in_one_line(root, tp2, monkeypatch
     start = time.monotonic()
     with pytest.raises(MixtralTrtError) as e:
         engine.logits(ids)
+    print(f"rank dying mid-call: failed after {time.monotonic() - start:.2f} s: {e.value}")
     assert time.monotonic() - start < 15
     message = str(e.value)
     assert "\n" not in message and "rank 1" in message and "exited with code 17" in message, message
