@@ -188,7 +188,8 @@ class Engine:
 
     def chat_completion(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
                         tool_choice: str | Mapping[str, Any] | None = None, response_format: ResponseFormat = None,
-                        safe_mode: bool = False, parallel_tool_calls: bool = True, **sampling: Any) -> ChatCompletion:
+                        safe_mode: bool = False, parallel_tool_calls: bool = True, params: SamplingParams | None = None,
+                        **sampling: Any) -> ChatCompletion:
         """An OpenAI-style chat completion: `content` or `tool_calls`, `finish_reason` ("stop", "length",
         "tool_calls") and token `usage`. tools: [{"type": "function", "function": {name, description,
         parameters}}] (v3 tokenizer); tool_choice: "auto" | "none" | "any" | {"type": "function",
@@ -196,7 +197,7 @@ class Engine:
         from .chat_completion import finish_chat
 
         request, params = self._chat_request(messages, tools, tool_choice, response_format, safe_mode,
-                                             parallel_tool_calls, sampling)
+                                             parallel_tool_calls, params, sampling)
         replies, events = self._stream_ids([request.prompt], params, self.tokenizer, [request.constraint])
         for _ in events:
             pass
@@ -206,20 +207,22 @@ class Engine:
                                tools: Sequence[Mapping[str, Any]] | None = None,
                                tool_choice: str | Mapping[str, Any] | None = None,
                                response_format: ResponseFormat = None, safe_mode: bool = False,
-                               parallel_tool_calls: bool = True, **sampling: Any) -> Iterator[ChatChunk]:
+                               parallel_tool_calls: bool = True, params: SamplingParams | None = None,
+                               **sampling: Any) -> Iterator[ChatChunk]:
         """`chat_completion` as ChatChunks: content pieces while they are generated; tool calls, the
         finish_reason and usage in the last chunk."""
         from .chat_completion import stream_chat
 
         request, params = self._chat_request(messages, tools, tool_choice, response_format, safe_mode,
-                                             parallel_tool_calls, sampling)
+                                             parallel_tool_calls, params, sampling)
         _, events = self._stream_ids([request.prompt], params, self.tokenizer, [request.constraint])
         return stream_chat(request, events, np.random.default_rng(params.seed))
 
-    def _chat_request(self, messages, tools, tool_choice, response_format, safe_mode, parallel_tool_calls, sampling):
+    def _chat_request(self, messages, tools, tool_choice, response_format, safe_mode, parallel_tool_calls, params,
+                      sampling):
         from .chat_completion import prepare_chat
 
-        params = self._params(None, sampling)
+        params = self._params(params, sampling)
         request = prepare_chat(self.tokenizer, messages, tools, tool_choice, response_format, safe_mode,
                                parallel_tool_calls)
         return request, params
