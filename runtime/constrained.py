@@ -62,6 +62,8 @@ class GrammarConstraint:
 
     def allowed(self) -> np.ndarray:
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
+        if self.matcher.is_error():
+            raise MixtralTrtError(f"constrained decoding: {self.matcher.get_error()}")
         bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self.vocab_size]  # [V]
         return bits.view(bool)
 

@@ -142,6 +142,13 @@ def test_batch_mixes_constrained_and_free(tiny_engine):
         assert batch[2].text.startswith("{")
 
 
+def test_grammar_ends_the_reply_even_with_ignore_eos(tiny_engine):
+    reply = tiny_engine.generate("Weather:", response_format={"type": "json_schema", "json_schema": {
+        "name": "w", "schema": WEATHER}}, temperature=1.0, seed=1, max_new_tokens=60, ignore_eos=True)
+    assert reply.finish_reason == "stop" and reply.token_ids[-1] == tiny_engine.tokenizer.eos_id
+    validate(json.loads(reply.text), WEATHER)
+
+
 def test_v1_engine_refuses_tools(tiny_engine):
     with pytest.raises(MixtralTrtError, match="need the v3 tokenizer"):
         tiny_engine.chat_completion([{"role": "user", "content": "hi"}], tools=TOOLS)
