@@ -60,13 +60,15 @@ def test_any_replies_are_valid_tool_calls(tiny_v3_engine):
         assert reply.token_ids[-1] == tiny_v3_engine.tokenizer.eos_id
 
 
-def test_several_calls_per_reply(tiny_v3_engine):
-    if tiny_v3_engine.dtype != "fp32":
-        pytest.skip("one dtype is enough: the grammar is the same")
+def test_several_calls_per_reply(tiny_v3_engine_dir):
+    """fp32 only: the grammar is the same for both dtypes."""
+    from mixtral_trt import runtime
+
+    engine = runtime.load(tiny_v3_engine_dir)
     counts = []
     for seed in range(5):
-        reply = tiny_v3_engine.chat_completion(MESSAGES, tools=TOOLS, tool_choice="required", seed=seed,
-                                               temperature=1.0, max_new_tokens=400)
+        reply = engine.chat_completion(MESSAGES, tools=TOOLS, tool_choice="required", seed=seed, temperature=1.0,
+                                       max_new_tokens=400)
         assert reply.finish_reason == "tool_calls", f"seed {seed}: {reply}"
         for call in reply.tool_calls:
             validate(call.arguments, SCHEMAS[call.name])
