@@ -24,7 +24,7 @@ import numpy as np
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.mixtral_ref.chat_template import check_tools
 
-from .chat import with_safe_mode
+from .chat import chat_prompt
 from .constrained import BannedTokens, Constraint, compile_lark, json_lark
 from .tool_calls import ToolCall, calls_schema, parse_calls, resolve_choice
 
@@ -109,14 +109,11 @@ def prepare_chat(tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]], to
                  tool_choice: str | Mapping[str, Any] | None, response_format: Mapping[str, Any] | None,
                  safe_mode: bool = False, parallel_tool_calls: bool = True) -> ChatRequest:
     """Prompt ids and constraint of a chat completion request (everything checked before any generation)."""
-    messages = with_safe_mode(messages, safe_mode)
-    if messages and isinstance(messages[-1], Mapping) and messages[-1].get("role") == "assistant":
-        raise MixtralTrtError("chat: the last message is the assistant's; add a user message to reply to")
     functions = check_tools(tools)
     names = tuple(fn["name"] for fn in functions)
     choice = resolve_choice(tool_choice, names)
     schema = response_schema(response_format)
-    prompt = tokenizer.encode_chat(messages, tools=tools)
+    prompt = chat_prompt(tokenizer, messages, safe_mode, tools)
     calls_id = tokenizer.control_tokens.get("[TOOL_CALLS]")
     if choice not in ("auto", "none") and schema is not None:
         raise MixtralTrtError(f"response_format cannot be combined with tool_choice={tool_choice!r}: "
