@@ -16,6 +16,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
+from mixtral_trt.common.tensor_parallel import RANK_DIR
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -87,6 +88,11 @@ def build_engine(
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     check_output(engine_dir, [onnx_dir], overwrite)
+    if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
+        from .shard.build import build_sharded_engine
+
+        return build_sharded_engine(Path(onnx_dir), engine_dir, spec, GraphContract.load(onnx_dir), overwrite,
+                                    progress, **trt_options)
     model, contract = load_canonical(onnx_dir)
     tokenizer_file(onnx_dir, contract.config.vocab_size)
     if contract.dtype not in spec.dtypes:

@@ -8,9 +8,10 @@ first and they follow after a blank line, all inside the user turn the instruct 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.validate import as_text
 
 if TYPE_CHECKING:
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
@@ -26,14 +27,17 @@ def with_safe_mode(messages: Sequence[Mapping[str, str]], safe_mode: bool) -> li
         if not isinstance(m, Mapping):
             raise MixtralTrtError(f"chat: message {n} must be a {{'role': ..., 'content': ...}} dict, "
                                   f"got {type(m).__name__}")
+        if isinstance(m.get("content"), str):  # text the tokenizer cannot take (lone surrogates from argv)
+            as_text(f"chat: message {n} ({m.get('role')}) content", m["content"])
     return [{"role": "system", "content": GUARDRAIL}, *messages] if safe_mode else list(messages)
 
 
-def chat_prompt(tokenizer: Tokenizer, messages: Sequence[Mapping[str, str]], safe_mode: bool = False) -> list[int]:
-    """Ids of the conversation, ready for the assistant's reply."""
+def chat_prompt(tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]], safe_mode: bool = False,
+                tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+    """Ids of the conversation (with `tools`: v3 only), ready for the assistant's reply."""
     messages = with_safe_mode(messages, safe_mode)
     if len(messages) == int(safe_mode):
         raise MixtralTrtError("chat: the conversation has no messages")
-    if messages[-1].get("role") == "assistant":
+    if isinstance(messages[-1], Mapping) and messages[-1].get("role") == "assistant":
         raise MixtralTrtError("chat: the last message is the assistant's; add a user message to reply to")
-    return tokenizer.encode_chat(messages)
+    return tokenizer.encode_chat(messages, tools=tools)
