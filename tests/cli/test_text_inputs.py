@@ -37,10 +37,12 @@ def _one_line(result, code, *words):
     (["chat", "{engine}", "--message", "hi", "--system", "\udcff"], ["--system", "not valid UTF-8"]),
     (["generate", "{engine}", "--prompt", "hi", "--stop", "\udcff"], ["stop", "not valid UTF-8"]),
     (["chat", "{engine}", "--message", "   "], ["--message", "empty"]),
+    (["inspect", "{checkpoint}", "--chat", "caf\udce9"], ["--chat", "not valid UTF-8"]),
 ])
-def test_text_arguments_that_are_not_utf8_or_empty(tiny_engine_dir, cli, args, words):
+def test_text_arguments_that_are_not_utf8_or_empty(tiny_engine_dir, tiny_ckpt, cli, args, words):
     """Invalid bytes in argv reach Python as lone surrogates (what the in-process runner passes here)."""
-    _one_line(cli(*[a.replace("{engine}", str(tiny_engine_dir)) for a in args]), 2, *words)
+    args = [a.replace("{engine}", str(tiny_engine_dir)).replace("{checkpoint}", str(tiny_ckpt)) for a in args]
+    _one_line(cli(*args), 2, *words)
 
 
 @pytest.mark.parametrize(("data", "words"), [
