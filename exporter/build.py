@@ -64,6 +64,23 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
     return out_dir / MODEL_FILE
 
 
+def ort_cuda_info(onnx_dir: Path, contract: GraphContract) -> dict:
+    """For the `ort` lowering: what ONNX Runtime's CUDA EP cannot run of it (lowering/ort_cuda.py), recorded in the
+    manifest (runtime.load then keeps the engine off CUDA); an error at build time when this machine's
+    onnxruntime has the CUDA EP, i.e. when the engine is built for CUDA."""
+    from .lowering.ort_cuda import qmoe_cuda_problems
+
+    problems = qmoe_cuda_problems(contract)
+    if not problems:
+        return {}
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        raise MixtralTrtError(f"{onnx_dir}: ONNX Runtime's CUDA QMoE cannot run this export: {'; '.join(problems)} "
+                              "(export fp16 or bf16, or build with the CPU onnxruntime for a CPU engine)")
+    return {"cuda_unsupported": problems}
+
+
 def build_engine(
     onnx_dir: str | Path,
     engine_dir: str | Path,
@@ -91,12 +108,13 @@ def build_engine(
         raise MixtralTrtError(f"--backend {backend} builds {'/'.join(spec.dtypes)} exports; {onnx_dir} is "
                               f"{contract.dtype}" + (" (ONNX Runtime's Python ops have one dtype per op; the "
                               "kernels' fp16/bf16 paths are verified by tests/plugins)" if spec.plugin_nodes else ""))
+    info = ort_cuda_info(Path(onnx_dir), contract) if spec.lowering == "ort" else {}
     with atomic_dir(engine_dir, overwrite) as tmp:
         lower_and_save(model, spec, tmp, progress)
         copy_tokenizer(onnx_dir, tmp)
-        model_file, info = MODEL_FILE, {}
+        model_file = MODEL_FILE
         if spec.tensorrt:
-            model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)
+            model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
         with step(progress, "hash artifacts, write manifest.json"):
             Manifest.for_directory(tmp, backend, contract, model_file, tool_versions(*spec.tools),
                                    backend_info=info).save(tmp)
