@@ -43,7 +43,8 @@ def require_interpreter() -> None:
     if compiled or _triton_compiles():
         raise MixtralTrtError("the plugin kernels can run on CPU only if TRITON_INTERPRET=1 is set before triton is "
                               "first imported, and this process imported it already (calling the reference model "
-                              "does): start it with TRITON_INTERPRET=1, or open the plugins-cpu engine first")
+                              "does): start it with TRITON_INTERPRET=1 (a plugins-cpu engine does this for you: its "
+                              "runner is a worker process)")
     os.environ["TRITON_INTERPRET"] = "1"
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
