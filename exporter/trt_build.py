@@ -123,11 +123,11 @@ def build_plan(
     logger = trt.Logger(trt.Logger.WARNING)
     kernels = None
     if plugins:
-        from mixtral_trt.plugins.aot import target
+        from mixtral_trt.plugins.aot import build_target
         from mixtral_trt.plugins.trt_registry import register_plugins
 
         register_plugins()  # checks the TensorRT version too (AOT plugins; NVIDIA/TensorRT#4849)
-        kernels = target().describe()  # what aot_impl compiles for: this GPU, PTX for this driver
+        kernels = build_target().describe()  # what aot_impl compiles for: this GPU, PTX for this driver
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)

@@ -177,12 +177,51 @@ def _check_launchable(name: str, metadata) -> None:
         raise MixtralTrtError(f"kernel {name}: {bad}; TensorRT's AOT launch supports none of these")
 
 
+def compile_in_worker(variants: list[KernelVariant], where: Target | None) -> tuple[Target, list[Compiled]]:
+    """Compile in a process of its own (plugins/compile_worker.py), for a process whose Triton interprets;
+    `where` None: that process's GPU and driver. Returns the target and the compiled variants (no cubin)."""
+    import os
+    import subprocess
+    import sys
+
+    request = json.dumps({"target": None if where is None else asdict(where),
+                          "variants": [asdict(v) for v in variants]})
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-m", "mixtral_trt.plugins.compile_worker"], input=request,
+                            capture_output=True, text=True, env=env)
+    lines = result.stdout.strip().splitlines()
+    answer = json.loads(lines[-1]) if lines else {}
+    if "error" in answer:
+        raise MixtralTrtError(answer["error"])
+    if result.returncode or "compiled" not in answer:
+        raise RuntimeError(f"the kernel compile worker failed (exit {result.returncode}): {result.stderr[-2000:]}")
+    return Target(**answer["target"]), [Compiled(c["name"], c["ptx"], None, c["num_warps"], c["shared"],
+                                                 c["ptx_version"]) for c in answer["compiled"]]
+
+
+_FROM_WORKER: dict[tuple[str, Target | None], Compiled] = {}
+
+
+def build_target() -> Target:
+    """This machine's GPU and driver, what TensorRT's aot_impl compiles for (asked of a worker where this
+    process's Triton interprets)."""
+    from .interpreter import compiler_available
+
+    return target() if compiler_available() else compile_in_worker([], None)[0]
+
+
 def compile_variant(v: KernelVariant, where: Target | None = None) -> Compiled:
-    """Compile for `where` (default: this machine's GPU and driver, which is what TensorRT's aot_impl needs)."""
+    """Compile for `where` (default: this machine's GPU and driver, which is what TensorRT's aot_impl needs), in
+    this process, or in a worker when this process's Triton interprets (each variant once)."""
     import importlib
 
-    from .interpreter import require_compiler
+    from .interpreter import compiler_available, require_compiler
 
+    if not compiler_available():
+        key = (v.stem, where)
+        if key not in _FROM_WORKER:
+            _FROM_WORKER[key] = compile_in_worker([v], where)[1][0]
+        return _FROM_WORKER[key]
     require_compiler()
     import triton
     from triton.backends.compiler import GPUTarget

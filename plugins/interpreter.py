@@ -37,6 +37,15 @@ def _triton_compiles() -> bool:
     return standard is not None and type(standard.cdiv).__name__ == "JITFunction"
 
 
+def compiler_available() -> bool:
+    """True when the plugin kernels can be compiled in this process: triton is not yet imported, or imported to
+    compile, and no kernel module was imported for the interpreter. Otherwise aot.compile_variant compiles in a
+    worker process (plugins/compile_worker.py)."""
+    standard = sys.modules.get("triton.language.standard")
+    interprets = standard is not None and type(standard.cdiv).__name__ == "InterpretedFunction"
+    return not interprets and not _kernels_imported(interpreted=True)
+
+
 def require_interpreter() -> None:
     """Make the plugin kernels run on CPU (Triton interpreter) in this process."""
     compiled = _kernels_imported(interpreted=False)

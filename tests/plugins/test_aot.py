@@ -104,3 +104,21 @@ def test_scratch_parameters_are_removed_only_when_unused():
     assert ptx.strip_scratch_params(ENTRY, 4, (0, 0)) == ENTRY
     with pytest.raises(Exception, match=r"scratch sizes \(global, profile\) \(256, 0\)"):
         ptx.strip_scratch_params(ENTRY, 2, (256, 0))
+
+
+def test_a_process_that_interprets_compiles_in_a_worker(sm90a_kernels):
+    """This test session runs the kernels in Triton's interpreter (conftest), so compiling here, as TensorRT's
+    aot_impl does in a `pytest -m gpu` session, goes to a worker process: the same PTX as `plugins compile`."""
+    import mixtral_trt.plugins.moe_router.kernel  # noqa: F401  (imported for the interpreter, as the kernel tests do)
+    from mixtral_trt.plugins import aot
+    from mixtral_trt.plugins.interpreter import compiler_available
+
+    assert not compiler_available()
+    variant = aot.router_variant("bf16", 2, 8)
+    compiled = aot.compile_variant(variant, aot.target("sm_90a", CUDA))
+    out, index = sm90a_kernels
+    expected = next(k for k in index["kernels"] if k["stem"] == variant.stem)
+    assert compiled.ptx == (out / f"{variant.stem}.ptx").read_text() and compiled.name == expected["symbol"]
+    assert (compiled.num_warps, compiled.shared, compiled.ptx_version) == (expected["num_warps"],
+                                                                           expected["shared_bytes"], 87)
+    assert aot.compile_variant(variant, aot.target("sm_90a", CUDA)) is compiled  # once per variant and target

@@ -22,7 +22,8 @@ import torch
 
 from mixtral_trt.plugins import PLUGINS, aot, ptx
 from support.aot import CUDA
-from support.trt_plugin_layer import KernelLaunch, PluginNode, drive, moe_layer
+from support.moe_layer_graph import moe_layer
+from support.trt_plugin_layer import KernelLaunch, PluginNode, drive
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tensorrt_rtx") is None or importlib.util.find_spec("tensorrt_bindings") is None,

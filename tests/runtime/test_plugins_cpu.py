@@ -33,10 +33,16 @@ print(json.dumps({**state, "rel": float(np.abs(got - ref).max() / np.abs(ref).ma
 """
 
 
-def test_plugins_cpu_engine_after_torch_and_transformers_ran(tmp_path_factory):
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(tiny checkpoint, its plugins-cpu engine)."""
     root = tmp_path_factory.mktemp("pcpu")
     ckpt = tiny_checkpoint(root)
-    engine_dir = engine(ckpt, root, "plugins-cpu", max_seq=64)
+    return ckpt, engine(ckpt, root, "plugins-cpu", max_seq=64)
+
+
+def test_plugins_cpu_engine_after_torch_and_transformers_ran(tiny):
+    ckpt, engine_dir = tiny
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", AFTER_HF, str(ckpt), str(engine_dir)], capture_output=True,
                             text=True, env=env, timeout=600)
@@ -76,9 +82,8 @@ def test_wire_round_trip():
         read_message(truncated)
 
 
-def test_closed_engine_is_an_error(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pcpu-close")
-    eng = runtime.load(engine(tiny_checkpoint(root), root, "plugins-cpu", max_seq=64))
+def test_closed_engine_is_an_error(tiny):
+    eng = runtime.load(tiny[1])
     proc = eng.runner._proc
     eng.runner.close()
     assert proc.wait(timeout=10) == 0
