@@ -5,17 +5,18 @@ the kernels agree. Slow by design: every kernel runs in the interpreter.
 Triton decides between compiling and interpreting once per process, when it is first imported, and a process
 that ran any torch custom op (the reference model, transformers) has imported it to compile. So the ONNX
 Runtime session lives in a worker process started with TRITON_INTERPRET=1 (plugins_cpu_worker.py): feeds and
-outputs cross two pipes as raw arrays (wire.py, no pickle), the KV cache included. The worker ends with the
-runner (`close()`, garbage collection, or this process's exit).
+outputs cross two pipes as the tensor-parallel ranks' messages (runtime/distributed/wire.py: a JSON header and
+raw array bytes, no pickle), the KV cache included. The worker ends with the runner (`close()`, garbage
+collection, or this process's exit).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import weakref
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,15 @@ import numpy as np
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
-from .wire import read_message, write_message
+from ..distributed.wire import decode, encode
 
 WORKER = "mixtral_trt.runtime.backends.plugins_cpu_worker"
 
 
-def _stop(proc: subprocess.Popen, to_worker, from_worker) -> None:
+def _stop(proc: subprocess.Popen, to_worker: Connection, from_worker: Connection) -> None:
     """End of input: the worker returns; kill it if it does not within 10 s."""
-    for stream in (to_worker, from_worker):
-        with contextlib.suppress(OSError):
-            stream.close()
+    to_worker.close()
+    from_worker.close()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -45,17 +45,17 @@ class PluginsCpuRunner:
     device = "cpu"
 
     def __init__(self, model_path: Path) -> None:
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
+        to_worker, from_worker = os.pipe(), os.pipe()  # (read fd, write fd) each
         env = {**os.environ, "TRITON_INTERPRET": "1"}
         env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-        command = [sys.executable, "-m", WORKER, str(model_path), str(to_worker_r), str(from_worker_w)]
+        command = [sys.executable, "-m", WORKER, str(model_path), str(to_worker[0]), str(from_worker[1])]
         try:
-            self._proc = subprocess.Popen(command, env=env, pass_fds=(to_worker_r, from_worker_w))
+            self._proc = subprocess.Popen(command, env=env, pass_fds=(to_worker[0], from_worker[1]))
         finally:
-            os.close(to_worker_r)
-            os.close(from_worker_w)
-        self._to, self._from = os.fdopen(to_worker_w, "wb"), os.fdopen(from_worker_r, "rb")
+            os.close(to_worker[0])
+            os.close(from_worker[1])
+        self._to = Connection(to_worker[1], readable=False)
+        self._from = Connection(from_worker[0], writable=False)
         self._finalizer = weakref.finalize(self, _stop, self._proc, self._to, self._from)
         try:
             self._reply()  # "ready", or why the worker could not open the engine
@@ -64,10 +64,10 @@ class PluginsCpuRunner:
             raise
 
     def _reply(self) -> dict[str, np.ndarray]:
-        message = read_message(self._from)
-        if message is None:
-            raise MixtralTrtError(f"the plugins-cpu worker process exited (code {self._proc.wait()})")
-        header, arrays = message
+        try:
+            header, arrays = decode(bytearray(self._from.recv_bytes()))  # bytearray: writable arrays
+        except EOFError:
+            raise MixtralTrtError(f"the plugins-cpu worker process exited (code {self._proc.wait()})") from None
         if "error" in header:
             if header.get("user_error"):
                 raise MixtralTrtError(header["error"])
@@ -78,7 +78,7 @@ class PluginsCpuRunner:
         if not self._finalizer.alive:
             raise MixtralTrtError("the plugins-cpu engine was closed")
         try:
-            write_message(self._to, {"outputs": list(output_names)}, {k: np.asarray(v) for k, v in feeds.items()})
+            self._to.send_bytes(encode({"outputs": list(output_names)}, {k: np.asarray(v) for k, v in feeds.items()}))
         except BrokenPipeError:
             raise MixtralTrtError(f"the plugins-cpu worker process exited (code {self._proc.wait()})") from None
         return self._reply()

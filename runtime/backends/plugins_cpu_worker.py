@@ -5,8 +5,8 @@ Opens the ONNX Runtime session with the plugin ops, answers "ready" (or the erro
 
 from __future__ import annotations
 
-import os
 import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 
@@ -17,10 +17,10 @@ def _error(e: BaseException) -> dict:
     return {"error": str(e) if user else f"{type(e).__name__}: {e}", "user_error": user}
 
 
-def serve(model: Path, inp, out) -> int:
+def serve(model: Path, inp: Connection, out: Connection) -> int:
     import numpy as np
 
-    from .wire import read_message, write_message
+    from ..distributed.wire import decode, encode
 
     try:
         from mixtral_trt.plugins.cpu_ops import register_cpu_ops
@@ -30,25 +30,26 @@ def serve(model: Path, inp, out) -> int:
         library = register_cpu_ops()
         runner = OrtRunner(model, device="cpu", session_options_hook=lambda so: so.register_custom_ops_library(library))
     except Exception as e:  # the parent raises it
-        write_message(out, _error(e))
+        out.send_bytes(encode(_error(e)))
         return 1
-    write_message(out, {"ready": True})
-    while (message := read_message(inp)) is not None:
-        header, feeds = message
+    out.send_bytes(encode({"ready": True}))
+    while True:
+        try:
+            header, feeds = decode(inp.recv_bytes())
+        except EOFError:  # the runner closed: done
+            return 0
         try:
             outputs = runner.run(feeds, header["outputs"])  # present.* come back as OrtValues
             arrays = {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in outputs.items()}
         except Exception as e:
-            write_message(out, _error(e))
+            out.send_bytes(encode(_error(e)))
             continue
-        write_message(out, {"ok": True}, arrays)
-    return 0
+        out.send_bytes(encode({"ok": True}, arrays))
 
 
 def main(argv: list[str]) -> int:
     model, in_fd, out_fd = Path(argv[0]), int(argv[1]), int(argv[2])
-    with os.fdopen(in_fd, "rb") as inp, os.fdopen(out_fd, "wb") as out:
-        return serve(model, inp, out)
+    return serve(model, Connection(in_fd, writable=False), Connection(out_fd, readable=False))
 
 
 if __name__ == "__main__":

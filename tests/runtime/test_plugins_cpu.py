@@ -4,7 +4,6 @@ compile), where an in-process interpreter could no longer be switched on. Oracle
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ import pytest
 
 from mixtral_trt import runtime
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.runtime.backends.wire import read_message, write_message
 from support.engines import engine, tiny_checkpoint
 
 AFTER_HF = """
@@ -59,27 +57,6 @@ def test_worker_errors_and_close(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(MixtralTrtError, match="ONNX Runtime cannot open the engine"):
         PluginsCpuRunner(tmp_path / "model.onnx")
-
-
-def test_wire_round_trip():
-    import ml_dtypes
-
-    arrays = {"ids": np.arange(6, dtype=np.int64).reshape(2, 3), "empty": np.zeros((1, 2, 0, 4), np.float32),
-              "half": np.linspace(-1, 1, 5, dtype=np.float16), "bf16": np.ones((2, 2), ml_dtypes.bfloat16),
-              "strided": np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]}
-    stream = io.BytesIO()
-    write_message(stream, {"outputs": ["logits"]}, arrays)
-    write_message(stream, {"ok": True})
-    stream.seek(0)
-    header, got = read_message(stream)
-    assert header == {"outputs": ["logits"]} and list(got) == list(arrays)
-    for name, a in arrays.items():
-        assert got[name].dtype == a.dtype and got[name].shape == a.shape, name
-        np.testing.assert_array_equal(got[name].astype(np.float32), a.astype(np.float32), err_msg=name)
-    assert read_message(stream) == ({"ok": True}, {}) and read_message(stream) is None
-    truncated = io.BytesIO(stream.getvalue()[:40])
-    with pytest.raises(EOFError):
-        read_message(truncated)
 
 
 def test_closed_engine_is_an_error(tiny):
