@@ -144,7 +144,8 @@ def _tensorrt_module() -> types.ModuleType:
     trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
     trt.__dict__.update({k: v for k, v in vars(tensorrt_rtx).items() if not k.startswith("__")})
     # the version of the plugin layer loaded on top (what the registrations are checked against)
-    trt.__version__ = importlib.metadata.version("tensorrt-cu13-bindings")
+    provider = importlib.metadata.packages_distributions().get("tensorrt_bindings", ["tensorrt-cu13-bindings"])[0]
+    trt.__version__ = importlib.metadata.version(provider)  # tensorrt-cu13-bindings (or -cu12-) 11.4.0.106
     for cls in (QuickPluginCreationRequest, PluginArgType, PluginArgDataType, ISymExpr, IPluginV3QuickAOTBuild):
         setattr(trt, cls.__name__, cls)
     trt.IDimensionExpr, trt.DimsExprs, trt.IExprBuilder = SymbolicDim, DimsExprs, SymbolicExprBuilder
