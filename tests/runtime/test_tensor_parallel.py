@@ -270,7 +270,8 @@ def test_joining_ranks_started_by_torchrun(tp2, hf, root, tmp_path):
         "print('tokens', engine.generate(ids[0].tolist(), max_new_tokens=5).token_ids)\n")
     ids = np.random.default_rng(5).integers(3, 131, (1, 8))
     np.save(tmp_path / "ids.npy", ids)
-    env = {**os.environ, "MIXTRAL_TRT_THREADS": "1"}
+    # a generous collective timeout: this test is about joining, and a loaded machine may be slow to start a rank
+    env = {**os.environ, "MIXTRAL_TRT_THREADS": "1", "MIXTRAL_TRT_TP_TIMEOUT": "300"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(script), str(root / "engine-tp2"), str(tmp_path / "ids.npy"),
                              str(tmp_path / "logits.npy"), str(tmp_path / "keys.npy")],
