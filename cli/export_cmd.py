@@ -22,6 +22,9 @@ def export(
     quantize: Annotated[str | None, typer.Option(help="Weight-only quantized experts: int8 | int4.")] = None,
     quant_block: Annotated[int | None, typer.Option(help="Inputs per scale (power of 2 >= 16), 0 = per output "
                                                     "row; default int8: 0, int4: 32.")] = None,
+    debug_outputs: Annotated[bool, typer.Option(help="Add each layer's hidden state and router logits as graph "
+                                                "outputs (parity's per-layer report); deployment graphs leave "
+                                                "them out.")] = False,
 ) -> None:
     """Export a checkpoint to the canonical ONNX graph (one MoERouter + MoEExperts node per layer)."""
     from mixtral_trt.common.progress import make_progress
@@ -30,5 +33,5 @@ def export(
     with make_progress() as progress:
         path = export_checkpoint(checkpoint, out, dtype=dtype, max_seq=max_seq, max_batch=max_batch,
                                  overwrite=force, progress=progress, quantize_experts=quantize,
-                                 quant_block=quant_block)
+                                 quant_block=quant_block, debug_outputs=debug_outputs)
     typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', experts ' + quantize if quantize else ''})")

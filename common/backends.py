@@ -24,6 +24,12 @@ class Backend:
     dtypes: tuple[str, ...] = ("fp32", "fp16", "bf16")  # export dtypes it builds
     modules: tuple[str, ...] = ()  # Python modules it needs beyond the base install
     tools: tuple[str, ...] = ()  # distributions whose versions the manifest records beyond the base set
+    attention: str = "concat"  # "gqa": also the GroupQueryAttention lowering, and its cache (contract.py)
+
+    @property
+    def genai(self) -> bool:
+        """Whether build writes genai_config.json (onnxruntime-genai opens the engine directory as it is)."""
+        return self.runner == "ort"
 
     def unavailable(self) -> str | None:
         """Why this backend cannot run on this machine, or None."""
@@ -43,6 +49,9 @@ class Backend:
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("ort", "ort", "ort", "ONNX Runtime, one com.microsoft::MoE (or QMoE) node per layer; CPU EP, CUDA EP "
             "with onnxruntime-gpu"),
+    Backend("ort-gqa", "ort", "ort", "as ort, and each layer's attention one com.microsoft::GroupQueryAttention "
+            "(KV cache in a shared buffer written in place, rotary inside the op); head_dim a multiple of 16",
+            attention="gqa", dtypes=("fp32", "fp16")),
     Backend("portable", "portable", "ort", "standard ONNX ops only (dense experts): any ONNX runtime"),
     Backend("plugins-cpu", "trt", "plugins_cpu", "the sparse-dispatch plugin nodes run by the plugin kernels "
             "(Triton interpreter) inside ONNX Runtime on CPU: the CPU proof of the TensorRT graph",
