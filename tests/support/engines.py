@@ -36,6 +36,6 @@ def engine(checkpoint: Path, root: Path, backend: str = "ort", dtype: str = "fp3
     """Export + build once per (checkpoint, dtype, backend) under `root`; later calls reuse the directory."""
     onnx_dir = root / f"onnx-{checkpoint.name}-{dtype}"
     if not onnx_dir.exists():
-        export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=4)
+        export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=4, debug_outputs=True)
     out = root / f"engine-{checkpoint.name}-{dtype}-{backend}"
     return out if out.exists() else build_engine(onnx_dir, out, backend)
