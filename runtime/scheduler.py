@@ -145,6 +145,11 @@ class Scheduler:
         return sum(not r.cancelled for r in list(self._waiting))
 
     @property
+    def alive(self) -> bool:
+        """True while the background thread runs steps."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def running(self) -> int:
         return len(self._running)
 
