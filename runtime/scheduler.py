@@ -206,26 +206,35 @@ class Scheduler:
             self._leave(list(self._running), "failed", message)
 
     def _admit(self) -> None:
+        """Prefill waiting requests into the free rows; their caches join the batch in one concat."""
+        joining: list[KVCache] = []
         while len(self._running) < self.max_batch:
             with self._lock:
                 if not self._waiting:
-                    return
+                    break
                 request = self._waiting.popleft()
             if request.cancelled:
                 self._finish(request, "cancelled")
                 continue
             try:
-                self._prefill(request)
+                cache = self._prefill(request)
             except Exception as e:
                 message = str(e) if isinstance(e, MixtralTrtError) else f"prefill failed: {type(e).__name__}: {e}"
                 self._finish(request, "failed", message)
+                continue
+            if cache is not None:
+                joining.append(cache)
+                self._running.append(request)  # row order: the running batch, then the newcomers in order
+        if joining:
+            self._cache = KVCache.concat([c for c in (self._cache, *joining) if c is not None])
 
-    def _prefill(self, request: Request) -> None:
-        """The prompt alone ([1, T], no padding: exactly its solo prefill), its first token, its rows."""
+    def _prefill(self, request: Request) -> KVCache | None:
+        """The prompt alone ([1, T], no padding: exactly its solo prefill) and its first token; the cache
+        of its row, or None when that token already ends it."""
         request.status = "running"
         if request.params.max_new_tokens == 0:
             self._finish(request, "done")
-            return
+            return None
         out, cache = self.engine.forward(np.asarray([request.prompt]))
         self.stats.prefills += 1
         self.stats.prompt_tokens += len(request.prompt)
@@ -233,9 +242,8 @@ class Scheduler:
         self.stats.recent.append((time.perf_counter(), 1))
         if done:
             self._finish(request, "done")
-            return
-        self._cache = cache if self._cache is None else KVCache.concat([self._cache, cache])
-        self._running.append(request)
+            return None
+        return cache
 
     def _decode(self) -> None:
         ids = np.array([[r.next_token] for r in self._running], np.int64)  # [B, 1]
