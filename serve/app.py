@@ -159,7 +159,7 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
         try:
             for ticket in tickets:
                 while not ticket.over:
-                    if await ticket.next_item(watcher) is _GONE:
+                    if await ticket.next_events(watcher) is _GONE:
                         return JSONResponse(error_body(499, "client disconnected"), status_code=499)
         finally:
             watcher.cancel()
@@ -204,16 +204,16 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
                 if envelope.chat:
                     yield sse(envelope.chunk(index, "", role=True, include_usage=include_usage))
                 while not ticket.over:
-                    item = await ticket.next_item(watcher)
-                    if item is _GONE:
+                    events = await ticket.next_events(watcher)
+                    if events is _GONE:
                         return
-                    if item is _END:
-                        break
-                    text, finish = item.text, item.finish_reason
-                    if finish is None and not text:
-                        continue
+                    # the tokens that arrived since the last write go out as one chunk (one per token
+                    # while the loop keeps up; fewer, longer ones when it falls behind)
+                    text = "".join(e.text for e in events)
+                    finish = next((e.finish_reason for e in events if e.finish_reason), None)
                     if finish is None:
-                        yield sse(envelope.chunk(index, text, include_usage=include_usage))
+                        if text:
+                            yield sse(envelope.chunk(index, text, include_usage=include_usage))
                         continue
                     request = ticket.request
                     used = usage(request.reply.prompt_tokens, len(request.reply.token_ids))
@@ -251,8 +251,9 @@ class Ticket:
         self.metrics.observe(request)
         self.loop.call_soon_threadsafe(self.queue.put_nowait, _END)
 
-    async def next_item(self, watcher: asyncio.Future):
-        """The next event, _END, or _GONE when the client has disconnected (the request is cancelled)."""
+    async def next_events(self, watcher: asyncio.Future):
+        """Every StreamEvent queued so far (waiting for one if none), or _GONE when the client has
+        disconnected (then the request is cancelled). Sets `over` once the request has ended."""
         if self.queue.empty():
             getter = asyncio.ensure_future(self.queue.get())
             done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -260,12 +261,13 @@ class Ticket:
                 getter.cancel()
                 self.cancel()
                 return _GONE
-            item = getter.result()
+            items = [getter.result()]
         else:
-            item = self.queue.get_nowait()
-        if item is _END:
-            self.over = True
-        return item
+            items = []
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        self.over = self.over or _END in items
+        return [item for item in items if item is not _END]
 
     def cancel(self) -> None:
         if self.request is not None and not self.request.done:
