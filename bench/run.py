@@ -102,6 +102,7 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
     long_prompt = rng.integers(3, cfg.vocab_size, s.prefill_tokens).tolist()
 
     decode, prefill, counts, skipped = {}, {}, {}, {}
+    constrained = None
 
     def record(name: str, dec: timing.Throughput, pre: timing.Throughput) -> None:
         decode[name], prefill[name] = dec.tok_s, pre.tok_s
@@ -119,6 +120,8 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         with step(progress, f"{backend}: decode and prefill"):
             record(backend, timing.engine_decode(engine, context, new),
                    timing.engine_prefill(engine, pre_prompt, repeats=1 if slow else 3))
+        if backend == "ort":
+            constrained = _constrained(engine, context, s, progress, skipped)
         del engine
     with step(progress, "torch reference: decode and prefill"):
         record("torch_ref", timing.torch_decode(reference, context, s.new_tokens),
@@ -154,11 +157,23 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         "active_weight_bytes_per_token": system.active_weight_bytes(cfg, 4),
         "decode_roofline_tok_s": roofline,
         "quantized": quantized,
+        "constrained": constrained,
         "engine_bytes": {"ort": _dir_bytes(s.workdir / f"{s.preset}-seed{s.seed}-engine-ort")},
         "peak_rss_bytes": system.peak_rss_bytes(),
     }
     result["targets"] = targets(result)
     return result
+
+
+def _constrained(engine, context: list[int], s: BenchSettings, progress, skipped: dict[str, str]) -> dict | None:
+    """Grammar-constrained decoding (JSON schema) on the ort engine: the mask's cost per token."""
+    if importlib.util.find_spec("llguidance") is None:
+        skipped["constrained"] = "llguidance is not installed (pip install 'mixtral-trt[constrained]')"
+        return None
+    from .constrained import constrained_overhead
+
+    with step(progress, "ort: constrained decoding (JSON schema)"):
+        return constrained_overhead(engine, context, s.new_tokens, s.seed)
 
 
 def _dir_bytes(path: Path) -> int | None:
@@ -182,7 +197,8 @@ def _quantized(s: BenchSettings, ckpt: Path, name: str, context: list[int], long
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
-    """Issue 6's CPU targets: ORT decode >= 2x HF eager and >= 50% of the roofline; sparse <= 0.35x dense."""
+    """Issue 6's CPU targets: ORT decode >= 2x HF eager and >= 50% of the roofline; sparse <= 0.35x dense;
+    issue 12's: the constrained-decoding mask <= 10% of an ort decode step."""
     out: dict[str, Any] = {}
     ort_tok_s, hf_tok_s = result["decode"].get("ort"), result["decode"].get("hf_transformers")
     if ort_tok_s and hf_tok_s:
@@ -192,4 +208,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["ort_fraction_of_roofline"] = ort_tok_s / result["decode_roofline_tok_s"]
         out["ort_decode_half_roofline"] = out["ort_fraction_of_roofline"] >= 0.5
     out["moe_sparse_le_035_dense"] = result["moe_layer"]["sparse_over_dense"] <= 0.35
+    if result.get("constrained"):  # issue 12: the grammar mask costs at most 10% of a decode step
+        out["constrained_mask_over_decode"] = result["constrained"]["mask_over_decode"]
+        out["constrained_mask_le_10pct_decode"] = result["constrained"]["mask_over_decode"] <= 0.10
     return out

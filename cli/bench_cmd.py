@@ -65,6 +65,10 @@ def bench(
                   f"({moe['sparse_over_dense']:.2f}x)")
     console.print(f"read bandwidth {result['memory_bandwidth_gbs']:.1f} GB/s -> decode roofline "
                   f"{result['decode_roofline_tok_s']:.0f} tok/s; peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB")
+    if c := result["constrained"]:
+        console.print(f"constrained decoding (JSON schema, ort): mask {c['mask_ms_mean']:.3f} ms/token "
+                      f"(p99 {c['mask_ms_p99']:.3f}) vs decode step {c['decode_step_ms_mean']:.2f} ms = "
+                      f"{100 * c['mask_over_decode']:.1f}%; grammar compile {c['compile_ms']:.1f} ms")
     for name, reason in result["skipped"].items():
         console.print(f"skipped {name}: {reason}")
     console.print(f"targets: {result['targets']}")

@@ -16,6 +16,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
+from mixtral_trt.common.tensor_parallel import RANK_DIR
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -86,6 +87,11 @@ def build_engine(
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
+    if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
+        from .shard.build import build_sharded_engine
+
+        return build_sharded_engine(Path(onnx_dir), engine_dir, spec, GraphContract.load(onnx_dir), overwrite,
+                                    progress, **trt_options)
     model, contract = load_canonical(onnx_dir)
     if contract.dtype not in spec.dtypes:
         raise MixtralTrtError(f"--backend {backend} builds {'/'.join(spec.dtypes)} exports; {onnx_dir} is "

@@ -114,6 +114,11 @@ def build_plan(
             if network.get_output(i).name in debug:
                 network.unmark_output(network.get_output(i))
     config = builder.create_builder_config()
+    multi_device = contract.extra.get("tensor_parallel")
+    if multi_device:  # a rank graph: DistCollective layers over NCCL
+        from .shard.trt import configure_multi_device
+
+        configure_multi_device(trt, network, config, multi_device["world_size"])
     if workspace_gib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     profiles = profiles_for(contract, max_prefill)
