@@ -32,6 +32,7 @@ from .reply import Completion, Reply, StreamEvent
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
+    from .constrained import Constraint
     from .engine import Engine
 
 
@@ -119,16 +120,16 @@ class Scheduler:
         self._stopping = False
 
     # ---- submitting (any thread) -------------------------------------------------------------------
-    def submit(self, prompt: Sequence[int], params: SamplingParams, *, sampler: Sampler | None = None,
-               tokenizer=None, on_event: Callable[[StreamEvent], None] | None = None,
+    def submit(self, prompt: Sequence[int], params: SamplingParams, *, constraint: Constraint | None = None,
+               sampler: Sampler | None = None, tokenizer=None, on_event: Callable[[StreamEvent], None] | None = None,
                on_done: Callable[[Request], None] | None = None) -> Request:
-        """Queue one prompt (ids). `sampler`: a ready Sampler for it (one that applies a constraint, for
-        instance); by default a plain one from `params`. `tokenizer` gives the reply its text and stop
-        strings. Raises MixtralTrtError when it cannot run (too long, bad ids), QueueFull when
+        """Queue one prompt (ids). `constraint`: a fresh grammar constraint for this reply (the Sampler
+        applies it, and it may end the reply); or `sampler`: a ready Sampler. `tokenizer` gives the reply
+        its text and stop strings. Raises MixtralTrtError when it cannot run (too long, bad ids), QueueFull when
         `max_queue` requests already wait, ShuttingDown after `shutdown`."""
         ids = check_prompts(self.engine, [prompt], params)[0]
         reply = Reply(0, len(ids), params, self.engine.config.eos_token_id, tokenizer)
-        request = Request(ids, params, reply, sampler or Sampler(params, ids), on_event, on_done)
+        request = Request(ids, params, reply, sampler or Sampler(params, ids, constraint), on_event, on_done)
         with self._lock:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")
@@ -202,8 +203,7 @@ class Scheduler:
             if self._running:
                 self._decode()
         except Exception as e:  # the engine failed: fail every request in flight, keep serving
-            message = str(e) if isinstance(e, MixtralTrtError) else f"engine step failed: {type(e).__name__}: {e}"
-            self._leave(list(self._running), "failed", message)
+            self._leave(list(self._running), "failed", _message(e, "engine step failed"))
 
     def _admit(self) -> None:
         """Prefill waiting requests into the free rows; their caches join the batch in one concat."""
@@ -219,8 +219,7 @@ class Scheduler:
             try:
                 cache = self._prefill(request)
             except Exception as e:
-                message = str(e) if isinstance(e, MixtralTrtError) else f"prefill failed: {type(e).__name__}: {e}"
-                self._finish(request, "failed", message)
+                self._finish(request, "failed", _message(e, "prefill failed"))
                 continue
             if cache is not None:
                 joining.append(cache)
@@ -251,14 +250,22 @@ class Scheduler:
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1
         out, self._cache = self.engine.forward(ids, self._cache)  # mask and positions from the cache
         logits = out["logits"][:, -1]  # [B, V]
-        finished = [r for b, r in enumerate(self._running) if self._push(r, logits[b])]
+        finished, failed = [], []
+        for b, request in enumerate(self._running):
+            try:
+                if self._push(request, logits[b]):
+                    finished.append(request)
+            except Exception as e:  # this row's sampler (its constraint) failed: the others go on
+                failed.append((request, _message(e, "sampling failed")))
         self.stats.recent.append((time.perf_counter(), len(ids)))
         self._leave(finished, "done")
+        for request, message in failed:
+            self._leave([request], "failed", message)
 
     def _push(self, request: Request, logits: np.ndarray) -> bool:
         """Sample the request's next token, hand out its event; True when the request is finished."""
         token = request.sampler(logits)
-        event = request.reply.push(token)
+        event = request.reply.push(token, end=request.sampler.finished)  # a constraint may end the reply
         self.stats.generated_tokens += 1
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
@@ -285,3 +292,8 @@ class Scheduler:
         request._done.set()
         if request.on_done is not None:
             request.on_done(request)
+
+
+def _message(error: Exception, what: str) -> str:
+    """A user error's own one line; anything else named with its type."""
+    return str(error) if isinstance(error, MixtralTrtError) else f"{what}: {type(error).__name__}: {error}"

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
@@ -30,11 +31,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.runtime.chat import chat_prompt
+from mixtral_trt.runtime.chat_completion import ChatRequest, finish_chat, prepare_chat
 from mixtral_trt.runtime.scheduler import QueueFull, Request, Scheduler, ShuttingDown
 
 from .metrics import Metrics
-from .protocol import BadRequest, ChatCompletionRequest, CompletionRequest, Sampling, param_of
-from .responses import DONE, Envelope, error_body, sse, usage
+from .protocol import ChatCompletionRequest, CompletionRequest, Sampling, param_of
+from .responses import DONE, Envelope, Outcome, error_body, sse, usage
 
 if TYPE_CHECKING:
     from mixtral_trt.runtime.engine import Engine
@@ -124,13 +126,15 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
     async def chat_completions(body: ChatCompletionRequest, http: HttpRequest):
         try:
             body.check_unsupported()
-            if body.wants_tools:
-                raise BadRequest("tools, tool_choice and response_format: function calling is not available "
-                                 "in this server yet", "tools")
-            prompt = chat_prompt(engine.tokenizer, body.chat_messages(), safe_mode=body.safe_prompt)
+            if body.wants_tools:  # tools in the prompt; a grammar for forced calls or JSON output
+                chat = prepare_chat(engine.tokenizer, body.chat_messages(), body.tools, body.tool_choice,
+                                    body.response_format, body.safe_prompt, body.parallel_tool_calls is not False)
+                prompt = chat.prompt
+            else:
+                chat, prompt = None, chat_prompt(engine.tokenizer, body.chat_messages(), safe_mode=body.safe_prompt)
         except MixtralTrtError as e:
             raise HTTPError(400, str(e), param_of(e)) from None
-        return await respond(http, body, [prompt], Envelope("chat", state.model_name), body.max_new_tokens)
+        return await respond(http, body, [prompt], Envelope("chat", state.model_name), body.max_new_tokens, chat)
 
     @app.post("/v1/completions", dependencies=keyed)
     async def completions(body: CompletionRequest, http: HttpRequest):
@@ -142,12 +146,12 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
         return await respond(http, body, prompts, Envelope("completion", state.model_name), body.max_new_tokens)
 
     async def respond(http: HttpRequest, body: Sampling, prompts: list[list[int]], envelope: Envelope,
-                      max_new_tokens: int | None):
+                      max_new_tokens: int | None, chat: ChatRequest | None = None):
         endpoint = "chat" if envelope.chat else "completions"
         tickets: list[Ticket] = []
         try:
             for prompt in _validated(prompts, envelope, max_new_tokens):
-                tickets.append(submit(prompt, body, max_new_tokens, endpoint))
+                tickets.append(submit(prompt, body, max_new_tokens, endpoint, chat))
         except HTTPError:
             for ticket in tickets:  # a later prompt was refused: the earlier ones go too
                 ticket.cancel()
@@ -168,7 +172,7 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
         failed = [t.request.error for t in tickets if t.request.status == "failed"]
         if failed:
             raise HTTPError(500, failed[0])
-        return envelope.body([t.request.completion() for t in tickets])
+        return envelope.body([t.request.completion() for t in tickets], [t.outcome() for t in tickets])
 
     def _validated(prompts: list[list[int]], envelope: Envelope, max_new_tokens: int | None) -> list[list[int]]:
         """Without max_tokens a reply may use the rest of the context: there must be some."""
@@ -179,13 +183,15 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
                                      f"{engine.max_seq} tokens", "messages" if envelope.chat else "prompt")
         return prompts
 
-    def submit(prompt: list[int], body: Sampling, max_new_tokens: int | None, endpoint: str) -> Ticket:
+    def submit(prompt: list[int], body: Sampling, max_new_tokens: int | None, endpoint: str,
+               chat: ChatRequest | None) -> Ticket:
         loop = asyncio.get_running_loop()
-        ticket = Ticket(loop, state.metrics)
+        ticket = Ticket(loop, state.metrics, chat)
         try:
             params = body.sampling_params(max_new_tokens if max_new_tokens is not None
                                           else engine.max_seq - len(prompt))
-            ticket.request = scheduler.submit(prompt, params, tokenizer=engine.tokenizer,
+            constraint = chat.constraint() if chat is not None and chat.constraint is not None else None
+            ticket.request = scheduler.submit(prompt, params, tokenizer=engine.tokenizer, constraint=constraint,
                                               on_event=ticket.on_event, on_done=ticket.on_done)
         except QueueFull as e:
             raise HTTPError(429, str(e), headers={"Retry-After": "1"}) from None
@@ -208,17 +214,21 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
                     if events is _GONE:
                         return
                     # the tokens that arrived since the last write go out as one chunk (one per token
-                    # while the loop keeps up; fewer, longer ones when it falls behind)
-                    text = "".join(e.text for e in events)
+                    # while the loop keeps up; fewer, longer ones when it falls behind); a reply of tool
+                    # calls is held back and sent parsed at the end
+                    text = "" if ticket.holding else "".join(e.text for e in events)
                     finish = next((e.finish_reason for e in events if e.finish_reason), None)
                     if finish is None:
                         if text:
                             yield sse(envelope.chunk(index, text, include_usage=include_usage))
                         continue
-                    request = ticket.request
+                    request, out = ticket.request, ticket.outcome()
+                    if ticket.holding:
+                        text = out.content
                     used = usage(request.reply.prompt_tokens, len(request.reply.token_ids))
-                    yield sse(envelope.chunk(index, text or None, finish, used=None if include_usage else used,
-                                             include_usage=include_usage))
+                    yield sse(envelope.chunk(index, text or None, out.finish_reason,
+                                             used=None if include_usage else used, include_usage=include_usage,
+                                             tool_calls=out.tool_calls))
                 if ticket.request.status == "failed":
                     yield sse(error_body(500, ticket.request.error or "engine failure"))
                     return
@@ -238,11 +248,25 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
 class Ticket:
     """One scheduler request seen from the event loop: its events arrive on an asyncio queue."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self.loop, self.metrics = loop, metrics
+    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics, chat: ChatRequest | None = None) -> None:
+        self.loop, self.metrics, self.chat = loop, metrics, chat
         self.queue: asyncio.Queue = asyncio.Queue()
         self.request: Request | None = None
         self.over = False
+
+    @property
+    def holding(self) -> bool:
+        """True when the reply is tool calls (it starts with [TOOL_CALLS]): no text is streamed."""
+        ids = self.request.reply.token_ids if self.request is not None else []
+        return self.chat is not None and bool(self.chat.tool_names) and bool(ids) and ids[0] == self.chat.tool_calls_id
+
+    def outcome(self) -> Outcome:
+        """The finished reply as a choice: tool calls when it is a well-formed call list, else its text."""
+        done = self.request.completion()
+        if self.chat is None:
+            return Outcome(done.text, [], done.finish_reason)
+        result = finish_chat(self.chat, done, np.random.default_rng(self.request.params.seed))
+        return Outcome(result.content, [c.to_openai() for c in result.tool_calls], result.finish_reason)
 
     def on_event(self, event) -> None:  # scheduler thread
         self.loop.call_soon_threadsafe(self.queue.put_nowait, event)

@@ -5,6 +5,7 @@ and the background thread drains or cancels on shutdown."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -145,3 +146,33 @@ def test_background_thread_serves_many_submitters_and_shuts_down(tiny_engine):
     with pytest.raises(ShuttingDown):
         sched.submit([1, 2], SamplingParams())
     assert np.isfinite(sched.stats.tokens_per_second())
+
+
+class _Script:
+    """A stand-in grammar constraint: allows any token, ends the reply after `end_after` tokens, or fails on
+    token number `fail_at` (as an llguidance matcher in error does)."""
+
+    def __init__(self, end_after: int | None = None, fail_at: int | None = None) -> None:
+        self.end_after, self.fail_at, self.seen, self.terminated = end_after, fail_at, 0, False
+
+    def allowed(self):
+        return None
+
+    def advance(self, token: int) -> None:
+        self.seen += 1
+        if self.seen == self.fail_at:
+            raise MixtralTrtError(f"constrained decoding: token {token} rejected")
+        self.terminated = self.seen == self.end_after
+
+
+def test_a_constraint_ends_or_fails_only_its_own_row(tiny_engine):
+    eng = tiny_engine
+    sched = Scheduler(eng)
+    free = _submit(sched, eng, 2)
+    ended = sched.submit([1, 5, 6, 7], SamplingParams(max_new_tokens=20, ignore_eos=True), constraint=_Script(4))
+    broken = sched.submit([1, 8, 9], SamplingParams(max_new_tokens=20), constraint=_Script(fail_at=3))
+    sched.run_until_idle()
+    assert ended.status == "done" and len(ended.reply.token_ids) == 4 and ended.completion().finish_reason == "stop"
+    assert broken.status == "failed" and re.fullmatch(r"constrained decoding: token \d+ rejected", broken.error)
+    assert len(broken.reply.token_ids) == 2  # the rejected third token never reached the reply
+    assert free.status == "done" and free.completion().token_ids == eng.generate(PROMPTS[2], **SETTINGS[2]).token_ids

@@ -70,7 +70,8 @@ def test_missing_or_wrong_key_is_401(server):
     (_body(messages=[{"role": "user", "content": "word " * 300}]), 400,
      "tokens leave no room in the engine's context of 256 tokens", "messages"),
     (_body(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), 400,
-     "function calling is not available", "tools"),
+     "tools, tool calls and tool results need the v3 tokenizer", None),  # this engine's tokenizer is v1
+    (_body(tool_choice="sometimes"), 400, "tool_choice='sometimes': expected one of", "tool_choice"),
     ({"model": MODEL}, 400, "messages: Field required", "messages"),
     (_body(temperature="hot"), 400, "temperature: Input should be a valid number", "temperature"),
 ])
