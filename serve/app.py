@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
@@ -31,19 +30,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.runtime.chat import chat_prompt
-from mixtral_trt.runtime.chat_completion import ChatRequest, finish_chat, prepare_chat
-from mixtral_trt.runtime.scheduler import QueueFull, Request, Scheduler, ShuttingDown
+from mixtral_trt.runtime.chat_completion import ChatRequest, prepare_chat
+from mixtral_trt.runtime.scheduler import QueueFull, Scheduler, ShuttingDown
 
 from .metrics import Metrics
 from .protocol import ChatCompletionRequest, CompletionRequest, Sampling, param_of
-from .responses import DONE, Envelope, Outcome, error_body, sse, usage
+from .responses import DONE, Envelope, error_body, sse, usage
+from .ticket import GONE, Ticket, disconnected
 
 if TYPE_CHECKING:
     from mixtral_trt.runtime.engine import Engine
-
-_END = object()  # queue sentinel: the request is over
-_GONE = object()  # the client disconnected
-
 
 @dataclass
 class ServerState:
@@ -159,11 +155,11 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
         if body.stream:
             return StreamingResponse(stream(http, tickets, envelope, body.include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        watcher = asyncio.ensure_future(_disconnected(http))
+        watcher = asyncio.ensure_future(disconnected(http))
         try:
             for ticket in tickets:
                 while not ticket.over:
-                    if await ticket.next_events(watcher) is _GONE:
+                    if await ticket.next_events(watcher) is GONE:
                         return JSONResponse(error_body(499, "client disconnected"), status_code=499)
         finally:
             watcher.cancel()
@@ -204,14 +200,14 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
 
     async def stream(http: HttpRequest, tickets: list[Ticket], envelope: Envelope,
                      include_usage: bool) -> AsyncIterator[bytes]:
-        watcher = asyncio.ensure_future(_disconnected(http))
+        watcher = asyncio.ensure_future(disconnected(http))
         try:
             for index, ticket in enumerate(tickets):
                 if envelope.chat:
                     yield sse(envelope.chunk(index, "", role=True, include_usage=include_usage))
                 while not ticket.over:
                     events = await ticket.next_events(watcher)
-                    if events is _GONE:
+                    if events is GONE:
                         return
                     # the tokens that arrived since the last write go out as one chunk (one per token
                     # while the loop keeps up; fewer, longer ones when it falls behind); a reply of tool
@@ -243,64 +239,3 @@ def create_app(engine: Engine, scheduler: Scheduler, model_name: str | None = No
                 ticket.cancel()
 
     return app
-
-
-class Ticket:
-    """One scheduler request seen from the event loop: its events arrive on an asyncio queue."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics, chat: ChatRequest | None = None) -> None:
-        self.loop, self.metrics, self.chat = loop, metrics, chat
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.request: Request | None = None
-        self.over = False
-
-    @property
-    def holding(self) -> bool:
-        """True when the reply is tool calls (it starts with [TOOL_CALLS]): no text is streamed."""
-        ids = self.request.reply.token_ids if self.request is not None else []
-        return self.chat is not None and bool(self.chat.tool_names) and bool(ids) and ids[0] == self.chat.tool_calls_id
-
-    def outcome(self) -> Outcome:
-        """The finished reply as a choice: tool calls when it is a well-formed call list, else its text."""
-        done = self.request.completion()
-        if self.chat is None:
-            return Outcome(done.text, [], done.finish_reason)
-        result = finish_chat(self.chat, done, np.random.default_rng(self.request.params.seed))
-        return Outcome(result.content, [c.to_openai() for c in result.tool_calls], result.finish_reason)
-
-    def on_event(self, event) -> None:  # scheduler thread
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-
-    def on_done(self, request: Request) -> None:  # scheduler thread
-        self.metrics.observe(request)
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, _END)
-
-    async def next_events(self, watcher: asyncio.Future):
-        """Every StreamEvent queued so far (waiting for one if none), or _GONE when the client has
-        disconnected (then the request is cancelled). Sets `over` once the request has ended."""
-        if self.queue.empty():
-            getter = asyncio.ensure_future(self.queue.get())
-            done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                self.cancel()
-                return _GONE
-            items = [getter.result()]
-        else:
-            items = []
-        while not self.queue.empty():
-            items.append(self.queue.get_nowait())
-        self.over = self.over or _END in items
-        return [item for item in items if item is not _END]
-
-    def cancel(self) -> None:
-        if self.request is not None and not self.request.done:
-            self.request.cancel()
-
-
-async def _disconnected(http) -> None:
-    """Returns when the client has disconnected (the request body is already read)."""
-    while True:
-        message = await http.receive()
-        if message["type"] == "http.disconnect":
-            return
