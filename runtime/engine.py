@@ -21,6 +21,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
 from .backends import Runner
+from .gqa_cache import GQACache, gqa_call
 from .kv_cache import KVCache
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
@@ -115,8 +116,10 @@ class Engine:
         """One engine call on top of `cache`; returns the requested outputs (by name) and the new cache.
 
         Without `attention_mask`, the cache's own mask (the padding it carries) is extended by the new
-        tokens; without `position_ids`, each row's positions continue from its count of real tokens."""
-        cache = cache if cache is not None else KVCache.empty(self.contract, np.asarray(input_ids).shape[0])
+        tokens; without `position_ids`, each row's positions continue from its count of real tokens.
+        On a GroupQueryAttention engine (`attention == "gqa"`) the cache is a GQACache and position_ids, when
+        given, must be each row's count of real tokens before the token (what left-padded batches use)."""
+        cache = cache if cache is not None else self.empty_cache(np.asarray(input_ids).shape[0])
         ids = self.check_ids(input_ids, cache.length)
         b, t = ids.shape
         if cache.batch != b:
@@ -129,6 +132,7 @@ class Engine:
         if mask.shape != (b, p + t):
             raise MixtralTrtError(f"attention_mask: expected shape {(b, p + t)} (cached + new tokens), "
                                   f"got {mask.shape}")
+        explicit_positions = position_ids is not None
         if position_ids is None:  # each row counts its real tokens only
             position_ids = cache.lengths[:, None] + np.arange(t, dtype=np.int64)
         position_ids = np.asarray(position_ids, np.int64)
@@ -139,14 +143,28 @@ class Engine:
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, t, chunk):  # [B, C] chunks when the backend takes fewer than T tokens at once
             end = min(t, start + chunk)
-            got, cache = self._call(ids[:, start:end], cache, mask[:, : p + end], position_ids[:, start:end], names)
+            positions = position_ids[:, start:end] if explicit_positions or self.attention == "concat" else None
+            got, cache = self._call(ids[:, start:end], cache, mask[:, : p + end], positions, names)
             pieces.append(got)
         if len(pieces) == 1:
             return pieces[0], cache
         return {n: np.concatenate([piece[n] for piece in pieces], axis=1) for n in names}, cache
 
-    def _call(self, ids: np.ndarray, cache: KVCache, mask: np.ndarray, position_ids: np.ndarray,
-              names: list[str]) -> tuple[dict[str, np.ndarray], KVCache]:
+    @property
+    def attention(self) -> str:
+        """How the engine's graph attends: "concat" (the canonical graph) or "gqa" (GroupQueryAttention)."""
+        return self.contract.attention
+
+    def empty_cache(self, batch: int) -> KVCache | GQACache:
+        """A cache holding no tokens, of the kind this engine's graph keeps."""
+        if self.attention == "gqa":
+            return GQACache.empty(self.contract, batch, self.runner.device)
+        return KVCache.empty(self.contract, batch)
+
+    def _call(self, ids: np.ndarray, cache: KVCache | GQACache, mask: np.ndarray, position_ids: np.ndarray | None,
+              names: list[str]) -> tuple[dict[str, np.ndarray], KVCache | GQACache]:
+        if self.attention == "gqa":
+            return gqa_call(self.runner, self.contract, ids, cache, np.asarray(mask), position_ids, names)
         feeds = {"input_ids": ids, "attention_mask": np.ascontiguousarray(mask),
                  "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract)}
         cache_names = self.contract.names("present_key") + self.contract.names("present_value")

@@ -225,7 +225,8 @@ class Scheduler:
                 joining.append(cache)
                 self._running.append(request)  # row order: the running batch, then the newcomers in order
         if joining:
-            self._cache = KVCache.concat([c for c in (self._cache, *joining) if c is not None])
+            caches = [c for c in (self._cache, *joining) if c is not None]
+            self._cache = type(caches[0]).concat(caches)  # KVCache, or another layout with the same methods
 
     def _prefill(self, request: Request) -> KVCache | None:
         """The prompt alone ([1, T], no padding: exactly its solo prefill) and its first token; the cache

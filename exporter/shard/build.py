@@ -32,9 +32,8 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
     """rank{r}/ of `onnx_dir` -> rank{r}/ of `engine_dir`, for every rank, and one manifest.json."""
     import onnx_ir as ir
 
-    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
-
     from ..build import lower_and_save, tool_versions
+    from ..side_files import copy_side_files
 
     tp = TensorParallel.of(contract)
     if not spec.tensor_parallel:
@@ -64,13 +63,14 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
             if spec.tensorrt:
                 from ..trt_build import build_trt_engine
 
-                entry["model_file"], info = build_trt_engine(dst, rank_contract, progress=progress, **trt_options)
+                entry["model_file"], info = build_trt_engine(dst, rank_contract, spec.plugin_nodes, progress=progress,
+                                                             **trt_options)
                 infos.append(info)
             else:
                 with step(progress, f"rank {rank}: cut at the collectives"):
                     entry["program"] = cut_rank_graph(dst / MODEL_FILE).name
             ranks.append(entry)
-        copy_tokenizer(onnx_dir, tmp)
+        copy_side_files(onnx_dir, tmp)
         info = {**(infos[0] if infos else {}), KEY: {"world_size": tp.world_size, "ranks": ranks}}
         with step(progress, "hash artifacts, write manifest.json"):
             Manifest.for_directory(tmp, spec.name, contract, f"{ranks[0]['dir']}/{ranks[0]['model_file']}",

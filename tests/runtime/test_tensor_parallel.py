@@ -55,7 +55,8 @@ def tp2(hf, root):
 
     argv = sys.argv
     try:
-        for args in (["export", hf[0], root / "onnx-tp2", "--tensor-parallel", "2", "--max-seq", "128"],
+        for args in (["export", hf[0], root / "onnx-tp2", "--tensor-parallel", "2", "--max-seq", "128",
+                      "--debug-outputs"],
                      ["build", root / "onnx-tp2", root / "engine-tp2", "--backend", "ort"]):
             sys.argv = ["mixtral-export", *map(str, args)]
             with pytest.raises(SystemExit) as done:
@@ -146,7 +147,7 @@ def tiny_tp4(root):
     from mixtral_trt.exporter.export import export_checkpoint
 
     ckpt = init_checkpoint(get_preset("tiny"), root / "tiny", seed=4)
-    export_checkpoint(ckpt, root / "onnx-tiny-tp4", max_seq=128, max_batch=2, tensor_parallel=4)
+    export_checkpoint(ckpt, root / "onnx-tiny-tp4", max_seq=128, max_batch=2, tensor_parallel=4, debug_outputs=True)
     return ckpt, build_engine(root / "onnx-tiny-tp4", root / "engine-tiny-tp4", "ort")
 
 
@@ -270,7 +271,8 @@ def test_joining_ranks_started_by_torchrun(tp2, hf, root, tmp_path):
         "print('tokens', engine.generate(ids[0].tolist(), max_new_tokens=5).token_ids)\n")
     ids = np.random.default_rng(5).integers(3, 131, (1, 8))
     np.save(tmp_path / "ids.npy", ids)
-    env = {**os.environ, "MIXTRAL_TRT_THREADS": "1"}
+    # a generous collective timeout: this test is about joining, and a loaded machine may be slow to start a rank
+    env = {**os.environ, "MIXTRAL_TRT_THREADS": "1", "MIXTRAL_TRT_TP_TIMEOUT": "300"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(script), str(root / "engine-tp2"), str(tmp_path / "ids.npy"),
                              str(tmp_path / "logits.npy"), str(tmp_path / "keys.npy")],

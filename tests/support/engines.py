@@ -39,6 +39,6 @@ def engine(checkpoint: Path, root: Path, backend: str = "ort", dtype: str = "fp3
     batch = "" if max_batch == 4 else f"-b{max_batch}"
     onnx_dir = root / f"onnx-{checkpoint.name}-{dtype}{batch}"
     if not onnx_dir.exists():
-        export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=max_batch)
+        export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=max_batch, debug_outputs=True)
     out = root / f"engine-{checkpoint.name}-{dtype}-{backend}{batch}"
     return out if out.exists() else build_engine(onnx_dir, out, backend)
