@@ -116,6 +116,8 @@ class Engine:
     ) -> tuple[dict[str, np.ndarray], KVCache]:
         """One engine call on top of `cache`; returns the requested outputs (by name) and the new cache.
 
+        Without `attention_mask`, the cache's own mask (the padding it carries) is extended by the new
+        tokens; without `position_ids`, each row's positions continue from its count of real tokens.
         On a GroupQueryAttention engine (`attention == "gqa"`) the cache is a GQACache and position_ids, when
         given, must be each row's count of real tokens before the token (what left-padded batches use)."""
         cache = cache if cache is not None else self.empty_cache(np.asarray(input_ids).shape[0])
@@ -124,13 +126,16 @@ class Engine:
         if cache.batch != b:
             raise MixtralTrtError(f"input_ids: batch {b} does not match the cache's batch {cache.batch}")
         p = cache.length
-        mask = np.ones((b, p + t), np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
+        if attention_mask is None:  # the cache's own mask, then the new tokens
+            mask = np.concatenate([cache.attention_mask, np.ones((b, t), np.int64)], axis=1)
+        else:
+            mask = np.asarray(attention_mask, np.int64)
         if mask.shape != (b, p + t):
             raise MixtralTrtError(f"attention_mask: expected shape {(b, p + t)} (cached + new tokens), "
                                   f"got {mask.shape}")
         explicit_positions = position_ids is not None
-        if position_ids is None:
-            position_ids = np.broadcast_to(np.arange(p, p + t, dtype=np.int64), (b, t))
+        if position_ids is None:  # each row counts its real tokens only
+            position_ids = cache.lengths[:, None] + np.arange(t, dtype=np.int64)
         position_ids = np.asarray(position_ids, np.int64)
         if position_ids.shape != (b, t):
             raise MixtralTrtError(f"position_ids: expected shape {(b, t)}, got {position_ids.shape}")
@@ -165,7 +170,7 @@ class Engine:
                  "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract)}
         cache_names = self.contract.names("present_key") + self.contract.names("present_value")
         result = self.runner.run(feeds, names + cache_names)
-        return {n: result[n] for n in names}, KVCache.from_outputs(result, self.contract)
+        return {n: result[n] for n in names}, KVCache.from_outputs(result, self.contract, mask)
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         """Full-sequence scoring: input_ids [B, T] -> float32 logits [B, T, V]."""

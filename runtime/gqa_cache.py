@@ -83,17 +83,56 @@ class GQACache:
             raise MixtralTrtError(f"the KV cache needs {slots} slots; the engine's context is {self.max_seq}")
         self._allocate(contract, self.batch, min(self.max_seq, max(slots, 2 * self.capacity)))
 
-    def select(self, contract: GraphContract, rows: list[int]) -> GQACache:
+    # ---- row operations (the surface of KVCache's, for a scheduler's running batch; CPU only) ----------
+    @property
+    def attention_mask(self) -> np.ndarray:
+        """[B, P] int64 in the caller's left-padded view: row b's L_b tokens are the last L_b columns."""
+        return (np.arange(self.length)[None, :] >= (self.length - self.lengths)[:, None]).astype(np.int64)
+
+    def select(self, rows: list[int]) -> GQACache:
         """A cache of the given rows (CPU), in that order."""
-        if self.device == "cuda":
-            raise MixtralTrtError("selecting rows of a CUDA GroupQueryAttention cache is not supported")
+        self._cpu_only("selecting rows of")
+        cache = GQACache([], [], self.lengths[list(rows)].copy(), self.length, self.max_seq, self.device)
+        cache._adopt([np.ascontiguousarray(a[list(rows)]) for a in self.arrays])
+        return cache
+
+    @classmethod
+    def concat(cls, caches: list[GQACache]) -> GQACache:
+        """The rows of every cache, in order, in buffers of the largest capacity (CPU); P is the largest."""
+        if len(caches) == 1:
+            return caches[0]
+        for c in caches:
+            c._cpu_only("joining rows of")
+        capacity = max(c.capacity for c in caches)
+        arrays = []
+        for i in range(len(caches[0].arrays)):
+            parts = [np.pad(c.arrays[i], ((0, 0), (0, 0), (0, capacity - c.capacity), (0, 0))) for c in caches]
+            arrays.append(np.concatenate(parts, axis=0))
+        first = caches[0]
+        cache = cls([], [], np.concatenate([c.lengths for c in caches]), max(c.length for c in caches),
+                    first.max_seq, first.device)
+        cache._adopt(arrays)
+        return cache
+
+    def trim(self) -> GQACache:
+        """Forget the padding every row has in front (in the caller's view, P = the longest row)."""
+        longest = int(self.lengths.max(initial=0))
+        if longest == self.length:
+            return self
+        cache = GQACache(self.keys, self.values, self.lengths, longest, self.max_seq, self.device)
+        cache.arrays = self.arrays
+        return cache
+
+    def _adopt(self, arrays: list[np.ndarray]) -> None:
         import onnxruntime as ort
 
-        cache = GQACache([], [], self.lengths[rows].copy(), self.length, self.max_seq, self.device)
-        cache.arrays = [np.ascontiguousarray(a[rows]) for a in self.arrays]
-        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in cache.arrays]
-        cache.keys, cache.values = values[::2], values[1::2]
-        return cache
+        self.arrays = arrays
+        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+        self.keys, self.values = values[::2], values[1::2]
+
+    def _cpu_only(self, what: str) -> None:
+        if self.device == "cuda":
+            raise MixtralTrtError(f"{what} a CUDA GroupQueryAttention cache is not supported")
 
     def buffers(self, contract: GraphContract) -> dict[str, Any]:
         """Name -> OrtValue for the past inputs and, under the present names, the same buffers."""

@@ -50,7 +50,7 @@ def test_rows_stay_right_padded(engines):
     step_mask = np.concatenate([mask, [[0], [1]]], axis=1)  # row 0 adds nothing this step
     _, cache = gqa.forward(np.array([[0], [11]]), cache, attention_mask=step_mask)
     assert cache.lengths.tolist() == [2, 5] and cache.length == 5
-    picked = cache.select(gqa.contract, [1])
+    picked = cache.select([1])
     assert picked.lengths.tolist() == [5] and picked.batch == 1
 
 
@@ -64,3 +64,27 @@ def test_calls_the_op_cannot_take_are_refused(engines):
         gqa.forward(ids[:, :1], cache, attention_mask=np.array([[0, 1, 1, 1], [1, 1, 1, 1]]))
     with pytest.raises(MixtralTrtError, match="position_ids: row 0"):
         gqa.forward(ids[:, :1], cache, position_ids=np.array([[7], [3]]))
+
+
+def test_the_scheduler_runs_on_the_shared_buffer(engines):
+    """Requests joining and leaving a running batch (GQACache.concat / select / trim) get the concat
+    engine's solo replies."""
+    from mixtral_trt.runtime.sampling import SamplingParams
+    from mixtral_trt.runtime.scheduler import Scheduler
+
+    concat, gqa = engines
+    prompts = _prompts((9, 3, 17, 5), seed=4)
+    news = (12, 4, 9, 7)
+    sched = Scheduler(gqa, max_batch=3)
+    requests = [sched.submit(p, SamplingParams(max_new_tokens=n, ignore_eos=True))
+                for p, n in zip(prompts[:2], news[:2], strict=True)]
+    sched.step()
+    sched.step()
+    requests += [sched.submit(p, SamplingParams(max_new_tokens=n, ignore_eos=True, temperature=0.9, seed=2))
+                 for p, n in zip(prompts[2:], news[2:], strict=True)]
+    sched.run_until_idle()
+    assert max(sched.stats.batch_sizes) == 3
+    for n, (request, prompt, new) in enumerate(zip(requests, prompts, news, strict=True)):
+        settings = dict(temperature=0.9, seed=2) if n >= 2 else {}
+        want = concat.generate(prompt, max_new_tokens=new, ignore_eos=True, **settings).token_ids
+        assert request.completion().token_ids == want, f"request {n}"
