@@ -29,7 +29,15 @@ def serve(
     device: Device = "auto",
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics."""
+    import signal
+    import threading
+
     from mixtral_trt.serve.server import serve as run
 
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGINT / SIGTERM itself, then re-raises the signal: give both their
+        # default behaviour back (main() installed the write-cleanup handlers; it restores them afterwards)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     run(engine_dir, host, port, grace=grace, log_level=log_level, api_key=api_key, max_batch=max_batch,
         max_queue=max_queue, device=device, model_name=model_name)
