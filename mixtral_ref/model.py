@@ -42,6 +42,18 @@ class Block(nn.Module):
         return h + m, k, v, router_logits
 
 
+def run_layers(layers: nn.ModuleList, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, bias: torch.Tensor,
+               past: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list, list, list]:
+    """x [B, T, H] through every block: (x, present [(k, v)], hidden states, router logits) per layer."""
+    present, hidden, routers = [], [], []
+    for layer, (past_k, past_v) in zip(layers, past, strict=True):
+        x, k, v, router_logits = layer(x, cos, sin, bias, past_k, past_v)
+        present.append((k, v))
+        hidden.append(x)
+        routers.append(router_logits)
+    return x, present, hidden, routers
+
+
 class Mixtral(nn.Module):
     def __init__(self, cfg: MixtralConfig) -> None:
         super().__init__()
@@ -89,12 +101,7 @@ class Mixtral(nn.Module):
         x = self.embed(input_ids)  # [B, T, H]
         cos, sin = rope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, x.dtype)  # [B, T, D]
         bias = attention_bias(attention_mask, p, t, cfg.sliding_window)  # [B, 1, T, S]
-        present, hidden, routers = [], [], []
-        for layer, (past_k, past_v) in zip(self.layers, past, strict=True):
-            x, k, v, router_logits = layer(x, cos, sin, bias, past_k, past_v)
-            present.append((k, v))
-            hidden.append(x)
-            routers.append(router_logits)
+        x, present, hidden, routers = run_layers(self.layers, x, cos, sin, bias, past)
         x = self.norm(x)
         logits = self.lm_head(x) if self.lm_head is not None else x @ self.embed.weight.T  # [B, T, V]
         return MixtralOutput(logits, present, hidden, routers)

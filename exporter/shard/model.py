@@ -16,7 +16,7 @@ from torch import nn
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.tensor_parallel import TensorParallel
 from mixtral_trt.mixtral_ref.layers import Attention, RMSNorm, attention_bias, rope_cos_sin
-from mixtral_trt.mixtral_ref.model import MixtralOutput
+from mixtral_trt.mixtral_ref.model import MixtralOutput, run_layers
 from mixtral_trt.mixtral_ref.moe import MoE
 
 from . import collectives  # noqa: F401  (defines torch.ops.mixtral_tp.*)
@@ -76,12 +76,7 @@ class RankMixtral(nn.Module):
         x = torch.ops.mixtral_tp.all_reduce(x, n)
         cos, sin = rope_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta, x.dtype)  # [B, T, D]
         bias = attention_bias(attention_mask, p, t, cfg.sliding_window)  # [B, 1, T, S]
-        present, hidden, routers = [], [], []
-        for layer, (past_k, past_v) in zip(self.layers, past, strict=True):
-            x, k, v, router_logits = layer(x, cos, sin, bias, past_k, past_v)
-            present.append((k, v))
-            hidden.append(x)
-            routers.append(router_logits)
+        x, present, hidden, routers = run_layers(self.layers, x, cos, sin, bias, past)
         x = self.norm(x)
         head = self.lm_head.weight if self.lm_head is not None else self.embed.weight  # [Vs, H]
         part = (x @ head.T).float().reshape(b * t, vs)  # [B*T, Vs]: this rank's vocabulary rows

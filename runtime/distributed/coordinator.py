@@ -44,12 +44,30 @@ DEFAULT_TIMEOUT = 60.0
 START_TIMEOUT = 300.0  # opening the rank engines (a TensorRT plan of tens of GB takes a while)
 
 
+class CacheHolder:
+    """A runner whose KV caches live in the rank processes: a cache object going away queues its id, which
+    the next request frees in the ranks (never from a finalizer)."""
+
+    _released: list[int]
+    _finalizer: weakref.finalize
+
+    def close(self) -> None:
+        """Stop the rank processes (also done when the runner is garbage-collected or at exit)."""
+        self._finalizer()
+
+    @staticmethod
+    def release(runner_ref: weakref.ref, cache_id: int) -> None:
+        runner = runner_ref()
+        if runner is not None:
+            runner._released.append(cache_id)
+
+
 class RemoteCache:
     """One KV cache held by the rank processes under `id`; freed there when this object goes away."""
 
-    def __init__(self, runner: ShardedRunner, cache_id: int) -> None:
+    def __init__(self, runner: CacheHolder, cache_id: int) -> None:
         self.runner, self.id = runner, cache_id
-        weakref.finalize(self, ShardedRunner.release, weakref.ref(runner), cache_id)
+        weakref.finalize(self, CacheHolder.release, weakref.ref(runner), cache_id)
 
 
 class RemoteKV:
@@ -92,7 +110,7 @@ def _shutdown(procs: list[subprocess.Popen], pipes: list[tuple[Connection, Conne
     shutil.rmtree(logs, ignore_errors=True)
 
 
-class ShardedRunner:
+class ShardedRunner(CacheHolder):
     def __init__(self, directory: Path, manifest: Manifest, device: str = "auto") -> None:
         import torch.distributed as dist
 
@@ -136,16 +154,6 @@ class ShardedRunner:
         self._await(range(self.world_size), max(START_TIMEOUT, self.timeout), "start-up")
 
     # ---- lifecycle ----------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop the rank processes (also done when the runner is garbage-collected or at exit)."""
-        self._finalizer()
-
-    @staticmethod
-    def release(runner_ref: weakref.ref, cache_id: int) -> None:
-        runner = runner_ref()
-        if runner is not None:
-            runner._released.append(cache_id)  # sent with the next request (never from a finalizer)
-
     def _fail(self, message: str) -> MixtralTrtError:
         self.broken = f"tensor-parallel engine {self.directory}: {message}"
         self._finalizer()

@@ -25,7 +25,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
 from . import wire
-from .coordinator import DEFAULT_TIMEOUT, RemoteCache, RemoteKV
+from .coordinator import DEFAULT_TIMEOUT, CacheHolder, RemoteCache, RemoteKV
 from .worker import RankServer
 
 JOB_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -51,7 +51,22 @@ def _broadcast(group: Any, data: bytes | None, src: int) -> bytes:
     return buf.numpy().tobytes()
 
 
-class JoinedRunner:
+def _leave(group: Any) -> None:
+    """Every rank, at the end: meet, then tear the process groups down together. A rank that exits while a
+    peer's gloo connection is still open makes that peer abort (SIGABRT) when the socket closes under it."""
+    import torch.distributed as dist
+
+    dist.barrier(group=group)
+    dist.destroy_process_group()
+
+
+def _close(group: Any) -> None:
+    """Rank 0 closing the engine: tell the other ranks, then leave with them."""
+    _broadcast(group, wire.encode({"op": "close"}), 0)
+    _leave(group)
+
+
+class JoinedRunner(CacheHolder):
     def __init__(self, directory: Path, manifest: Manifest, device: str = "auto") -> None:
         import torch.distributed as dist
 
@@ -80,7 +95,7 @@ class JoinedRunner:
         self._released: list[int] = []
         self.broken: str | None = None
         if self.rank == 0:
-            self._finalizer = weakref.finalize(self, _broadcast, self.control, wire.encode({"op": "close"}), 0)
+            self._finalizer = weakref.finalize(self, _close, self.control)
 
     # ---- ranks other than 0 -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -98,15 +113,6 @@ class JoinedRunner:
                 for r in range(self.world_size)]
 
     # ---- rank 0: the Runner interface ------------------------------------------------------------------
-    def close(self) -> None:
-        self._finalizer()
-
-    @staticmethod
-    def release(runner_ref: weakref.ref, cache_id: int) -> None:
-        runner = runner_ref()
-        if runner is not None:
-            runner._released.append(cache_id)
-
     def _request(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None):
         if self.broken:
             raise MixtralTrtError(self.broken)
@@ -156,5 +162,6 @@ def open_joined(directory: Path, manifest: Manifest, device: str = "auto") -> Jo
     runner = JoinedRunner(directory, manifest, device)
     if runner.rank != 0:
         runner.serve()
+        _leave(runner.control)
         raise SystemExit(0)
     return runner
