@@ -19,9 +19,10 @@ def export(
                                                 "default: the model's max_position_embeddings.")] = None,
     max_batch: Annotated[int, typer.Option(help="Maximum batch size.")] = 8,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
-    quantize: Annotated[str | None, typer.Option(help="Weight-only quantized experts: int8 | int4.")] = None,
+    quantize: Annotated[str | None, typer.Option(help="Weight-only quantization: int8 | int4 (the experts; "
+                                          "block-wise also the attention projections and the LM head).")] = None,
     quant_block: Annotated[int | None, typer.Option(help="Inputs per scale (power of 2 >= 16), 0 = per output "
-                                                    "row; default int8: 0, int4: 32.")] = None,
+                                                    "row (experts only); default 32.")] = None,
 ) -> None:
     """Export a checkpoint to the canonical ONNX graph (one MoERouter + MoEExperts node per layer)."""
     from mixtral_trt.common.progress import make_progress
@@ -31,4 +32,4 @@ def export(
         path = export_checkpoint(checkpoint, out, dtype=dtype, max_seq=max_seq, max_batch=max_batch,
                                  overwrite=force, progress=progress, quantize_experts=quantize,
                                  quant_block=quant_block)
-    typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', experts ' + quantize if quantize else ''})")
+    typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', weights ' + quantize if quantize else ''})")

@@ -64,6 +64,18 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
     return out_dir / MODEL_FILE
 
 
+def kernel_info(lowering: str, contract) -> dict:
+    """What the manifest says about the engine's kernels beyond its dtype: whether the `ort` lowering's
+    quantized kernels round activations to int8 (then parity's reference does the same)."""
+    spec = contract.extra.get("quantization")
+    if lowering != "ort" or not spec:
+        return {}
+    from .lowering.ort_quant import activations_block
+
+    block = activations_block(spec["bits"], spec["block_size"])
+    return {"int8_activations_block": block} if block else {}
+
+
 def build_engine(
     onnx_dir: str | Path,
     engine_dir: str | Path,
@@ -94,7 +106,7 @@ def build_engine(
     with atomic_dir(engine_dir, overwrite) as tmp:
         lower_and_save(model, spec, tmp, progress)
         copy_tokenizer(onnx_dir, tmp)
-        model_file, info = MODEL_FILE, {}
+        model_file, info = MODEL_FILE, kernel_info(spec.lowering, contract)
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)
         with step(progress, "hash artifacts, write manifest.json"):

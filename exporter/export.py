@@ -164,7 +164,8 @@ def save_export(program, out_dir: Path, contract: GraphContract, progress: Progr
 
 
 def quantize(program, contract: GraphContract) -> None:
-    """Apply the contract's weight-only quantization (contract.extra["quantization"]) to the experts."""
+    """Apply the contract's weight-only quantization (contract.extra["quantization"]): the experts, and the
+    attention projections and LM head when it says `dense`."""
     spec = contract.extra.get("quantization")
     if spec:
         from mixtral_trt.common.quant import QuantScheme
@@ -172,8 +173,13 @@ def quantize(program, contract: GraphContract) -> None:
         from .ops.functions import attach_functions
         from .quantize import quantize_experts
 
-        quantize_experts(program.model, QuantScheme(spec["bits"], spec["block_size"]), contract.dtype)
-        attach_functions(program.model)  # the optimiser dropped the then-unused MoEExpertsQ body
+        scheme = QuantScheme(spec["bits"], spec["block_size"])
+        quantize_experts(program.model, scheme, contract.dtype)
+        if spec.get("dense"):
+            from .quantize_dense import quantize_linears
+
+            quantize_linears(program.model, scheme, contract.dtype)
+        attach_functions(program.model)  # the optimiser dropped the then-unused MoEExpertsQ / LinearQ bodies
 
 
 def with_quantization(contract: GraphContract, name: str | None, block_size: int | None) -> GraphContract:
@@ -185,8 +191,11 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
     from mixtral_trt.common.quant import QuantScheme
 
     scheme = QuantScheme.parse(name, block_size)
+    # block-wise schemes also quantize the attention projections and the LM head (LinearQ); a per-channel
+    # scheme only the experts (MatMulNBits, the fast kernel for LinearQ, needs a block size)
     extra = {**contract.extra, "quantization": {"scheme": scheme.name, "bits": scheme.bits,
-                                                "block_size": scheme.block_size}}
+                                                "block_size": scheme.block_size,
+                                                "dense": bool(scheme.block_size)}}
     return dataclasses.replace(contract, extra=extra)
 
 

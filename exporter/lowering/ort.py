@@ -4,7 +4,7 @@ Semantics measured with onnxruntime 1.32 (docs/ARCHITECTURE.md): `activation_typ
 `swiglu_fusion=1` with fc1 rows interleaved (gate0, up0, gate1, up1, ...), fc1 [E, 2I, H], fc2 [E, H, I],
 `normalize_routing_weights=1` (softmax over the top-k), router_probs = the raw router logits, and
 activation alpha/beta set explicitly (the CPU kernel's defaults are GPT-OSS's 1.702 / +1).
-E experts, I intermediate, H hidden.
+Quantized experts become QMoE and quantized linears MatMulNBits (ort_quant.py). E experts, I intermediate, H hidden.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import onnx_ir as ir
 import onnx_ir.tape
 
 from .common import int64_const, moe_pairs, replace_pair, tidy
+from .ort_quant import lower_linears, qmoe_attributes
 
 MS_DOMAIN = "com.microsoft"
 MOE_ATTRIBUTES = {
@@ -58,9 +59,7 @@ def _qmoe(graph: ir.Graph, pair) -> ir.Node:
     bits, block_size = pair.quant
     fc1 = _interleaved_initializer(graph, pair.w13)
     fc1_scales = _interleaved_initializer(graph, pair.w13_scales)
-    attributes = {**MOE_ATTRIBUTES, "k": pair.top_k, "expert_weight_bits": bits, "weights_prepacked": 0}
-    if block_size:
-        attributes["block_size"] = block_size
+    attributes = {**MOE_ATTRIBUTES, "k": pair.top_k, **qmoe_attributes(bits, block_size)}
     return ir.node("QMoE", inputs=[pair.x, pair.router_logits, fc1, fc1_scales, None, pair.w2, pair.w2_scales],
                    domain=MS_DOMAIN, attributes=attributes, name=f"{pair.experts.name}.ort_qmoe")
 
@@ -80,5 +79,6 @@ def lower(model: ir.Model) -> ir.Model:
                            attributes={**MOE_ATTRIBUTES, "k": pair.top_k}, name=f"{pair.experts.name}.ort_moe")
         node.outputs[0].shape, node.outputs[0].type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
         replace_pair(graph, pair, [*tape.nodes, node], node.outputs[0])
+    lower_linears(model)  # quantized attention projections and LM head -> MatMulNBits
     model.opset_imports[MS_DOMAIN] = 1
     return tidy(model)
