@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (register commands on the app)
     inspect_cmd,
     parity_cmd,
     plugins_cmd,
+    profile_cmd,
 )
 from .app import app
 
