@@ -14,6 +14,7 @@ import onnx_ir as ir
 import onnx_ir.tape
 
 from .common import int64_const, moe_pairs, replace_pair, tidy
+from .ort_fuse import fuse_rms_norms
 from .ort_quant import lower_linears, qmoe_attributes
 from .ort_split import parts_for, split_initializer, split_w2, split_w13
 
@@ -99,5 +100,6 @@ def lower(model: ir.Model, expert_parts: int = EXPERT_PARTS) -> ir.Model:
         node.outputs[0].shape, node.outputs[0].type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
         replace_pair(graph, pair, [*tape.nodes, node], node.outputs[0])
     lower_linears(model)  # quantized attention projections and LM head -> MatMulNBits
+    fuse_rms_norms(model)  # each RMSNorm chain -> SimplifiedLayerNormalization
     model.opset_imports[MS_DOMAIN] = 1
     return tidy(model)

@@ -43,6 +43,8 @@ def test_lowered_graph_structure(engine):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in moe.attribute}
         assert attrs["k"] == model.config.top_k * EXPERT_PARTS and attrs["swiglu_fusion"] == 1  # ort_split.py
         assert attrs["activation_alpha"] == 1.0 and attrs["activation_beta"] == 0.0
+        all_ops = Counter(n.op_type for n in proto.graph.node)  # RMSNorms fused (ort_fuse.py)
+        assert all_ops["SimplifiedLayerNormalization"] == 2 * model.config.num_layers + 1 and not all_ops["Pow"]
     else:
         assert not ops, f"portable graph still has custom-domain nodes: {ops}"
     assert not proto.functions
