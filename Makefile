@@ -4,6 +4,8 @@
 #                  (outputs in demo/)
 #   make test      the test suite (GPU tests skip cleanly without CUDA + TensorRT)
 #   make lint      ruff
+#   make gpu-check on an NVIDIA GPU: the `gpu` extra, then TensorRT engines of the `small` preset with and
+#                  without the plugins, parity, `pytest -m gpu`, a benchmark -> gpu-check.json
 #
 # torch is installed first, from TORCH_SPEC (and TORCH_INDEX if set, e.g. PyTorch's CPU wheel index),
 # so that the package's own `torch` requirement is already satisfied by the build you chose.
@@ -20,7 +22,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/mixtral-export
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean gpu-install gpu-check
 
 install: $(STAMP)
 
@@ -68,5 +70,21 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# ---- GPU run book (NVIDIA GPU + driver) ----------------------------------------------------------------
+# onnxruntime-gpu replaces onnxruntime (both write the same package folder): uninstall the CPU one, then
+# reinstall the GPU one over whatever the uninstall removed.
+GPU_STAMP := $(VENV)/.gpu-installed
+
+gpu-install: $(GPU_STAMP)
+
+$(GPU_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[gpu,dev]"
+	$(PY) -m pip uninstall -y onnxruntime
+	$(PY) -m pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.32"
+	touch $@
+
+gpu-check: $(GPU_STAMP)
+	$(CLI) gpu-check --out gpu-check.json --workdir gpu-check
+
 clean:
-	rm -rf $(DEMO) .pytest_cache .ruff_cache
+	rm -rf $(DEMO) .pytest_cache .ruff_cache gpu-check gpu-check.json

@@ -128,6 +128,7 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
 
     decode, prefill, counts, skipped, samples = {}, {}, {}, {}, {}
     reads: dict[str, tuple[float, StepBytes]] = {}  # what each decode read per step, for the roofline check
+    constrained = None
 
     def record(name: str, dec: tuple[timing.Throughput, dict], pre: timing.Throughput, read: StepBytes) -> None:
         decode[name], prefill[name], samples[name] = dec[0].tok_s, pre.tok_s, dec[1]
@@ -148,6 +149,8 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
                                     1 if slow else s.decode_repeats),
                    timing.engine_prefill(engine, pre_prompt, repeats=1 if slow else 3),
                    step_bytes(cfg, all_experts=get_backend(backend).lowering == "portable"))
+        if backend == "ort":
+            constrained = _constrained(engine, context, s, progress, skipped)
         del engine
     if s.fp16:
         engine = runtime.load(_engine_dir(s, ckpt, "ort", progress, dtype="fp16"), verify=False)
@@ -212,11 +215,23 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         "decode_roofline_tok_s": roofline,
         "quantized": quantized,
         "peer": peer,
+        "constrained": constrained,
         "engine_bytes": {"ort": _dir_bytes(s.workdir / f"{s.preset}-seed{s.seed}-engine-ort")},
         "peak_rss_bytes": system.peak_rss_bytes(),
     }
     result["targets"] = targets(result)
     return result
+
+
+def _constrained(engine, context: list[int], s: BenchSettings, progress, skipped: dict[str, str]) -> dict | None:
+    """Grammar-constrained decoding (JSON schema) on the ort engine: the mask's cost per token."""
+    if importlib.util.find_spec("llguidance") is None:
+        skipped["constrained"] = "llguidance is not installed (pip install 'mixtral-trt[constrained]')"
+        return None
+    from .constrained import constrained_overhead
+
+    with step(progress, "ort: constrained decoding (JSON schema)"):
+        return constrained_overhead(engine, context, s.new_tokens, s.seed)
 
 
 def _dir_bytes(path: Path) -> int | None:
@@ -243,8 +258,9 @@ def _quantized(s: BenchSettings, ckpt: Path, name: str, context: list[int], long
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
-    """Issue 6's CPU targets (ORT decode >= 2x HF eager and >= 50% of the roofline; sparse <= 0.35x dense) and
-    issue 15's (fp32 decode >= 70% of the roofline and no decode above it without a reason; the peer ratios)."""
+    """Issue 6's CPU targets (ORT decode >= 2x HF eager and >= 50% of the roofline; sparse <= 0.35x dense),
+    issue 12's (the constrained-decoding mask <= 10% of an ort decode step) and issue 15's (fp32 decode >= 70%
+    of the roofline and no decode above it without a reason; the peer ratios)."""
     out: dict[str, Any] = {}
     ort_tok_s, hf_tok_s = result["decode"].get("ort"), result["decode"].get("hf_transformers")
     if ort_tok_s and hf_tok_s:
@@ -259,4 +275,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     out["moe_sparse_le_035_dense"] = result["moe_layer"]["sparse_over_dense"] <= 0.35
     if result.get("peer"):
         out.update(result["peer"]["targets"])
+    if result.get("constrained"):  # issue 12: the grammar mask costs at most 10% of a decode step
+        out["constrained_mask_over_decode"] = result["constrained"]["mask_over_decode"]
+        out["constrained_mask_le_10pct_decode"] = result["constrained"]["mask_over_decode"] <= 0.10
     return out

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (register commands on the app)
     chat_cmd,
     export_cmd,
     generate_cmd,
+    gpu_check_cmd,
     init_cmd,
     inspect_cmd,
     parity_cmd,
@@ -26,37 +27,9 @@ from .app import app
 USER_ERROR_EXIT = 2
 
 
-def _interpreter_if_needed(argv: list[str]) -> None:
-    """Commands that will run plugins-cpu kernels need Triton's interpreter switched on before anything
-    imports triton (the reference model does): `bench` with the plugins-cpu backend, and any command given a
-    plugins-cpu engine directory. AOT compilation (`plugins compile`) must not have it."""
-    import json
-    import os
-    from pathlib import Path
-
-    if argv[:1] == ["plugins"]:
-        return
-    backends = "plugins-cpu"  # bench's default list includes it
-    for i, arg in enumerate(argv):
-        if arg == "--backends" and i + 1 < len(argv):
-            backends = argv[i + 1]
-        elif arg.startswith("--backends="):
-            backends = arg.split("=", 1)[1]
-    wanted = argv[:1] == ["bench"] and "plugins-cpu" in backends
-    for arg in argv:
-        manifest = Path(arg) / "manifest.json"
-        try:
-            wanted = wanted or json.loads(manifest.read_text()).get("backend") == "plugins-cpu"
-        except (OSError, ValueError, AttributeError):
-            continue
-    if wanted:
-        os.environ["TRITON_INTERPRET"] = "1"
-
-
 def main() -> None:
     from mixtral_trt.common.errors import MixtralTrtError
 
-    _interpreter_if_needed(sys.argv[1:])
     try:
         app(prog_name="mixtral-export")
     except MixtralTrtError as e:

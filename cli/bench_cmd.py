@@ -81,6 +81,10 @@ def bench(
             console.print(f"  {name}: {d['fraction']:.2f} of the roofline: {d['note']}")
     if result.get("peer"):
         print_peer(console, result["peer"])
+    if c := result["constrained"]:
+        console.print(f"constrained decoding (JSON schema, ort): mask {c['mask_ms_mean']:.3f} ms/token "
+                      f"(p99 {c['mask_ms_p99']:.3f}) vs decode step {c['decode_step_ms_mean']:.2f} ms = "
+                      f"{100 * c['mask_over_decode']:.1f}%; grammar compile {c['compile_ms']:.1f} ms")
     for name, reason in result["skipped"].items():
         console.print(f"skipped {name}: {reason}")
     console.print(f"targets: {result['targets']}")

@@ -2,10 +2,14 @@
 
 Interactive when stdin is a terminal (`/reset` starts over, `/exit` or Ctrl-D leaves); with `--message`,
 or with the message piped on stdin, one reply is streamed and the command exits.
+With `--tools`, a reply of tool calls prints one JSON line per call ({"id", "name", "arguments"});
+interactively, the result of each call is then asked for and the model answers with them (tool_choice
+"auto" for that answer). `--json` / `--json-schema` constrain the replies to JSON.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +29,7 @@ from .sampling_opts import (
     TopP,
     sampling_params,
 )
+from .structured_opts import JsonMode, JsonSchema, ToolChoice, Tools, read_tools, response_format, tool_choice
 
 
 @app.command("chat")
@@ -41,18 +46,26 @@ def chat(
     seed: Seed = None,
     stop: Stop = None,
     ignore_eos: IgnoreEos = False,
+    tools: Tools = None,
+    tool_choice_: ToolChoice = None,
+    json_mode: JsonMode = False,
+    json_schema: JsonSchema = None,
     device: Device = "auto",
 ) -> None:
     """Chat with an engine; replies are streamed."""
     from mixtral_trt import runtime
 
     params = sampling_params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos)
+    structured = {"tools": read_tools(tools), "tool_choice": tool_choice(tool_choice_),
+                  "response_format": response_format(json_mode, json_schema)}
+    if all(v is None for v in structured.values()):
+        structured = None
     engine = runtime.load(engine_dir, device=device)
     history = [{"role": "system", "content": system}] if system else []
     if message is None and not sys.stdin.isatty():
         message = sys.stdin.read().strip()
     if message is not None:
-        _reply(engine, [*history, {"role": "user", "content": message}], safe_mode, params)
+        _reply(engine, [*history, {"role": "user", "content": message}], safe_mode, params, structured)
         return
     print(f"chatting with {engine_dir} ({engine.backend}, {engine.dtype}); /reset starts over, /exit leaves",
           file=sys.stderr)
@@ -71,14 +84,33 @@ def chat(
         if not text:
             continue
         conversation.append({"role": "user", "content": text})
-        answer = _reply(engine, conversation, safe_mode, params)
-        conversation.append({"role": "assistant", "content": answer or " "})
+        answer = _reply(engine, conversation, safe_mode, params, structured)
+        conversation.append(answer)
+        while answer.get("tool_calls"):  # the user gives each call's result; the model answers with them
+            for call in answer["tool_calls"]:
+                result = input(f"result of {call['function']['name']} [{call['id']}]> ")
+                conversation.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
+                                     "content": result})
+            answer = _reply(engine, conversation, safe_mode, params, {**structured, "tool_choice": "auto"})
+            conversation.append(answer)
 
 
-def _reply(engine, messages: list[dict[str, str]], safe_mode: bool, params) -> str:
+def _reply(engine, messages: list[dict], safe_mode: bool, params, structured: dict | None) -> dict:
+    """Stream one reply; the assistant message it adds to the conversation."""
     pieces = []
-    for piece in engine.chat_stream(messages, safe_mode=safe_mode, params=params):
-        pieces.append(piece)
-        print(piece, end="", flush=True)
-    print()
-    return "".join(pieces)
+    if structured is None:
+        for piece in engine.chat_stream(messages, safe_mode=safe_mode, params=params):
+            pieces.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        return {"role": "assistant", "content": "".join(pieces) or " "}
+    last = None
+    for last in engine.chat_completion_stream(messages, safe_mode=safe_mode, params=params, **structured):
+        pieces.append(last.content)
+        print(last.content, end="", flush=True)
+    if last is None or not last.tool_calls:
+        print()
+        return {"role": "assistant", "content": "".join(pieces) or " "}
+    for call in last.tool_calls:
+        print(json.dumps({"id": call.id, "name": call.name, "arguments": call.arguments}, ensure_ascii=False))
+    return {"role": "assistant", "content": None, "tool_calls": [call.to_openai() for call in last.tool_calls]}

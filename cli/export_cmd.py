@@ -23,6 +23,8 @@ def export(
                                           "block-wise also the attention projections and the LM head).")] = None,
     quant_block: Annotated[int | None, typer.Option(help="Inputs per scale (power of 2 >= 16), 0 = per output "
                                                     "row (experts only); default 32.")] = None,
+    tensor_parallel: Annotated[int, typer.Option(help="Ranks (GPUs) to split the model over: one graph per rank "
+                                                 "in OUT/rank{r}/, each with only its share of the weights.")] = 1,
 ) -> None:
     """Export a checkpoint to the canonical ONNX graph (one MoERouter + MoEExperts node per layer)."""
     from mixtral_trt.common.progress import make_progress
@@ -31,5 +33,6 @@ def export(
     with make_progress() as progress:
         path = export_checkpoint(checkpoint, out, dtype=dtype, max_seq=max_seq, max_batch=max_batch,
                                  overwrite=force, progress=progress, quantize_experts=quantize,
-                                 quant_block=quant_block)
-    typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', weights ' + quantize if quantize else ''})")
+                                 quant_block=quant_block, tensor_parallel=tensor_parallel)
+    split = f", {tensor_parallel} ranks" if tensor_parallel != 1 else ""
+    typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', weights ' + quantize if quantize else ''}{split})")

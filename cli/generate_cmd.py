@@ -22,6 +22,7 @@ from .sampling_opts import (
     TopP,
     sampling_params,
 )
+from .structured_opts import JsonMode, JsonSchema, response_format
 
 
 @app.command("generate")
@@ -37,23 +38,26 @@ def generate(
     stop: Stop = None,
     ignore_eos: IgnoreEos = False,
     stream: Annotated[bool, typer.Option(help="Print the text of a single prompt as it is generated.")] = True,
+    json_mode: JsonMode = False,
+    json_schema: JsonSchema = None,
     device: Device = "auto",
 ) -> None:
     """Complete one prompt (streamed) or several (one batch, each equal to its run alone)."""
     from mixtral_trt import runtime
 
     params = sampling_params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos)
+    fmt = response_format(json_mode, json_schema)
     engine = runtime.load(engine_dir, device=device)
     start = time.perf_counter()
     if len(prompt) == 1 and stream:
         tokens, finish = 0, None
-        for event in engine.stream(prompt[0], params):
+        for event in engine.stream(prompt[0], params, response_format=fmt):
             tokens, finish = tokens + 1, event.finish_reason or finish
             print(event.text, end="", flush=True)
         print()
         _stats(tokens, finish, start)
         return
-    completions = engine.generate(prompt, params)
+    completions = engine.generate(prompt, params, response_format=fmt)
     for n, c in enumerate(completions):
         print(f"[{n}] {c.text}" if len(completions) > 1 else c.text)
     _stats(sum(len(c.token_ids) for c in completions), ",".join(sorted({c.finish_reason for c in completions})), start)

@@ -37,12 +37,17 @@ def compile_plugins(
     dtypes: Annotated[str, typer.Option(help="Activation dtypes, comma-separated.")] = "fp16,bf16,fp32",
     top_k: Annotated[int, typer.Option(help="Experts per token the kernels are specialised for.")] = 2,
     num_experts: Annotated[int, typer.Option(help="Experts per layer.")] = 8,
+    cuda: Annotated[str | None, typer.Option(help="CUDA version of the NVIDIA driver that will load the PTX, e.g. "
+                                                  "12.8 (it decides the PTX version; default: this machine's "
+                                                  "driver, else Triton's newest PTX).")] = None,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
-    """Compile every kernel ahead of time (no GPU needed): one PTX (and cubin) per kernel variant."""
+    """Compile every kernel ahead of time (no GPU needed): one PTX (and cubin) per kernel variant, at the PTX
+    version a driver of CUDA version --cuda loads."""
     from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.common.progress import make_progress
     from mixtral_trt.plugins.aot import TRITON_TYPES, compile_all, default_variants
+    from mixtral_trt.plugins.ptx import written_ptx
 
     chosen = tuple(d.strip() for d in dtypes.split(",") if d.strip())
     bad = [d for d in chosen if d not in TRITON_TYPES]
@@ -51,6 +56,11 @@ def compile_plugins(
     if not 1 <= top_k <= num_experts <= 256:
         raise MixtralTrtError(f"--top-k {top_k} / --num-experts {num_experts}: need 1 <= top_k <= num_experts <= 256")
     with make_progress() as progress:
-        paths = compile_all(arch, out, default_variants(chosen, top_k, num_experts), overwrite=force,
-                            progress=progress)
-    typer.echo(f"wrote {len(paths)} kernels ({arch}) to {out}")
+        paths = compile_all(arch, out, default_variants(chosen, top_k, num_experts), cuda=cuda,
+                            overwrite=force, progress=progress)
+    version = written_ptx(paths[0].read_text()) if paths else None
+    typer.echo(f"wrote {len(paths)} kernels ({arch}, PTX {version // 10}.{version % 10}) to {out}" if paths else
+               f"wrote no kernels to {out}")
+    if cuda is None and version is not None and version > 90:
+        typer.echo(f"note: no --cuda given and no NVIDIA driver found: PTX {version // 10}.{version % 10} is Triton's "
+                   "newest, which older drivers reject; pass --cuda with the driver's CUDA version", err=True)

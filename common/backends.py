@@ -24,6 +24,8 @@ class Backend:
     dtypes: tuple[str, ...] = ("fp32", "fp16", "bf16")  # export dtypes it builds
     modules: tuple[str, ...] = ()  # Python modules it needs beyond the base install
     tools: tuple[str, ...] = ()  # distributions whose versions the manifest records beyond the base set
+    tensor_parallel: bool = False  # builds `export --tensor-parallel N` exports: one engine per rank, run by
+    #                                runtime/distributed (ONNX Runtime pieces + gloo on CPU, TensorRT + NCCL)
 
     def unavailable(self) -> str | None:
         """Why this backend cannot run on this machine, or None."""
@@ -42,17 +44,18 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("ort", "ort", "ort", "ONNX Runtime, one com.microsoft::MoE (or QMoE) node per layer; CPU EP, CUDA EP "
-            "with onnxruntime-gpu"),
-    Backend("portable", "portable", "ort", "standard ONNX ops only (dense experts): any ONNX runtime"),
+            "with onnxruntime-gpu", tensor_parallel=True),
+    Backend("portable", "portable", "ort", "standard ONNX ops only (dense experts): any ONNX runtime",
+            tensor_parallel=True),
     Backend("plugins-cpu", "trt", "plugins_cpu", "the sparse-dispatch plugin nodes run by the plugin kernels "
             "(Triton interpreter) inside ONNX Runtime on CPU: the CPU proof of the TensorRT graph",
             lowering_options={"domain": "ai.onnx.contrib"},  # onnxruntime-extensions' PyOp domain
             plugin_nodes=True, dtypes=("fp32",), modules=("triton", "onnxruntime_extensions"),
             tools=("triton", "onnxruntime-extensions")),
     Backend("trt", "trt", "trt", "TensorRT plan with the sparse-dispatch plugins (CUDA GPU)", tensorrt=True,
-            plugin_nodes=True, modules=("tensorrt",), tools=("tensorrt",)),
+            plugin_nodes=True, modules=("tensorrt",), tools=("tensorrt",), tensor_parallel=True),
     Backend("trt-dense", "portable", "trt", "TensorRT plan of the dense graph: the baseline the plugins beat",
-            tensorrt=True, modules=("tensorrt",), tools=("tensorrt",)),
+            tensorrt=True, modules=("tensorrt",), tools=("tensorrt",), tensor_parallel=True),
 )}
 
 

@@ -53,10 +53,10 @@ class Manifest:
     @classmethod
     def for_directory(cls, directory: str | Path, backend: str, contract: GraphContract, model_file: str,
                       tool_versions: dict[str, str], backend_info: dict[str, Any] | None = None) -> Manifest:
-        """Hash every file in `directory` (the engine's artifacts)."""
+        """Hash every file in `directory` and its subdirectories (a tensor-parallel engine's rank{r}/)."""
         directory = Path(directory)
-        artifacts = {p.name: Artifact(sha256(p), p.stat().st_size)
-                     for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
+        artifacts = {p.relative_to(directory).as_posix(): Artifact(sha256(p), p.stat().st_size)
+                     for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
         return cls(backend, contract, model_file, artifacts, tool_versions, backend_info=backend_info or {})
 
     def to_dict(self) -> dict[str, Any]:

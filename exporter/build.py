@@ -16,6 +16,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
+from mixtral_trt.common.tensor_parallel import RANK_DIR
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -76,6 +77,23 @@ def kernel_info(lowering: str, contract) -> dict:
     return {"int8_activations_block": block} if block else {}
 
 
+def ort_cuda_info(onnx_dir: Path, contract: GraphContract) -> dict:
+    """For the `ort` lowering: what ONNX Runtime's CUDA EP cannot run of it (lowering/ort_cuda.py), recorded in the
+    manifest (runtime.load then keeps the engine off CUDA); an error at build time when this machine's
+    onnxruntime has the CUDA EP, i.e. when the engine is built for CUDA."""
+    from .lowering.ort_cuda import qmoe_cuda_problems
+
+    problems = qmoe_cuda_problems(contract)
+    if not problems:
+        return {}
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        raise MixtralTrtError(f"{onnx_dir}: ONNX Runtime's CUDA QMoE cannot run this export: {'; '.join(problems)} "
+                              "(export fp16 or bf16, or build with the CPU onnxruntime for a CPU engine)")
+    return {"cuda_unsupported": problems}
+
+
 def build_engine(
     onnx_dir: str | Path,
     engine_dir: str | Path,
@@ -98,17 +116,24 @@ def build_engine(
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
+    if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
+        from .shard.build import build_sharded_engine
+
+        return build_sharded_engine(Path(onnx_dir), engine_dir, spec, GraphContract.load(onnx_dir), overwrite,
+                                    progress, **trt_options)
     model, contract = load_canonical(onnx_dir)
     if contract.dtype not in spec.dtypes:
         raise MixtralTrtError(f"--backend {backend} builds {'/'.join(spec.dtypes)} exports; {onnx_dir} is "
                               f"{contract.dtype}" + (" (ONNX Runtime's Python ops have one dtype per op; the "
                               "kernels' fp16/bf16 paths are verified by tests/plugins)" if spec.plugin_nodes else ""))
+    info = ort_cuda_info(Path(onnx_dir), contract) if spec.lowering == "ort" else {}
     with atomic_dir(engine_dir, overwrite) as tmp:
         lower_and_save(model, spec, tmp, progress)
         copy_tokenizer(onnx_dir, tmp)
-        model_file, info = MODEL_FILE, kernel_info(spec.lowering, contract)
+        model_file = MODEL_FILE
+        info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:
-            model_file, info = build_trt_engine(tmp, contract, progress=progress, **trt_options)
+            model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
         with step(progress, "hash artifacts, write manifest.json"):
             Manifest.for_directory(tmp, backend, contract, model_file, tool_versions(*spec.tools),
                                    backend_info=info).save(tmp)

@@ -77,11 +77,14 @@ def _dynamic_shapes(contract: GraphContract) -> dict:
     }
 
 
-def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress | None = None):
+def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress | None = None,
+                model: nn.Module | None = None, translations: dict | None = None):
     """Trace a weightless (meta-device) Mixtral into an ONNXProgram that follows `contract`.
 
     No weight is read or allocated: initializers are named `model.<state_dict key>` and carry no data
     until `attach_weights`. Custom-op function bodies are added; I/O dims are named as in the contract.
+    `model` (on the meta device, with `Mixtral.run`'s signature; default `Mixtral(cfg)`) and its extra op
+    `translations` serve the tensor-parallel export (exporter/shard).
     """
     import onnx_ir as ir
 
@@ -89,8 +92,9 @@ def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress 
     from .ops.functions import ONNX_OPSET, attach_functions
     from .ops.translation import translation_table
 
-    with torch.device("meta"):
-        model = Mixtral(cfg).to(torch_dtype(contract.dtype)).eval()
+    if model is None:
+        with torch.device("meta"):
+            model = Mixtral(cfg).to(torch_dtype(contract.dtype)).eval()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with step(progress, "trace and translate to ONNX"), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -98,7 +102,7 @@ def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress 
             GraphModule(model).eval(),
             _sample_inputs(model),
             dynamo=True,
-            custom_translation_table=translation_table(),
+            custom_translation_table={**translation_table(), **(translations or {})},
             dynamic_shapes=_dynamic_shapes(contract),
             input_names=contract.input_names,
             output_names=contract.output_names,
@@ -220,11 +224,14 @@ def export_checkpoint(
     progress: Progress | None = None,
     quantize_experts: str | None = None,
     quant_block: int | None = None,
+    tensor_parallel: int = 1,
 ) -> Path:
     """Checkpoint directory -> export directory, streaming the weights (atomic: nothing is left behind).
 
     `quantize_experts` ("int8" | "int4") stores the expert weights as weight-only integer codes + scales
     (MoEExpertsQ nodes); `quant_block` sets the inputs per scale (0 = per output row).
+    `tensor_parallel` N > 1 writes one graph per rank, each with only its share of the weights
+    (exporter/shard); 1 is the single-device graph.
 
     The checkpoint is validated from its headers, the graph is traced without weights, and each
     initializer is copied from the checkpoint into the external data file as it is written, so peak
@@ -250,6 +257,14 @@ def export_checkpoint(
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
     contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq), quantize_experts,
                                  quant_block)
+    if tensor_parallel != 1:
+        from .shard.export import streamed_rank_weights, write_ranks
+
+        with atomic_dir(out_dir, overwrite) as tmp:
+            write_ranks(contract, tensor_parallel, streamed_rank_weights(cfg, entries, where, dtype, tensor_parallel),
+                        tmp, progress)
+            copy_tokenizer(checkpoint, tmp)
+        return Path(out_dir)
     program = trace_graph(cfg, contract, progress)
     weights = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX)
     attach_weights(program, weights)

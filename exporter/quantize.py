@@ -22,6 +22,8 @@ def expert_rows(source: ir.TensorProtocol, e: int) -> np.ndarray:
     """Expert e's [N, K] weights as float32, read on their own when the source streams from a checkpoint."""
     from .streaming import StreamedTensor, _read
 
+    if hasattr(source, "expert"):  # a rank's share of the experts (exporter/shard/weights.py)
+        return source.expert(e)
     if isinstance(source, StreamedTensor) and source.entry.kind in ("w13", "w2"):
         spans = source.spans[2 * e : 2 * e + 2] if source.entry.kind == "w13" else source.spans[e : e + 1]
         return np.concatenate([_read(s).float().numpy() for s in spans], axis=0)
@@ -70,6 +72,15 @@ class CodesTensor(ir.LazyTensor):
             file.write(memoryview(np.ascontiguousarray(self.q.codes(e))).cast("B"))
 
 
+def quantized_tensors(source: ir.TensorProtocol, scheme: QuantScheme, act: str,
+                      name: str) -> tuple[ir.TensorProtocol, ir.TensorProtocol]:
+    """The lazy codes `{name}.codes` and scales `{name}.scales` of the expert weight `source` [E, N, K]."""
+    q = QuantizedExperts(source, scheme, act)
+    scales = ir.LazyTensor(lambda: ir.Tensor(q.scales()), dtype=IR_TYPES[act], shape=ir.Shape(q.scales_shape),
+                           name=f"{name}.scales")
+    return CodesTensor(q, f"{name}.codes"), scales
+
+
 def quantize_experts(model: ir.Model, scheme: QuantScheme, dtype: str) -> int:
     """Replace every MoEExperts node by MoEExpertsQ; returns the number of nodes rewritten."""
     graph, count = model.graph, 0
@@ -83,13 +94,9 @@ def quantize_experts(model: ir.Model, scheme: QuantScheme, dtype: str) -> int:
             if value.const_value is None:
                 raise ValueError(f"{node.name}: expert weight {value.name} is not an initializer")
             scheme.check_dims(int(value.shape[2]), what)
-            q = QuantizedExperts(value.const_value, scheme, act)
-            codes = ir.Value(name=f"{value.name}.codes", shape=ir.Shape(q.codes_shape),
-                             type=ir.TensorType(ir.DataType.UINT8), const_value=CodesTensor(q, f"{value.name}.codes"))
-            scales = ir.Value(name=f"{value.name}.scales", shape=ir.Shape(q.scales_shape),
-                              type=ir.TensorType(IR_TYPES[act]),
-                              const_value=ir.LazyTensor(lambda q=q: ir.Tensor(q.scales()), dtype=IR_TYPES[act],
-                                                        shape=ir.Shape(q.scales_shape), name=f"{value.name}.scales"))
+            tensors = quantized_tensors(value.const_value, scheme, act, value.name)
+            codes, scales = (ir.Value(name=t.name, shape=t.shape, type=ir.TensorType(t.dtype), const_value=t)
+                             for t in tensors)
             for v in (codes, scales):
                 graph.register_initializer(v)
             inputs += [codes, scales]

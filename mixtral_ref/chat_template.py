@@ -1,94 +1,110 @@
-"""The Mixtral instruct format ([INST] ... [/INST]) over role/content messages.
+"""The Mixtral instruct format ([INST] ... [/INST]) over chat messages, with tools for v3.
 
 Written against mistral-common's rules for its v1 (Mixtral 8x7B) and v2/v3 (Mixtral 8x22B) instruct
-tokenizers, so that `encode_chat` gives the ids `MistralTokenizer.encode_chat_completion` gives:
-- system messages are taken out of the conversation and joined with "\\n\\n" into one system prompt,
-  which is prepended (with "\\n\\n") to the FIRST user message in v1 and to the LAST user message in v2/v3;
-- consecutive messages of one role are merged with "\\n\\n" (empty contents skipped); a conversation that
-  does not start with a user message gets an empty one in front;
+tokenizers, so that `encode_chat` gives the ids `MistralTokenizer.encode_chat_completion` gives (messages
+are checked and normalized by chat_messages.py):
+- the system prompt is prepended (with "\\n\\n") to the FIRST user message in v1 and to the LAST in v2/v3;
 - v1 encodes each user turn as the text "[INST] {content} [/INST]"; v2/v3 wrap the encoded content in
   the [INST] / [/INST] control tokens; an assistant turn is its encoded text (v2/v3: trailing spaces
   removed) followed by EOS, except a final turn that is continued (`continue_final`);
+- v3 tools: `[AVAILABLE_TOOLS] json.dumps([{"type": "function", "function": {name, description,
+  parameters}}]) [/AVAILABLE_TOOLS]` right before the [INST] of the last user turn; an assistant turn of
+  tool calls is `[TOOL_CALLS] json.dumps([{name, arguments, id}]) EOS`; each tool result is
+  `[TOOL_RESULTS] json.dumps({content, call_id}) [/TOOL_RESULTS]` (JSON with non-ASCII kept);
 - every SentencePiece call encodes one piece of text on its own (its own leading "▁").
+v1 has no tool tokens: tools, tool calls and tool results are errors there (and v2, whose tool format
+differs, is not supported for them).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from mixtral_trt.common.errors import MixtralTrtError
 
-ROLES = ("system", "user", "assistant")
-JOIN = "\n\n"
-# Which role may follow which (mistral-common's validator, restricted to these three roles).
-_ALLOWED_NEXT = {"system": set(ROLES), "user": set(ROLES), "assistant": {"user", "assistant"}}
+from .chat_messages import JOIN, NAME, Turn, json_value, normalize
 
-
-def _validate(messages: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
-    if not messages:
-        raise MixtralTrtError("chat: the conversation has no messages")
-    out = []
-    for n, m in enumerate(messages):
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise MixtralTrtError(f"chat: message {n} has role {role!r}; expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise MixtralTrtError(f"chat: message {n} ({role}) content must be a string")
-        if role == "assistant" and not content:
-            raise MixtralTrtError(f"chat: message {n} (assistant) is empty")
-        if out and role not in _ALLOWED_NEXT[out[-1][0]]:
-            raise MixtralTrtError(f"chat: message {n}: role {role!r} cannot follow {out[-1][0]!r}")
-        out.append((role, content))
-    if len(out) == 1 and out[0][0] == "assistant":
-        raise MixtralTrtError("chat: a conversation must start with a user or system message")
-    return out
-
-
-def _normalize(messages: list[tuple[str, str]]) -> tuple[str | None, list[tuple[str, str]]]:
-    """(system prompt, turns): system messages pulled out, consecutive same-role messages merged."""
-    system = [c for r, c in messages if r == "system" and c]
-    turns: list[tuple[str, list[str]]] = []
-    previous = None
-    for role, content in messages:
-        if role != previous and role != "system":
-            turns.append((role, []))
-        if role != "system" and content:
-            turns[-1][1].append(content)
-        previous = role
-    merged = [(role, JOIN.join(parts)) for role, parts in turns]
-    if not merged or merged[0][0] != "user":
-        merged.insert(0, ("user", ""))
-    return (JOIN.join(system) if system else None), merged
+TOOL_TOKENS = ("[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]")
 
 
 def encode_chat(
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     encode: Callable[[str], list[int]],  # raw SentencePiece: text -> ids, no BOS/EOS
     version: str,  # "v1" | "v2" | "v3"
     bos_id: int,
     eos_id: int,
-    inst: tuple[int, int] | None,  # the [INST], [/INST] control ids (v2/v3), None for v1
+    control: Mapping[str, int],  # control token ids by piece ("[INST]", "[TOOL_CALLS]", ...)
     continue_final: bool = False,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[int]:
     """Token ids of a conversation, starting with BOS.
 
     A final assistant message is a complete turn (ends with EOS), or, with `continue_final`, the start
     of the reply the model is to continue (no EOS).
     """
-    system, turns = _normalize(_validate(messages))
-    users = [n for n, (role, _) in enumerate(turns) if role == "user"]
+    system, turns = normalize(messages)
+    uses_tools = bool(tools) or any(t.role == "tool" or t.calls for t in turns)
+    if uses_tools and version != "v3":
+        raise MixtralTrtError(f"chat: tools, tool calls and tool results need the v3 tokenizer (Mixtral 8x22B); "
+                              f"this one is {version}, which has no tool tokens")
+    tools_ids = [control["[AVAILABLE_TOOLS]"], *encode(tools_json(tools)), control["[/AVAILABLE_TOOLS]"]] \
+        if tools else []
+    users = [n for n, turn in enumerate(turns) if turn.role == "user"]
     system_turn = users[0] if version == "v1" else users[-1]
     ids = [bos_id]
-    for n, (role, content) in enumerate(turns):
-        if role == "user":
-            if system and n == system_turn:
-                content = system + JOIN + content
-            if inst is None:
+    for n, turn in enumerate(turns):
+        if turn.role == "user":
+            content = system + JOIN + turn.content if system and n == system_turn else turn.content
+            if version == "v1":
                 ids += encode(f"[INST] {content} [/INST]")
             else:
-                ids += [inst[0], *encode(content), inst[1]]
+                ids += (tools_ids if n == users[-1] else []) + [control["[INST]"], *encode(content), control["[/INST]"]]
+        elif turn.role == "tool":
+            result = json.dumps({"content": json_value(turn.content), "call_id": turn.call_id}, ensure_ascii=False)
+            ids += [control["[TOOL_RESULTS]"], *encode(result), control["[/TOOL_RESULTS]"]]
         else:
-            ids += encode(content if version == "v1" else content.rstrip(" "))
+            ids += _assistant(turn, encode, version, control)
             if not (continue_final and n == len(turns) - 1):
                 ids.append(eos_id)
     return ids
+
+
+def _assistant(turn: Turn, encode: Callable[[str], list[int]], version: str, control: Mapping[str, int]) -> list[int]:
+    if turn.calls:
+        calls = [{"name": c.name, "arguments": json_value(c.arguments), "id": c.id} for c in turn.calls]
+        return [control["[TOOL_CALLS]"], *encode(json.dumps(calls, ensure_ascii=False))]
+    return encode(turn.content if version == "v1" else turn.content.rstrip(" "))
+
+
+def tools_json(tools: Sequence[Mapping[str, Any]] | None) -> str:
+    """The [AVAILABLE_TOOLS] text of OpenAI-style tools (checked)."""
+    return json.dumps([{"type": "function", "function": fn} for fn in check_tools(tools)], ensure_ascii=False)
+
+
+def check_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """The functions of OpenAI-style tools as {name, description, parameters}; a malformed tool is an error."""
+    if tools is None:
+        return []
+    if isinstance(tools, Mapping | str):
+        raise MixtralTrtError("tools: expected a list of {'type': 'function', 'function': {...}}")
+    out, seen = [], set()
+    for n, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(fn, Mapping) or tool.get("type", "function") != "function":
+            raise MixtralTrtError(f"tools: tool {n} must be {{'type': 'function', 'function': {{'name', "
+                                  "'description', 'parameters'}}")
+        name, description, parameters = fn.get("name"), fn.get("description") or "", fn.get("parameters")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise MixtralTrtError(f"tools: tool {n} name {name!r} must be 1-64 characters a-z A-Z 0-9 _ -")
+        if name in seen:
+            raise MixtralTrtError(f"tools: two tools are named {name!r}")
+        if not isinstance(description, str):
+            raise MixtralTrtError(f"tools: tool {name} description must be a string")
+        parameters = {} if parameters is None else parameters
+        if not isinstance(parameters, Mapping):
+            raise MixtralTrtError(f"tools: tool {name} parameters must be a JSON schema object")
+        seen.add(name)
+        out.append({"name": name, "description": description, "parameters": dict(parameters)})
+    return out

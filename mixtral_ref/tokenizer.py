@@ -7,8 +7,11 @@ incremental detokenization for streaming (`StreamDecoder`).
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.errors import MixtralTrtError
@@ -22,6 +25,7 @@ TEKKEN = "tekken.json"
 MISTRAL_COMMON_FILES = {"v1": "tokenizer.model.v1", "v3": "mistral_instruct_tokenizer_240323.model.v3"}
 VERSION_FOR_VOCAB = {32000: "v1", 32768: "v3"}
 SUPPORTED = ("v1", "v2", "v3")
+_MARKER = re.compile(r"\[[A-Z_0-9/]+\]")
 
 
 def mistral_common_file(version: str) -> Path:
@@ -54,9 +58,6 @@ class Tokenizer:
                 f"{self.path}: tokenizer version {self.version} is not a Mixtral tokenizer "
                 f"(supported: {', '.join(SUPPORTED)})"
             )
-        self._inst = None
-        if self.version != "v1":
-            self._inst = (self.control_tokens["[INST]"], self.control_tokens["[/INST]"])
 
     def _detect_version(self) -> str:
         suffix = self.path.name.rsplit(".", 1)[-1]
@@ -101,6 +102,29 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
+    @cached_property
+    def special_ids(self) -> tuple[int, ...]:
+        """Ids that are never text: control tokens (BOS, EOS, [INST], [TOOL_CALLS], ...), <unk>, and the
+        bracketed user-defined markers of v3 ([REFERENCE_DOC_0] ...)."""
+        sp = self.sp
+        return tuple(i for i in range(self.vocab_size)
+                     if sp.is_control(i) or sp.is_unknown(i) or _MARKER.fullmatch(sp.id_to_piece(i)))
+
+    def token_bytes(self, special_prefix: bytes = b"") -> list[bytes]:
+        """The bytes each id stands for ("▁" is a space; byte-fallback pieces <0xNN> one byte); special ids
+        give `special_prefix` + their piece."""
+        sp, special = self.sp, set(self.special_ids)
+        out = []
+        for i in range(self.vocab_size):
+            piece = sp.id_to_piece(i)
+            if i in special:
+                out.append(special_prefix + piece.encode())
+            elif sp.is_byte(i):
+                out.append(bytes([int(piece[3:5], 16)]))
+            else:
+                out.append(piece.replace("\u2581", " ").encode())
+        return out
+
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         return [self.bos_id] * bos + self.sp.encode(text) + [self.eos_id] * eos
 
@@ -108,12 +132,15 @@ class Tokenizer:
         """Text of `ids`; control tokens ([INST], BOS, EOS, ...) produce no text."""
         return self.sp.decode([int(i) for i in ids])
 
-    def encode_chat(self, messages: Sequence[Mapping[str, str]], continue_final: bool = False) -> list[int]:
-        """Ids of a conversation of {"role": "system"|"user"|"assistant", "content": str} messages, in the
-        Mixtral instruct format (identical to mistral-common's `encode_chat_completion`). See
-        chat_template.encode_chat for a final assistant message and `continue_final`."""
+    def encode_chat(self, messages: Sequence[Mapping[str, Any]], continue_final: bool = False,
+                    tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+        """Ids of a conversation of OpenAI-style messages (system, user, assistant with content or tool_calls,
+        tool results) in the Mixtral instruct format, identical to mistral-common's `encode_chat_completion`
+        (with `tools`, OpenAI-style function tools: v3 only). See chat_template.encode_chat for a final
+        assistant message and `continue_final`."""
         return chat_template.encode_chat(
-            messages, self.sp.encode, self.version, self.bos_id, self.eos_id, self._inst, continue_final
+            messages, self.sp.encode, self.version, self.bos_id, self.eos_id, self.control_tokens, continue_final,
+            tools,
         )
 
     def stream_decoder(self) -> StreamDecoder:

@@ -14,6 +14,7 @@ from typing import Any
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
 
+from . import ptx
 from .tiles import ALIGN_BLOCK, TACTICS, tile_for
 
 ARCHS = {"sm_90a": 90, "sm_80": 80}
@@ -121,52 +122,166 @@ def default_variants(dtypes: tuple[str, ...] = ("fp16", "bf16", "fp32"), top_k: 
 @dataclass(frozen=True)
 class Compiled:
     name: str  # kernel symbol in the PTX / cubin
-    ptx: str
-    cubin: bytes | None
+    ptx: str  # its .entry takes exactly the signature's runtime arguments (Triton's scratch parameters removed)
+    cubin: bytes | None  # Triton's, from the PTX before the scratch parameters were removed (see `assemble`)
     num_warps: int
     shared: int  # bytes of dynamic shared memory
+    ptx_version: int  # the ISA written: 87 = ".version 8.7"
 
 
-def compile_variant(v: KernelVariant, arch: str | None = None) -> Compiled:
-    """Compile for `arch` (sm_90a / sm_80), or for the current GPU when None (TensorRT's aot_impl)."""
+@dataclass(frozen=True)
+class Target:
+    """What a compile is for: an architecture and the CUDA version of the driver that will load the PTX."""
+
+    arch: str  # "sm_90a"
+    capability: int  # 90
+    cuda: str | None  # "12.8"; None: unknown, Triton's newest PTX
+    ptx_version: int | None  # the ISA to write; None: Triton's default
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.arch, "cuda": self.cuda,
+                "ptx_version": None if self.ptx_version is None else ptx.format_ptx(self.ptx_version)}
+
+
+def _triton_ptx_isa(capability: int) -> int | None:
+    """The ISA Triton writes by default for this capability (the CUDA version of its bundled ptxas)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        return ptx.ptx_for_cuda(get_ptxas(capability).version)
+    except Exception:  # Triton's internals moved: no cap (ptxas then rejects a too-new ISA itself)
+        return None
+
+
+def target(arch: str | None = None, cuda: str | None = None) -> Target:
+    """`arch` (sm_90a / sm_80) for a CUDA `cuda` driver (None: this machine's, if any); `arch` None: this
+    machine's GPU and driver (TensorRT's aot_impl, which compiles for the build GPU)."""
+    if arch is None:
+        import triton
+
+        capability = triton.runtime.driver.active.get_current_target().arch
+        arch = f"sm_{capability}{'a' if capability >= 90 else ''}"
+    elif arch not in ARCHS:
+        raise MixtralTrtError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    else:
+        capability = ARCHS[arch]
+    cuda = cuda or ptx.driver_cuda_version()
+    return Target(arch, capability, cuda, ptx.choose_ptx(arch, cuda, _triton_ptx_isa(capability)))
+
+
+def _check_launchable(name: str, metadata) -> None:
+    """TensorRT's AOT launch is a plain launch of one-CTA clusters (scratch: ptx.strip_scratch_params)."""
+    expected = {"num_ctas": 1, "launch_cooperative_grid": False, "launch_pdl": False}
+    bad = {k: getattr(metadata, k) for k, want in expected.items() if getattr(metadata, k, want) != want}
+    if bad:
+        raise MixtralTrtError(f"kernel {name}: {bad}; TensorRT's AOT launch supports none of these")
+
+
+def compile_in_worker(variants: list[KernelVariant], where: Target | None) -> tuple[Target, list[Compiled]]:
+    """Compile in a process of its own (plugins/compile_worker.py), for a process whose Triton interprets;
+    `where` None: that process's GPU and driver. Returns the target and the compiled variants (no cubin)."""
+    import os
+    import subprocess
+    import sys
+
+    request = json.dumps({"target": None if where is None else asdict(where),
+                          "variants": [asdict(v) for v in variants]})
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-m", "mixtral_trt.plugins.compile_worker"], input=request,
+                            capture_output=True, text=True, env=env)
+    lines = result.stdout.strip().splitlines()
+    answer = json.loads(lines[-1]) if lines else {}
+    if "error" in answer:
+        raise MixtralTrtError(answer["error"])
+    if result.returncode or "compiled" not in answer:
+        raise RuntimeError(f"the kernel compile worker failed (exit {result.returncode}): {result.stderr[-2000:]}")
+    return Target(**answer["target"]), [Compiled(c["name"], c["ptx"], None, c["num_warps"], c["shared"],
+                                                 c["ptx_version"]) for c in answer["compiled"]]
+
+
+_FROM_WORKER: dict[tuple[str, Target | None], Compiled] = {}
+
+
+def build_target() -> Target:
+    """This machine's GPU and driver, what TensorRT's aot_impl compiles for (asked of a worker where this
+    process's Triton interprets)."""
+    from .interpreter import compiler_available
+
+    return target() if compiler_available() else compile_in_worker([], None)[0]
+
+
+def compile_variant(v: KernelVariant, where: Target | None = None) -> Compiled:
+    """Compile for `where` (default: this machine's GPU and driver, which is what TensorRT's aot_impl needs), in
+    this process, or in a worker when this process's Triton interprets (each variant once)."""
     import importlib
 
-    from .interpreter import require_compiler
+    from .interpreter import compiler_available, require_compiler
 
+    if not compiler_available():
+        key = (v.stem, where)
+        if key not in _FROM_WORKER:
+            _FROM_WORKER[key] = compile_in_worker([v], where)[1][0]
+        return _FROM_WORKER[key]
     require_compiler()
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    where = where or target()
     fn = getattr(importlib.import_module(f"mixtral_trt.plugins.{v.folder}.kernel"), v.kernel)
     src = ASTSource(fn=fn, signature=dict(v.signature), constexprs=dict(v.constexprs))
     options = {"num_warps": v.num_warps, "num_stages": v.num_stages}
-    target = None if arch is None else GPUTarget("cuda", ARCHS[arch], 32)
-    kernel = triton.compile(src, target=target, options=options)
-    return Compiled(kernel.metadata.name, kernel.asm["ptx"], kernel.asm.get("cubin"), kernel.metadata.num_warps,
-                    kernel.metadata.shared)
+    if where.ptx_version is not None:
+        options["ptx_version"] = where.ptx_version
+    kernel = triton.compile(src, target=GPUTarget("cuda", where.capability, 32), options=options)
+    meta = kernel.metadata
+    _check_launchable(meta.name, meta)
+    n_args = sum(t != "constexpr" for t in v.signature.values())
+    text = ptx.strip_scratch_params(kernel.asm["ptx"], n_args, (meta.global_scratch_size, meta.profile_scratch_size))
+    return Compiled(meta.name, text, kernel.asm.get("cubin"), meta.num_warps, meta.shared, ptx.written_ptx(text))
 
 
-def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | None = None,
+def assemble(ptx_text: str, arch: str) -> bytes:
+    """The cubin of `ptx_text`, by Triton's bundled ptxas: proves that the PTX TensorRT gets (scratch parameters
+    removed, ISA chosen) is valid for `arch`."""
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "kernel.ptx", Path(tmp) / "kernel.cubin"
+        src.write_text(ptx_text)
+        result = subprocess.run([get_ptxas(ARCHS[arch]).path, f"-arch={arch}", str(src), "-o", str(out)],
+                                capture_output=True, text=True)
+        if result.returncode:
+            raise MixtralTrtError(f"ptxas rejected the PTX for {arch}: {result.stderr.strip()[:500]}")
+        return out.read_bytes()
+
+
+def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | None = None, cuda: str | None = None,
                 overwrite: bool = False, progress=None) -> list[Path]:
-    """Write `<stem>.ptx` and `<stem>.cubin` per variant plus `kernels.json` (name, signature, constexprs,
-    warps, shared memory, target) into out_dir; returns the PTX paths."""
+    """Write `<stem>.ptx` and `<stem>.cubin` (assembled from that PTX) per variant plus `kernels.json` (target,
+    CUDA version, PTX version; per kernel: name, signature, constexprs, warps, shared memory) into out_dir;
+    returns the PTX paths. `cuda`: the CUDA version of the driver that will load the PTX (default: this
+    machine's driver; none found: Triton's newest PTX, which only the newest drivers load)."""
     from mixtral_trt.common.progress import bar
 
-    if arch not in ARCHS:
-        raise MixtralTrtError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    where = target(arch, cuda)
     variants = variants or default_variants()
     index, ptx_paths = [], []
     with atomic_dir(out_dir, overwrite) as tmp, bar(progress, f"compile kernels for {arch}", len(variants)) as advance:
         for v in variants:
-            c = compile_variant(v, arch)
+            c = compile_variant(v, where)
             (tmp / f"{v.stem}.ptx").write_text(c.ptx)
-            if c.cubin:
-                (tmp / f"{v.stem}.cubin").write_bytes(c.cubin)
-            target = next((line.split()[1] for line in c.ptx.splitlines() if line.startswith(".target")), None)
+            (tmp / f"{v.stem}.cubin").write_bytes(assemble(c.ptx, arch))
+            target_line = next((line.split()[1] for line in c.ptx.splitlines() if line.startswith(".target")), None)
             index.append({**asdict(v), "stem": v.stem, "symbol": c.name, "num_warps": c.num_warps,
-                          "shared_bytes": c.shared, "target": target, "cubin": bool(c.cubin)})
+                          "shared_bytes": c.shared, "target": target_line,
+                          "ptx_version": ptx.format_ptx(c.ptx_version)})
             ptx_paths.append(Path(out_dir) / f"{v.stem}.ptx")
             advance(1)
-        (tmp / "kernels.json").write_text(json.dumps({"arch": arch, "kernels": index}, indent=2) + "\n")
+        written = {k["ptx_version"] for k in index}
+        summary = {**where.describe(), "ptx_version": written.pop() if len(written) == 1 else sorted(written)}
+        (tmp / "kernels.json").write_text(json.dumps({**summary, "kernels": index}, indent=2) + "\n")
     return ptx_paths

@@ -30,7 +30,7 @@ def register_cpu_ops() -> str:
     from .moe_gemm_swiglu_q.launch import run as gemm_swiglu_q
     from .moe_router.launch import run as router
 
-    f32, i32, i64, u8 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32, PyCustomOpDef.dt_int64, PyCustomOpDef.dt_uint8
+    f32, i32, i64 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32, PyCustomOpDef.dt_int64
 
     def fields(spec):
         return {f.name: i64 for f in spec.fields}
@@ -64,16 +64,19 @@ def register_cpu_ops() -> str:
     def quant(attrs) -> tuple[int, int, int, int]:
         return int(attrs["top_k"]), int(attrs["block_size"]), int(attrs["bits"]), int(attrs["quant_block"])
 
-    @onnx_op(op_type=MOE_GEMM_SWIGLU_Q.name, inputs=[f32, i32, i32, i32, u8, f32], outputs=[f32],
+    def as_bytes(a: np.ndarray) -> torch.Tensor:  # int32 elements packing the uint8 codes (the trt lowering)
+        return t(np.ascontiguousarray(a).view(np.uint8))
+
+    @onnx_op(op_type=MOE_GEMM_SWIGLU_Q.name, inputs=[f32, i32, i32, i32, i32, f32], outputs=[f32],
              attrs=fields(MOE_GEMM_SWIGLU_Q))
     def _gemm_swiglu_q(x, sorted_pairs, block_experts, num_padded, codes, scales, **attrs):
-        return gemm_swiglu_q(t(x), t(sorted_pairs), t(block_experts), t(num_padded), t(codes), t(scales),
+        return gemm_swiglu_q(t(x), t(sorted_pairs), t(block_experts), t(num_padded), as_bytes(codes), t(scales),
                              *quant(attrs)).numpy()
 
-    @onnx_op(op_type=MOE_GEMM_DOWN_Q.name, inputs=[f32, i32, i32, i32, f32, u8, f32], outputs=[f32],
+    @onnx_op(op_type=MOE_GEMM_DOWN_Q.name, inputs=[f32, i32, i32, i32, f32, i32, f32], outputs=[f32],
              attrs=fields(MOE_GEMM_DOWN_Q))
     def _gemm_down_q(inter, sorted_pairs, block_experts, num_padded, weights, codes, scales, **attrs):
-        return gemm_down_q(t(inter), t(sorted_pairs), t(block_experts), t(num_padded), t(weights), t(codes),
+        return gemm_down_q(t(inter), t(sorted_pairs), t(block_experts), t(num_padded), t(weights), as_bytes(codes),
                            t(scales), *quant(attrs)).numpy()
 
     _REGISTERED = True

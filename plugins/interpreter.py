@@ -37,13 +37,23 @@ def _triton_compiles() -> bool:
     return standard is not None and type(standard.cdiv).__name__ == "JITFunction"
 
 
+def compiler_available() -> bool:
+    """True when the plugin kernels can be compiled in this process: triton is not yet imported, or imported to
+    compile, and no kernel module was imported for the interpreter. Otherwise aot.compile_variant compiles in a
+    worker process (plugins/compile_worker.py)."""
+    standard = sys.modules.get("triton.language.standard")
+    interprets = standard is not None and type(standard.cdiv).__name__ == "InterpretedFunction"
+    return not interprets and not _kernels_imported(interpreted=True)
+
+
 def require_interpreter() -> None:
     """Make the plugin kernels run on CPU (Triton interpreter) in this process."""
     compiled = _kernels_imported(interpreted=False)
     if compiled or _triton_compiles():
         raise MixtralTrtError("the plugin kernels can run on CPU only if TRITON_INTERPRET=1 is set before triton is "
                               "first imported, and this process imported it already (calling the reference model "
-                              "does): start it with TRITON_INTERPRET=1, or open the plugins-cpu engine first")
+                              "does): start it with TRITON_INTERPRET=1 (a plugins-cpu engine does this for you: its "
+                              "runner is a worker process)")
     os.environ["TRITON_INTERPRET"] = "1"
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 

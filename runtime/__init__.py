@@ -7,6 +7,8 @@
     engine.generate([ids_a, ids_b], temperature=0.7, top_p=0.9, seed=0)  # a batch, one Completion each
     for piece in engine.chat_stream([{"role": "user", "content": "Hi"}], safe_mode=True):
         print(piece, end="")
+    reply = engine.chat_completion(messages, tools=tools, tool_choice="any")   # .tool_calls, .finish_reason
+    engine.chat_completion(messages, response_format={"type": "json_object"}).content  # JSON text
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .chat_completion import ChatChunk, ChatCompletion, Usage
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
+from .tool_calls import ToolCall
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -38,4 +42,4 @@ def load(path: str | Path, device: str = "auto", verify: bool = True, tokenizer:
     return Engine(path, manifest, open_runner(manifest, path, device), Path(tokenizer) if tokenizer else None)
 
 
-__all__ = ["Completion", "SamplingParams", "StreamEvent", "load"]
+__all__ = ["ChatChunk", "ChatCompletion", "Completion", "SamplingParams", "StreamEvent", "ToolCall", "Usage", "load"]

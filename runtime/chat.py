@@ -8,7 +8,7 @@ first and they follow after a blank line, all inside the user turn the instruct 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mixtral_trt.common.errors import MixtralTrtError
 
@@ -25,11 +25,12 @@ def with_safe_mode(messages: Sequence[Mapping[str, str]], safe_mode: bool) -> li
     return [{"role": "system", "content": GUARDRAIL}, *messages] if safe_mode else list(messages)
 
 
-def chat_prompt(tokenizer: Tokenizer, messages: Sequence[Mapping[str, str]], safe_mode: bool = False) -> list[int]:
-    """Ids of the conversation, ready for the assistant's reply."""
+def chat_prompt(tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]], safe_mode: bool = False,
+                tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+    """Ids of the conversation (with `tools`: v3 only), ready for the assistant's reply."""
     messages = with_safe_mode(messages, safe_mode)
     if len(messages) == int(safe_mode):
         raise MixtralTrtError("chat: the conversation has no messages")
-    if messages[-1].get("role") == "assistant":
+    if isinstance(messages[-1], Mapping) and messages[-1].get("role") == "assistant":
         raise MixtralTrtError("chat: the last message is the assistant's; add a user message to reply to")
-    return tokenizer.encode_chat(messages)
+    return tokenizer.encode_chat(messages, tools=tools)

@@ -28,7 +28,10 @@ from .sampling import SamplingParams
 if TYPE_CHECKING:
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
+    from .chat_completion import ChatChunk, ChatCompletion
+
 Prompt = str | Sequence[int]
+ResponseFormat = Mapping[str, Any] | None
 
 
 class Engine:
@@ -151,19 +154,23 @@ class Engine:
 
     # ---- generation -------------------------------------------------------------------------------
     def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None,
+                 response_format: ResponseFormat | Sequence[ResponseFormat] = None,
                  **sampling: Any) -> Completion | list[Completion]:
         """Complete one prompt (text or ids) or a list of them; sampling settings as in `SamplingParams`
-        (greedy by default). A list gives a list of completions, each equal to its prompt's run alone."""
-        replies, events = self._stream(prompts, params, sampling)
+        (greedy by default). A list gives a list of completions, each equal to its prompt's run alone.
+        `response_format` ({"type": "json_object"} or {"type": "json_schema", "json_schema": {"name",
+        "schema"}}) constrains the output to such JSON; a list gives one per prompt (None: free)."""
+        replies, events = self._stream(prompts, params, sampling, response_format)
         for _ in events:
             pass
         done = [reply.completion() for reply in replies]
         return done if self._is_batch(prompts) else done[0]
 
     def stream(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None,
+               response_format: ResponseFormat | Sequence[ResponseFormat] = None,
                **sampling: Any) -> Iterator[StreamEvent]:
         """Like `generate`, as an iterator of StreamEvent(index, token_id, text, finish_reason) per new id."""
-        _, events = self._stream(prompts, params, sampling)
+        _, events = self._stream(prompts, params, sampling, response_format)
         return events
 
     def chat(self, messages: Sequence[Mapping[str, str]], safe_mode: bool = False, **sampling: Any) -> str:
@@ -179,20 +186,73 @@ class Engine:
         events = self.stream(chat_prompt(self.tokenizer, messages, safe_mode), **sampling)
         return (event.text for event in events if event.text)
 
-    def _stream(self, prompts, params, sampling) -> tuple[list, Iterator[StreamEvent]]:
-        from .generation import stream_batch
+    def chat_completion(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
+                        tool_choice: str | Mapping[str, Any] | None = None, response_format: ResponseFormat = None,
+                        safe_mode: bool = False, parallel_tool_calls: bool = True, params: SamplingParams | None = None,
+                        **sampling: Any) -> ChatCompletion:
+        """An OpenAI-style chat completion: `content` or `tool_calls`, `finish_reason` ("stop", "length",
+        "tool_calls") and token `usage`. tools: [{"type": "function", "function": {name, description,
+        parameters}}] (v3 tokenizer); tool_choice: "auto" | "none" | "any" | {"type": "function",
+        "function": {"name": ...}}; response_format as in `generate`. See chat_completion.py."""
+        from .chat_completion import finish_chat
 
+        request, params = self._chat_request(messages, tools, tool_choice, response_format, safe_mode,
+                                             parallel_tool_calls, params, sampling)
+        replies, events = self._stream_ids([request.prompt], params, self.tokenizer, [request.constraint])
+        for _ in events:
+            pass
+        return finish_chat(request, replies[0].completion(), np.random.default_rng(params.seed))
+
+    def chat_completion_stream(self, messages: Sequence[Mapping[str, Any]],
+                               tools: Sequence[Mapping[str, Any]] | None = None,
+                               tool_choice: str | Mapping[str, Any] | None = None,
+                               response_format: ResponseFormat = None, safe_mode: bool = False,
+                               parallel_tool_calls: bool = True, params: SamplingParams | None = None,
+                               **sampling: Any) -> Iterator[ChatChunk]:
+        """`chat_completion` as ChatChunks: content pieces while they are generated; tool calls, the
+        finish_reason and usage in the last chunk."""
+        from .chat_completion import stream_chat
+
+        request, params = self._chat_request(messages, tools, tool_choice, response_format, safe_mode,
+                                             parallel_tool_calls, params, sampling)
+        _, events = self._stream_ids([request.prompt], params, self.tokenizer, [request.constraint])
+        return stream_chat(request, events, np.random.default_rng(params.seed))
+
+    def _chat_request(self, messages, tools, tool_choice, response_format, safe_mode, parallel_tool_calls, params,
+                      sampling):
+        from .chat_completion import prepare_chat
+
+        params = self._params(params, sampling)
+        request = prepare_chat(self.tokenizer, messages, tools, tool_choice, response_format, safe_mode,
+                               parallel_tool_calls)
+        return request, params
+
+    def _params(self, params: SamplingParams | None, sampling: dict[str, Any]) -> SamplingParams:
         if params is not None and sampling:
             raise MixtralTrtError(f"generate: give either params or keyword settings, not both ({', '.join(sampling)})")
         try:
-            params = params or SamplingParams(**sampling)
+            return params or SamplingParams(**sampling)
         except TypeError as e:
             raise MixtralTrtError(f"generate: {e}") from None
+
+    def _stream(self, prompts, params, sampling, response_format=None) -> tuple[list, Iterator[StreamEvent]]:
+        from .chat_completion import response_constraint
+
+        params = self._params(params, sampling)
         batch = list(prompts) if self._is_batch(prompts) else [prompts]
-        texts = any(isinstance(p, str) for p in batch)
+        formats = list(response_format) if isinstance(response_format, list | tuple) else [response_format] * len(batch)
+        if len(formats) != len(batch):
+            raise MixtralTrtError(f"response_format: {len(formats)} formats for {len(batch)} prompts")
+        texts = any(isinstance(p, str) for p in batch) or any(f is not None for f in formats)
         tokenizer = self.tokenizer if texts else self._tokenizer_if_any()
         ids = [tokenizer.encode(p) if isinstance(p, str) else p for p in batch]
-        return stream_batch(self, ids, params, tokenizer)
+        factories = [response_constraint(tokenizer, f) for f in formats]
+        return self._stream_ids(ids, params, tokenizer, factories)
+
+    def _stream_ids(self, ids, params, tokenizer, factories) -> tuple[list, Iterator[StreamEvent]]:
+        from .generation import stream_batch
+
+        return stream_batch(self, ids, params, tokenizer, [f() if f is not None else None for f in factories])
 
     def _tokenizer_if_any(self) -> Tokenizer | None:
         try:

@@ -22,6 +22,7 @@ from .sampling import Sampler, SamplingParams
 if TYPE_CHECKING:
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
+    from .constrained import Constraint
     from .engine import Engine
 
 PAD_ID = 0  # any id inside the vocabulary: padded slots are masked out
@@ -42,27 +43,29 @@ def check_prompts(engine: Engine, prompts: Sequence[Sequence[int]], params: Samp
 
 
 def stream_batch(
-    engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams, tokenizer: Tokenizer | None
+    engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams, tokenizer: Tokenizer | None,
+    constraints: Sequence[Constraint | None] | None = None,
 ) -> tuple[list[Reply], Iterator[StreamEvent]]:
     """The replies (filled in as the iterator runs) and an iterator of events, one per new token. The
-    prompts are checked before this returns."""
+    prompts are checked before this returns. `constraints`: one per prompt (None: free)."""
     prompts = check_prompts(engine, prompts, params)
+    constraints = list(constraints) if constraints is not None else [None] * len(prompts)
     eos = engine.config.eos_token_id
     replies = [Reply(i, len(p), params, eos, tokenizer) for i, p in enumerate(prompts)]
 
     def events() -> Iterator[StreamEvent]:
         for start in range(0, len(prompts), engine.max_batch):
             end = start + engine.max_batch
-            yield from _one_batch(engine, prompts[start:end], params, replies[start:end])
+            yield from _one_batch(engine, prompts[start:end], params, replies[start:end], constraints[start:end])
 
     return replies, events()
 
 
-def _one_batch(engine: Engine, prompts: list[list[int]], params: SamplingParams,
-               replies: list[Reply]) -> Iterator[StreamEvent]:
+def _one_batch(engine: Engine, prompts: list[list[int]], params: SamplingParams, replies: list[Reply],
+               constraints: list[Constraint | None]) -> Iterator[StreamEvent]:
     if params.max_new_tokens == 0:
         return
-    samplers = [Sampler(params, p) for p in prompts]
+    samplers = [Sampler(params, p, c) for p, c in zip(prompts, constraints, strict=True)]
     b, w = len(prompts), max(len(p) for p in prompts)
     ids = np.full((b, w), PAD_ID, np.int64)  # [B, W] left-padded
     mask = np.zeros((b, w), np.int64)  # [B, W]
@@ -79,7 +82,7 @@ def _one_batch(engine: Engine, prompts: list[list[int]], params: SamplingParams,
             if reply.done:
                 continue
             token = samplers[i](last[i])
-            yield reply.push(token)
+            yield reply.push(token, end=samplers[i].finished)
             if not reply.done:
                 step[i, 0], live[i, 0] = token, 1
         if not live.any():

@@ -1,7 +1,8 @@
 """One prompt's reply while it is generated: its ids, its text, when and why it ends, what to stream.
 
 A reply ends on EOS (unless `ignore_eos`), on one of `stop_token_ids` (both kept as the last id, adding
-no text), when its text contains one of the `stop` strings (the text is cut before it), or after
+no text), when its grammar has consumed EOS (constrained decoding, even with `ignore_eos`), when its text
+contains one of the `stop` strings (the text is cut before it), or after
 `max_new_tokens` ids. Streamed text never shows a stop string: text that could be the start of one is
 held back until it is known not to be.
 """
@@ -55,9 +56,10 @@ class Reply:
     def done(self) -> bool:
         return self.finish_reason is not None
 
-    def push(self, token: int) -> StreamEvent:
+    def push(self, token: int, end: bool = False) -> StreamEvent:
+        """Add a new id; `end`: the reply ends with it (its grammar is complete), as on a stop token."""
         self.token_ids.append(token)
-        if token in self.stop_ids:
+        if token in self.stop_ids or end:
             self._finish("stop", token)
         elif self.decoder is not None:
             self.text += self.decoder.push(token)

@@ -3,7 +3,8 @@
 Order, as in HF `generate`: repetition penalty -> temperature -> top-k -> top-p -> draw. `temperature=0`
 is greedy (argmax after the repetition penalty). Each prompt of a batch draws from its own generator
 seeded with `seed`, so a prompt gets the same tokens alone or inside any batch (vLLM's per-request
-seed). V vocab.
+seed). A `constraint` (constrained.py: a grammar, or banned tokens) masks the logits before everything
+else, and then follows the drawn token. V vocab.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mixtral_trt.common.errors import MixtralTrtError
+
+if TYPE_CHECKING:
+    from .constrained import Constraint
 
 
 @dataclass(frozen=True)
@@ -106,15 +111,28 @@ def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingPa
 
 
 class Sampler:
-    """One prompt's token chooser; `seen` holds its prompt and reply ids (for the repetition penalty)."""
+    """One prompt's token chooser; `seen` holds its prompt and reply ids (for the repetition penalty).
 
-    def __init__(self, params: SamplingParams, prompt: Sequence[int]) -> None:
+    With a `constraint`, tokens it does not allow get -inf before the processors; `finished` turns True once
+    the constraint has ended (its grammar consumed EOS): a loop driving Samplers ends that row there."""
+
+    def __init__(self, params: SamplingParams, prompt: Sequence[int], constraint: Constraint | None = None) -> None:
         self.params = params
         self.seen = list(prompt)
         self.rng = np.random.default_rng(params.seed)
+        self.constraint = constraint
+
+    @property
+    def finished(self) -> bool:
+        return self.constraint is not None and self.constraint.terminated
 
     def __call__(self, logits: np.ndarray) -> int:  # logits [V]
+        allowed = self.constraint.allowed() if self.constraint is not None else None  # bool [V] or None
+        if allowed is not None:
+            logits = np.where(allowed, logits, -np.inf)
         x = processed_logits(logits, self.seen, self.params)
         token = int(np.argmax(x)) if self.params.greedy else int(self.rng.choice(x.shape[-1], p=softmax(x)))
+        if self.constraint is not None:
+            self.constraint.advance(token)
         self.seen.append(token)
         return token

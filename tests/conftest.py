@@ -348,3 +348,28 @@ def tiny_reference(tiny_ckpt):
     from mixtral_trt.mixtral_ref import load_model
 
     return load_model(tiny_ckpt)
+
+
+# ---- the same with the v3 tokenizer (tool tokens), fp32 and fp16: function calling and constrained output
+@pytest.fixture(scope="session")
+def tiny_v3_ckpt(tiny_root):
+    from support.engines import tiny_checkpoint
+
+    return tiny_checkpoint(tiny_root, seed=5, tokenizer="v3")
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_engine_dir(tiny_v3_ckpt, tiny_root):
+    """fp32 ort engine of the v3 tiny checkpoint: max_seq 1024 (tool definitions are long), max_batch 4."""
+    from support.engines import engine
+
+    return engine(tiny_v3_ckpt, tiny_root, max_seq=1024)
+
+
+@pytest.fixture(scope="session", params=["fp32", "fp16"])
+def tiny_v3_engine(request, tiny_v3_ckpt, tiny_root, tiny_v3_engine_dir):
+    """The v3 engines, fp32 and fp16 (same limits)."""
+    from mixtral_trt import runtime
+    from support.engines import engine
+
+    return runtime.load(engine(tiny_v3_ckpt, tiny_root, dtype=request.param, max_seq=1024))

@@ -3,8 +3,12 @@
 Semantics measured with onnxruntime 1.32 (docs/ARCHITECTURE.md): `activation_type="swiglu"`,
 `swiglu_fusion=1` with fc1 rows interleaved (gate0, up0, gate1, up1, ...), fc1 [E, 2I, H], fc2 [E, H, I],
 `normalize_routing_weights=1` (softmax over the top-k), router_probs = the raw router logits, and
-activation alpha/beta set explicitly (the CPU kernel's defaults are GPT-OSS's 1.702 / +1).
-Quantized experts become QMoE and quantized linears MatMulNBits (ort_quant.py). E experts, I intermediate, H hidden.
+activation alpha/beta and `swiglu_limit` set explicitly: kernels default them to GPT-OSS's 1.702 / +1 and, in
+one CUDA build (contrib_ops/cuda/moe/moe_base.h), a 7.0 clamp on the gate and up activations that real Mixtral
+activations exceed while tiny test models never reach it. +inf clamps nothing in every build (the builds where
+a non-positive limit means "no clamp" included). What the CUDA EP accepts of QMoE: ort_cuda.py.
+Quantized experts become QMoE and quantized linears MatMulNBits (ort_quant.py); float experts are split for
+the CPU kernel's threads (ort_split.py); RMSNorm chains are fused (ort_fuse.py). E experts, I intermediate, H hidden.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ MOE_ATTRIBUTES = {
     "use_sparse_mixer": 0,
     "activation_alpha": 1.0,
     "activation_beta": 0.0,
+    "swiglu_limit": float("inf"),
 }
 
 

@@ -14,9 +14,11 @@ of onnxruntime-extensions' Python ops so ONNX Runtime runs the same nodes with t
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.tape
 
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.plugins import (
     MOE_ALIGN,
     MOE_GEMM_DOWN,
@@ -35,6 +37,27 @@ INT32 = ir.TensorType(ir.DataType.INT32)
 FLOAT = ir.TensorType(ir.DataType.FLOAT)
 
 
+def packed_codes(graph: ir.Graph, codes: ir.Value) -> ir.Value:
+    """uint8 codes [E, N, B] -> the same bytes as INT32 elements [E, N, B/4], a new initializer (computed while
+    saving). TensorRT's ONNX parser widens UINT8 initializers to INT32 element by element, which the kernels,
+    reading bytes, cannot use; INT32 initializers reach them as they are."""
+    tensor = codes.const_value
+    if tensor is None:
+        raise MixtralTrtError(f"{codes.name}: quantized expert codes must be initializers for the trt lowering")
+    *lead, row_bytes = tensor.shape
+    if row_bytes % 4:
+        raise MixtralTrtError(f"{codes.name}: {row_bytes} code bytes per row; the trt lowering packs them into int32 "
+                              "elements, so the row must be a multiple of 4 bytes (hidden and intermediate sizes "
+                              "multiples of 4 for int8, of 8 for int4)")
+    shape = ir.Shape([*lead, row_bytes // 4])
+    name = f"{codes.name}.i32"
+    lazy = ir.LazyTensor(lambda: ir.Tensor(np.ascontiguousarray(tensor.numpy()).view("<i4")), dtype=ir.DataType.INT32,
+                         shape=shape, name=name)
+    value = ir.Value(name=name, shape=shape, type=INT32, const_value=lazy)
+    graph.register_initializer(value)
+    return value
+
+
 def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_BLOCK, aot: bool = True
           ) -> ir.Model:
     graph = model.graph
@@ -51,10 +74,11 @@ def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_
         routing = [sorted_pairs, block_experts, num_padded]
         if pair.quant:  # weight-only int8 / int4 experts: the GEMMs dequantize on the fly
             bits, quant_block = pair.quant
+            w13, w2 = packed_codes(graph, pair.w13), packed_codes(graph, pair.w2)
             fields = {"top_k": k, "block_size": block_size, "bits": bits, "quant_block": quant_block}
-            inter = tape.op(MOE_GEMM_SWIGLU_Q.name, [pair.x, *routing, pair.w13, pair.w13_scales],
+            inter = tape.op(MOE_GEMM_SWIGLU_Q.name, [pair.x, *routing, w13, pair.w13_scales],
                             MOE_GEMM_SWIGLU_Q.node_attributes(aot, **fields), domain=domain)
-            y_pairs = tape.op(MOE_GEMM_DOWN_Q.name, [inter, *routing, weights, pair.w2, pair.w2_scales],
+            y_pairs = tape.op(MOE_GEMM_DOWN_Q.name, [inter, *routing, weights, w2, pair.w2_scales],
                               MOE_GEMM_DOWN_Q.node_attributes(aot, **fields), domain=domain)
         else:
             fields = {"top_k": k, "block_size": block_size}

@@ -10,7 +10,7 @@ SPEC = PluginSpec(
             PluginTensor("block_experts", ("i32",), "[M_max / block]", "from MoEAlign"),
             PluginTensor("num_padded", ("i32",), "[1]", "from MoEAlign"),
             PluginTensor("weights", ("fp32",), "[T, k]", "routing weights from MoERouter"),
-            PluginTensor("w2_codes", ("u8",), "[E, H, I*bits/8]", "down rows"),
+            PluginTensor("w2_codes", ("i32",), "[E, H, I*bits/32]", "down rows: uint8 codes, 4 per int32"),
             PluginTensor("w2_scales", ("like:inter",), "[E, H] or [E, H, I/quant_block]", "scales")),
     outputs=(PluginTensor("y_pairs", ("fp32",), "[T*k, H]", "weighted expert outputs, one row per pair"),),
     fields=(PluginField("top_k", "int", "k"), PluginField("block_size", "int", "MoEAlign's block_size"),

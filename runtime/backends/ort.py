@@ -57,7 +57,14 @@ def session_options(threads: int | None = None, session_options_hook=None):
 
 
 def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> OrtRunner:
-    return OrtRunner(directory / manifest.model_file, device=device)
+    """An engine whose QMoE nodes the CUDA EP cannot run (its manifest says why: exporter/lowering/ort_cuda.py)
+    runs wholly on the CPU EP under "auto", and is refused under "cuda", rather than having ONNX Runtime move
+    those nodes to the CPU (or run them wrong) on its own."""
+    unsupported = manifest.backend_info.get("cuda_unsupported")
+    if unsupported and device == "cuda":
+        raise MixtralTrtError(f"{directory}: ONNX Runtime's CUDA EP cannot run this engine's QMoE nodes "
+                              f"({'; '.join(unsupported)}): open it with device='cpu'")
+    return OrtRunner(directory / manifest.model_file, device="cpu" if unsupported else device)
 
 
 class OrtRunner:

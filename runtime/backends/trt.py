@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.backends import get_backend
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
@@ -49,9 +50,11 @@ class TrtRunner:
             raise MixtralTrtError(f"{directory}: a TensorRT engine needs a CUDA GPU, and none is visible")
         major, minor = torch.cuda.get_device_capability()
         check_trt_compatibility(manifest, trt.__version__, f"{major}.{minor}")
-        from mixtral_trt.plugins.trt_registry import register_plugins
+        if get_backend(manifest.backend, "backend").plugin_nodes:
+            # the AOT kernels are in the plan; registering checks this TensorRT and serves any JIT fallback
+            from mixtral_trt.plugins.trt_registry import register_plugins
 
-        register_plugins()
+            register_plugins()
         self._torch, self._trt = torch, trt
         self.device = "cuda"
         self.logger = trt.Logger(trt.Logger.WARNING)

@@ -28,6 +28,10 @@ def test_bench_tiny(cli, tmp_path):
     cfg = get_preset("tiny")
     assert abs(r["decode_roofline_tok_s"] - decode_roofline_tok_s(r["memory_bandwidth_gbs"], cfg, 4)) < 1e-6
     assert {"ort_over_hf_decode", "ort_fraction_of_roofline", "moe_sparse_le_035_dense"} <= set(r["targets"])
+    c = r["constrained"]  # the grammar's cost per token beside the decode step (ratio not asserted: tiny model)
+    assert c["tokens"] == 4 and c["mask_ms_mean"] > 0 and c["decode_step_ms_mean"] > 0 and c["compile_ms"] > 0
+    assert abs(c["mask_over_decode"] - c["mask_ms_mean"] / c["decode_step_ms_mean"]) < 1e-9
+    assert "constrained_mask_le_10pct_decode" in r["targets"]
     assert r["peak_rss_bytes"] > 100 << 20
     # the roofline: two bandwidth measurements of three methods each; every decode checked against it
     assert len(r["bandwidth"]["measurements"]) == 2 and r["roofline"]["roofline_gbs"] >= r["bandwidth"]["best_gbs"]

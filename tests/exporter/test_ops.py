@@ -135,6 +135,24 @@ def test_ort_lowering_interleaves_gate_and_up():
         np.testing.assert_array_equal(out[:, 2 * j + 1], w13[:, i + j])  # up row j
 
 
+def test_ort_moe_does_not_clamp_large_activations():
+    """swiglu_limit = +inf on the ort lowering's MoE: no clamp of the gate / up activations, which real Mixtral
+    layers push past GPT-OSS's 7.0 (one CUDA build's default) while these tiny weights normally stay below."""
+    import onnxruntime as ort
+
+    logits, x, w13, w2 = case(9, 4, 2, seed=3)
+    w13 = 8 * w13  # gate and up pre-activations up to ~20
+    gate_up = torch.einsum("th,eoh->eto", x, w13)
+    assert gate_up.abs().max() > 2 * 7.0, "the activations must pass the GPT-OSS clamp for this test to mean anything"
+    model = lower(ir.from_proto(moe_model("fp32", 2)), "ort")
+    moe = next(n for n in model.graph if n.op_type == "MoE")
+    assert moe.attributes["swiglu_limit"].as_float() == float("inf")
+    sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"router_logits": logits.numpy(), "x": x.numpy(), "w13": w13.numpy(), "w2": w2.numpy()})
+    err = rel_err(y, oracle(logits, x, w13, w2, 2).numpy())
+    assert err < REL_TOL["fp32"], f"ort MoE with activations up to {gate_up.abs().max():.1f}: relative error {err:.2e}"
+
+
 # ---- float experts split for the CPU kernel's threads (exporter/lowering/ort_split.py) -----------------
 @pytest.mark.parametrize(("t", "e", "k", "one_expert"), CASES)
 @pytest.mark.parametrize("parts", [1, 2, 4, 3])  # 3 does not divide I = 20: no split
@@ -155,4 +173,3 @@ def test_ort_split_experts_equal_the_oracle(t, e, k, one_expert, parts, threads)
     (y,) = sess.run(None, {"router_logits": logits.numpy(), "x": x.numpy()})
     err = rel_err(y, ref)
     assert err < REL_TOL["fp32"], f"parts={parts} T={t} E={e} k={k}: relative error {err:.2e}"
-

@@ -115,6 +115,7 @@ def test_quantized_export_and_engines(ckpt, tmp_path, name):
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in qmoe.attribute}
     assert attrs["expert_weight_bits"] == spec["bits"] and attrs["block_size"] == 32
     assert attrs["accuracy_level"] == ACCURACY_LEVEL[spec["bits"]] and attrs["weights_prepacked"] == 0
+    assert attrs["swiglu_limit"] == float("inf") and attrs["activation_alpha"] == 1.0
 
 
 def test_per_channel_int8_quantizes_the_experts_only(ckpt, tmp_path):
@@ -122,7 +123,7 @@ def test_per_channel_int8_quantizes_the_experts_only(ckpt, tmp_path):
                                  quant_block=0)
     assert not GraphContract.load(onnx_dir).extra["quantization"]["dense"]
     eng = runtime.load(build_engine(onnx_dir, tmp_path / "engine", "ort"))
-    assert eng.manifest.backend_info == {}  # dequantize + float GEMM: exact, float activations
+    assert "int8_activations_block" not in eng.manifest.backend_info  # dequantize + float GEMM: float activations
     ids = np.random.default_rng(1).integers(3, 32000, (1, 9))
     with torch.no_grad():
         ref = _fake_quant(ckpt, "int8", block=0)(torch.from_numpy(ids)).numpy()
@@ -166,3 +167,35 @@ def test_quantize_cli_errors(ckpt, tmp_path, cli):
     result = cli("export", ckpt, tmp_path / "o", "--quantize", "int4", "--quant-block", "128")
     assert result.code == 2 and "--quant-block 128 does not divide hidden_size = 64" in result.err
 
+
+
+def test_qmoe_the_cuda_ep_cannot_run(ckpt, tmp_path, monkeypatch):
+    """ONNX Runtime's CUDA QMoE takes fp16/bf16 and hidden / intermediate sizes that are multiples of 64: an
+    engine outside that is refused at build time where onnxruntime has the CUDA EP (the engine is for CUDA), and
+    elsewhere records why, so runtime.load keeps it on the CPU EP (refused with device='cuda')."""
+    import onnxruntime
+
+    from mixtral_trt.common.manifest import Manifest
+    from mixtral_trt.exporter.export import with_quantization
+    from mixtral_trt.exporter.lowering.ort_cuda import qmoe_cuda_problems
+
+    onnx_dir = export_checkpoint(ckpt, tmp_path / "onnx", max_seq=64, max_batch=1, quantize_experts="int8")
+    problems = qmoe_cuda_problems(GraphContract.load(onnx_dir))  # tiny: fp32, H 64, I 96
+    assert problems == ["the export is fp32; the CUDA QMoE kernels take fp16 or bf16",
+                        "intermediate_size 96 is not a multiple of 64"]
+    cfg = load_model(ckpt).config.replace(intermediate_size=128)
+    for dtype in ("fp16", "bf16"):
+        assert qmoe_cuda_problems(with_quantization(GraphContract.for_config(cfg, dtype, 1, 64), "int4", None)) == []
+    assert qmoe_cuda_problems(GraphContract.for_config(cfg, "fp32", 1, 64)) == []  # MoE (unquantized) runs anywhere
+
+    engine = build_engine(onnx_dir, tmp_path / "cpu", "ort")
+    assert Manifest.load(engine).backend_info["cuda_unsupported"] == problems
+    with pytest.raises(MixtralTrtError, match="CUDA EP cannot run this engine's QMoE nodes .*device='cpu'"):
+        runtime.load(engine, device="cuda")
+    assert runtime.load(engine).runner.device == "cpu"
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(MixtralTrtError, match="CUDA QMoE cannot run this export: the export is fp32.*multiple of 64"):
+        build_engine(onnx_dir, tmp_path / "gpu", "ort")
+    assert not (tmp_path / "gpu").exists()

@@ -12,7 +12,8 @@ import pytest
 from mixtral_trt.common.contract import MODEL_FILE, TOTAL, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
-from mixtral_trt.exporter.trt_build import DECODE_MAX_SEQ, PLAN_FILE, build_plan, profiles_for
+from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.trt_build import DECODE_MAX_SEQ, PLAN_FILE, profiles_for, use_timing_cache
 from mixtral_trt.runtime.backends.trt import check_trt_compatibility
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -34,23 +35,57 @@ def test_profiles_keep_mask_length_equal_to_past_plus_seq(sliding_top3):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="tensorrt-rtx not installed")
-def test_portable_graph_parses_and_builds_with_tensorrt_rtx(sliding_top3, tmp_path):
-    """TensorRT-RTX's builder and ONNX parser run without a GPU: the graph TensorRT receives (minus the
-    plugin nodes) parses, and a plan builds with both optimization profiles."""
-    import onnx_ir as ir
+def test_dense_engine_builds_with_tensorrt_rtx_without_the_plugins(sliding_top3, tmp_path, monkeypatch):
+    """`build --backend trt-dense` end to end with TensorRT-RTX's builder and ONNX parser standing in for
+    TensorRT (they run without a GPU): the portable graph parses, a plan builds with both optimization
+    profiles, and the plugin layer is never touched (the backend table: trt-dense holds no plugin nodes)."""
     import tensorrt_rtx
 
-    from mixtral_trt.exporter.lowering import lower
+    from mixtral_trt.exporter import trt_build
+    from mixtral_trt.plugins import trt_registry
 
+    def no_plugins():
+        raise AssertionError("register_plugins() called for a graph without plugin nodes")
+
+    monkeypatch.setattr(trt_build, "import_tensorrt", lambda: tensorrt_rtx)
+    monkeypatch.setattr(trt_registry, "register_plugins", no_plugins)
     _, onnx_dir = sliding_top3
-    contract = GraphContract.load(onnx_dir)
-    ir.save(lower(ir.load(onnx_dir / MODEL_FILE), "portable"), tmp_path / MODEL_FILE,
-            external_data=MODEL_FILE + ".data")
-    plan, info = build_plan(tmp_path / MODEL_FILE, contract, tmp_path, max_prefill=64, timing_cache=None,
-                            trt_module=tensorrt_rtx)
-    assert plan == PLAN_FILE and (tmp_path / PLAN_FILE).stat().st_size > 100_000
+    engine = build_engine(onnx_dir, tmp_path / "dense", "trt-dense", max_prefill=64, timing_cache=tmp_path / "t.cache")
+    manifest = Manifest.load(engine)
+    info = manifest.backend_info
+    assert manifest.backend == "trt-dense" and (engine / PLAN_FILE).stat().st_size > 100_000
     assert info["tensorrt"] == tensorrt_rtx.__version__ and info["max_tokens_per_call"] == 64
-    assert info["debug_outputs"] is False
+    assert info["debug_outputs"] is False and "plugin_kernels" not in info
+    assert not (engine / MODEL_FILE).exists()
+
+
+class TimingConfig:
+    """A builder config whose set_timing_cache refuses every cache but `accepted` (TensorRT's answer to a cache
+    from another version or GPU, with ignore_mismatch=False)."""
+
+    def __init__(self, accepted: bytes | None) -> None:
+        self.accepted, self.set = accepted, []
+
+    def create_timing_cache(self, blob: bytes):
+        return blob
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        self.set.append(cache)
+        return cache == self.accepted
+
+
+def test_a_refused_timing_cache_is_replaced_by_a_new_one(tmp_path):
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"from another GPU")
+    config = TimingConfig(accepted=b"")
+    with pytest.warns(UserWarning, match="timing cache refused"):
+        cache, note = use_timing_cache(config, path)
+    assert cache == b"" and config.set == [b"from another GPU", b""] and "starting a new one" in note
+    assert use_timing_cache(TimingConfig(accepted=b"from another GPU"), path) == (b"from another GPU", None)
+    assert use_timing_cache(config, None) == (None, None)
+    with pytest.raises(MixtralTrtError, match="refused an empty timing cache"), pytest.warns(UserWarning):
+        use_timing_cache(TimingConfig(accepted=None), path)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed")

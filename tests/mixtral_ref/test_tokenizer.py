@@ -149,3 +149,18 @@ def test_from_checkpoint_and_for_config(tmp_path):
     (tmp_path / "tokenizer.model").write_bytes(b"not a model")
     with pytest.raises(MixtralTrtError, match="not a SentencePiece model"):
         Tokenizer.from_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["Hello world", "  two  spaces", "héllo 😀 日本語\n\tnew line ꙮ 𝔘", '{"a": [1, "x"]}'])
+def test_token_bytes_spell_what_sentencepiece_decodes(text, version):
+    """The bytes of each id (what grammar engines match) concatenate to the text SentencePiece encoded, with
+    the leading space of its "▁" prefix; special ids never spell text."""
+    tok = Tokenizer(mistral_common_file(version))
+    table = tok.token_bytes(special_prefix=b"\xff")
+    ids = tok.encode(text, bos=False)
+    assert b"".join(table[i] for i in ids) == (" " + text).encode()
+    names = {tok.sp.id_to_piece(i) for i in tok.special_ids}
+    assert {"<unk>", "<s>", "</s>"} <= names and all(table[i].startswith(b"\xff") for i in tok.special_ids)
+    if version == "v3":
+        assert {"[INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[REFERENCE_DOC_0]"} <= names
+    assert len(tok.special_ids) == (3 if version == "v1" else 771)

@@ -1,42 +1,50 @@
-"""Ahead-of-time compilation without a GPU: `plugins compile` for sm_90a and sm_80 writes PTX (with the
-matching .target) and cubin for every kernel; every kernel fits the default 48 KB of shared memory.
-Runs in a subprocess: this pytest process has triton in interpreter mode."""
+"""Ahead-of-time compilation without a GPU: `plugins compile` for sm_90a and sm_80 writes, per kernel, PTX with
+the matching .target, the PTX version of the `--cuda` driver, and an entry taking exactly the kernel's runtime
+arguments (what TensorRT passes: Triton's scratch parameters removed), plus a cubin that ptxas assembled from that
+PTX; every kernel fits the default 48 KB of shared memory. Runs in subprocesses (conftest.compile_cli)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from mixtral_trt.plugins import ptx
+from support.aot import CUDA, compile_cli
 
-def compile_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "from mixtral_trt.cli import main; main()"
-    return subprocess.run([sys.executable, "-c", code, "plugins", "compile", *args], capture_output=True,
-                          text=True, env=env, timeout=900)
+KERNELS = {"moe_router_kernel", "moe_align_kernel", "moe_gemm_swiglu_kernel", "moe_gemm_down_kernel",
+           "moe_gemm_swiglu_q_kernel", "moe_gemm_down_q_kernel"}
 
 
-@pytest.mark.parametrize(("arch", "dtypes"), [("sm_90a", "fp16,bf16,fp32"), ("sm_80", "fp16")])
-def test_plugins_compile(arch, dtypes, tmp_path):
-    out = tmp_path / arch
-    result = compile_cli("--arch", arch, "--out", str(out), "--dtypes", dtypes)
-    assert result.returncode == 0, result.stderr[-2000:]
-    index = json.loads((out / "kernels.json").read_text())
+def check_kernels(out, index, arch: str, n_dtypes: int, version: str) -> None:
     kernels = index["kernels"]
-    n_dtypes = len(dtypes.split(","))
     # align + per dtype: router + 3 tactics x (2 GEMMs + 2 quantized GEMMs x (int8, int4))
     assert len(kernels) == 1 + n_dtypes * 19
-    assert {k["kernel"] for k in kernels} == {"moe_router_kernel", "moe_align_kernel", "moe_gemm_swiglu_kernel",
-                                              "moe_gemm_down_kernel", "moe_gemm_swiglu_q_kernel",
-                                              "moe_gemm_down_q_kernel"}
+    assert {k["kernel"] for k in kernels} == KERNELS
+    assert index["arch"] == arch and index["ptx_version"] == version
     for k in kernels:
-        ptx = (out / f"{k['stem']}.ptx").read_text()
-        assert f".target {arch}" in ptx and f".entry {k['symbol']}" in ptx, k["stem"]
+        text = (out / f"{k['stem']}.ptx").read_text()
+        name, params = ptx.entry_params(text)
+        runtime_args = [a for a, t in k["signature"].items() if t != "constexpr"]
+        assert f".target {arch}" in text and name == k["symbol"], k["stem"]
+        assert f".version {version}" in text and k["ptx_version"] == version, k["stem"]
+        assert len(params) == len(runtime_args), f"{k['stem']}: {len(params)} entry parameters, {runtime_args}"
         assert (out / f"{k['stem']}.cubin").stat().st_size > 1000, k["stem"]
         assert k["shared_bytes"] <= 48 * 1024, f"{k['stem']} needs {k['shared_bytes']} B of shared memory"
+
+
+def test_plugins_compile_sm90a_for_a_cuda_12_8_driver(sm90a_kernels):
+    out, index = sm90a_kernels
+    assert index["cuda"] == CUDA
+    check_kernels(out, index, "sm_90a", 3, "8.7")
+
+
+def test_plugins_compile_sm80(tmp_path):
+    out = tmp_path / "sm_80"
+    result = compile_cli("--arch", "sm_80", "--cuda", "12.4", "--out", str(out), "--dtypes", "fp16")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "PTX 8.4" in result.stdout
+    check_kernels(out, json.loads((out / "kernels.json").read_text()), "sm_80", 1, "8.4")
 
 
 def test_plugins_compile_rejects_bad_arguments(tmp_path):
@@ -44,7 +52,11 @@ def test_plugins_compile_rejects_bad_arguments(tmp_path):
     assert result.returncode == 2 and "--arch 'sm_75'" in result.stderr and "Traceback" not in result.stderr
     result = compile_cli("--arch", "sm_80", "--out", str(tmp_path / "y"), "--dtypes", "fp8")
     assert result.returncode == 2 and "--dtypes" in result.stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    result = compile_cli("--arch", "sm_90a", "--cuda", "11.8", "--out", str(tmp_path / "z"))
+    assert result.returncode == 2 and "sm_90a needs PTX 8.0" in result.stderr, result.stderr
+    result = compile_cli("--arch", "sm_90a", "--cuda", "twelve", "--out", str(tmp_path / "w"))
+    assert result.returncode == 2 and "--cuda 'twelve'" in result.stderr
+    assert not any((tmp_path / d).exists() for d in "xyzw")
 
 
 def test_plugins_list(cli):
@@ -53,3 +65,60 @@ def test_plugins_list(cli):
     for name in ("MoERouter", "MoEAlign", "MoEGemmSwiGLU", "MoEGemmDown", "MoEGemmSwiGLUQ", "MoEGemmDownQ",
                  "ceil(M_max / block_size)", "quant_block"):
         assert name in result.out, name
+
+
+@pytest.mark.parametrize("cuda", ["11.8", "12.0", "12.4", "12.5", "12.6", "12.8", "12.9", "13.0", "13.2", "13.4"])
+def test_ptx_version_of_a_driver_follows_tritons_rule(cuda):
+    from triton.backends.nvidia.compiler import ptx_get_version
+
+    assert ptx.ptx_for_cuda(cuda) == ptx_get_version(cuda)
+
+
+def test_ptx_version_policy():
+    assert ptx.choose_ptx("sm_90a", "12.8", 94) == 87  # the driver's ISA
+    assert ptx.choose_ptx("sm_90a", "13.6", 94) == 94  # never above what Triton's ptxas assembles
+    assert ptx.choose_ptx("sm_90a", None, 94) is None  # no driver known: Triton's own
+    with pytest.raises(Exception, match="sm_90a needs PTX 8.0"):
+        ptx.choose_ptx("sm_90a", "11.8", 94)
+    assert ptx.choose_ptx("sm_80", "11.8", 88) == 78
+
+
+ENTRY = """.version 9.4
+.target sm_90a
+.visible .entry k(
+\t.param .u64 .ptr .global .align 1 k_param_0,
+\t.param .u32 k_param_1,
+\t.param .u64 .ptr .global .align 1 k_param_2,
+\t.param .u64 .ptr .global .align 1 k_param_3
+)
+{
+\tld.param.u64 %rd1, [k_param_0];
+}
+"""
+
+
+def test_scratch_parameters_are_removed_only_when_unused():
+    text = ptx.strip_scratch_params(ENTRY, 2, (0, 0))
+    assert ptx.entry_params(text) == ("k", [".param .u64 .ptr .global .align 1 k_param_0", ".param .u32 k_param_1"])
+    assert "ld.param.u64 %rd1, [k_param_0];" in text and ptx.written_ptx(text) == 94
+    assert ptx.strip_scratch_params(ENTRY, 4, (0, 0)) == ENTRY
+    with pytest.raises(Exception, match=r"scratch sizes \(global, profile\) \(256, 0\)"):
+        ptx.strip_scratch_params(ENTRY, 2, (256, 0))
+
+
+def test_a_process_that_interprets_compiles_in_a_worker(sm90a_kernels):
+    """This test session runs the kernels in Triton's interpreter (conftest), so compiling here, as TensorRT's
+    aot_impl does in a `pytest -m gpu` session, goes to a worker process: the same PTX as `plugins compile`."""
+    import mixtral_trt.plugins.moe_router.kernel  # noqa: F401  (imported for the interpreter, as the kernel tests do)
+    from mixtral_trt.plugins import aot
+    from mixtral_trt.plugins.interpreter import compiler_available
+
+    assert not compiler_available()
+    variant = aot.router_variant("bf16", 2, 8)
+    compiled = aot.compile_variant(variant, aot.target("sm_90a", CUDA))
+    out, index = sm90a_kernels
+    expected = next(k for k in index["kernels"] if k["stem"] == variant.stem)
+    assert compiled.ptx == (out / f"{variant.stem}.ptx").read_text() and compiled.name == expected["symbol"]
+    assert (compiled.num_warps, compiled.shared, compiled.ptx_version) == (expected["num_warps"],
+                                                                           expected["shared_bytes"], 87)
+    assert aot.compile_variant(variant, aot.target("sm_90a", CUDA)) is compiled  # once per variant and target

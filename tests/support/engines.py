@@ -11,13 +11,17 @@ from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.mixtral_ref.writer import init_checkpoint
 
 
-def tiny_checkpoint(root: Path, seed: int = 0, perturb_expert: tuple[int, int] | None = None) -> Path:
-    """The `tiny` preset (real v1 tokenizer beside it); `perturb_expert=(layer, expert)` adds noise to
-    that expert's down projection, making a checkpoint whose engine must FAIL parity against the original."""
+def tiny_checkpoint(root: Path, seed: int = 0, perturb_expert: tuple[int, int] | None = None,
+                    tokenizer: str = "v1") -> Path:
+    """The `tiny` preset (real v1 tokenizer beside it; `tokenizer="v3"`: the 8x22B vocabulary of 32768 tokens
+    and its tokenizer, with the tool tokens); `perturb_expert=(layer, expert)` adds noise to that expert's
+    down projection, making a checkpoint whose engine must FAIL parity against the original."""
     from mixtral_trt.mixtral_ref import get_preset, load_model
     from mixtral_trt.mixtral_ref.writer import save_checkpoint
 
-    path = init_checkpoint(get_preset("tiny"), root / f"ckpt-{seed}", seed=seed)
+    cfg = get_preset("tiny").replace(vocab_size={"v1": 32000, "v3": 32768}[tokenizer])
+    name = f"ckpt-{seed}" if tokenizer == "v1" else f"ckpt-{tokenizer}-{seed}"
+    path = init_checkpoint(cfg, root / name, seed=seed)
     if perturb_expert is None:
         return path
     layer, expert = perturb_expert

@@ -27,3 +27,10 @@ def chat_request(conversation: list[tuple[str, str]], prefix_last: bool = False)
 
 def message_dicts(conversation: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"role": role, "content": content} for role, content in conversation]
+
+
+def openai_request(messages: list[dict], tools: list[dict] | None = None):
+    """OpenAI-style messages and tools -> ChatCompletionRequest (mistral-common's own converter)."""
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+
+    return ChatCompletionRequest.from_openai(messages=messages, tools=tools)

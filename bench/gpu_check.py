@@ -1,0 +1,136 @@
+"""The GPU run book as one function (`mixtral-export gpu-check`, `make gpu-check`): on a machine with an NVIDIA
+GPU and the `gpu` extra, build the `small` preset's TensorRT engines with and without the plugins (fp16), check
+both against the float32 reference (parity), run the `gpu` test suite, benchmark them against ONNX Runtime, and
+write everything to one JSON report. Every step runs even when an earlier one failed (a step that needs a
+missing engine reports that); the report says which passed.
+
+Written against the documented APIs; it has not run on a GPU here (this project's machines have none).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.fileio import atomic_file
+from mixtral_trt.common.progress import step
+
+ENGINES = ("trt", "trt-dense")  # with the sparse-dispatch plugins; the dense baseline
+
+
+def gpu_environment() -> dict[str, Any]:
+    """What the engines will run on; a one-line error when this machine cannot build them."""
+    import importlib.metadata
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise MixtralTrtError("gpu-check needs a CUDA GPU and a CUDA build of torch; none is visible here")
+    try:
+        import tensorrt
+    except ImportError:
+        raise MixtralTrtError("gpu-check needs TensorRT: make gpu-install (the `gpu` extra)") from None
+    import onnxruntime
+
+    from mixtral_trt.plugins.aot import target
+    from mixtral_trt.plugins.ptx import driver_cuda_version
+    from mixtral_trt.plugins.trt_registry import check_tensorrt
+
+    check_tensorrt(tensorrt.__version__)
+    major, minor = torch.cuda.get_device_capability()
+    return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
+            "cuda_driver": driver_cuda_version(), "torch": torch.__version__, "tensorrt": tensorrt.__version__,
+            "triton": importlib.metadata.version("triton"), "onnxruntime": onnxruntime.__version__,
+            "onnxruntime_providers": onnxruntime.get_available_providers(), "plugin_kernels": target().describe()}
+
+
+def run_steps(steps: dict[str, Callable[[], dict[str, Any]]], progress=None) -> dict[str, dict[str, Any]]:
+    """Each step's result with `passed` and `seconds`; an exception fails its step, not the run."""
+    results = {}
+    for name, fn in steps.items():
+        start = time.perf_counter()
+        with step(progress, name):
+            try:
+                result = {"passed": True, **fn()}
+            except Exception as e:  # recorded in the report: the run book goes on
+                result = {"passed": False, "error": f"{type(e).__name__}: {e}",
+                          "traceback": traceback.format_exc(limit=8)}
+        results[name] = {**result, "seconds": round(time.perf_counter() - start, 1)}
+    return results
+
+
+def _pytest_gpu(tests: Path) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rA", str(tests)],
+                            capture_output=True, text=True)
+    tail = result.stdout.strip().splitlines()[-40:]
+    if result.returncode != 0:
+        raise AssertionError(f"pytest -m gpu exited {result.returncode}: " + (tail[-1] if tail else result.stderr))
+    return {"summary": tail[-1] if tail else "", "output_tail": tail}
+
+
+def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path | None = None,
+                  greedy_steps: int = 16, progress=None) -> dict[str, Any]:
+    """Run the book, write `out` (JSON) and return the report; `tests`: the repository's tests/ for `pytest -m
+    gpu` (None: that step is skipped)."""
+    from mixtral_trt.bench.run import BenchSettings, run_bench
+    from mixtral_trt.exporter.build import build_engine
+    from mixtral_trt.exporter.export import export_checkpoint
+    from mixtral_trt.mixtral_ref import get_preset
+    from mixtral_trt.mixtral_ref.writer import init_checkpoint
+    from mixtral_trt.parity import check_engine
+
+    environment = gpu_environment()
+    workdir = Path(workdir)
+    ckpt, onnx_dir = workdir / f"{preset}-checkpoint", workdir / f"{preset}-onnx-fp16"
+
+    def checkpoint() -> dict[str, Any]:
+        if not ckpt.exists():
+            init_checkpoint(get_preset(preset), ckpt, seed=0)
+        if not onnx_dir.exists():
+            export_checkpoint(ckpt, onnx_dir, dtype="fp16", max_seq=1024, max_batch=4, progress=progress)
+        return {"checkpoint": str(ckpt), "export": str(onnx_dir)}
+
+    def build(backend: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            engine = build_engine(onnx_dir, workdir / f"{preset}-engine-{backend}", backend, overwrite=True,
+                                  progress=progress, debug_outputs=True)  # per-layer parity
+            info = json.loads((engine / "manifest.json").read_text())["backend_info"]
+            return {"engine": str(engine), "backend_info": info}
+        return run
+
+    def parity(backend: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            report = check_engine(workdir / f"{preset}-engine-{backend}", ckpt, greedy_steps=greedy_steps)
+            if not report.passed:
+                raise AssertionError(f"{backend} parity failed: {report.failures}")
+            return {"logits_max_rel": report.logits.max_rel, "greedy_exact": [g.exact for g in report.greedy]}
+        return run
+
+    def bench() -> dict[str, Any]:
+        result = run_bench(BenchSettings(preset=preset, backends=("ort", *ENGINES), workdir=workdir / "bench",
+                                         hf=False), progress)
+        missing = [b for b in ENGINES if b not in result["decode"]]
+        if missing:
+            raise AssertionError(f"bench skipped {missing}: {result['skipped']}")
+        return {"decode_tok_s": result["decode"], "prefill_tok_s": result["prefill"],
+                "moe_layer": result["moe_layer"]}
+
+    steps: dict[str, Callable[[], dict[str, Any]]] = {"checkpoint and fp16 export": checkpoint}
+    steps.update({f"build {b}": build(b) for b in ENGINES})
+    steps.update({f"parity {b}": parity(b) for b in ENGINES})
+    if tests is not None:
+        steps["pytest -m gpu"] = lambda: _pytest_gpu(tests)
+    steps["bench"] = bench
+    results = run_steps(steps, progress)
+    report = {"passed": all(r["passed"] for r in results.values()), "preset": preset, "environment": environment,
+              "steps": results}
+    with atomic_file(out) as f:
+        f.write(json.dumps(report, indent=2, default=str) + "\n")
+    return report

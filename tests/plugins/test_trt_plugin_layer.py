@@ -1,0 +1,171 @@
+"""The TensorRT registrations (plugins/trt_registry.py) under TensorRT's own plugin layer, on CPU.
+
+TensorRT's `tensorrt.plugin` (the real package of the tensorrt-cu13-bindings wheel) runs with TensorRT-RTX's
+bindings standing in for TensorRT's compiled module (support/tensorrt_standin.py), and every plugin node of a
+`trt`-lowered MoE layer (Mixtral 8x7B sizes: E 8, k 2, H 4096, I 14336; fp32 / fp16 / bf16; float, int8 and
+int4 experts) goes through what TensorRT's builder calls (support/trt_plugin_layer.py). The oracle is the
+Python launchers (plugins/*/launch.py, what the CPU and JIT paths run), at T = 1, 5 and 300 tokens: the
+network's types are one of the plugin's supported combinations; for every tactic, grid, block, shared memory
+and scalar arguments equal the launcher's, and so do the argument layout (inputs, scalars, outputs), the
+constexprs, warps and stages, the pointer types and every buffer's size in bytes (int8 / int4 codes packed
+as INT32 elements); the PTX TensorRT gets takes exactly those arguments, at the `--cuda` target's version.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from mixtral_trt.plugins import PLUGINS, aot, ptx
+from support.aot import CUDA
+from support.moe_layer_graph import moe_layer
+from support.trt_plugin_layer import KernelLaunch, PluginNode, drive
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt_rtx") is None or importlib.util.find_spec("tensorrt_bindings") is None,
+    reason="needs tensorrt-rtx-cu13 and tensorrt-cu13-bindings (the dev extra)")
+
+MIXTRAL = {"experts": 8, "top_k": 2, "hidden": 4096, "inter": 14336}  # 8x7B: `plugins compile`'s default set
+SIZES = (1, 5, 300)
+VARIANTS = [(dtype, quant) for quant in (None, "int8", "int4") for dtype in ("fp32", "fp16", "bf16")]
+TORCH = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32}
+TRITON = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.int32: "*i32",
+          torch.uint8: "*u8"}
+
+
+@pytest.fixture(scope="module")
+def trt():
+    """The stand-in `tensorrt`, with TensorRT's plugin layer and our plugins registered in it."""
+    from mixtral_trt.plugins.trt_registry import register_plugins
+    from support import tensorrt_standin
+
+    with tensorrt_standin.installed() as (module, _):
+        register_plugins()
+    return module
+
+
+@pytest.fixture(scope="module")
+def kernels(sm90a_kernels):
+    """The compiled default variants by stem, with their PTX."""
+    out, index = sm90a_kernels
+    return {k["stem"]: {**k, "ptx": (out / f"{k['stem']}.ptx").read_text()} for k in index["kernels"]}
+
+
+@dataclass
+class Call:
+    grid: tuple
+    args: tuple
+    kwargs: dict
+
+
+class Recorder:
+    """Stands in for a @triton.jit kernel: `kernel[grid](*args, **kwargs)` records the launch."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append(Call(tuple(grid), args, kwargs))
+
+
+def run_launcher(monkeypatch, node: PluginNode, variant: aot.KernelVariant, sizes: dict[str, int], tactic: int):
+    """The plugin's Python launcher on meta tensors of the node's shapes at `sizes`: (its inputs, its one launch,
+    the outputs it allocated)."""
+    spec = PLUGINS[node.op_type]
+    inputs = []
+    for trt_type, dims, tensor in zip(node.input_types, node.input_shapes, spec.inputs, strict=True):
+        x = torch.empty([d.evaluate(sizes) for d in dims], dtype=TORCH[trt_type.name], device="meta")
+        inputs.append(x.view(torch.uint8) if tensor.name.endswith("_codes") else x)  # what the kernels read
+    recorder = Recorder()
+    monkeypatch.setattr(importlib.import_module(f"mixtral_trt.plugins.{variant.folder}.kernel"), variant.kernel,
+                        recorder)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the launchers' GPU path (no bf16 -> fp32 copies)
+    run = importlib.import_module(f"mixtral_trt.plugins.{variant.folder}.launch").run
+    outputs = run(*inputs, *node.attributes.values(), **({"tactic": tactic} if node.tactics != [0] else {}))
+    assert len(recorder.calls) == 1, f"{node.op_type}: {len(recorder.calls)} launches"
+    return inputs, recorder.calls[0], outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+def check_launch(monkeypatch, node: PluginNode, launch: KernelLaunch, variant, shared: int, t: int) -> None:
+    """TensorRT's launch of `launch` at T = t against the launcher's."""
+    sizes = {"T": t}
+    inputs, call, outputs = run_launcher(monkeypatch, node, variant, sizes, launch.tactic)
+    n_in, n_out = len(node.input_types), len(node.output_types)
+    tensors, scalars = call.args[:n_in] + call.args[-n_out:], call.args[n_in:-n_out]
+    assert all(isinstance(a, torch.Tensor) for a in tensors), \
+        f"{node.op_type}: launcher arguments are not (inputs, scalars, outputs): {call.args}"
+    ours = launch.at(sizes)
+    theirs = {"grid": call.grid + (1,) * (3 - len(call.grid)), "block": (call.kwargs.get("num_warps", 4) * 32, 1, 1),
+              "shared_mem": shared, "extra_args": tuple(scalars)}
+    assert ours == theirs, f"{node.op_type} tactic {launch.tactic} T={t}: TensorRT {ours}, launcher {theirs}"
+    constexprs = {k: v for k, v in call.kwargs.items() if k not in ("num_warps", "num_stages")}
+    assert constexprs == variant.constexprs, f"{node.op_type}: launcher {constexprs}, AOT {variant.constexprs}"
+    assert (call.kwargs.get("num_warps", 4), call.kwargs.get("num_stages", 3)) == (variant.num_warps,
+                                                                                  variant.num_stages)
+    pointers = [v for v in variant.signature.values() if v.startswith("*")]
+    assert [TRITON[a.dtype] for a in tensors] == pointers, f"{node.op_type}: pointer types vs AOT {pointers}"
+    for i, (trt_type, dims) in enumerate(zip(node.input_types + node.output_types,
+                                             node.input_shapes + node.output_shapes, strict=True)):
+        theirs_bytes = (inputs + list(outputs))[i].untyped_storage().nbytes()
+        ours_bytes = torch.empty([d.evaluate(sizes) for d in dims], dtype=TORCH[trt_type.name],
+                                 device="meta").untyped_storage().nbytes()
+        assert ours_bytes == theirs_bytes, \
+            f"{node.op_type} I/O {i} T={t}: TensorRT's buffer {ours_bytes} bytes, the launcher's {theirs_bytes}"
+
+
+@pytest.mark.parametrize(("dtype", "quant"), VARIANTS, ids=[f"{d}-{q or 'float'}" for d, q in VARIANTS])
+def test_registrations_under_tensorrts_plugin_layer(trt, kernels, monkeypatch, dtype, quant):
+    requested = {}
+
+    def compile_stub(variant, where=None):  # TensorRT's aot_impl compiles for the build GPU; here the same
+        if variant.stem not in kernels:  # variant comes from `plugins compile --arch sm_90a --cuda 12.8`
+            raise AssertionError(f"aot_impl asks for {variant.stem}, which `plugins compile` does not write")
+        k = kernels[variant.stem]
+        requested[k["ptx"]] = variant
+        return aot.Compiled(k["symbol"], k["ptx"], None, k["num_warps"], k["shared_bytes"], ptx.written_ptx(k["ptx"]))
+
+    monkeypatch.setattr(aot, "compile_variant", compile_stub)
+    nodes = drive(trt, moe_layer(dtype, quant=quant, **MIXTRAL))
+    suffix = "Q" if quant else ""
+    assert [n.op_type for n in nodes] == ["MoERouter", "MoEAlign", f"MoEGemmSwiGLU{suffix}", f"MoEGemmDown{suffix}"]
+    checked = 0
+    for node in nodes:
+        network = tuple((t, trt.TensorFormat.LINEAR) for t in node.input_types + node.output_types)
+        assert network in node.supported, (
+            f"{node.op_type}: the network's types {[t.name for t in node.input_types + node.output_types]} are not "
+            f"among the plugin's combinations {[[t.name for t, _ in c] for c in node.supported]}")
+        assert node.tactics == ([0] if node.op_type in ("MoERouter", "MoEAlign") else [1, 2, 3])
+        if node.op_type.endswith("Q"):  # TensorRT holds the codes' bytes, not the bytes widened to int32
+            codes = next(j for j, x in enumerate(PLUGINS[node.op_type].inputs) if x.name.endswith("_codes"))
+            weights = MIXTRAL["experts"] * MIXTRAL["hidden"] * MIXTRAL["inter"] * (2 if "SwiGLU" in node.op_type else 1)
+            held = 4 * int(torch.Size([d.get_constant_value() for d in node.input_shapes[codes]]).numel())
+            assert node.input_types[codes] == trt.int32 and held == weights * {"int8": 8, "int4": 4}[quant] // 8
+        for launch in node.launches:
+            variant = requested[launch.ptx]
+            name, params = ptx.entry_params(launch.ptx)
+            assert name == launch.kernel_name
+            assert len(params) == len(node.input_types) + len(launch.extra_args) + len(node.output_types), (
+                f"{node.op_type}: the PTX entry takes {len(params)} parameters, TensorRT passes "
+                f"{len(node.input_types)} inputs, {len(launch.extra_args)} scalars, {len(node.output_types)} outputs")
+            assert ptx.written_ptx(launch.ptx) == ptx.ptx_for_cuda(CUDA) and ".target sm_90a" in launch.ptx
+            assert all(t == trt.PluginArgDataType.INT32 for t in launch.arg_types)
+            for t in SIZES:
+                check_launch(monkeypatch, node, launch, variant, kernels[variant.stem]["shared_bytes"], t)
+                checked += 1
+    print(f"{dtype}/{quant or 'float'}: {checked} (plugin, tactic, T) launches equal the launchers'")
+    assert checked == 8 * len(SIZES)
+
+
+def test_registering_again_is_a_no_op(trt):
+    """A second register_plugins() (every build and plan load calls it) neither redefines nor fails."""
+    from mixtral_trt.plugins.trt_registry import register_plugins
+    from support import tensorrt_standin
+
+    with tensorrt_standin.installed() as (_, plugin):
+        register_plugins()
+        register_plugins()
+        assert sorted(name for name in dir(plugin.op.mixtral) if not name.startswith("_")) == sorted(PLUGINS)
