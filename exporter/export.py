@@ -186,7 +186,8 @@ def quantize(program, contract: GraphContract) -> None:
         attach_functions(program.model)  # the optimiser dropped the then-unused MoEExpertsQ / LinearQ bodies
 
 
-def with_quantization(contract: GraphContract, name: str | None, block_size: int | None) -> GraphContract:
+def with_quantization(contract: GraphContract, name: str | None, block_size: int | None,
+                      world_size: int = 1) -> GraphContract:
     """The contract with `extra["quantization"]` set from `--quantize NAME [--quant-block N]`."""
     if name is None:
         return contract
@@ -195,11 +196,14 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
     from mixtral_trt.common.quant import QuantScheme
 
     scheme = QuantScheme.parse(name, block_size)
-    # block-wise schemes also quantize the attention projections and the LM head (LinearQ); a per-channel
-    # scheme only the experts (MatMulNBits, the fast kernel for LinearQ, needs a block size)
+    # block-wise schemes also quantize the attention projections and the LM head (LinearQ) when the block
+    # divides every such linear's inputs (H; wo's q_size, split by heads across `world_size` ranks); a
+    # per-channel scheme only the experts (MatMulNBits, the fast kernel for LinearQ, needs a block size)
+    cfg = contract.config
+    inputs = (cfg.hidden_size, cfg.q_size // world_size)
+    dense = bool(scheme.block_size) and all(k % scheme.block_size == 0 for k in inputs)
     extra = {**contract.extra, "quantization": {"scheme": scheme.name, "bits": scheme.bits,
-                                                "block_size": scheme.block_size,
-                                                "dense": bool(scheme.block_size)}}
+                                                "block_size": scheme.block_size, "dense": dense}}
     return dataclasses.replace(contract, extra=extra)
 
 
@@ -256,7 +260,7 @@ def export_checkpoint(
     if not 1 <= max_batch <= 4096:
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
     contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq), quantize_experts,
-                                 quant_block)
+                                 quant_block, tensor_parallel)
     if tensor_parallel != 1:
         from .shard.export import streamed_rank_weights, write_ranks
 

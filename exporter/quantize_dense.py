@@ -73,6 +73,15 @@ class LinearCodes(ir.LazyTensor):
             file.write(memoryview(np.ascontiguousarray(band)).cast("B"))
 
 
+def quantized_linear_tensors(source: ir.TensorProtocol, scheme: QuantScheme, act: str,
+                             name: str) -> tuple[ir.TensorProtocol, ir.TensorProtocol]:
+    """The lazy codes `{name}.codes` and scales `{name}.scales` of the linear weight `source` [N, K]."""
+    q = QuantizedLinear(source, scheme, act)
+    shape = ir.Shape((q.n, q.k // scheme.block_size))
+    scales = ir.LazyTensor(lambda: ir.Tensor(q.scales()), dtype=IR_TYPES[act], shape=shape, name=f"{name}.scales")
+    return LinearCodes(q, f"{name}.codes"), scales
+
+
 def _transposed_weight(node: ir.Node) -> ir.Value | None:
     """W when `node` is MatMul(x, Transpose(W, perm=[1, 0])) with W a dense-linear initializer used only there."""
     if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
@@ -102,13 +111,11 @@ def quantize_linears(model: ir.Model, scheme: QuantScheme, dtype: str) -> int:
         n, k = (int(d) for d in w.shape)
         scheme.check_dims(k, w.name)
         transpose = node.inputs[1].producer()
-        q = QuantizedLinear(w.const_value, scheme, act)
-        codes = ir.Value(name=f"{w.name}.codes", shape=ir.Shape(q.codes_shape),
-                         type=ir.TensorType(ir.DataType.UINT8), const_value=LinearCodes(q, f"{w.name}.codes"))
-        scales_shape = ir.Shape((n, k // scheme.block_size))
-        scales = ir.Value(name=f"{w.name}.scales", shape=scales_shape, type=ir.TensorType(IR_TYPES[act]),
-                          const_value=ir.LazyTensor(lambda q=q: ir.Tensor(q.scales()), dtype=IR_TYPES[act],
-                                                    shape=scales_shape, name=f"{w.name}.scales"))
+        codes_t, scales_t = quantized_linear_tensors(w.const_value, scheme, act, w.name)
+        codes = ir.Value(name=f"{w.name}.codes", shape=codes_t.shape, type=ir.TensorType(ir.DataType.UINT8),
+                         const_value=codes_t)
+        scales = ir.Value(name=f"{w.name}.scales", shape=scales_t.shape, type=ir.TensorType(IR_TYPES[act]),
+                          const_value=scales_t)
         for v in (codes, scales):
             graph.register_initializer(v)
         new = ir.node(LINEAR_Q.name, [node.inputs[0], codes, scales], domain=DOMAIN, name=f"{node.name}.q",

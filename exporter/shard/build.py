@@ -34,7 +34,7 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
 
     from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
 
-    from ..build import lower_and_save, tool_versions
+    from ..build import kernel_info, lower_and_save, tool_versions
 
     tp = TensorParallel.of(contract)
     if not spec.tensor_parallel:
@@ -72,7 +72,8 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
                     entry["program"] = cut_rank_graph(dst / MODEL_FILE).name
             ranks.append(entry)
         copy_tokenizer(onnx_dir, tmp)
-        info = {**(infos[0] if infos else {}), KEY: {"world_size": tp.world_size, "ranks": ranks}}
+        info = {**(infos[0] if infos else {}), **kernel_info(spec.lowering, contract),
+                KEY: {"world_size": tp.world_size, "ranks": ranks}}
         with step(progress, "hash artifacts, write manifest.json"):
             Manifest.for_directory(tmp, spec.name, contract, f"{ranks[0]['dir']}/{ranks[0]['model_file']}",
                                    tool_versions(*spec.tools), backend_info=info).save(tmp)
