@@ -45,7 +45,7 @@ demo-inspect: demo-init
 	$(CLI) inspect $(DEMO)/checkpoint --chat "$(DEMO_PROMPT)" --max-new-tokens 24
 
 demo-export: demo-inspect
-	$(CLI) export $(DEMO)/checkpoint $(DEMO)/onnx --max-seq 512 --max-batch 4 --force
+	$(CLI) export $(DEMO)/checkpoint $(DEMO)/onnx --max-seq 512 --max-batch 4 --debug-outputs --force
 
 demo-build: demo-export
 	$(CLI) build $(DEMO)/onnx $(DEMO)/engine-ort --backend ort --force

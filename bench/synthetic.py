@@ -14,6 +14,7 @@ import torch
 
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.paths import mark_checkpoint
 from mixtral_trt.common.progress import bar
 from mixtral_trt.mixtral_ref import keymaps
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 def write_synthetic_checkpoint(cfg: MixtralConfig, out: str | Path, dtype: torch.dtype = torch.bfloat16,
                                shard_bytes: int = 1 << 30, seed: int = 0, overwrite: bool = False,
                                progress: Progress | None = None) -> Path:
-    from safetensors.torch import save_file
+    from mixtral_trt.mixtral_ref.writer import save_safetensors
 
     gen = torch.Generator().manual_seed(seed)
     parts = [(p.key, p.shape) for entry in keymaps.plan("hub", cfg) for p in entry.parts]
@@ -34,7 +35,7 @@ def write_synthetic_checkpoint(cfg: MixtralConfig, out: str | Path, dtype: torch
         def flush(final: bool = False) -> None:
             index = len(shards)
             name = f"model-{index:05d}.safetensors"
-            save_file(shards[-1], str(tmp / name), metadata={"format": "pt"})
+            save_safetensors(shards[-1], tmp / name)
             weight_map.update({k: name for k in shards[-1]})
             if not final:
                 shards[-1] = {}
@@ -62,4 +63,5 @@ def write_synthetic_checkpoint(cfg: MixtralConfig, out: str | Path, dtype: torch
         index = {"metadata": {}, "weight_map": {k: renamed[v] for k, v in weight_map.items()}}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
         (tmp / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=1))
+        mark_checkpoint(tmp)
     return Path(out)

@@ -2,12 +2,15 @@
 
 Each command lives in its own module and imports heavy backends inside the command body, so `--help`
 stays fast. A user error (`MixtralTrtError`) is printed as one line on stderr and exits with code 2;
-a failed check (parity beyond tolerance) exits with code 1.
+an I/O failure (disk full, read-only file system) and a failed check (parity beyond tolerance) exit with
+code 1; SIGINT and SIGTERM exit with code 130 after cleaning up.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 from . import (  # noqa: F401  (register commands on the app)
     bench_cmd,
@@ -21,20 +24,45 @@ from . import (  # noqa: F401  (register commands on the app)
     parity_cmd,
     plugins_cmd,
     profile_cmd,
+    serve_bench_cmd,
+    serve_cmd,
 )
 from .app import app
 
-USER_ERROR_EXIT = 2
+USER_ERROR_EXIT = 2  # MixtralTrtError.exit_code
+IO_ERROR_EXIT = 1
+INTERRUPTED_EXIT = 130
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM. Not a KeyboardInterrupt, which click intercepts (it printed a blank line and exited
+    without a word); a BaseException, so every `except Exception` lets it through to the atomic outputs'
+    cleanup."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def main() -> None:
+    """Run the command. A user error prints `error: ...` (one line) and exits 2; an I/O failure (disk full,
+    read-only file system) exits 1; SIGINT and SIGTERM clean up (no temporary is left), print
+    `error: interrupted` and exit 130."""
     from mixtral_trt.common.errors import MixtralTrtError
 
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         app(prog_name="mixtral-export")
     except MixtralTrtError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(USER_ERROR_EXIT) from None
-    except KeyboardInterrupt:
+        raise SystemExit(e.exit_code) from None
+    except OSError as e:  # an I/O failure outside an atomic output (which turns them into WriteError)
+        print(f"error: {str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        raise SystemExit(IO_ERROR_EXIT) from None
+    except (Interrupted, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED_EXIT) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -25,6 +25,8 @@ def build(
     timing_cache: Annotated[Path | None, typer.Option(help="TensorRT: timing cache file.")] = None,
     debug_outputs: Annotated[bool, typer.Option(help="TensorRT: keep hidden/router outputs (for parity per "
                                                 "layer; prevents some fusion).")] = False,
+    genai_provider: Annotated[str, typer.Option(help="ONNX Runtime engines: the execution provider "
+                                                "genai_config.json names for onnxruntime-genai: cpu | cuda.")] = "cpu",
 ) -> None:
     """Build an engine (lowered model + manifest.json) for one backend."""
     from mixtral_trt.common.progress import make_progress
@@ -33,5 +35,6 @@ def build(
     given = {"max_prefill": max_prefill, "timing_cache": timing_cache, "debug_outputs": debug_outputs}
     trt_options = {name: value for name, value in given.items() if value not in (None, False)}
     with make_progress() as progress:
-        path = build_engine(onnx_dir, engine_dir, backend=backend, overwrite=force, progress=progress, **trt_options)
+        path = build_engine(onnx_dir, engine_dir, backend=backend, overwrite=force, progress=progress,
+                            genai_provider=genai_provider, **trt_options)
     typer.echo(f"built {backend} engine -> {path}")

@@ -54,16 +54,23 @@ def chat(
 ) -> None:
     """Chat with an engine; replies are streamed."""
     from mixtral_trt import runtime
+    from mixtral_trt.common.errors import MixtralTrtError
+    from mixtral_trt.common.validate import as_text
 
     params = sampling_params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos)
+    source = "--message"
+    if message is None and not sys.stdin.isatty():
+        message, source = _read_stdin().strip(), "stdin"
+    if message is not None and not as_text(source, message).strip():
+        raise MixtralTrtError(f"{source}: the message is empty; nothing to answer")
+    if system is not None:
+        as_text("--system", system)
     structured = {"tools": read_tools(tools), "tool_choice": tool_choice(tool_choice_),
                   "response_format": response_format(json_mode, json_schema)}
     if all(v is None for v in structured.values()):
         structured = None
     engine = runtime.load(engine_dir, device=device)
     history = [{"role": "system", "content": system}] if system else []
-    if message is None and not sys.stdin.isatty():
-        message = sys.stdin.read().strip()
     if message is not None:
         _reply(engine, [*history, {"role": "user", "content": message}], safe_mode, params, structured)
         return
@@ -76,6 +83,9 @@ def chat(
         except EOFError:
             print()
             return
+        except UnicodeDecodeError:
+            print("error: not valid UTF-8; type the message again", file=sys.stderr)
+            continue
         if text == "/exit":
             return
         if text == "/reset":
@@ -93,6 +103,14 @@ def chat(
                                      "content": result})
             answer = _reply(engine, conversation, safe_mode, params, {**structured, "tool_choice": "auto"})
             conversation.append(answer)
+
+
+def _read_stdin() -> str:
+    """stdin decoded as UTF-8 strictly: one-line error for anything else (not a traceback)."""
+    from mixtral_trt.common.validate import decode_text
+
+    raw = getattr(sys.stdin, "buffer", None)
+    return decode_text("stdin", raw.read()) if raw is not None else sys.stdin.read()
 
 
 def _reply(engine, messages: list[dict], safe_mode: bool, params, structured: dict | None) -> dict:

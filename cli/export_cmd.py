@@ -25,6 +25,9 @@ def export(
                                                     "row (experts only); default 32.")] = None,
     tensor_parallel: Annotated[int, typer.Option(help="Ranks (GPUs) to split the model over: one graph per rank "
                                                  "in OUT/rank{r}/, each with only its share of the weights.")] = 1,
+    debug_outputs: Annotated[bool, typer.Option(help="Add each layer's hidden state and router logits as graph "
+                                                "outputs (parity's per-layer report); deployment graphs leave "
+                                                "them out.")] = False,
 ) -> None:
     """Export a checkpoint to the canonical ONNX graph (one MoERouter + MoEExperts node per layer)."""
     from mixtral_trt.common.progress import make_progress
@@ -33,6 +36,6 @@ def export(
     with make_progress() as progress:
         path = export_checkpoint(checkpoint, out, dtype=dtype, max_seq=max_seq, max_batch=max_batch,
                                  overwrite=force, progress=progress, quantize_experts=quantize,
-                                 quant_block=quant_block, tensor_parallel=tensor_parallel)
+                                 quant_block=quant_block, tensor_parallel=tensor_parallel, debug_outputs=debug_outputs)
     split = f", {tensor_parallel} ranks" if tensor_parallel != 1 else ""
     typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', weights ' + quantize if quantize else ''}{split})")

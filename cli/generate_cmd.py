@@ -44,7 +44,10 @@ def generate(
 ) -> None:
     """Complete one prompt (streamed) or several (one batch, each equal to its run alone)."""
     from mixtral_trt import runtime
+    from mixtral_trt.common.validate import as_text
 
+    for text in prompt:
+        as_text("--prompt", text)
     params = sampling_params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos)
     fmt = response_format(json_mode, json_schema)
     engine = runtime.load(engine_dir, device=device)
@@ -55,7 +58,7 @@ def generate(
             tokens, finish = tokens + 1, event.finish_reason or finish
             print(event.text, end="", flush=True)
         print()
-        _stats(tokens, finish, start)
+        _stats(tokens, finish or "length", start)  # no token at all: --max-new-tokens 0
         return
     completions = engine.generate(prompt, params, response_format=fmt)
     for n, c in enumerate(completions):

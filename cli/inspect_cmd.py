@@ -35,6 +35,10 @@ def inspect(
 
     if max_new_tokens < 1:
         raise MixtralTrtError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
+    if chat is not None:
+        from mixtral_trt.common.validate import as_text
+
+        as_text("--chat", chat)
     info = inspect_checkpoint(checkpoint)
     cfg = info.config
     try:

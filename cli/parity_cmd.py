@@ -40,7 +40,8 @@ def parity(
                   f"{report.top1.unexplained} unexplained of {report.top1.positions})", "no unexplained flip")
     for lp in report.layers:
         if lp.hidden is None:
-            table.add_row(f"layer {lp.layer}", "n/a (no debug outputs)", "")
+            table.add_row(f"layer {lp.layer}", "n/a: the graph has no debug outputs (export --debug-outputs, "
+                          "then build; TensorRT also build --debug-outputs)", "")
             continue
         table.add_row(f"layer {lp.layer} hidden / router", f"{lp.hidden.max_rel:.2e} / {lp.router.max_rel:.2e}, "
                       f"flips {lp.flips.near_tie} near-tie, {lp.flips.unexplained} unexplained",

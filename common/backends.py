@@ -26,6 +26,12 @@ class Backend:
     tools: tuple[str, ...] = ()  # distributions whose versions the manifest records beyond the base set
     tensor_parallel: bool = False  # builds `export --tensor-parallel N` exports: one engine per rank, run by
     #                                runtime/distributed (ONNX Runtime pieces + gloo on CPU, TensorRT + NCCL)
+    attention: str = "concat"  # "gqa": also the GroupQueryAttention lowering, and its cache (contract.py)
+
+    @property
+    def genai(self) -> bool:
+        """Whether build writes genai_config.json (onnxruntime-genai opens the engine directory as it is)."""
+        return self.runner == "ort"
 
     def unavailable(self) -> str | None:
         """Why this backend cannot run on this machine, or None."""
@@ -45,6 +51,9 @@ class Backend:
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("ort", "ort", "ort", "ONNX Runtime, one com.microsoft::MoE (or QMoE) node per layer; CPU EP, CUDA EP "
             "with onnxruntime-gpu", tensor_parallel=True),
+    Backend("ort-gqa", "ort", "ort", "as ort, and each layer's attention one com.microsoft::GroupQueryAttention "
+            "(KV cache in a shared buffer written in place, rotary inside the op); head_dim a multiple of 16",
+            attention="gqa", dtypes=("fp32", "fp16")),
     Backend("portable", "portable", "ort", "standard ONNX ops only (dense experts): any ONNX runtime",
             tensor_parallel=True),
     Backend("plugins-cpu", "trt", "plugins_cpu", "the sparse-dispatch plugin nodes run by the plugin kernels "

@@ -3,6 +3,10 @@
 Written beside the ONNX model by `export`, copied into the engine manifest by `build`, and read by the
 runtime, so no consumer guesses tensor names. Symbolic dims: batch, seq (new tokens), past (cached
 tokens), `past + seq` (all key slots).
+
+The debug outputs (`hidden.{i}`, `router_logits.{i}`: parity's per-layer report) are in the graph only when
+export is asked for them (`export --debug-outputs`); a deployment graph carries logits and the cache only.
+`extra["attention"]` says how an engine's graph attends (`build` sets it; absent = "concat"): see ATTENTION.
 """
 
 from __future__ import annotations
@@ -16,12 +20,21 @@ from .config import MixtralConfig
 from .dtypes import DTYPES
 from .errors import MixtralTrtError
 from .fileio import read_json_object
+from .validate import is_int
 
 CONTRACT_FILE = "graph.json"
 MODEL_FILE = "model.onnx"
 EXTERNAL_DATA = MODEL_FILE + ".data"  # the weights beside it
 FORMAT = "mixtral-trt.graph-contract/1"
 TOTAL = "past + seq"
+DEBUG_ROLES = ("hidden", "router_logits")
+# How an engine's graph attends, recorded in contract.extra["attention"] by build:
+# - "concat": the canonical graph: the past is Concat-ed with the new keys/values each call, any padding
+#   (left-padded batches through attention_mask + position_ids);
+# - "gqa": com.microsoft::GroupQueryAttention: rows right-padded in the cache, positions implicit (a token's
+#   position is its slot), the past may be a shared [batch, kv_heads, capacity, head_dim] buffer written in
+#   place (present = past), rotary inside the op; no position_ids input.
+ATTENTION_KINDS = ("concat", "gqa")
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,9 @@ class GraphContract:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_config(cls, cfg: MixtralConfig, dtype: str, max_batch: int, max_seq: int) -> GraphContract:
+    def for_config(cls, cfg: MixtralConfig, dtype: str, max_batch: int, max_seq: int,
+                   debug_outputs: bool = False) -> GraphContract:
+        """The canonical graph's contract; `debug_outputs` adds hidden.{i} and router_logits.{i}."""
         if dtype not in DTYPES:
             raise MixtralTrtError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         act = DTYPES[dtype]
@@ -63,11 +78,33 @@ class GraphContract:
                        TensorInfo(f"past_key_values.{i}.value", act, kv, "past_value", i)]
             outputs += [TensorInfo(f"present.{i}.key", act, present, "present_key", i),
                         TensorInfo(f"present.{i}.value", act, present, "present_value", i)]
-        outputs += [TensorInfo(f"hidden.{i}", act, ("batch", "seq", cfg.hidden_size), "hidden", i)
-                    for i in range(cfg.num_layers)]
-        outputs += [TensorInfo(f"router_logits.{i}", act, ("batch * seq", cfg.num_experts), "router_logits", i)
-                    for i in range(cfg.num_layers)]
+        if debug_outputs:
+            outputs += [TensorInfo(f"hidden.{i}", act, ("batch", "seq", cfg.hidden_size), "hidden", i)
+                        for i in range(cfg.num_layers)]
+            outputs += [TensorInfo(f"router_logits.{i}", act, ("batch * seq", cfg.num_experts), "router_logits",
+                                   i) for i in range(cfg.num_layers)]
         return cls(cfg, dtype, max_batch, max_seq, tuple(inputs), tuple(outputs))
+
+    def with_gqa_attention(self) -> GraphContract:
+        """The contract of this graph after the GroupQueryAttention lowering: no position_ids input, the past
+        of any length (the shared buffer's capacity or the cached tokens), extra["attention"] = "gqa"."""
+        import dataclasses
+
+        inputs = tuple(dataclasses.replace(t, shape=(t.shape[0], t.shape[1], "past_or_capacity", t.shape[3]))
+                       if t.role in ("past_key", "past_value") else t
+                       for t in self.inputs if t.role != "position_ids")
+        outputs = tuple(dataclasses.replace(t, shape=(t.shape[0], t.shape[1], "present_or_capacity", t.shape[3]))
+                        if t.role in ("present_key", "present_value") else t for t in self.outputs)
+        return dataclasses.replace(self, inputs=inputs, outputs=outputs, extra={**self.extra, "attention": "gqa"})
+
+    @property
+    def attention(self) -> str:
+        return self.extra.get("attention", "concat")
+
+    @property
+    def debug_outputs(self) -> bool:
+        """Whether the graph has the per-layer debug outputs (hidden.{i}, router_logits.{i})."""
+        return any(t.role in DEBUG_ROLES for t in self.outputs)
 
     # ---- lookups ---------------------------------------------------------------------------------
     def names(self, role: str, io: str = "outputs") -> list[str]:
@@ -92,6 +129,9 @@ class GraphContract:
     def from_dict(cls, d: dict[str, Any], source: str = CONTRACT_FILE) -> GraphContract:
         if d.get("format") != FORMAT:
             raise MixtralTrtError(f"{source}: not a {FORMAT} file (format={d.get('format')!r})")
+        for key in ("max_batch", "max_seq"):  # the runtime sizes caches and checks calls with these
+            if not is_int(d.get(key)) or d[key] < 1:
+                raise MixtralTrtError(f"{source}: {key}: expected a positive integer, got {d.get(key)!r}")
         try:
             return cls(
                 config=MixtralConfig.from_hf_dict(d["config"], source=source),

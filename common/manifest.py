@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .artifacts import confined_name, opened_files
 from .backends import BACKENDS
 from .contract import GraphContract
 from .errors import MixtralTrtError
@@ -105,8 +106,15 @@ class Manifest:
             raise MixtralTrtError(f"{path}: unknown backend {manifest.backend!r}")
         if manifest.model_file not in manifest.artifacts:
             raise MixtralTrtError(f"{path}: model_file {manifest.model_file!r} is not among the artifacts")
+        for name in manifest.artifacts:  # every path confined to the engine directory (common/artifacts.py)
+            confined_name(directory, name, str(path), "artifact")
         if verify:
             manifest.verify(directory)
+            onnx_model = not BACKENDS[manifest.backend].tensorrt
+            for name in sorted(opened_files(directory, manifest.model_file, onnx_model) - set(manifest.artifacts)):
+                confined_name(directory, name, str(directory / manifest.model_file), "external data")
+                raise MixtralTrtError(f"{directory / name}: read by {manifest.model_file} but not listed in "
+                                      f"{MANIFEST_FILE}, so never verified; rebuild the engine")
         return manifest
 
     def verify(self, directory: str | Path) -> None:

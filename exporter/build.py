@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from mixtral_trt.common.backends import Backend, get_backend
 from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.tensor_parallel import RANK_DIR
@@ -49,8 +49,10 @@ def load_canonical(onnx_dir: str | Path) -> tuple[ir.Model, GraphContract]:
         raise MixtralTrtError(f"{path}: cannot be read as ONNX ({type(e).__name__}: {e})") from None
 
 
-def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: Progress | None = None) -> Path:
-    """Apply the backend's lowering, fold constants, and save model.onnx + external data into out_dir."""
+def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: Progress | None = None,
+                   contract: GraphContract | None = None) -> Path:
+    """Apply the backend's lowering (and the GroupQueryAttention one for its `attention="gqa"`), fold constants,
+    and save model.onnx + external data into out_dir."""
     import onnx_ir as ir
     import onnxscript.optimizer
 
@@ -58,6 +60,13 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
 
     with step(progress, f"lower for {backend.name} ({backend.lowering})"):
         model = lower(model, backend.lowering, **backend.lowering_options)
+    if backend.attention == "gqa":
+        from .lowering.gqa import lower_attention
+
+        if contract is None:
+            raise ValueError("the GroupQueryAttention lowering needs the graph contract")
+        with step(progress, "lower attention to GroupQueryAttention"):
+            model = lower_attention(model, contract)
     with step(progress, "optimize (constant folding, dead code)"):
         onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):
@@ -100,15 +109,22 @@ def build_engine(
     backend: str = "ort",
     overwrite: bool = False,
     progress: Progress | None = None,
+    genai_provider: str = "cpu",
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
 
-    `trt_options` (max_prefill, timing_cache, workspace_gib, debug_outputs) go to the TensorRT build and are
-    refused for other backends."""
-    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
+    ONNX Runtime engines get a genai_config.json (onnxruntime-genai opens the directory as it is) whose
+    execution provider is `genai_provider` (cpu | cuda). `trt_options` (max_prefill, timing_cache,
+    workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
+    from mixtral_trt.mixtral_ref.tokenizer import tokenizer_file
+
+    from .genai_config import PROVIDERS, write_genai_config
+    from .side_files import copy_side_files, read_generation_config
 
     spec = get_backend(backend)
+    if genai_provider not in PROVIDERS:
+        raise MixtralTrtError(f"--genai-provider {genai_provider!r}: choose one of {', '.join(PROVIDERS)}")
     if trt_options and not spec.tensorrt:
         option = "--" + next(iter(trt_options)).replace("_", "-")
         raise MixtralTrtError(f"{option} applies to TensorRT backends only, not --backend {backend}")
@@ -116,24 +132,35 @@ def build_engine(
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
+    check_output(engine_dir, [onnx_dir], overwrite)
     if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
         from .shard.build import build_sharded_engine
 
         return build_sharded_engine(Path(onnx_dir), engine_dir, spec, GraphContract.load(onnx_dir), overwrite,
                                     progress, **trt_options)
     model, contract = load_canonical(onnx_dir)
+    tokenizer_file(onnx_dir, contract.config.vocab_size)
     if contract.dtype not in spec.dtypes:
         raise MixtralTrtError(f"--backend {backend} builds {'/'.join(spec.dtypes)} exports; {onnx_dir} is "
                               f"{contract.dtype}" + (" (ONNX Runtime's Python ops have one dtype per op; the "
                               "kernels' fp16/bf16 paths are verified by tests/plugins)" if spec.plugin_nodes else ""))
+    if spec.attention == "gqa":
+        from .lowering.gqa import check_gqa
+
+        check_gqa(contract)
     info = ort_cuda_info(Path(onnx_dir), contract) if spec.lowering == "ort" else {}
-    with atomic_dir(engine_dir, overwrite) as tmp:
-        lower_and_save(model, spec, tmp, progress)
-        copy_tokenizer(onnx_dir, tmp)
+    with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
+        lower_and_save(model, spec, tmp, progress, contract)
+        if spec.attention == "gqa":
+            contract = contract.with_gqa_attention()
+        copy_side_files(onnx_dir, tmp)
         model_file = MODEL_FILE
         info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
+        if spec.genai:
+            write_genai_config(tmp, contract, model_file, read_generation_config(onnx_dir), genai_provider)
+            info = {**info, "genai_provider": genai_provider}
         with step(progress, "hash artifacts, write manifest.json"):
             Manifest.for_directory(tmp, backend, contract, model_file, tool_versions(*spec.tools),
                                    backend_info=info).save(tmp)

@@ -21,7 +21,7 @@ from torch import nn
 from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.dtypes import DTYPES, torch_dtype
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.progress import step
 from mixtral_trt.mixtral_ref.model import Mixtral
 
@@ -38,14 +38,16 @@ FOLD_LIMIT = 1 << 16  # constant folding never touches tensors larger than this 
 class GraphModule(nn.Module):
     """Mixtral.run with the flat inputs and outputs of the graph contract."""
 
-    def __init__(self, model: Mixtral) -> None:
+    def __init__(self, model: Mixtral, debug_outputs: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.debug_outputs = debug_outputs
 
     def forward(self, input_ids, attention_mask, position_ids, past):
         out = self.model.run(input_ids, position_ids, attention_mask, [(k, v) for k, v in past])
         present = [t for kv in out.present for t in kv]
-        return (out.logits.float(), *present, *out.hidden_states, *out.router_logits)
+        debug = (*out.hidden_states, *out.router_logits) if self.debug_outputs else ()
+        return (out.logits.float(), *present, *debug)
 
 
 def _sample_inputs(model: Mixtral, batch: int = 2, seq: int = 3, past: int = 4):
@@ -99,7 +101,7 @@ def trace_graph(cfg: MixtralConfig, contract: GraphContract, progress: Progress 
     with step(progress, "trace and translate to ONNX"), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            GraphModule(model).eval(),
+            GraphModule(model, contract.debug_outputs).eval(),
             _sample_inputs(model),
             dynamo=True,
             custom_translation_table={**translation_table(), **(translations or {})},
@@ -229,8 +231,13 @@ def export_checkpoint(
     quantize_experts: str | None = None,
     quant_block: int | None = None,
     tensor_parallel: int = 1,
+    debug_outputs: bool = False,
 ) -> Path:
     """Checkpoint directory -> export directory, streaming the weights (atomic: nothing is left behind).
+
+    The graph carries logits and the KV cache; `debug_outputs` adds each layer's residual stream and router
+    logits (hidden.{i}, router_logits.{i}), which parity's per-layer report reads. The checkpoint's tokenizer
+    is copied and converted to HF files (tokenizer.json, tokenizer_config.json), with generation_config.json.
 
     `quantize_experts` ("int8" | "int4") stores the expert weights as weight-only integer codes + scales
     (MoEExpertsQ nodes); `quant_block` sets the inputs per scale (0 = per output row).
@@ -245,37 +252,42 @@ def export_checkpoint(
 
     from mixtral_trt.common.progress import bar
     from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
-    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
+    from mixtral_trt.mixtral_ref.tokenizer import tokenizer_file
 
+    from .side_files import write_export_side_files
     from .streaming import streamed_weights
 
     if dtype not in DTYPES:
         raise MixtralTrtError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_output(out_dir, [checkpoint], overwrite)  # before the minutes of tracing
     with step(progress, "validate checkpoint (headers)"):
         cfg, entries, where = plan_checkpoint(checkpoint)
+        tokenizer_file(checkpoint, cfg.vocab_size)  # a bad tokenizer is refused now, not after the trace
     max_seq = max_seq or cfg.max_position_embeddings
     if not 8 <= max_seq <= cfg.max_position_embeddings:
         raise MixtralTrtError(f"--max-seq {max_seq}: must be in [8, {cfg.max_position_embeddings}] "
                               "(max_position_embeddings)")
     if not 1 <= max_batch <= 4096:
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
-    contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq), quantize_experts,
-                                 quant_block, tensor_parallel)
+    contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq, debug_outputs),
+                                 quantize_experts, quant_block, tensor_parallel)
     if tensor_parallel != 1:
         from .shard.export import streamed_rank_weights, write_ranks
 
-        with atomic_dir(out_dir, overwrite) as tmp:
+        with atomic_dir(out_dir, overwrite, [checkpoint]) as tmp:
             write_ranks(contract, tensor_parallel, streamed_rank_weights(cfg, entries, where, dtype, tensor_parallel),
                         tmp, progress)
-            copy_tokenizer(checkpoint, tmp)
+            with step(progress, "tokenizer files (SentencePiece, HF), generation_config.json"):
+                write_export_side_files(checkpoint, tmp, max_seq)
         return Path(out_dir)
     program = trace_graph(cfg, contract, progress)
     weights = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX)
     attach_weights(program, weights)
     with step(progress, f"quantize experts ({quantize_experts})" if quantize_experts else "no quantization"):
         quantize(program, contract)
-    with atomic_dir(out_dir, overwrite) as tmp, bar(progress, "write weights", len(weights)) as advance:
+    with atomic_dir(out_dir, overwrite, [checkpoint]) as tmp, bar(progress, "write weights", len(weights)) as advance:
         ir.save(program.model, tmp / MODEL_FILE, external_data=EXTERNAL_DATA, callback=lambda *_: advance(1))
         contract.save(tmp)
-        copy_tokenizer(checkpoint, tmp)
+        with step(progress, "tokenizer files (SentencePiece, HF), generation_config.json"):
+            write_export_side_files(checkpoint, tmp, max_seq)
     return Path(out_dir)

@@ -19,6 +19,7 @@ import torch
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.dtypes import SAFETENSORS_FLOATS
 from mixtral_trt.common.errors import CheckpointError
+from mixtral_trt.common.paths import confined
 from mixtral_trt.common.progress import bar
 
 from . import keymaps
@@ -58,14 +59,14 @@ def find_weight_files(path: Path) -> tuple[str, tuple[Path, ...]]:
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (pass the checkpoint directory, not a file)")
     if (path / HF_INDEX).is_file():
-        return "hf", _index_files(path / HF_INDEX)
+        return "hf", _confined(path, _index_files(path / HF_INDEX))
     if (path / HF_SINGLE).is_file():
-        return "hf", (path / HF_SINGLE,)
+        return "hf", _confined(path, (path / HF_SINGLE,))
     shards = sorted(path.glob(CONSOLIDATED_SHARDS))
     if (path / CONSOLIDATED).is_file():
-        return "consolidated", (path / CONSOLIDATED, *shards)
+        return "consolidated", _confined(path, (path / CONSOLIDATED, *shards))
     if shards:
-        return "consolidated", tuple(shards)
+        return "consolidated", _confined(path, tuple(shards))
     pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern))
     if pickles:
         raise CheckpointError(
@@ -76,13 +77,28 @@ def find_weight_files(path: Path) -> tuple[str, tuple[Path, ...]]:
     raise CheckpointError(f"{path}: no weights found (expected {HF_SINGLE}, {HF_INDEX} or {CONSOLIDATED})")
 
 
-def _index_files(index: Path) -> tuple[Path, ...]:
+def _confined(path: Path, files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The weight files, each checked to resolve inside the checkpoint directory (paths.confined)."""
+    return tuple(confined(path, f, CheckpointError) for f in files)
+
+
+def _weight_map(index: Path) -> dict[str, str]:
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        names = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        weight_map = json.loads(confined(index.parent, index, CheckpointError).read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index}: not a valid safetensors index ({type(e).__name__}: {e})") from None
-    files = tuple(index.parent / n for n in names)
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: weight_map: expected an object (tensor name -> file name), "
+                              f"got {type(weight_map).__name__}")
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            raise CheckpointError(f"{index}: weight_map[{key!r}]: expected a file name in the checkpoint "
+                                  f"directory, got {name!r}")
+    return weight_map
+
+
+def _index_files(index: Path) -> tuple[Path, ...]:
+    files = tuple(index.parent / n for n in sorted(set(_weight_map(index).values())))
     for f in files:
         if not f.is_file():
             raise CheckpointError(f"{f}: listed in {index.name} but missing")
@@ -136,7 +152,7 @@ def _open(path: Path, cfg: MixtralConfig | None) -> tuple[str, MixtralConfig, _T
 
 
 def _check_index(index: Path, tensors: _Tensors) -> None:
-    for key, name in json.loads(index.read_text())["weight_map"].items():
+    for key, name in _weight_map(index).items():
         if key not in tensors.where or tensors.where[key].name != name:
             raise CheckpointError(f"{index}: tensor {key} is listed in {name}, which does not contain it")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.paths import confined
 
 from . import chat_template
 
@@ -25,6 +26,7 @@ TEKKEN = "tekken.json"
 MISTRAL_COMMON_FILES = {"v1": "tokenizer.model.v1", "v3": "mistral_instruct_tokenizer_240323.model.v3"}
 VERSION_FOR_VOCAB = {32000: "v1", 32768: "v3"}
 SUPPORTED = ("v1", "v2", "v3")
+MAX_FILE_BYTES = 64 << 20  # Mixtral's SentencePiece models are 0.5 MiB; never read a huge file whole
 _MARKER = re.compile(r"\[[A-Z_0-9/]+\]")
 
 
@@ -43,6 +45,9 @@ class Tokenizer:
         import sentencepiece
 
         self.path = Path(model_file)
+        if self.path.is_file() and self.path.stat().st_size > MAX_FILE_BYTES:
+            raise MixtralTrtError(f"{self.path}: {self.path.stat().st_size / 2**20:.0f} MiB is not a tokenizer "
+                                  f"(SentencePiece models are a few MiB)")
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
         except (OSError, RuntimeError) as e:
@@ -76,7 +81,7 @@ class Tokenizer:
         path = Path(path)
         for name in CHECKPOINT_FILES:
             if (path / name).is_file():
-                return cls(path / name)
+                return cls(confined(path, path / name))
         if (path / TEKKEN).is_file():
             raise MixtralTrtError(
                 f"{path / TEKKEN}: Tekken tokenizers belong to later Mistral models, not "
@@ -150,15 +155,29 @@ class Tokenizer:
         return f"Tokenizer({self.path.name}, {self.version}, vocab={self.vocab_size})"
 
 
-def copy_tokenizer(source_dir: str | Path, target_dir: str | Path) -> Path | None:
-    """Copy the tokenizer file `Tokenizer.from_checkpoint(source_dir)` would use into `target_dir` (export
-    and build carry it along, so an engine directory can chat on its own); None when there is none."""
+def tokenizer_file(source_dir: str | Path, vocab_size: int | None = None) -> Path | None:
+    """The tokenizer file `Tokenizer.from_checkpoint(source_dir)` would use (None when there is none), after
+    checking it: inside `source_dir` (no link leading elsewhere), a SentencePiece model, and of `vocab_size`
+    tokens when given. Export and build call it before their long work."""
+    for name in CHECKPOINT_FILES:
+        source = Path(source_dir) / name
+        if source.is_file():
+            tok = Tokenizer(confined(source_dir, source))
+            if vocab_size is not None and tok.vocab_size != vocab_size:
+                raise MixtralTrtError(f"{source}: a tokenizer of {tok.vocab_size} tokens, but the model's vocabulary "
+                                      f"has {vocab_size}: not this model's tokenizer")
+            return source
+    return None
+
+
+def copy_tokenizer(source_dir: str | Path, target_dir: str | Path, vocab_size: int | None = None) -> Path | None:
+    """Copy the checked `tokenizer_file(source_dir, vocab_size)` into `target_dir` (export and build carry it
+    along, so an engine directory can chat on its own): nothing but this model's tokenizer is copied,
+    hashed into a manifest and served. None when there is none."""
     import shutil
 
-    for name in CHECKPOINT_FILES:
-        if (Path(source_dir) / name).is_file():
-            return Path(shutil.copyfile(Path(source_dir) / name, Path(target_dir) / name))
-    return None
+    source = tokenizer_file(source_dir, vocab_size)
+    return None if source is None else Path(shutil.copyfile(source, Path(target_dir) / source.name))
 
 
 def version_for_config(cfg: MixtralConfig) -> str:

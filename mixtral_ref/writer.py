@@ -7,6 +7,8 @@ Output is atomic (fileio.atomic_dir): a failure leaves nothing behind.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +20,7 @@ from torch import nn
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.paths import mark_checkpoint
 from mixtral_trt.common.progress import step
 
 from . import keymaps
@@ -68,6 +71,21 @@ def _shard(stored: dict[str, torch.Tensor], shards: int) -> list[list[str]]:
     return groups
 
 
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with its I/O failures (disk full, file too large: a SafetensorError carrying
+    "os error N") raised as the OSError they are, so atomic outputs report them in one line."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
 def _write(
     tmp: Path,
     stored: dict[str, torch.Tensor],
@@ -76,8 +94,6 @@ def _write(
     shards: int,
     extra_files: Mapping[str, Path],
 ) -> None:
-    from safetensors.torch import save_file
-
     groups = _shard(stored, shards)
     stem = "consolidated" if layout == "consolidated" else "model"
     names = (
@@ -86,7 +102,7 @@ def _write(
         else [f"{stem}-{k + 1:05d}-of-{shards:05d}.safetensors" for k in range(shards)]
     )
     for name, keys in zip(names, groups, strict=True):
-        save_file({k: stored[k] for k in keys}, str(tmp / name), metadata={"format": "pt"})
+        save_safetensors({k: stored[k] for k in keys}, tmp / name)
     if layout == "consolidated":
         config_name, config = "params.json", cfg.to_params_dict()
     else:
@@ -100,6 +116,7 @@ def _write(
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     for name, source in extra_files.items():
         shutil.copyfile(source, tmp / name)
+    mark_checkpoint(tmp)
 
 
 def save_checkpoint(

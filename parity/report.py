@@ -94,7 +94,8 @@ class ParityReport:
             ax2.bar(x, bad, bottom=near, color="tab:red", label="unexplained flips")
             ax2.set_ylim(0, max(1, max(n + b for n, b in zip(near, bad, strict=True)) * 1.2))
         else:
-            ax1.text(0.5, 0.5, "engine built without debug outputs", ha="center", transform=ax1.transAxes)
+            ax1.text(0.5, 0.5, "no debug outputs: export --debug-outputs\n(TensorRT: build --debug-outputs too)",
+                     ha="center", transform=ax1.transAxes)
         ax1.set_ylabel("max |Δ| / max |ref|")
         ax1.legend(loc="best", fontsize=8)
         ax1.grid(True, which="both", alpha=0.3)

@@ -77,7 +77,8 @@ def run_parity(
     cfg = engine.config
     limit = engine.max_seq - greedy_steps
     prompts = prompts or default_prompts(cfg.vocab_size, limit, seed, tokenizer)
-    debug = bool(engine.manifest.backend_info.get("debug_outputs", True))
+    # per-layer outputs exist when the export asked for them (--debug-outputs) and a TensorRT build kept them
+    debug = engine.contract.debug_outputs and bool(engine.manifest.backend_info.get("debug_outputs", True))
     batches = [_left_pad([p]) for p in prompts]
     if len(prompts) >= 2 and engine.max_batch >= 2:
         batches.append(_left_pad(prompts[:2]))  # different lengths: padding, masks, positions

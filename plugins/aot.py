@@ -19,6 +19,7 @@ from . import ptx
 from .tiles import ALIGN_BLOCK, TACTICS, tile_for
 
 ARCHS = {"sm_90a": 90, "sm_80": 80}
+KERNELS_FORMAT = "mixtral-trt.kernels/1"  # kernels.json: --force recognises its own output by it
 TRITON_TYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
 
@@ -285,5 +286,6 @@ def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | 
             advance(1)
         written = {k["ptx_version"] for k in index}
         summary = {**where.describe(), "ptx_version": written.pop() if len(written) == 1 else sorted(written)}
-        (tmp / "kernels.json").write_text(json.dumps({**summary, "kernels": index}, indent=2) + "\n")
+        kernels = {"format": KERNELS_FORMAT, **summary, "kernels": index}
+        (tmp / "kernels.json").write_text(json.dumps(kernels, indent=2) + "\n")
     return ptx_paths

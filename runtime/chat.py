@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.validate import as_text
 
 if TYPE_CHECKING:
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
@@ -20,8 +21,14 @@ GUARDRAIL = ("Always assist with care, respect, and truth. Respond with utmost u
 
 
 def with_safe_mode(messages: Sequence[Mapping[str, str]], safe_mode: bool) -> list[Mapping[str, str]]:
-    if isinstance(messages, Mapping | str):
+    if isinstance(messages, Mapping | str | bytes) or not isinstance(messages, Sequence):
         raise MixtralTrtError("chat: messages must be a list of {'role': ..., 'content': ...} dicts")
+    for n, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise MixtralTrtError(f"chat: message {n} must be a {{'role': ..., 'content': ...}} dict, "
+                                  f"got {type(m).__name__}")
+        if isinstance(m.get("content"), str):  # text the tokenizer cannot take (lone surrogates from argv)
+            as_text(f"chat: message {n} ({m.get('role')}) content", m["content"])
     return [{"role": "system", "content": GUARDRAIL}, *messages] if safe_mode else list(messages)
 
 

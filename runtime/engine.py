@@ -21,7 +21,9 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
 from .backends import Runner
+from .gqa_cache import GQACache, gqa_call
 from .kv_cache import KVCache
+from .prompts import prompt_batch
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
 
@@ -112,19 +114,28 @@ class Engine:
         position_ids: np.ndarray | None = None,  # [B, T]
         outputs: tuple[str, ...] = ("logits",),  # contract roles
     ) -> tuple[dict[str, np.ndarray], KVCache]:
-        """One engine call on top of `cache`; returns the requested outputs (by name) and the new cache."""
-        cache = cache if cache is not None else KVCache.empty(self.contract, np.asarray(input_ids).shape[0])
+        """One engine call on top of `cache`; returns the requested outputs (by name) and the new cache.
+
+        Without `attention_mask`, the cache's own mask (the padding it carries) is extended by the new
+        tokens; without `position_ids`, each row's positions continue from its count of real tokens.
+        On a GroupQueryAttention engine (`attention == "gqa"`) the cache is a GQACache and position_ids, when
+        given, must be each row's count of real tokens before the token (what left-padded batches use)."""
+        cache = cache if cache is not None else self.empty_cache(np.asarray(input_ids).shape[0])
         ids = self.check_ids(input_ids, cache.length)
         b, t = ids.shape
         if cache.batch != b:
             raise MixtralTrtError(f"input_ids: batch {b} does not match the cache's batch {cache.batch}")
         p = cache.length
-        mask = np.ones((b, p + t), np.int64) if attention_mask is None else np.asarray(attention_mask, np.int64)
+        if attention_mask is None:  # the cache's own mask, then the new tokens
+            mask = np.concatenate([cache.attention_mask, np.ones((b, t), np.int64)], axis=1)
+        else:
+            mask = np.asarray(attention_mask, np.int64)
         if mask.shape != (b, p + t):
             raise MixtralTrtError(f"attention_mask: expected shape {(b, p + t)} (cached + new tokens), "
                                   f"got {mask.shape}")
-        if position_ids is None:
-            position_ids = np.broadcast_to(np.arange(p, p + t, dtype=np.int64), (b, t))
+        explicit_positions = position_ids is not None
+        if position_ids is None:  # each row counts its real tokens only
+            position_ids = cache.lengths[:, None] + np.arange(t, dtype=np.int64)
         position_ids = np.asarray(position_ids, np.int64)
         if position_ids.shape != (b, t):
             raise MixtralTrtError(f"position_ids: expected shape {(b, t)}, got {position_ids.shape}")
@@ -133,19 +144,33 @@ class Engine:
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, t, chunk):  # [B, C] chunks when the backend takes fewer than T tokens at once
             end = min(t, start + chunk)
-            got, cache = self._call(ids[:, start:end], cache, mask[:, : p + end], position_ids[:, start:end], names)
+            positions = position_ids[:, start:end] if explicit_positions or self.attention == "concat" else None
+            got, cache = self._call(ids[:, start:end], cache, mask[:, : p + end], positions, names)
             pieces.append(got)
         if len(pieces) == 1:
             return pieces[0], cache
         return {n: np.concatenate([piece[n] for piece in pieces], axis=1) for n in names}, cache
 
-    def _call(self, ids: np.ndarray, cache: KVCache, mask: np.ndarray, position_ids: np.ndarray,
-              names: list[str]) -> tuple[dict[str, np.ndarray], KVCache]:
+    @property
+    def attention(self) -> str:
+        """How the engine's graph attends: "concat" (the canonical graph) or "gqa" (GroupQueryAttention)."""
+        return self.contract.attention
+
+    def empty_cache(self, batch: int) -> KVCache | GQACache:
+        """A cache holding no tokens, of the kind this engine's graph keeps."""
+        if self.attention == "gqa":
+            return GQACache.empty(self.contract, batch, self.runner.device)
+        return KVCache.empty(self.contract, batch)
+
+    def _call(self, ids: np.ndarray, cache: KVCache | GQACache, mask: np.ndarray, position_ids: np.ndarray | None,
+              names: list[str]) -> tuple[dict[str, np.ndarray], KVCache | GQACache]:
+        if self.attention == "gqa":
+            return gqa_call(self.runner, self.contract, ids, cache, np.asarray(mask), position_ids, names)
         feeds = {"input_ids": ids, "attention_mask": np.ascontiguousarray(mask),
                  "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract)}
         cache_names = self.contract.names("present_key") + self.contract.names("present_value")
         result = self.runner.run(feeds, names + cache_names)
-        return {n: result[n] for n in names}, KVCache.from_outputs(result, self.contract)
+        return {n: result[n] for n in names}, KVCache.from_outputs(result, self.contract, mask)
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         """Full-sequence scoring: input_ids [B, T] -> float32 logits [B, T, V]."""
@@ -230,6 +255,8 @@ class Engine:
     def _params(self, params: SamplingParams | None, sampling: dict[str, Any]) -> SamplingParams:
         if params is not None and sampling:
             raise MixtralTrtError(f"generate: give either params or keyword settings, not both ({', '.join(sampling)})")
+        if params is not None and not isinstance(params, SamplingParams):
+            raise MixtralTrtError(f"params: expected a SamplingParams, got {type(params).__name__}")
         try:
             return params or SamplingParams(**sampling)
         except TypeError as e:
@@ -239,7 +266,7 @@ class Engine:
         from .chat_completion import response_constraint
 
         params = self._params(params, sampling)
-        batch = list(prompts) if self._is_batch(prompts) else [prompts]
+        batch, _ = prompt_batch(prompts)  # every prompt's type checked (runtime/prompts.py)
         formats = list(response_format) if isinstance(response_format, list | tuple) else [response_format] * len(batch)
         if len(formats) != len(batch):
             raise MixtralTrtError(f"response_format: {len(formats)} formats for {len(batch)} prompts")
@@ -262,8 +289,4 @@ class Engine:
 
     @staticmethod
     def _is_batch(prompts: Prompt | Sequence[Prompt]) -> bool:
-        if isinstance(prompts, str):
-            return False
-        if isinstance(prompts, np.ndarray):
-            return prompts.ndim == 2
-        return bool(len(prompts)) and not isinstance(prompts[0], int | np.integer)
+        return prompt_batch(prompts)[1]

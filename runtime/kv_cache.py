@@ -1,12 +1,20 @@
-"""The KV cache carried between engine calls: per layer key and value arrays [B, G, P, D].
+"""The KV cache carried between engine calls: per layer key and value arrays [B, G, P, D], and the
+attention mask of the tokens they hold.
 
 The present outputs of one call become the past inputs of the next, so decoding never recomputes the
 prefix. The arrays are whatever the backend returned: numpy, ONNX Runtime OrtValues, or CUDA tensors,
-passed back untouched. B batch, G kv heads, P cached tokens, D head_dim.
+passed back untouched between steps.
+
+Rows are left-padded: row b's real tokens are the slots where `mask[b]` is 1, and its next token sits
+at position `lengths[b]`. The row operations a scheduler needs to let requests join and leave a
+running batch — `select`, `concat`, `trim` — are methods here, so that another cache layout (a shared
+past/present buffer with per-row lengths) can offer the same surface.
+B batch, G kv heads, P cached slots, D head_dim.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +29,48 @@ def _shape(array: Any) -> tuple[int, ...]:
     return tuple(shape() if callable(shape) else shape)  # OrtValue.shape is a method
 
 
+def _is_torch(array: Any) -> bool:
+    return type(array).__module__.startswith("torch")
+
+
+def _editable(array: Any) -> Any:
+    """An array that supports slicing and concatenation: torch tensors stay on their device, numpy stays
+    numpy, an OrtValue is copied to the host (row operations are rare: once per join or leave)."""
+    if _is_torch(array) or isinstance(array, np.ndarray):
+        return array
+    return array.numpy()
+
+
+def _pad_left(array: Any, slots: int) -> Any:
+    """[B, G, P, D] -> [B, G, slots + P, D], zeros in front."""
+    if slots == 0:
+        return array
+    b, g, _, d = _shape(array)
+    if _is_torch(array):
+        import torch
+
+        return torch.cat([array.new_zeros((b, g, slots, d)), array], dim=2)
+    return np.concatenate([np.zeros((b, g, slots, d), array.dtype), array], axis=2)
+
+
+def _padding_only(mask: np.ndarray) -> np.ndarray | None:
+    """The mask, or None when every slot is real (the common case: no padding to carry)."""
+    return None if mask.all() else mask
+
+
+def _cat_rows(arrays: list[Any]) -> Any:
+    if _is_torch(arrays[0]):
+        import torch
+
+        return torch.cat(arrays, dim=0)
+    return np.concatenate(arrays, axis=0)
+
+
 @dataclass
 class KVCache:
     keys: list[Any]  # per layer [B, G, P, D]
     values: list[Any]
+    mask: np.ndarray | None = None  # [B, P] int64, 1 = a real token; None: every slot is real
 
     @classmethod
     def empty(cls, contract: GraphContract, batch: int) -> KVCache:
@@ -36,11 +82,22 @@ class KVCache:
 
     @property
     def length(self) -> int:
+        """Cached slots P (the longest row's tokens plus any padding in front of them)."""
         return _shape(self.keys[0])[2]
 
     @property
     def batch(self) -> int:
         return _shape(self.keys[0])[0]
+
+    @property
+    def attention_mask(self) -> np.ndarray:
+        """[B, P] int64, 1 = real token."""
+        return self.mask if self.mask is not None else np.ones((self.batch, self.length), np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[B] real tokens per row: the position of each row's next token."""
+        return self.attention_mask.sum(axis=1)
 
     def feeds(self, contract: GraphContract) -> dict[str, np.ndarray]:
         names = zip(contract.names("past_key", "inputs"), contract.names("past_value", "inputs"), strict=True)
@@ -50,6 +107,53 @@ class KVCache:
         return out
 
     @classmethod
-    def from_outputs(cls, outputs: dict[str, np.ndarray], contract: GraphContract) -> KVCache:
+    def from_outputs(cls, outputs: dict[str, np.ndarray], contract: GraphContract,
+                     mask: np.ndarray | None = None) -> KVCache:
+        """The next call's cache; `mask` [B, S] is the attention mask of the call that produced it."""
         return cls([outputs[n] for n in contract.names("present_key")],
-                   [outputs[n] for n in contract.names("present_value")])
+                   [outputs[n] for n in contract.names("present_value")],
+                   None if mask is None else _padding_only(np.asarray(mask, np.int64)))
+
+    # ---- row operations (a running batch that requests join and leave) ---------------------------
+    def select(self, rows: Sequence[int]) -> KVCache:
+        """The cache of `rows` only, in that order."""
+        rows = [int(r) for r in rows]
+        if rows == list(range(self.batch)):
+            return self
+        pick = np.asarray(rows, np.int64)
+
+        def take(a: Any) -> Any:
+            a = _editable(a)
+            if _is_torch(a):
+                import torch
+
+                return a.index_select(0, torch.as_tensor(pick, device=a.device))
+            return a[pick]
+
+        return KVCache([take(k) for k in self.keys], [take(v) for v in self.values],
+                       _padding_only(self.attention_mask[pick]))
+
+    @classmethod
+    def concat(cls, caches: Sequence[KVCache]) -> KVCache:
+        """The rows of every cache, in order, each left-padded to the longest cache's length (padding
+        masked out), so that every row's next token lands in the same slot."""
+        if len(caches) == 1:
+            return caches[0]
+        p = max(c.length for c in caches)
+        keys = [_cat_rows([_pad_left(_editable(c.keys[i]), p - c.length) for c in caches])
+                for i in range(len(caches[0].keys))]
+        values = [_cat_rows([_pad_left(_editable(c.values[i]), p - c.length) for c in caches])
+                  for i in range(len(caches[0].values))]
+        masks = [np.pad(c.attention_mask, ((0, 0), (p - c.length, 0))) for c in caches]
+        return cls(keys, values, _padding_only(np.concatenate(masks, axis=0)))
+
+    def trim(self) -> KVCache:
+        """Drop the padding slots every row has in front (after the longest rows left the batch)."""
+        if self.mask is None:
+            return self
+        real = self.mask.any(axis=0)  # [P]
+        n = int(real.argmax()) if real.any() else self.length
+        if n == 0:
+            return KVCache(self.keys, self.values, _padding_only(self.mask))
+        cut = [_editable(a)[:, :, n:] for a in self.keys], [_editable(a)[:, :, n:] for a in self.values]
+        return KVCache(*cut, _padding_only(self.mask[:, n:]))

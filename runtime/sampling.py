@@ -9,14 +9,14 @@ else, and then follows the drawn token. V vocab.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.validate import as_float, as_int, as_text
 
 if TYPE_CHECKING:
     from .constrained import Constraint
@@ -35,29 +35,33 @@ class SamplingParams:
     ignore_eos: bool = False  # keep going past the tokenizer's EOS
 
     def __post_init__(self) -> None:
-        def bad(field: str, why: str) -> MixtralTrtError:
-            return MixtralTrtError(f"{field}={getattr(self, field)!r}: {why}")
+        """Each field checked and stored as a plain Python value (common/validate.py: NumPy integers and
+        floats are numbers, bools are not); a bad one is a MixtralTrtError naming it."""
+        def put(field: str, value) -> None:
+            object.__setattr__(self, field, value)
 
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
-            raise bad("max_new_tokens", "must be an integer >= 0")
-        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
-            raise bad("temperature", "must be a finite number >= 0 (0 is greedy)")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise bad("top_k", "must be an integer >= 0 (0 keeps every token)")
-        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
-            raise bad("top_p", "must be in (0, 1]")
-        if not (isinstance(self.repetition_penalty, int | float) and math.isfinite(self.repetition_penalty)
-                and self.repetition_penalty > 0):
-            raise bad("repetition_penalty", "must be a finite number > 0 (1 is none)")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise bad("seed", "must be an integer >= 0")
-        object.__setattr__(self, "stop", tuple(self.stop))
-        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        put("max_new_tokens", as_int("max_new_tokens", self.max_new_tokens, 0))
+        put("temperature", as_float("temperature", self.temperature, lambda x: x >= 0,
+                                    "a finite number >= 0 (0 is greedy)"))
+        put("top_k", as_int("top_k", self.top_k, 0, hint="(0 keeps every token)"))
+        put("top_p", as_float("top_p", self.top_p, lambda x: 0 < x <= 1, "in (0, 1]"))
+        put("repetition_penalty", as_float("repetition_penalty", self.repetition_penalty, lambda x: x > 0,
+                                           "a finite number > 0 (1 is none)"))
+        if self.seed is not None:
+            put("seed", as_int("seed", self.seed, 0))
+        stop = (self.stop,) if isinstance(self.stop, str) else self.stop  # one string is one stop string
+        if isinstance(stop, bytes | bytearray) or not isinstance(stop, Iterable):
+            raise MixtralTrtError(f"stop={self.stop!r}: must be a string or a list of strings")
+        put("stop", tuple(stop))
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise bad("stop", "stop strings must be non-empty strings")
-        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
-            raise bad("stop_token_ids", "must be token ids >= 0")
+            raise MixtralTrtError(f"stop={self.stop!r}: stop strings must be non-empty strings")
+        for s in self.stop:
+            as_text("stop", s)
+        if isinstance(self.stop_token_ids, str | bytes | bytearray) or not isinstance(self.stop_token_ids, Iterable):
+            raise MixtralTrtError(f"stop_token_ids={self.stop_token_ids!r}: must be a list of token ids")
+        put("stop_token_ids", tuple(as_int("stop_token_ids", t, 0) for t in self.stop_token_ids))
+        if not isinstance(self.ignore_eos, bool):
+            raise MixtralTrtError(f"ignore_eos={self.ignore_eos!r}: must be True or False")
 
     @property
     def greedy(self) -> bool:
@@ -106,7 +110,13 @@ def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingPa
     x = apply_repetition_penalty(np.asarray(logits, np.float64), seen, params.repetition_penalty)
     if params.greedy:
         return x
-    x = x / params.temperature
+    with np.errstate(over="ignore"):
+        scaled = x / params.temperature
+        if np.isinf(scaled[np.isfinite(x)]).any():
+            # A temperature near 0 (1e-320) overflows, and softmax would compute inf - inf = NaN. Shifted to
+            # a maximum of 0 (the same distribution, top-k and top-p sets), x / temperature is 0 or -inf.
+            scaled = (x - x.max()) / params.temperature
+    x = scaled
     return filter_top_p(filter_top_k(x, params.top_k), params.top_p)
 
 

@@ -32,9 +32,8 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
     """rank{r}/ of `onnx_dir` -> rank{r}/ of `engine_dir`, for every rank, and one manifest.json."""
     import onnx_ir as ir
 
-    from mixtral_trt.mixtral_ref.tokenizer import copy_tokenizer
-
     from ..build import kernel_info, lower_and_save, tool_versions
+    from ..side_files import copy_side_files
 
     tp = TensorParallel.of(contract)
     if not spec.tensor_parallel:
@@ -45,7 +44,7 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
                               f"{contract.dtype}")
     register_schemas()
     ranks, infos = [], []
-    with atomic_dir(engine_dir, overwrite) as tmp:
+    with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
         for rank in range(tp.world_size):
             src, name = onnx_dir / RANK_DIR.format(rank=rank), RANK_DIR.format(rank=rank)
             rank_contract = GraphContract.load(src)
@@ -71,7 +70,7 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
                 with step(progress, f"rank {rank}: cut at the collectives"):
                     entry["program"] = cut_rank_graph(dst / MODEL_FILE).name
             ranks.append(entry)
-        copy_tokenizer(onnx_dir, tmp)
+        copy_side_files(onnx_dir, tmp)
         info = {**(infos[0] if infos else {}), **kernel_info(spec.lowering, contract),
                 KEY: {"world_size": tp.world_size, "ranks": ranks}}
         with step(progress, "hash artifacts, write manifest.json"):

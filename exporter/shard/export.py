@@ -48,7 +48,7 @@ def with_tensor_parallel(contract: GraphContract, tp: TensorParallel) -> GraphCo
 def rank_contract(contract: GraphContract, tp: TensorParallel) -> GraphContract:
     """The I/O of a rank graph (the rank's kv heads); `config` stays the whole model's."""
     local = GraphContract.for_config(tp.local_config(contract.config), contract.dtype, contract.max_batch,
-                                     contract.max_seq)
+                                     contract.max_seq, contract.debug_outputs)
     return with_tensor_parallel(dataclasses.replace(local, config=contract.config, extra=contract.extra), tp)
 
 

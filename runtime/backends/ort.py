@@ -84,18 +84,28 @@ class OrtRunner:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self._ort_value = ort.OrtValue
 
-    def run(self, feeds: dict[str, Any], output_names: list[str]) -> dict[str, Any]:
-        """numpy or OrtValue feeds -> outputs; `present.*` come back as OrtValues (the next call's past)."""
+    def run(self, feeds: dict[str, Any], output_names: list[str],
+            output_values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """numpy or OrtValue feeds -> outputs; `present.*` come back as OrtValues (the next call's past).
+
+        `output_values` binds outputs to existing OrtValues, written in place: a GroupQueryAttention engine's
+        shared KV buffers, fed as the past and bound as the present (runtime/gqa_cache.py)."""
         binding = self.session.io_binding()
+        keep = []  # arrays the binding points into, alive until the run returns
         for name, value in feeds.items():
             if name not in self.input_names:
                 continue
             if isinstance(value, self._ort_value):
                 binding.bind_ortvalue_input(name, value)
             else:
-                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                keep.append(np.ascontiguousarray(value))
+                binding.bind_cpu_input(name, keep[-1])
+        output_values = output_values or {}
         for name in output_names:
-            binding.bind_output(name, self.device)
+            if name in output_values:
+                binding.bind_ortvalue_output(name, output_values[name])
+            else:
+                binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding)
         values = binding.get_outputs()
         return {n: v if n.startswith("present.") else v.numpy() for n, v in zip(output_names, values, strict=True)}

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,12 +178,16 @@ class ShardedRunner:
         """The one line. A rank that exited without reporting is the root cause (its peers' collectives then
         fail); otherwise the reporting rank's own error."""
         time.sleep(0.3)  # let a dying peer's exit be seen
-        for rank, proc in enumerate(self._procs):
-            code = proc.poll()
-            if code is not None and rank not in reported:
-                tail = _tail(Path(self._logs) / f"rank{rank}.log")
-                return f"rank {rank} (pid {proc.pid}) exited with code {code} during {what}" + \
-                    (f": {tail}" if tail else "")
+        dead = [(rank, proc, proc.poll()) for rank, proc in enumerate(self._procs)
+                if proc.poll() is not None and rank not in reported]
+        # A rank whose collective broke because a peer died aborts (SIGABRT) after it: the others come first.
+        dead.sort(key=lambda d: (d[2] == -signal.SIGABRT, d[0]))
+        if dead:
+            rank, proc, code = dead[0]
+            tail = _tail(Path(self._logs) / f"rank{rank}.log")
+            also = "".join(f"; rank {r} (pid {p.pid}) exited with code {c}" for r, p, c in dead[1:])
+            return f"rank {rank} (pid {proc.pid}) exited with code {code} during {what}" + \
+                (f": {tail}" if tail else "") + also
         rank, error = next(iter(reported.items()))
         quiet = f" (rank {', '.join(map(str, silent))} did not answer)" if silent else ""
         return f"rank {rank} failed during {what}{quiet}: {error}"

@@ -20,6 +20,7 @@ def test_init_loads_in_transformers(tmp_path, cli, rel_err):
     result = cli("init", "--preset", "tiny", tmp_path / "ckpt", "--seed", "11")
     assert result.code == 0, result.err
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        ".mixtral-trt.json",  # says this tool wrote it: `init --force` may replace it
         "config.json",
         "generation_config.json",
         "model.safetensors",
@@ -60,8 +61,13 @@ def test_init_refuses_non_empty_out_and_changes_nothing(tmp_path, cli):
     assert result.err.count("\n") == 1 and "Traceback" not in result.err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary directory left
-    assert cli("init", out, "--force").code == 0
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    forced = cli("init", out, "--force")  # --force replaces only what this tool wrote (issue 10)
+    assert forced.code == 2 and "not a directory mixtral-export wrote" in forced.err, forced.err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    assert cli("init", out).code == 0  # an empty directory is fine
+    assert cli("init", out, "--force", "--seed", "1").code == 0  # and ours is replaced
+    assert (out / "model.safetensors").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
 @pytest.mark.parametrize(
@@ -84,6 +90,6 @@ def test_init_failure_midway_leaves_nothing(tmp_path, cli, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(writer, "_write", fail)
-    with pytest.raises(OSError, match="disk full"):
-        cli("init", tmp_path / "ckpt")
+    result = cli("init", tmp_path / "ckpt")  # an I/O failure: one line, exit 1 (issue 10)
+    assert result.code == 1 and result.err.startswith("error: ") and "disk full" in result.err, result.err
     assert list(tmp_path.iterdir()) == []

@@ -19,8 +19,9 @@ ALLOWED = {
     "exporter": {"common", "mixtral_ref", "plugins"},
     "runtime": {"common", "mixtral_ref", "plugins"},
     "parity": {"common", "mixtral_ref", "runtime"},
-    "bench": {"common", "mixtral_ref", "plugins", "exporter", "runtime", "parity"},
-    "cli": {"common", "mixtral_ref", "plugins", "exporter", "runtime", "parity", "bench"},
+    "serve": {"common", "mixtral_ref", "runtime"},
+    "bench": {"common", "mixtral_ref", "plugins", "exporter", "runtime", "parity", "serve"},
+    "cli": {"common", "mixtral_ref", "plugins", "exporter", "runtime", "parity", "serve", "bench"},
 }
 
 

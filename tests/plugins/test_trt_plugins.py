@@ -33,7 +33,8 @@ def root(tmp_path_factory):
 def test_trt_engine_parity(root, dtype):
     """export -> build --backend trt (plugins, AOT kernels) -> parity against the fp32 reference."""
     ckpt = tiny_checkpoint(root)
-    onnx_dir = export_checkpoint(ckpt, root / f"onnx-{dtype}", dtype=dtype, max_seq=256, max_batch=4)
+    onnx_dir = export_checkpoint(ckpt, root / f"onnx-{dtype}", dtype=dtype, max_seq=256, max_batch=4,
+                                 debug_outputs=True)
     engine_dir = build_engine(onnx_dir, root / f"engine-{dtype}", "trt", debug_outputs=True)
     report = check_engine(engine_dir, ckpt, greedy_steps=16)
     print(f"trt {dtype}: logits rel {report.logits.max_rel:.2e}, greedy {[g.matched for g in report.greedy]}")

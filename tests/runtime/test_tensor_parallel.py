@@ -55,7 +55,8 @@ def tp2(hf, root):
 
     argv = sys.argv
     try:
-        for args in (["export", hf[0], root / "onnx-tp2", "--tensor-parallel", "2", "--max-seq", "128"],
+        for args in (["export", hf[0], root / "onnx-tp2", "--tensor-parallel", "2", "--max-seq", "128",
+                      "--debug-outputs"],
                      ["build", root / "onnx-tp2", root / "engine-tp2", "--backend", "ort"]):
             sys.argv = ["mixtral-export", *map(str, args)]
             with pytest.raises(SystemExit) as done:
@@ -146,7 +147,7 @@ def tiny_tp4(root):
     from mixtral_trt.exporter.export import export_checkpoint
 
     ckpt = init_checkpoint(get_preset("tiny"), root / "tiny", seed=4)
-    export_checkpoint(ckpt, root / "onnx-tiny-tp4", max_seq=128, max_batch=2, tensor_parallel=4)
+    export_checkpoint(ckpt, root / "onnx-tiny-tp4", max_seq=128, max_batch=2, tensor_parallel=4, debug_outputs=True)
     return ckpt, build_engine(root / "onnx-tiny-tp4", root / "engine-tiny-tp4", "ort")
 
 

@@ -32,10 +32,13 @@ def tiny_checkpoint(root: Path, seed: int = 0, perturb_expert: tuple[int, int] |
     return save_checkpoint(model, model.config, root / f"ckpt-{seed}-perturbed", layout="hub")
 
 
-def engine(checkpoint: Path, root: Path, backend: str = "ort", dtype: str = "fp32", max_seq: int = 256) -> Path:
-    """Export + build once per (checkpoint, dtype, backend) under `root`; later calls reuse the directory."""
-    onnx_dir = root / f"onnx-{checkpoint.name}-{dtype}"
+def engine(checkpoint: Path, root: Path, backend: str = "ort", dtype: str = "fp32", max_seq: int = 256,
+           max_batch: int = 4) -> Path:
+    """Export + build once per (checkpoint, dtype, backend, max_batch) under `root`; later calls reuse the
+    directory."""
+    batch = "" if max_batch == 4 else f"-b{max_batch}"
+    onnx_dir = root / f"onnx-{checkpoint.name}-{dtype}{batch}"
     if not onnx_dir.exists():
-        export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=4)
-    out = root / f"engine-{checkpoint.name}-{dtype}-{backend}"
+        export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=max_batch, debug_outputs=True)
+    out = root / f"engine-{checkpoint.name}-{dtype}-{backend}{batch}"
     return out if out.exists() else build_engine(onnx_dir, out, backend)

@@ -17,6 +17,8 @@ from mixtral_trt.mixtral_ref.model import Mixtral
 SLIDING_TOP3 = MixtralConfig(vocab_size=211, hidden_size=40, intermediate_size=52, num_layers=2, num_heads=4,
                              num_kv_heads=2, head_dim=10, num_experts=6, top_k=3, sliding_window=5,
                              max_position_embeddings=256)
+# The same with head_dim 16: GroupQueryAttention's rotary embedding needs a multiple of 16 (backend ort-gqa).
+GQA_TOP3 = SLIDING_TOP3.replace(head_dim=16, max_position_embeddings=640)
 
 
 def random_model(cfg: MixtralConfig, seed: int = 0, dtype: str = "fp32") -> Mixtral:
@@ -32,9 +34,12 @@ def random_model(cfg: MixtralConfig, seed: int = 0, dtype: str = "fp32") -> Mixt
     return model.to(torch_dtype(dtype))
 
 
-def export_dir(tmp_path_factory, model: Mixtral, dtype: str, name: str, max_seq: int = 256) -> Path:
+def export_dir(tmp_path_factory, model: Mixtral, dtype: str, name: str, max_seq: int = 256,
+               debug_outputs: bool = True) -> Path:
+    """An export of `model` with the per-layer debug outputs (tests compare them layer by layer)."""
     out = tmp_path_factory.mktemp(name)
-    export_model(model, out, GraphContract.for_config(model.config, dtype, max_batch=4, max_seq=max_seq))
+    export_model(model, out, GraphContract.for_config(model.config, dtype, max_batch=4, max_seq=max_seq,
+                                                      debug_outputs=debug_outputs))
     return out
 
 

@@ -1,0 +1,43 @@
+"""`mixtral-export serve ENGINE`: an OpenAI- and Mistral-compatible HTTP server over the engine, with
+concurrent requests batched in the engine (mixtral_trt.serve)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app
+from .sampling_opts import Device
+
+
+@app.command("serve")
+def serve(
+    engine_dir: Annotated[Path, typer.Argument(help="Engine directory (mixtral-export build).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(envvar="MIXTRAL_TRT_API_KEY",
+                                                help="Require 'Authorization: Bearer KEY' on /v1 routes.")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Most requests decoded together (default: the "
+                                                  "engine's max batch).")] = None,
+    max_queue: Annotated[int, typer.Option(help="Most requests waiting for a batch row; beyond: 429.")] = 64,
+    model_name: Annotated[str | None, typer.Option(help="Model id in responses and /v1/models (default: the "
+                                                   "engine directory's name).")] = None,
+    grace: Annotated[float, typer.Option(help="Seconds in-flight requests get to finish on shutdown.")] = 30.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    device: Device = "auto",
+) -> None:
+    """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics."""
+    import signal
+    import threading
+
+    from mixtral_trt.serve.server import serve as run
+
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGINT / SIGTERM itself, then re-raises the signal: give both their
+        # default behaviour back (main() installed the write-cleanup handlers; it restores them afterwards)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    run(engine_dir, host, port, grace=grace, log_level=log_level, api_key=api_key, max_batch=max_batch,
+        max_queue=max_queue, device=device, model_name=model_name)

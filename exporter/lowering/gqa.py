@@ -1,0 +1,139 @@
+"""GroupQueryAttention lowering: each layer's attention becomes one `com.microsoft::GroupQueryAttention`.
+
+The canonical graph attends with explicit ops: rotary embedding, Concat(past, new) into the present,
+grouped scores, the additive mask from attention_mask, softmax. This lowering finds each layer by what the
+graph contract and the weight names guarantee, not by the traced op sequence:
+
+    q, k, v = the MatMul outputs behind model.layers.{i}.attn.w{q,k,v}.weight      [B, S, N*D], [B, S, G*D]
+    past    = inputs past_key_values.{i}.key/value;  present = outputs present.{i}.key/value
+    out     = the input of the MatMul behind model.layers.{i}.attn.wo.weight         [B, S, N*D]
+
+and puts one GroupQueryAttention(q, k, v, past_k, past_v, seqlens_k, total_sequence_length, cos, sin)
+between them; everything in between becomes dead and is removed. The op applies the rotary embedding itself
+(do_rotary=1, rotate-half layout: rotary_interleaved=0, cos/sin tables [max_seq, D/2] computed by the
+reference's own `rope_cos_sin`), the causal mask, the sliding window (local_window_size = sliding_window,
+the reference's "query sees the W most recent slots") and the scale D^-0.5.
+
+Semantics change with it (contract.extra["attention"] = "gqa", docs/ARCHITECTURE.md): seqlens_k =
+sum(attention_mask) - 1 and total_sequence_length = attention_mask's width, as onnxruntime-genai computes
+them; each row's tokens sit right-padded in the cache and a token's position is its slot, so there is no
+position_ids input. The past may be the present's own buffer (shared, written in place). Measured with
+onnxruntime 1.32 on CPU: head_dim must be a multiple of 16 with the rotary inside the op.
+B batch, S new tokens, N query heads, G kv heads, D head_dim.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.tape
+
+from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
+
+from .common import tidy
+
+MS_DOMAIN = "com.microsoft"
+WEIGHT = "model.layers.{layer}.attn.{name}.weight"
+
+
+def check_gqa(contract: GraphContract) -> None:
+    """Refuse graphs the op cannot run, before any work."""
+    cfg = contract.config
+    if cfg.head_dim % 16:
+        raise MixtralTrtError(f"--backend ort-gqa: head_dim {cfg.head_dim} is not a multiple of 16, which "
+                              "GroupQueryAttention's rotary embedding needs (use --backend ort)")
+    if contract.dtype not in ("fp32", "fp16"):
+        raise MixtralTrtError(f"--backend ort-gqa builds fp32/fp16 exports; this one is {contract.dtype}")
+
+
+def _projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
+    """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear)."""
+    key = WEIGHT.format(layer=layer, name=name)
+    weight = graph.initializers.get(key)
+    if weight is None:
+        raise MixtralTrtError(f"GroupQueryAttention lowering: the graph has no weight {key}")
+    for user, _ in weight.uses():
+        if user.op_type != "Transpose":
+            continue
+        matmuls = [node for node, index in user.outputs[0].uses() if node.op_type == "MatMul" and index == 1]
+        if len(matmuls) == 1:
+            return matmuls[0]
+    raise MixtralTrtError(f"GroupQueryAttention lowering: {key} does not feed one MatMul through a Transpose")
+
+
+def _rope_tables(contract: GraphContract) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [max_seq, D/2] in the graph dtype, the numbers the reference computes."""
+    import torch
+
+    from mixtral_trt.common.dtypes import torch_dtype
+    from mixtral_trt.mixtral_ref.layers import rope_cos_sin
+
+    cfg = contract.config
+    positions = torch.arange(contract.max_seq)[None]  # [1, C]
+    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, torch_dtype(contract.dtype))  # [1, C, D]
+    half = cfg.head_dim // 2  # rotate-half layout: the two halves repeat the same angles
+    return cos[0, :, :half].contiguous().numpy(), sin[0, :, :half].contiguous().numpy()
+
+
+def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    tensor = ir.tensor(array, name=name)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+    graph.register_initializer(value)
+    return value
+
+
+def _lengths(graph: ir.Graph, mask: ir.Value) -> tuple[list[ir.Node], ir.Value, ir.Value]:
+    """seqlens_k = sum(mask, axis 1) - 1 [B] int32 and total_sequence_length = mask width (int32 scalar)."""
+    tape = ir.tape.Tape()
+    one = tape.op("Constant", [], {"value": ir.tensor(np.array([1], np.int64))})
+    tokens = tape.op("ReduceSum", [mask, one], {"keepdims": 0})  # [B]
+    seqlens_k = tape.op("Cast", [tape.op("Sub", [tokens, one])], {"to": ir.DataType.INT32})
+    width = tape.op("Gather", [tape.op("Shape", [mask]), tape.op("Constant", [], {"value": ir.tensor(
+        np.array(1, np.int64))})], {"axis": 0})
+    total = tape.op("Cast", [width], {"to": ir.DataType.INT32})
+    return list(tape.nodes), seqlens_k, total
+
+
+def lower_attention(model: ir.Model, contract: GraphContract) -> ir.Model:
+    """Replace every layer's attention by GroupQueryAttention (see the module docstring)."""
+    check_gqa(contract)
+    graph, cfg = model.graph, contract.config
+    inputs = {v.name: v for v in graph.inputs}
+    outputs = {v.name: n for n, v in enumerate(graph.outputs)}
+    cos_table, sin_table = _rope_tables(contract)
+    cos = _initializer(graph, "attn.rope.cos_cache", cos_table)
+    sin = _initializer(graph, "attn.rope.sin_cache", sin_table)
+    nodes, seqlens_k, total = _lengths(graph, inputs["attention_mask"])
+    graph.insert_before(next(iter(graph)), nodes)
+    attributes = {"num_heads": cfg.num_heads, "kv_num_heads": cfg.num_kv_heads, "scale": cfg.head_dim ** -0.5,
+                  "do_rotary": 1, "rotary_interleaved": 0}
+    if cfg.sliding_window is not None:
+        attributes["local_window_size"] = cfg.sliding_window
+    for i in range(cfg.num_layers):
+        q, k, v, o = (_projection(graph, i, name) for name in ("wq", "wk", "wv", "wo"))
+        node = ir.node("GroupQueryAttention",
+                       inputs=[q.outputs[0], k.outputs[0], v.outputs[0], inputs[f"past_key_values.{i}.key"],
+                               inputs[f"past_key_values.{i}.value"], seqlens_k, total, cos, sin],
+                       attributes=attributes, domain=MS_DOMAIN, num_outputs=3, name=f"layers.{i}.attn.gqa")
+        graph.insert_before(o, [node])
+        out, present_k, present_v = node.outputs
+        out.type, out.shape = o.inputs[0].type, o.inputs[0].shape
+        o.replace_input_with(0, out)
+        for new, name in ((present_k, f"present.{i}.key"), (present_v, f"present.{i}.value")):
+            old = graph.outputs[outputs[name]]
+            new.type, new.shape = old.type, ir.Shape([old.shape[0], old.shape[1], "present_or_capacity",
+                                                      old.shape[3]])
+            graph.outputs[outputs[name]] = new
+            old.name = None  # the dead Concat keeps no contract name
+            new.name = name
+        for name in (f"past_key_values.{i}.key", f"past_key_values.{i}.value"):
+            past = inputs[name]
+            past.shape = ir.Shape([past.shape[0], past.shape[1], "past_or_capacity", past.shape[3]])
+    model.opset_imports[MS_DOMAIN] = 1
+    model = tidy(model)
+    position_ids = model.graph.inputs[[v.name for v in model.graph.inputs].index("position_ids")]
+    if position_ids.uses():
+        raise MixtralTrtError("GroupQueryAttention lowering: position_ids is still read after the rewrite")
+    model.graph.inputs.remove(position_ids)  # positions are the slots now
+    return model

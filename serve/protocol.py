@@ -1,0 +1,181 @@
+"""Request bodies of the OpenAI / Mistral chat and completion APIs, and their SamplingParams.
+
+Names follow OpenAI's API; Mistral's spellings (`random_seed`, `safe_prompt`) and vLLM's extensions
+(`top_k`, `ignore_eos`, `repetition_penalty`, `stop_token_ids`) are accepted beside them. Fields this
+server does not implement are refused with a 400 naming them, unless they carry their neutral value;
+fields unknown to both APIs are ignored, as OpenAI-compatible servers do. `tools`, `tool_choice` and
+`response_format` are kept as sent, for the function-calling layer to interpret.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.runtime.sampling import SamplingParams
+
+
+class BadRequest(MixtralTrtError):
+    """A request the server refuses with 400; `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# SamplingParams field -> the request field it comes from
+REQUEST_FIELDS = {"max_new_tokens": "max_tokens"}
+
+
+def param_of(error: Exception) -> str | None:
+    """The request field a one-line error names (`BadRequest.param`, or the `field=value:` a SamplingParams
+    error starts with)."""
+    if isinstance(error, BadRequest):
+        return error.param
+    found = re.match(r"(\w+)=", str(error))
+    return REQUEST_FIELDS.get(found.group(1), found.group(1)) if found else None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class Sampling(BaseModel):
+    """The settings both endpoints share. Defaults are OpenAI's (temperature 1, top_p 1)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # vLLM; 0 or -1: every token
+    max_tokens: int | None = None  # default: what is left of the context
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    random_seed: int | None = None  # Mistral's name for seed
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # vLLM
+    repetition_penalty: float | None = None  # vLLM
+    stop_token_ids: list[int] | None = None  # vLLM
+    n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | int | None = None
+    user: str | None = None
+
+    def check_unsupported(self) -> None:
+        if self.n not in (None, 1):
+            raise BadRequest(f"n={self.n}: this server returns one choice per request (n=1)", "n")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name) not in (None, 0):
+                raise BadRequest(f"{name}: not supported (use repetition_penalty)", name)
+        if self.logprobs:
+            raise BadRequest("logprobs: not supported", "logprobs")
+
+    def sampling_params(self, max_new_tokens: int) -> SamplingParams:
+        if self.seed is not None and self.random_seed is not None and self.seed != self.random_seed:
+            raise BadRequest(f"seed={self.seed} and random_seed={self.random_seed}: give one", "seed")
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        settings = dict(
+            max_new_tokens=max_new_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=0 if self.top_k in (None, -1) else self.top_k,
+            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            seed=self.seed if self.seed is not None else self.random_seed,
+            stop=tuple(stop),
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=self.ignore_eos,
+        )
+        return SamplingParams(**settings)  # raises MixtralTrtError naming the field
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(Sampling):
+    messages: list[Message]
+    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens
+    safe_prompt: bool = False  # Mistral: the guardrail system prompt in front
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """role/content dicts; content given as a list of text parts is joined."""
+        out = []
+        for n, m in enumerate(self.messages):
+            content = m.content
+            if isinstance(content, list):
+                texts = []
+                for part in content:
+                    if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                        raise BadRequest(f"messages[{n}].content: only text parts are supported, got "
+                                         f"{part.get('type')!r}", f"messages[{n}].content")
+                    texts.append(part["text"])
+                content = "".join(texts)
+            message = m.model_dump(exclude_none=True)
+            message["content"] = content or ""
+            out.append(message)
+        return out
+
+    @property
+    def wants_tools(self) -> bool:
+        """True when the request needs the function-calling / constrained-output layer."""
+        fmt = (self.response_format or {}).get("type", "text")
+        return bool(self.tools) or fmt != "text" or self.tool_choice not in (None, "none", "auto")
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        both = self.max_tokens is not None and self.max_completion_tokens is not None
+        if both and self.max_tokens != self.max_completion_tokens:
+            raise BadRequest("max_tokens and max_completion_tokens differ: give one", "max_tokens")
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[int] | list[str] | list[list[int]]
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def check_unsupported(self) -> None:
+        super().check_unsupported()
+        if self.echo:
+            raise BadRequest("echo: not supported", "echo")
+        if self.suffix:
+            raise BadRequest("suffix: not supported", "suffix")
+        if self.best_of not in (None, 1):
+            raise BadRequest("best_of: not supported", "best_of")
+
+    def prompts(self) -> list[str | list[int]]:
+        """One prompt per choice: a string, a list of ids, or a list of either."""
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return [p]
+        if not p:
+            raise BadRequest("prompt: empty", "prompt")
+        return list(p)
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return 16 if self.max_tokens is None else self.max_tokens  # OpenAI's default for completions
+

@@ -1,0 +1,76 @@
+"""Run the app with uvicorn: `serve(engine_dir, ...)`, which `mixtral-export serve` calls.
+
+Shutdown (Ctrl-C / SIGINT or SIGTERM) is graceful: the listening socket closes, in-flight requests get up to
+`grace` seconds to finish, what remains is cancelled, then the scheduler stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from pathlib import Path
+
+from mixtral_trt.common.errors import MixtralTrtError
+
+
+def build(engine_dir: str | Path, *, api_key: str | None = None, max_batch: int | None = None,
+          max_queue: int = 64, device: str = "auto", model_name: str | None = None):
+    """Load the engine, make its Scheduler and the app (not started)."""
+    from mixtral_trt import runtime
+    from mixtral_trt.runtime.scheduler import Scheduler
+
+    from .app import create_app
+
+    engine = runtime.load(engine_dir, device=device)
+    engine.tokenizer  # noqa: B018 - fail now, not at the first request, when the engine has no tokenizer
+    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue)
+    return create_app(engine, scheduler, model_name=model_name, api_key=api_key)
+
+
+def uvicorn_server(app, host: str = "127.0.0.1", port: int = 8000, grace: float = 30.0, log_level: str = "info"):
+    try:
+        import uvicorn
+    except ImportError:
+        raise MixtralTrtError("serving needs the serve extra: pip install 'mixtral-trt[serve]'") from None
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace,
+                            access_log=log_level == "debug")
+    return uvicorn.Server(config)
+
+
+def serve(engine_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, grace: float = 30.0,
+          log_level: str = "info", **options) -> None:
+    """Serve until interrupted. Ctrl-C (SIGINT) returns normally after the graceful shutdown; on SIGTERM
+    uvicorn re-raises the signal once it has shut down, so the process ends by that signal."""
+    server = uvicorn_server(build(engine_dir, **options), host, port, grace, log_level)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+        server.run()
+
+
+class BackgroundServer:
+    """The server on a free port of 127.0.0.1, in a thread of this process (tests, benchmarks):
+
+        with BackgroundServer(app) as url: ...   # url = "http://127.0.0.1:PORT"
+    """
+
+    def __init__(self, app, grace: float = 5.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn_server(app, "127.0.0.1", self.port, grace, "warning")
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server thread died while starting")
+            self.thread.join(0.01)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+        self.sock.close()

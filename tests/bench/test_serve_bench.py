@@ -1,0 +1,28 @@
+"""`mixtral-export serve-bench` on the tiny preset with short runs: a real server subprocess, the JSON
+figures consistent with the requests sent (every request generates exactly --max-tokens), the PNG."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_serve_bench_tiny(cli, tmp_path):
+    out = tmp_path / "serve.json"
+    result = cli("serve-bench", "--preset", "tiny", "--clients", "1,3", "--rounds", "2", "--max-tokens", "5",
+                 "--repeats", "2", "--max-seq", "128", "--json", out, "--workdir", tmp_path / "work")
+    assert result.code == 0, result.out + result.err
+    r = json.loads(out.read_text())
+    assert set(r["best"]) == set(r["runs"]) == {"1", "3"} and all(len(v) == 2 for v in r["runs"].values())
+    for n, best in r["best"].items():
+        assert best["requests"] == int(n) * 2 and best["tokens"] == int(n) * 2 * 5, best
+        assert abs(best["tokens_per_s"] - best["tokens"] / best["seconds"]) < 1e-6
+        assert 0 < best["ttft_s"]["p50"] <= best["latency_s"]["p50"] <= best["latency_s"]["p99"]
+        assert best["tokens_per_s"] == max(run["tokens_per_s"] for run in r["runs"][n])
+    assert r["speedup"]["1"] == 1.0 and r["engine_alone_tokens_per_s"]["3"] > 0
+    assert "targets" not in r  # the 8-client target is judged only when 1 and 8 clients were measured
+    assert (tmp_path / "serve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_serve_bench_rejects_bad_clients(cli, tmp_path):
+    result = cli("serve-bench", "--clients", "1,x", "--workdir", tmp_path)
+    assert result.code == 2 and "--clients" in result.err

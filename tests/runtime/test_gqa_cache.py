@@ -1,0 +1,90 @@
+"""The KV cache of GroupQueryAttention engines (runtime/gqa_cache.py): Engine.forward keeps its meaning
+(left-padded batches, rows that finish early) over the op's right-padded shared buffer. Oracle: the
+canonical (Concat) engine of the same export, itself judged against mixtral_ref in tests/parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mixtral_trt import runtime
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.exporter.build import build_engine
+from support.models import GQA_TOP3, export_dir, random_model
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    """(ort engine, ort-gqa engine) of one fp32 export."""
+    onnx_dir = export_dir(tmp_path_factory, random_model(GQA_TOP3, seed=3), "fp32", "gqa-cache", max_seq=600)
+    root = tmp_path_factory.mktemp("gqa-cache-engines")
+    return tuple(runtime.load(build_engine(onnx_dir, root / b, b)) for b in ("ort", "ort-gqa"))
+
+
+def _prompts(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, GQA_TOP3.vocab_size, n).tolist() for n in lengths]
+
+
+def test_batched_generation_equals_the_concat_engine(engines):
+    """Left-padded prompts of different lengths, one row stopping early: every row's tokens are equal."""
+    concat, gqa = engines
+    prompts = _prompts((9, 3, 17))
+    alone = concat.generate(prompts[1], max_new_tokens=12, ignore_eos=True).token_ids
+    stop = (alone[3],)  # row 1 finishes at step 3 and keeps a masked row while the others go on
+    want = concat.generate(prompts, max_new_tokens=12, ignore_eos=True, stop_token_ids=stop)
+    got = gqa.generate(prompts, max_new_tokens=12, ignore_eos=True, stop_token_ids=stop)
+    assert len(want[1].token_ids) == 4
+    assert [g.token_ids for g in got] == [w.token_ids for w in want]
+    logits_c = concat.forward(np.array([prompts[2]]))[0]["logits"]
+    logits_g = gqa.forward(np.array([prompts[2]]))[0]["logits"]
+    assert np.abs(logits_g - logits_c).max() / np.abs(logits_c).max() < 1e-5
+
+
+def test_rows_stay_right_padded(engines):
+    _, gqa = engines
+    ids = np.array([[0, 0, 5, 6], [7, 8, 9, 10]])
+    mask = np.array([[0, 0, 1, 1], [1, 1, 1, 1]])
+    _, cache = gqa.forward(ids, attention_mask=mask, position_ids=np.maximum(mask.cumsum(1) - 1, 0))
+    assert cache.lengths.tolist() == [2, 4] and cache.length == 4
+    step_mask = np.concatenate([mask, [[0], [1]]], axis=1)  # row 0 adds nothing this step
+    _, cache = gqa.forward(np.array([[0], [11]]), cache, attention_mask=step_mask)
+    assert cache.lengths.tolist() == [2, 5] and cache.length == 5
+    picked = cache.select([1])
+    assert picked.lengths.tolist() == [5] and picked.batch == 1
+
+
+def test_calls_the_op_cannot_take_are_refused(engines):
+    _, gqa = engines
+    ids = np.array([[5, 6, 7], [8, 9, 10]])
+    _, cache = gqa.forward(ids)
+    with pytest.raises(MixtralTrtError, match="several tokens on a cache at batch 1 only"):
+        gqa.forward(ids[:, :2], cache)
+    with pytest.raises(MixtralTrtError, match="cached part marks"):
+        gqa.forward(ids[:, :1], cache, attention_mask=np.array([[0, 1, 1, 1], [1, 1, 1, 1]]))
+    with pytest.raises(MixtralTrtError, match="position_ids: row 0"):
+        gqa.forward(ids[:, :1], cache, position_ids=np.array([[7], [3]]))
+
+
+def test_the_scheduler_runs_on_the_shared_buffer(engines):
+    """Requests joining and leaving a running batch (GQACache.concat / select / trim) get the concat
+    engine's solo replies."""
+    from mixtral_trt.runtime.sampling import SamplingParams
+    from mixtral_trt.runtime.scheduler import Scheduler
+
+    concat, gqa = engines
+    prompts = _prompts((9, 3, 17, 5), seed=4)
+    news = (12, 4, 9, 7)
+    sched = Scheduler(gqa, max_batch=3)
+    requests = [sched.submit(p, SamplingParams(max_new_tokens=n, ignore_eos=True))
+                for p, n in zip(prompts[:2], news[:2], strict=True)]
+    sched.step()
+    sched.step()
+    requests += [sched.submit(p, SamplingParams(max_new_tokens=n, ignore_eos=True, temperature=0.9, seed=2))
+                 for p, n in zip(prompts[2:], news[2:], strict=True)]
+    sched.run_until_idle()
+    assert max(sched.stats.batch_sizes) == 3
+    for n, (request, prompt, new) in enumerate(zip(requests, prompts, news, strict=True)):
+        settings = dict(temperature=0.9, seed=2) if n >= 2 else {}
+        want = concat.generate(prompt, max_new_tokens=new, ignore_eos=True, **settings).token_ids
+        assert request.completion().token_ids == want, f"request {n}"
