@@ -14,7 +14,8 @@ def save_bench_plot(result: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
+    peer = result.get("peer")
+    fig, axes = plt.subplots(1, 4 if peer else 3, figsize=(19 if peer else 14, 4.6))
     decode = {**result["decode"], **{f"ort {n}": q["decode_tok_s"] for n, q in result.get("quantized", {}).items()}}
     prefill = {**result["prefill"], **{f"ort {n}": q["prefill_tok_s"] for n, q in result.get("quantized", {}).items()}}
     names = list(decode)
@@ -46,12 +47,33 @@ def save_bench_plot(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_title(f"MoE layer alone: sparse / dense = {result['moe_layer']['sparse_over_dense']:.2f} at "
                  f"T = {result['moe_layer']['tokens']}")
     ax.legend(fontsize=8)
+    if peer:
+        _peer_panel(axes[3], peer)
     for a in axes[:2]:
         a.tick_params(axis="x", rotation=30)
-    fig.suptitle(f"mixtral-trt bench: preset {result['preset']}, fp32, {result['settings']['threads']} threads, "
-                 f"read bandwidth {result['memory_bandwidth_gbs']:.1f} GB/s")
+    fig.suptitle(f"mixtral-trt bench: preset {result['preset']}, {result['settings']['threads']} threads, "
+                 f"roofline bandwidth {result['memory_bandwidth_gbs']:.1f} GB/s")
     fig.tight_layout()
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def _peer_panel(ax, peer: dict[str, Any]) -> None:
+    """Ours vs llama.cpp per row, the ratio above each pair."""
+    rows = [r for r, v in peer["ratios"].items() if v["ours"] or v["llama_cpp"]]
+    xs = range(len(rows))
+    ours = [peer["ratios"][r]["ours"] or 0 for r in rows]
+    theirs = [peer["ratios"][r]["llama_cpp"] or 0 for r in rows]
+    ax.bar([x - 0.2 for x in xs], ours, 0.4, label="ours (ort)", color="tab:blue")
+    ax.bar([x + 0.2 for x in xs], theirs, 0.4, label="llama.cpp", color="tab:orange")
+    for x, r in zip(xs, rows, strict=True):
+        ratio = peer["ratios"][r]["ratio"]
+        if ratio:
+            ax.annotate(f"{ratio:.2f}x", (x, max(ours[x], theirs[x])), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(xs), [f"{r}\n({peer['ratios'][r]['llama_cpp_type']})" for r in rows], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("tokens / s")
+    ax.set_title("ours vs llama.cpp, same checkpoint")
+    ax.legend(fontsize=8)

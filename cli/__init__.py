@@ -23,6 +23,7 @@ from . import (  # noqa: F401  (register commands on the app)
     inspect_cmd,
     parity_cmd,
     plugins_cmd,
+    profile_cmd,
     serve_bench_cmd,
     serve_cmd,
 )

@@ -32,6 +32,12 @@ def bench(
     hf: Annotated[bool, typer.Option(help="Include HF transformers (eager) when installed.")] = True,
     quantize: Annotated[str, typer.Option(help="Also measure ONNX Runtime engines with weight-only quantized "
                                           "experts, comma-separated: int8,int4 (empty: none).")] = "int8,int4",
+    fp16: Annotated[bool, typer.Option(help="Also measure an fp16 export on the ort backend.")] = False,
+    decode_repeats: Annotated[int, typer.Option(help="Decode runs per implementation (the best is kept).")] = 3,
+    peer: Annotated[str | None, typer.Option(help="Also measure a peer on the same checkpoint: llama.cpp.")] = None,
+    llama_cpp: Annotated[Path | None, typer.Option("--llama-cpp", help="llama.cpp directory (build or install) "
+                                                   "holding llama-bench, llama-quantize, llama-debug and "
+                                                   "convert_hf_to_gguf.py.")] = None,
 ) -> None:
     """Benchmark every available backend against the reference and HF transformers."""
     from rich.console import Console
@@ -44,7 +50,8 @@ def bench(
 
     settings = BenchSettings(preset=preset, backends=_items(backends), context=context, new_tokens=new_tokens,
                              prefill_tokens=prefill_tokens, workdir=workdir, threads=threads, hf=hf,
-                             quantize=_items(quantize))
+                             quantize=_items(quantize), fp16=fp16, decode_repeats=decode_repeats, peer=peer,
+                             llama_cpp=llama_cpp)
     with make_progress(transient=True) as progress:
         result = run_bench(settings, progress)
     with atomic_file(json_path) as f:
@@ -63,8 +70,17 @@ def bench(
     moe = result["moe_layer"]
     console.print(f"MoE layer at T={moe['tokens']}: sparse {moe['sparse_ms']:.1f} ms, dense {moe['dense_ms']:.1f} ms "
                   f"({moe['sparse_over_dense']:.2f}x)")
-    console.print(f"read bandwidth {result['memory_bandwidth_gbs']:.1f} GB/s -> decode roofline "
-                  f"{result['decode_roofline_tok_s']:.0f} tok/s; peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB")
+    roof = result["roofline"]
+    console.print(f"read bandwidth {roof['measured_gbs']:.1f} GB/s measured ({result['bandwidth']['method']}, best of "
+                  f"{len(result['bandwidth']['measurements'])} measurements)"
+                  + (f", raised to {roof['roofline_gbs']:.1f} by {roof['raised_by']}" if roof["raised_by"] else "")
+                  + f" -> fp32 decode roofline {result['decode_roofline_tok_s']:.0f} tok/s; "
+                  f"peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB")
+    for name, d in roof["decodes"].items():
+        if d["note"]:
+            console.print(f"  {name}: {d['fraction']:.2f} of the roofline: {d['note']}")
+    if result.get("peer"):
+        print_peer(console, result["peer"])
     if c := result["constrained"]:
         console.print(f"constrained decoding (JSON schema, ort): mask {c['mask_ms_mean']:.3f} ms/token "
                       f"(p99 {c['mask_ms_p99']:.3f}) vs decode step {c['decode_step_ms_mean']:.2f} ms = "
@@ -73,3 +89,23 @@ def bench(
         console.print(f"skipped {name}: {reason}")
     console.print(f"targets: {result['targets']}")
     console.print(f"wrote {json_path} and {plot_path}")
+
+
+def print_peer(console, peer: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="ours / llama.cpp (same checkpoint, same run; best repeat of each)")
+    for col in ("", "ours tok/s", "llama.cpp tok/s", "ratio"):
+        table.add_column(col)
+    for row, r in peer["ratios"].items():
+        def fmt(v):
+            return "-" if v is None else f"{v:.1f}"
+        table.add_row(f"{row} ({r['llama_cpp_type']})", fmt(r["ours"]), fmt(r["llama_cpp"]),
+                      "-" if r["ratio"] is None else f"{r['ratio']:.2f}")
+    console.print(table)
+    f32 = peer["logits"]["fp32"]
+    if f32.get("checked"):
+        console.print(f"llama.cpp f32 logits vs the reference: {f32['relative_error']:.1e} "
+                      f"({'within' if f32['passed'] else 'OUTSIDE'} {f32['tolerance']:.0e})")
+    else:
+        console.print(f"llama.cpp logits: {f32['reason']}")

@@ -19,9 +19,10 @@ def export(
                                                 "default: the model's max_position_embeddings.")] = None,
     max_batch: Annotated[int, typer.Option(help="Maximum batch size.")] = 8,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
-    quantize: Annotated[str | None, typer.Option(help="Weight-only quantized experts: int8 | int4.")] = None,
+    quantize: Annotated[str | None, typer.Option(help="Weight-only quantization: int8 | int4 (the experts; "
+                                          "block-wise also the attention projections and the LM head).")] = None,
     quant_block: Annotated[int | None, typer.Option(help="Inputs per scale (power of 2 >= 16), 0 = per output "
-                                                    "row; default int8: 0, int4: 32.")] = None,
+                                                    "row (experts only); default 32.")] = None,
     tensor_parallel: Annotated[int, typer.Option(help="Ranks (GPUs) to split the model over: one graph per rank "
                                                  "in OUT/rank{r}/, each with only its share of the weights.")] = 1,
     debug_outputs: Annotated[bool, typer.Option(help="Add each layer's hidden state and router logits as graph "
@@ -37,4 +38,4 @@ def export(
                                  overwrite=force, progress=progress, quantize_experts=quantize,
                                  quant_block=quant_block, tensor_parallel=tensor_parallel, debug_outputs=debug_outputs)
     split = f", {tensor_parallel} ranks" if tensor_parallel != 1 else ""
-    typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', experts ' + quantize if quantize else ''}{split})")
+    typer.echo(f"exported {checkpoint} -> {path} ({dtype}{', weights ' + quantize if quantize else ''}{split})")

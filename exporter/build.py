@@ -74,6 +74,18 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
     return out_dir / MODEL_FILE
 
 
+def kernel_info(lowering: str, contract) -> dict:
+    """What the manifest says about the engine's kernels beyond its dtype: whether the `ort` lowering's
+    quantized kernels round activations to int8 (then parity's reference does the same)."""
+    spec = contract.extra.get("quantization")
+    if lowering != "ort" or not spec:
+        return {}
+    from .lowering.ort_quant import activations_block
+
+    block = activations_block(spec["bits"], spec["block_size"])
+    return {"int8_activations_block": block} if block else {}
+
+
 def ort_cuda_info(onnx_dir: Path, contract: GraphContract) -> dict:
     """For the `ort` lowering: what ONNX Runtime's CUDA EP cannot run of it (lowering/ort_cuda.py), recorded in the
     manifest (runtime.load then keeps the engine off CUDA); an error at build time when this machine's
@@ -143,6 +155,7 @@ def build_engine(
             contract = contract.with_gqa_attention()
         copy_side_files(onnx_dir, tmp)
         model_file = MODEL_FILE
+        info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
         if spec.genai:

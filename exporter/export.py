@@ -170,7 +170,8 @@ def save_export(program, out_dir: Path, contract: GraphContract, progress: Progr
 
 
 def quantize(program, contract: GraphContract) -> None:
-    """Apply the contract's weight-only quantization (contract.extra["quantization"]) to the experts."""
+    """Apply the contract's weight-only quantization (contract.extra["quantization"]): the experts, and the
+    attention projections and LM head when it says `dense`."""
     spec = contract.extra.get("quantization")
     if spec:
         from mixtral_trt.common.quant import QuantScheme
@@ -178,11 +179,17 @@ def quantize(program, contract: GraphContract) -> None:
         from .ops.functions import attach_functions
         from .quantize import quantize_experts
 
-        quantize_experts(program.model, QuantScheme(spec["bits"], spec["block_size"]), contract.dtype)
-        attach_functions(program.model)  # the optimiser dropped the then-unused MoEExpertsQ body
+        scheme = QuantScheme(spec["bits"], spec["block_size"])
+        quantize_experts(program.model, scheme, contract.dtype)
+        if spec.get("dense"):
+            from .quantize_dense import quantize_linears
+
+            quantize_linears(program.model, scheme, contract.dtype)
+        attach_functions(program.model)  # the optimiser dropped the then-unused MoEExpertsQ / LinearQ bodies
 
 
-def with_quantization(contract: GraphContract, name: str | None, block_size: int | None) -> GraphContract:
+def with_quantization(contract: GraphContract, name: str | None, block_size: int | None,
+                      world_size: int = 1) -> GraphContract:
     """The contract with `extra["quantization"]` set from `--quantize NAME [--quant-block N]`."""
     if name is None:
         return contract
@@ -191,8 +198,14 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
     from mixtral_trt.common.quant import QuantScheme
 
     scheme = QuantScheme.parse(name, block_size)
+    # block-wise schemes also quantize the attention projections and the LM head (LinearQ) when the block
+    # divides every such linear's inputs (H; wo's q_size, split by heads across `world_size` ranks); a
+    # per-channel scheme only the experts (MatMulNBits, the fast kernel for LinearQ, needs a block size)
+    cfg = contract.config
+    inputs = (cfg.hidden_size, cfg.q_size // world_size)
+    dense = bool(scheme.block_size) and all(k % scheme.block_size == 0 for k in inputs)
     extra = {**contract.extra, "quantization": {"scheme": scheme.name, "bits": scheme.bits,
-                                                "block_size": scheme.block_size}}
+                                                "block_size": scheme.block_size, "dense": dense}}
     return dataclasses.replace(contract, extra=extra)
 
 
@@ -257,7 +270,7 @@ def export_checkpoint(
     if not 1 <= max_batch <= 4096:
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
     contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq, debug_outputs),
-                                 quantize_experts, quant_block)
+                                 quantize_experts, quant_block, tensor_parallel)
     if tensor_parallel != 1:
         from .shard.export import streamed_rank_weights, write_ranks
 

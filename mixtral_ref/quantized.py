@@ -1,27 +1,96 @@
-"""The reference model of a quantized engine: mixtral_ref with every expert weight replaced by its
+"""The reference model of a quantized engine: mixtral_ref with every quantized weight replaced by its
 dequantized codes (scales rounded to the activation dtype, as stored), so an engine's parity measures its
-kernels, not the quantization; the quantization error itself is reported against the original model."""
+kernels, not the quantization; the quantization error itself is reported against the original model.
+
+Some fast kernels also quantize their *activations*: ONNX Runtime's CPU QMoE (8-bit experts) and
+MatMulNBits (accuracy_level 4) round each block of `block_size` inputs of a quantized matmul to int8
+(symmetric, scale = max |x| / 127, round to nearest even) and accumulate in int32. `activations_block`
+makes the reference do the same before every quantized matmul, so such an engine is judged against what
+its kernels compute. T tokens, H hidden, I intermediate, K a matmul's input features.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from mixtral_trt.common.dtypes import torch_dtype
 from mixtral_trt.common.quant import QuantScheme
-from mixtral_trt.mixtral_ref.model import Mixtral
+
+from .model import Mixtral
+from .moe import MoE
+
+
+def quantize_activations(x: torch.Tensor, block: int) -> torch.Tensor:
+    """x [..., K] -> each block of `block` values along K rounded to int8 with its own scale (float32)."""
+    xf = x.float()
+    blocks = xf.reshape(*xf.shape[:-1], xf.shape[-1] // block, block)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    scale = amax / 127
+    inverse = torch.where(amax > 0, 1 / scale, torch.zeros_like(scale))
+    return (torch.round(blocks * inverse) * scale).reshape(xf.shape)
+
+
+class MoEA8(MoE):
+    """The MoE block with int8 activations at each expert matmul (x before w13, SwiGLU output before w2)."""
+
+    block: int = 32
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.reshape(-1, x.shape[-1])  # [T, H]
+        router_logits = self.gate(flat)  # [T, E]
+        weights, experts = torch.ops.mixtral.moe_router(router_logits, self.top_k)  # [T, k]
+        xq = quantize_activations(flat, self.block)
+        out = torch.zeros(flat.shape, dtype=torch.float32)
+        for e in experts.unique().tolist():
+            tokens, slot = (experts == e).nonzero(as_tuple=True)  # [n]
+            gate, up = F.linear(xq[tokens], self.w13[e].float()).chunk(2, dim=-1)  # [n, I]
+            y = F.linear(quantize_activations(F.silu(gate) * up, self.block), self.w2[e].float())  # [n, H]
+            out.index_add_(0, tokens, y * weights[tokens, slot, None])
+        return out.to(x.dtype).view_as(x), router_logits
+
+
+def _fake_quantize_param(param: nn.Parameter, scheme: QuantScheme, dtype: str) -> None:
+    w = param.float().numpy()
+    scales = torch.from_numpy(scheme.scales_for(w)).to(torch_dtype(dtype)).float().numpy()
+    param.copy_(torch.from_numpy(scheme.dequantize(scheme.encode(w, scales), scales)).to(param.dtype))
+
+
+def dense_linears(model: Mixtral) -> list[nn.Linear]:
+    """The linears `export --quantize` stores as LinearQ: attention projections and an untied LM head."""
+    out = [lin for layer in model.layers for lin in (layer.attn.wq, layer.attn.wk, layer.attn.wv, layer.attn.wo)]
+    return out + ([model.lm_head] if model.lm_head is not None else [])
 
 
 @torch.no_grad()
-def fake_quantize_(model: Mixtral, scheme: QuantScheme, dtype: str) -> Mixtral:
-    """In place: w13 and w2 of every layer become dequantize(encode(w)) as the export stores them."""
+def fake_quantize_(model: Mixtral, scheme: QuantScheme, dtype: str, dense: bool = False,
+                   activations_block: int | None = None) -> Mixtral:
+    """In place: w13 and w2 of every layer (and with `dense` the attention projections and the LM head) become
+    dequantize(encode(w)) as the export stores them; with `activations_block`, every quantized matmul also
+    rounds its inputs to int8 in blocks of that size, as the engine's kernels do."""
     for layer in model.layers:
         for param in (layer.moe.w13, layer.moe.w2):
-            w = param.float().numpy()
-            scales = torch.from_numpy(scheme.scales_for(w)).to(torch_dtype(dtype)).float().numpy()
-            param.copy_(torch.from_numpy(scheme.dequantize(scheme.encode(w, scales), scales)).to(param.dtype))
+            _fake_quantize_param(param, scheme, dtype)
+        if activations_block:
+            moe = MoEA8.__new__(MoEA8)
+            moe.__dict__.update(layer.moe.__dict__)
+            moe.block = activations_block
+            layer.moe = moe
+    if dense:
+        for linear in dense_linears(model):
+            _fake_quantize_param(linear.weight, scheme, dtype)
+            if activations_block:
+                linear.register_forward_pre_hook(
+                    lambda _m, args, b=activations_block: (quantize_activations(args[0], b).to(args[0].dtype),))
     return model
 
 
 def scheme_of(contract) -> QuantScheme | None:
     spec = contract.extra.get("quantization")
     return QuantScheme(spec["bits"], spec["block_size"]) if spec else None
+
+
+def dense_of(contract) -> bool:
+    """Whether the export quantized the attention projections and the LM head too."""
+    return bool((contract.extra.get("quantization") or {}).get("dense"))

@@ -19,7 +19,7 @@ from mixtral_trt.runtime.engine import Engine
 
 from .metrics import greedy_match, tensor_error, topk_flips
 from .report import LayerParity, ParityReport
-from .tolerance import TOLERANCES, Tolerance
+from .tolerance import INT8_ACTIVATIONS, TOLERANCES, Tolerance
 
 PROMPT_LENGTHS = (5, 17, 40)
 CHAT = [{"role": "user", "content": "Explain mixture-of-experts routing in one sentence, s'il vous plaît."}]
@@ -134,7 +134,7 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.common.progress import step
     from mixtral_trt.mixtral_ref.checkpoint import load_model
-    from mixtral_trt.mixtral_ref.quantized import fake_quantize_, scheme_of
+    from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
     with step(progress, "load engine"):
@@ -144,17 +144,23 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     if reference.config != engine.config:
         raise MixtralTrtError(f"{checkpoint}: its config differs from the engine's ({engine_dir}): "
                               "not the checkpoint this engine was exported from")
-    original = None
+    original, tolerance = None, None
     scheme = scheme_of(engine.contract)
+    activations_block = engine.manifest.backend_info.get("int8_activations_block")
     if scheme is not None:  # judge the kernels against the same quantized weights; report the rest
         original = reference
-        reference = fake_quantize_(load_model(checkpoint, dtype=torch.float32), scheme, engine.dtype)
+        reference = fake_quantize_(load_model(checkpoint, dtype=torch.float32), scheme, engine.dtype,
+                                   dense=dense_of(engine.contract),
+                                   activations_block=activations_block)
+        if activations_block:
+            tolerance = max(TOLERANCES[engine.dtype], INT8_ACTIVATIONS, key=lambda t: t.logits_rel)
     try:
         tokenizer = Tokenizer.from_checkpoint(checkpoint)
     except MixtralTrtError:
         tokenizer = None
     with step(progress, f"run prompts and {greedy_steps}-step greedy decoding"):
-        report = run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer)
+        report = run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer,
+                            tolerance=tolerance)
     if original is not None:
         report.quantization = {"scheme": scheme.name, "logits_rel_vs_unquantized": quantization_error(
             engine, original, report.prompts, seed, tokenizer)}

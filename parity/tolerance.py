@@ -24,3 +24,9 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(logits_rel=2e-2, hidden_rel=2e-2, router_rel=2e-2),
     "bf16": Tolerance(logits_rel=6e-2, hidden_rel=6e-2, router_rel=6e-2),
 }
+# Engines whose kernels round activations to int8 (ONNX Runtime's 8-bit QMoE and MatMulNBits, manifest
+# backend_info "int8_activations_block"), judged against a reference that rounds them the same way: an input
+# that differs from the reference's by one float ulp can land on the other side of a rounding boundary, so
+# an element may differ by one int8 step (1/254 of its block's range). Measured on `tiny`: logits 3.0e-3,
+# hidden 4.4e-4 (layer 1); each kernel alone matches the rounding reference to 5e-7.
+INT8_ACTIVATIONS = Tolerance(logits_rel=2e-2, hidden_rel=2e-2, router_rel=2e-2)

@@ -13,6 +13,7 @@ from typing import Any
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.quant import DEFAULT_BLOCK
 
 from . import ptx
 from .tiles import ALIGN_BLOCK, TACTICS, tile_for
@@ -108,13 +109,14 @@ def gemm_down_q_variant(dtype: str, tactic: int, bits: int, group: int, block_si
 def default_variants(dtypes: tuple[str, ...] = ("fp16", "bf16", "fp32"), top_k: int = 2, num_experts: int = 8
                      ) -> list[KernelVariant]:
     """Mixtral's routing (8 experts, top-2): every kernel, dtype and GEMM tactic, and the quantized GEMMs
-    for int8 per-channel and int4 in blocks of 32 (Mixtral 8x7B's H = 4096, I = 14336 as the groups)."""
+    for int8 and int4 in export --quantize's default blocks (common.quant.DEFAULT_BLOCK: 32 inputs per scale)."""
     out = [align_variant(num_experts)]
     for dtype in dtypes:
         out.append(router_variant(dtype, top_k, num_experts))
         for tactic in TACTICS:
             out += [gemm_swiglu_variant(dtype, top_k, tactic), gemm_down_variant(dtype, tactic)]
-            for bits, swiglu_group, down_group in ((8, 4096, 14336), (4, 32, 32)):
+            for bits, group in ((8, DEFAULT_BLOCK["int8"]), (4, DEFAULT_BLOCK["int4"])):
+                swiglu_group = down_group = group
                 out += [gemm_swiglu_q_variant(dtype, top_k, tactic, bits, swiglu_group),
                         gemm_down_q_variant(dtype, tactic, bits, down_group)]
     return out

@@ -7,7 +7,8 @@ activation alpha/beta and `swiglu_limit` set explicitly: kernels default them to
 one CUDA build (contrib_ops/cuda/moe/moe_base.h), a 7.0 clamp on the gate and up activations that real Mixtral
 activations exceed while tiny test models never reach it. +inf clamps nothing in every build (the builds where
 a non-positive limit means "no clamp" included). What the CUDA EP accepts of QMoE: ort_cuda.py.
-E experts, I intermediate, H hidden.
+Quantized experts become QMoE and quantized linears MatMulNBits (ort_quant.py); float experts are split for
+the CPU kernel's threads (ort_split.py); RMSNorm chains are fused (ort_fuse.py). E experts, I intermediate, H hidden.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ import onnx_ir as ir
 import onnx_ir.tape
 
 from .common import int64_const, moe_pairs, replace_pair, tidy
+from .ort_fuse import fuse_rms_norms
+from .ort_quant import lower_linears, qmoe_attributes
+from .ort_split import parts_for, split_initializer, split_w2, split_w13
 
 MS_DOMAIN = "com.microsoft"
+# float experts split in this many virtual experts along I (ort_split.py), so the CPU kernel's threads read
+# the same bytes whatever the routing; 1 = the checkpoint's experts as they are
+EXPERT_PARTS = 2
 MOE_ATTRIBUTES = {
     "activation_type": "swiglu",
     "swiglu_fusion": 1,
@@ -62,19 +69,32 @@ def _qmoe(graph: ir.Graph, pair) -> ir.Node:
     bits, block_size = pair.quant
     fc1 = _interleaved_initializer(graph, pair.w13)
     fc1_scales = _interleaved_initializer(graph, pair.w13_scales)
-    attributes = {**MOE_ATTRIBUTES, "k": pair.top_k, "expert_weight_bits": bits, "weights_prepacked": 0}
-    if block_size:
-        attributes["block_size"] = block_size
+    attributes = {**MOE_ATTRIBUTES, "k": pair.top_k, **qmoe_attributes(bits, block_size)}
     return ir.node("QMoE", inputs=[pair.x, pair.router_logits, fc1, fc1_scales, None, pair.w2, pair.w2_scales],
                    domain=MS_DOMAIN, attributes=attributes, name=f"{pair.experts.name}.ort_qmoe")
 
 
-def lower(model: ir.Model) -> ir.Model:
+def _split_moe(graph: ir.Graph, tape: ir.tape.Tape, pair, parts: int) -> ir.Node:
+    """Float MoE with every expert split into `parts` virtual experts (ort_split.py: balanced threads)."""
+    e, two_i, h = (int(d) for d in pair.w13.shape)
+    parts = parts_for(two_i // 2, parts)
+    fc1 = split_initializer(graph, pair.w13, lambda a: interleave_gate_up(split_w13(a, parts)),
+                            (parts * e, two_i // parts, h), f"split{parts}.interleaved")
+    fc2 = split_initializer(graph, pair.w2, lambda a: split_w2(a, parts), (parts * e, h, two_i // 2 // parts),
+                            f"split{parts}")
+    logits = tape.op("Concat", [pair.router_logits] * parts, {"axis": 1}) if parts > 1 else pair.router_logits
+    return ir.node("MoE", inputs=[pair.x, logits, fc1, None, fc2], domain=MS_DOMAIN,
+                   attributes={**MOE_ATTRIBUTES, "k": pair.top_k * parts}, name=f"{pair.experts.name}.ort_moe")
+
+
+def lower(model: ir.Model, expert_parts: int = EXPERT_PARTS) -> ir.Model:
     graph = model.graph
     for pair in list(moe_pairs(graph)):
         tape = ir.tape.Tape()
         if pair.quant:
             node = _qmoe(graph, pair)
+        elif pair.w13.const_value is not None and pair.w2.const_value is not None and expert_parts > 1:
+            node = _split_moe(graph, tape, pair, expert_parts)
         else:
             if pair.w13.const_value is not None:
                 fc1 = _interleaved_initializer(graph, pair.w13)
@@ -84,5 +104,7 @@ def lower(model: ir.Model) -> ir.Model:
                            attributes={**MOE_ATTRIBUTES, "k": pair.top_k}, name=f"{pair.experts.name}.ort_moe")
         node.outputs[0].shape, node.outputs[0].type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
         replace_pair(graph, pair, [*tape.nodes, node], node.outputs[0])
+    lower_linears(model)  # quantized attention projections and LM head -> MatMulNBits
+    fuse_rms_norms(model)  # each RMSNorm chain -> SimplifiedLayerNormalization
     model.opset_imports[MS_DOMAIN] = 1
     return tidy(model)

@@ -11,7 +11,7 @@ import onnx
 from onnxscript import FLOAT, INT32, INT64, UINT8, script, values
 from onnxscript import opset20 as op
 
-from .spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER, OPSET_VERSION
+from .spec import DOMAIN, LINEAR_Q, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER, OPSET_VERSION
 
 ONNX_OPSET = 20  # the default-domain opset of the function bodies and of the exported graph
 mixtral = values.Opset(DOMAIN, OPSET_VERSION)
@@ -70,7 +70,16 @@ def MoEExpertsQ(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales,
     return y
 
 
-_BODIES = {MOE_ROUTER.name: MoERouter, MOE_EXPERTS.name: MoEExperts, MOE_EXPERTS_Q.name: MoEExpertsQ}
+@script(mixtral, default_opset=op)
+def LinearQ(x, codes, scales, bits: int, block_size: int):
+    one = op.Constant(value_ints=[0])
+    w = op.Squeeze(Dequantize(op.Unsqueeze(codes, one), op.Unsqueeze(scales, one), bits=bits), one)  # [N, K]
+    y = op.MatMul(x, op.Transpose(w, perm=[1, 0]))  # [..., N]
+    return y
+
+
+_BODIES = {MOE_ROUTER.name: MoERouter, MOE_EXPERTS.name: MoEExperts, MOE_EXPERTS_Q.name: MoEExpertsQ,
+           LINEAR_Q.name: LinearQ}
 HELPERS = (Dequantize,)  # functions the bodies call, shipped alongside them
 
 
@@ -78,7 +87,7 @@ def function_protos() -> list[onnx.FunctionProto]:
     """The FunctionProto of every op, checked against its spec (names of inputs, outputs, attributes), and of
     the helper functions they call."""
     protos = [helper.to_function_proto() for helper in HELPERS]
-    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q):
+    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q):
         proto = _BODIES[spec.name].to_function_proto()
         assert list(proto.input) == [t.name for t in spec.inputs], spec.name
         assert list(proto.output) == [t.name for t in spec.outputs], spec.name

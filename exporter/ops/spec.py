@@ -91,4 +91,19 @@ MOE_EXPERTS_Q = OpSpec(
                 Attr("block_size", "int", "inputs per scale; 0 = one scale per output row")),
 )
 
-OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q)}
+LINEAR_Q = OpSpec(
+    name="LinearQ",
+    doc="y = x W^T with a weight-only integer-quantized W [N, K] (torch Linear layout), in MoEExpertsQ's format: "
+    "codes uint8 packed along K, zero point 2^(bits-1), one scale per block_size inputs (or per row: block_size "
+    "0). Written by export --quantize for the attention projections and the LM head.",
+    inputs=(
+        Tensor("x", "T", "[..., K]", "activations"),
+        Tensor("codes", "tensor(uint8)", "[N, K*bits/8]", "the weight, quantized"),
+        Tensor("scales", "T", "[N] or [N, K/block_size]", "its scales"),
+    ),
+    outputs=(Tensor("y", "T", "[..., N]", "x W^T"),),
+    attributes=(Attr("bits", "int", "bits per weight: 8 or 4"),
+                Attr("block_size", "int", "inputs per scale; 0 = one scale per output row")),
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q)}

@@ -32,7 +32,7 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
     """rank{r}/ of `onnx_dir` -> rank{r}/ of `engine_dir`, for every rank, and one manifest.json."""
     import onnx_ir as ir
 
-    from ..build import lower_and_save, tool_versions
+    from ..build import kernel_info, lower_and_save, tool_versions
     from ..side_files import copy_side_files
 
     tp = TensorParallel.of(contract)
@@ -71,7 +71,8 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
                     entry["program"] = cut_rank_graph(dst / MODEL_FILE).name
             ranks.append(entry)
         copy_side_files(onnx_dir, tmp)
-        info = {**(infos[0] if infos else {}), KEY: {"world_size": tp.world_size, "ranks": ranks}}
+        info = {**(infos[0] if infos else {}), **kernel_info(spec.lowering, contract),
+                KEY: {"world_size": tp.world_size, "ranks": ranks}}
         with step(progress, "hash artifacts, write manifest.json"):
             Manifest.for_directory(tmp, spec.name, contract, f"{ranks[0]['dir']}/{ranks[0]['model_file']}",
                                    tool_versions(*spec.tools), backend_info=info).save(tmp)

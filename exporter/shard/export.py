@@ -88,6 +88,7 @@ def rebind_weights(model: ir.Model, weights: Mapping[str, ir.TensorProtocol], co
     from mixtral_trt.common.quant import QuantScheme
 
     from ..quantize import quantized_tensors
+    from ..quantize_dense import quantized_linear_tensors
 
     spec = contract.extra.get("quantization")
     graph = model.graph
@@ -100,8 +101,9 @@ def rebind_weights(model: ir.Model, weights: Mapping[str, ir.TensorProtocol], co
         elif spec and name.endswith((".codes", ".scales")):
             base = name.rsplit(".", 1)[0]
             source = weights[base.removeprefix(WEIGHT_PREFIX)]
-            codes, scales = quantized_tensors(source, QuantScheme(spec["bits"], spec["block_size"]),
-                                              DTYPES[contract.dtype], base)
+            quantized = quantized_tensors if len(source.shape) == 3 else quantized_linear_tensors  # experts / LinearQ
+            codes, scales = quantized(source, QuantScheme(spec["bits"], spec["block_size"]), DTYPES[contract.dtype],
+                                      base)
             tensor = codes if name.endswith(".codes") else scales
         else:
             raise RuntimeError(f"no weight for initializer {name}")

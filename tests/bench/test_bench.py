@@ -33,6 +33,14 @@ def test_bench_tiny(cli, tmp_path):
     assert abs(c["mask_over_decode"] - c["mask_ms_mean"] / c["decode_step_ms_mean"]) < 1e-9
     assert "constrained_mask_le_10pct_decode" in r["targets"]
     assert r["peak_rss_bytes"] > 100 << 20
+    # the roofline: two bandwidth measurements of three methods each; every decode checked against it
+    assert len(r["bandwidth"]["measurements"]) == 2 and r["roofline"]["roofline_gbs"] >= r["bandwidth"]["best_gbs"]
+    assert set(r["roofline"]["decodes"]) == {"ort", "portable", "torch_ref", "hf_transformers", "ort int8"}
+    for name, d in r["roofline"]["decodes"].items():
+        assert d["fraction"] <= 1 + 1e-9 or d["note"], (name, d)
+    assert len(r["decode_runs"]["ort"]["tok_s"]) == 3 and r["decode"]["ort"] == max(r["decode_runs"]["ort"]["tok_s"])
+    assert q["scheme"] == "int8-block32" and q["dense_quantized"] and q["int8_activations_block"] == 32
+    assert r["peer"] is None and "no_unexplained_decode_above_roofline" in r["targets"]
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -13,6 +13,7 @@ import torch
 from mixtral_trt import runtime
 from mixtral_trt.common.contract import MODEL_FILE, GraphContract
 from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.lowering.ort import EXPERT_PARTS
 from support.models import SLIDING_TOP3, export_dir, feeds_for, random_model
 
 # Logits relative error (max abs error / max |fp32 reference|) allowed per engine dtype; measured on this
@@ -40,8 +41,10 @@ def test_lowered_graph_structure(engine):
         assert ops == {"com.microsoft::MoE": model.config.num_layers}
         moe = next(n for n in proto.graph.node if n.op_type == "MoE")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in moe.attribute}
-        assert attrs["k"] == model.config.top_k and attrs["swiglu_fusion"] == 1
+        assert attrs["k"] == model.config.top_k * EXPERT_PARTS and attrs["swiglu_fusion"] == 1  # ort_split.py
         assert attrs["activation_alpha"] == 1.0 and attrs["activation_beta"] == 0.0
+        all_ops = Counter(n.op_type for n in proto.graph.node)  # RMSNorms fused (ort_fuse.py)
+        assert all_ops["SimplifiedLayerNormalization"] == 2 * model.config.num_layers + 1 and not all_ops["Pow"]
     else:
         assert not ops, f"portable graph still has custom-domain nodes: {ops}"
     assert not proto.functions

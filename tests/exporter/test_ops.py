@@ -151,3 +151,25 @@ def test_ort_moe_does_not_clamp_large_activations():
     (y,) = sess.run(None, {"router_logits": logits.numpy(), "x": x.numpy(), "w13": w13.numpy(), "w2": w2.numpy()})
     err = rel_err(y, oracle(logits, x, w13, w2, 2).numpy())
     assert err < REL_TOL["fp32"], f"ort MoE with activations up to {gate_up.abs().max():.1f}: relative error {err:.2e}"
+
+
+# ---- float experts split for the CPU kernel's threads (exporter/lowering/ort_split.py) -----------------
+@pytest.mark.parametrize(("t", "e", "k", "one_expert"), CASES)
+@pytest.mark.parametrize("parts", [1, 2, 4, 3])  # 3 does not divide I = 20: no split
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ort_split_experts_equal_the_oracle(t, e, k, one_expert, parts, threads):
+    import onnxruntime as ort
+
+    logits, x, w13, w2 = case(t, e, k, one_expert=one_expert)
+    ref = oracle(logits, x, w13, w2, k).numpy()
+    model = ir.from_proto(moe_layer_model("fp32", k, w13.numpy(), w2.numpy()))
+    proto = ir.to_proto(lower(model, "ort", expert_parts=parts))
+    moe = next(n for n in proto.graph.node if n.op_type == "MoE")
+    expected_parts = parts if 20 % parts == 0 else 1
+    assert next(a.i for a in moe.attribute if a.name == "k") == k * expected_parts
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"router_logits": logits.numpy(), "x": x.numpy()})
+    err = rel_err(y, ref)
+    assert err < REL_TOL["fp32"], f"parts={parts} T={t} E={e} k={k}: relative error {err:.2e}"

@@ -214,6 +214,24 @@ def test_tp2_int4_experts_pass_parity(root):
     assert report.passed, report
 
 
+def test_tp2_int8_dense_quantized_pass_parity(root):
+    """int8 experts, attention and LM head (LinearQ: wo's inputs, 64 query features / 2 ranks, hold whole
+    blocks of 32) split 2 ways: the LinearQ codes are rebound per rank; the 8-bit kernels' int8 activations
+    are reproduced by parity's reference."""
+    from mixtral_trt.common.contract import GraphContract
+    from mixtral_trt.exporter.build import build_engine
+    from mixtral_trt.exporter.export import export_checkpoint
+    from mixtral_trt.parity import check_engine
+
+    make_hf_model(seed=14, hidden_size=64, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  head_dim=16).save_pretrained(root / "hf-int8")
+    onnx_dir = export_checkpoint(root / "hf-int8", root / "onnx-int8-tp2", max_seq=128, max_batch=2,
+                                 quantize_experts="int8", tensor_parallel=2)
+    assert GraphContract.load(onnx_dir).extra["quantization"]["dense"]
+    report = check_engine(build_engine(onnx_dir, root / "engine-int8-tp2", "ort"), root / "hf-int8", greedy_steps=6)
+    assert report.passed, report
+
+
 # ---- failures: one line, never a hang ----------------------------------------------------------------------
 def test_a_rank_dying_mid_call_fails_the_call_in_one_line(root, tp2, monkeypatch):
     monkeypatch.setenv("MIXTRAL_TRT_TP_FAULT", "1:2")  # rank 1 exits (code 17) at its 2nd call
