@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mixtral_trt.runtime.chat_completion import response_constraint
-from mixtral_trt.runtime.sampling import SamplingParams, processed_logits, softmax
+from mixtral_trt.runtime.sampling import SamplingParams, draw, processed_logits
 
 # A tool-call-like schema: strings, an enum, bounded numbers, a nested object, an array, anyOf.
 SCHEMA: dict[str, Any] = {
@@ -56,7 +56,7 @@ def constrained_overhead(engine, prompt: list[int], new_tokens: int, seed: int =
             masked = np.where(constraint.allowed(), logits, -np.inf)  # [V]
             t1 = time.perf_counter()
             x = processed_logits(masked, seen, params)
-            token = int(rng.choice(x.shape[-1], p=softmax(x)))
+            token = draw(rng, x)
             t2 = time.perf_counter()
             constraint.advance(token)
             t3 = time.perf_counter()

@@ -79,17 +79,25 @@ def _checkpoint(s: BenchSettings, progress: Progress | None) -> Path:
     return ckpt
 
 
+def _cache_dirs(s: BenchSettings, backend: str, quantize: str | None = None,
+                dtype: str = "fp32") -> tuple[Path, Path, int]:
+    """Where the export and the engine are cached, and their max_seq (in the names: a longer --context
+    re-exports instead of reusing a shorter engine)."""
+    suffix = (f"-{QuantScheme.parse(quantize).name}" if quantize else "") + ("" if dtype == "fp32" else f"-{dtype}")
+    max_seq = max(s.context + s.new_tokens, s.prefill_tokens) + 8
+    stem = f"{s.preset}-seed{s.seed}-s{max_seq}"
+    onnx_dir = s.workdir / f"{stem}-onnx-{dtype}{suffix if quantize else ''}"
+    return onnx_dir, s.workdir / f"{stem}-engine-{backend}{suffix}", max_seq
+
+
 def _engine_dir(s: BenchSettings, ckpt: Path, backend: str, progress: Progress | None,
                 quantize: str | None = None, dtype: str = "fp32") -> Path:
     """The export (quantized with `quantize`) and its `backend` engine, built once in workdir."""
     from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_checkpoint
 
-    suffix = (f"-{QuantScheme.parse(quantize).name}" if quantize else "") + ("" if dtype == "fp32" else f"-{dtype}")
-    onnx_dir = s.workdir / f"{s.preset}-seed{s.seed}-onnx-{dtype}{suffix if quantize else ''}"
-    engine_dir = s.workdir / f"{s.preset}-seed{s.seed}-engine-{backend}{suffix}"
+    onnx_dir, engine_dir, max_seq = _cache_dirs(s, backend, quantize, dtype)
     if not onnx_dir.exists():
-        max_seq = max(s.context + s.new_tokens, s.prefill_tokens) + 8
         export_checkpoint(ckpt, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=1, quantize_experts=quantize,
                           progress=progress)
     if not engine_dir.exists():
@@ -218,7 +226,7 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         "quantized": quantized,
         "peer": peer,
         "constrained": constrained,
-        "engine_bytes": {"ort": _dir_bytes(s.workdir / f"{s.preset}-seed{s.seed}-engine-ort")},
+        "engine_bytes": {"ort": _dir_bytes(_cache_dirs(s, "ort")[1])},
         "peak_rss_bytes": system.peak_rss_bytes(),
     }
     result["targets"] = targets(result)

@@ -46,6 +46,7 @@ class ServeBenchSettings:
     max_seq: int = 512
     workdir: Path = Path("bench-out")
     threads: int | None = None  # ONNX Runtime threads of the server (default: all cores)
+    quantize: str | None = None  # weight-only scheme of the served engine (int8, int4; default fp32)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,6 +54,10 @@ class ServeBenchSettings:
         from mixtral_trt.mixtral_ref.presets import get_preset
 
         get_preset(self.preset)
+        if self.quantize is not None:
+            from mixtral_trt.common.quant import QuantScheme
+
+            QuantScheme.parse(self.quantize)
         if not self.clients or min(self.clients) < 1:
             raise MixtralTrtError(f"--clients {','.join(map(str, self.clients))}: give client counts >= 1")
         for name in ("rounds", "max_tokens", "repeats"):
@@ -61,18 +66,18 @@ class ServeBenchSettings:
 
 
 def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) -> Path:
-    """The preset's fp32 ORT engine with max batch = the most clients, built once under workdir."""
+    """The preset's ORT engine (fp32, or quantized) with max batch = the most clients, built once under workdir."""
     from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_checkpoint
 
     from .run import BenchSettings, _checkpoint
 
     ckpt = _checkpoint(BenchSettings(preset=s.preset, workdir=s.workdir, seed=s.seed, backends=("ort",)), progress)
-    tag = f"{s.preset}-seed{s.seed}-serve-b{max(s.clients)}-s{s.max_seq}"
+    tag = f"{s.preset}-seed{s.seed}-serve-b{max(s.clients)}-s{s.max_seq}" + (f"-{s.quantize}" if s.quantize else "")
     onnx_dir, engine_dir = s.workdir / f"{tag}-onnx", s.workdir / f"{tag}-engine-ort"
     if not onnx_dir.exists():
         export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=s.max_seq, max_batch=max(s.clients),
-                          progress=progress)
+                          quantize_experts=s.quantize, progress=progress)
     if not engine_dir.exists():
         build_engine(onnx_dir, engine_dir, "ort", progress=progress)
     return engine_dir

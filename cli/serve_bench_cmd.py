@@ -25,6 +25,7 @@ def serve_bench(
     plot: Annotated[Path | None, typer.Option(help="Write the PNG here (default: beside the JSON).")] = None,
     workdir: Annotated[Path, typer.Option(help="Cache for the checkpoint, export and engine.")] = Path("bench-out"),
     threads: Annotated[int | None, typer.Option(help="Server CPU threads (default: all cores).")] = None,
+    quantize: Annotated[str | None, typer.Option(help="Serve a weight-only quantized engine: int8 or int4.")] = None,
 ) -> None:
     """Throughput and latency of the HTTP server with 1..N concurrent streaming clients."""
     from rich.console import Console
@@ -42,13 +43,13 @@ def serve_bench(
         raise MixtralTrtError(f"--clients {clients!r}: expected comma-separated integers") from None
     settings = ServeBenchSettings(preset=preset, clients=counts, rounds=rounds, max_tokens=max_tokens,
                                   temperature=temperature, repeats=repeats, max_seq=max_seq, workdir=workdir,
-                                  threads=threads)
+                                  threads=threads, quantize=quantize)
     with make_progress(transient=True) as progress:
         result = run_serve_bench(settings, progress)
     with atomic_file(json_path) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     plot_path = save_serve_plot(result, plot or json_path.with_suffix(".png"))
-    table = Table(title=f"serve-bench: preset {preset}, {max_tokens} tokens per request, "
+    table = Table(title=f"serve-bench: preset {preset} {quantize or 'fp32'}, {max_tokens} tokens per request, "
                         f"{result['settings']['threads']} threads")
     for col in ("clients", "tokens/s", "vs 1 client", "engine alone", "latency p50 / p90 s", "TTFT p50 / p90 s",
                 "token gap p50 ms"):

@@ -87,22 +87,46 @@ def filter_top_k(logits: np.ndarray, k: int) -> np.ndarray:
     return np.where(logits < kth, -np.inf, logits)
 
 
+TOP_P_CANDIDATES = 1024  # top-p looks among this many most likely tokens first; it sorts the rest only when needed
+
+
 def filter_top_p(logits: np.ndarray, p: float) -> np.ndarray:
-    """logits [V]: keep the smallest set of most likely tokens whose probability reaches p (at least one)."""
+    """logits [V]: keep the smallest set of most likely tokens whose probability reaches p (at least one).
+
+    HF's rule: sorted ascending (ties by index), a token is dropped while the cumulated mass up to it is at most
+    1 - p. When the TOP_P_CANDIDATES most likely tokens hold more than p, every other token is dropped and
+    only those candidates are sorted (0.2 ms instead of 2 ms at V = 32000)."""
     if p >= 1.0:
         return logits
-    order = np.argsort(logits, kind="stable")  # ascending, as HF sorts
-    probs = softmax(logits[order])
-    drop = np.cumsum(probs) <= 1.0 - p  # the unlikely tail holding at most 1 - p of the mass
-    drop[-1] = False
-    out = logits.copy()
-    out[order[drop]] = -np.inf
+    probs = softmax(logits)
+    n, m = logits.shape[-1], TOP_P_CANDIDATES
+    top = np.argpartition(logits, n - m)[n - m:] if n > 2 * m else None  # the m largest, unordered
+    if top is not None and probs[top].sum() > p + 1e-9:
+        order = top[np.lexsort((top, logits[top]))]  # [m] ascending, ties by index (a stable sort's order)
+        cum = (1.0 - probs[order].sum()) + np.cumsum(probs[order])  # the mass of every token up to each one
+    else:
+        order = np.argsort(logits, kind="stable")  # [V] ascending, as HF sorts
+        cum = np.cumsum(probs[order])
+    keep = order[cum > 1.0 - p]
+    keep = keep if keep.size else order[-1:]  # the most likely token always stays
+    out = np.full_like(logits, -np.inf)
+    out[keep] = logits[keep]
     return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max())
-    return z / z.sum()
+    z = logits - logits.max()
+    np.exp(z, out=z)
+    z /= z.sum()
+    return z
+
+
+def draw(rng: np.random.Generator, logits: np.ndarray) -> int:
+    """One token from softmax(logits [V]): the draw `rng.choice(V, p=softmax(logits))` makes (same generator
+    state, same token), without its checks of p, which cost as much as the draw itself."""
+    cdf = np.cumsum(softmax(logits))
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
 
 
 def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingParams) -> np.ndarray:
@@ -110,13 +134,14 @@ def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingPa
     x = apply_repetition_penalty(np.asarray(logits, np.float64), seen, params.repetition_penalty)
     if params.greedy:
         return x
-    with np.errstate(over="ignore"):
-        scaled = x / params.temperature
-        if np.isinf(scaled[np.isfinite(x)]).any():
-            # A temperature near 0 (1e-320) overflows, and softmax would compute inf - inf = NaN. Shifted to
-            # a maximum of 0 (the same distribution, top-k and top-p sets), x / temperature is 0 or -inf.
-            scaled = (x - x.max()) / params.temperature
-    x = scaled
+    try:
+        with np.errstate(over="raise"):
+            x = x / params.temperature
+    except FloatingPointError:
+        # A temperature near 0 (1e-320) overflows, and softmax would compute inf - inf = NaN. Shifted to
+        # a maximum of 0 (the same distribution, top-k and top-p sets), x / temperature is 0 or -inf.
+        with np.errstate(over="ignore"):
+            x = (x - x.max()) / params.temperature
     return filter_top_p(filter_top_k(x, params.top_k), params.top_p)
 
 
@@ -141,7 +166,7 @@ class Sampler:
         if allowed is not None:
             logits = np.where(allowed, logits, -np.inf)
         x = processed_logits(logits, self.seen, self.params)
-        token = int(np.argmax(x)) if self.params.greedy else int(self.rng.choice(x.shape[-1], p=softmax(x)))
+        token = int(np.argmax(x)) if self.params.greedy else draw(self.rng, x)
         if self.constraint is not None:
             self.constraint.advance(token)
         self.seen.append(token)

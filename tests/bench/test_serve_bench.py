@@ -4,6 +4,7 @@ figures consistent with the requests sent (every request generates exactly --max
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def test_serve_bench_tiny(cli, tmp_path):
@@ -26,3 +27,19 @@ def test_serve_bench_tiny(cli, tmp_path):
 def test_serve_bench_rejects_bad_clients(cli, tmp_path):
     result = cli("serve-bench", "--clients", "1,x", "--workdir", tmp_path)
     assert result.code == 2 and "--clients" in result.err
+
+
+def test_serve_bench_quantized_engine(cli, tmp_path):
+    out = tmp_path / "serve.json"
+    result = cli("serve-bench", "--preset", "tiny", "--quantize", "int8", "--clients", "2", "--rounds", "1",
+                 "--max-tokens", "4", "--repeats", "1", "--max-seq", "64", "--json", out, "--workdir", tmp_path / "w")
+    assert result.code == 0, result.out + result.err
+    r = json.loads(out.read_text())
+    assert r["settings"]["quantize"] == "int8" and r["best"]["2"]["tokens"] == 2 * 4, r["best"]
+    manifest = json.loads((Path(r["engine_dir"]) / "manifest.json").read_text())
+    assert manifest["backend_info"]["int8_activations_block"] == 32, manifest["backend_info"]  # QMoE's int8 kernels
+
+
+def test_serve_bench_rejects_bad_quantize(cli, tmp_path):
+    result = cli("serve-bench", "--quantize", "int3", "--workdir", tmp_path)
+    assert result.code == 2 and "--quantize" in result.err and "Traceback" not in result.err

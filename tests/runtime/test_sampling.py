@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.runtime.sampling import Sampler, SamplingParams, processed_logits, softmax
+from mixtral_trt.runtime import sampling
+from mixtral_trt.runtime.sampling import Sampler, SamplingParams, draw, processed_logits, softmax
 
 
 def _hf_processed(logits: np.ndarray, seen: list[int], p: SamplingParams) -> np.ndarray:
@@ -46,6 +47,33 @@ def test_processors_equal_hf_transformers(settings):
         kept, hf_kept = np.isfinite(ours), np.isfinite(hf)
         assert (kept == hf_kept).all(), f"trial {trial}: kept {np.flatnonzero(kept)} vs HF {np.flatnonzero(hf_kept)}"
         np.testing.assert_allclose(ours[kept], hf[kept], rtol=1e-12, err_msg=f"trial {trial}")
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.99, 0.9999])
+def test_top_p_on_a_real_vocabulary_equals_hf_transformers(top_p, monkeypatch):
+    """V = 32000: sharp distributions take the candidate path (the few most likely tokens hold p), flat ones
+    the full sort; both keep exactly HF's set. With ties (rounded logits; torch's sort does not order them), the
+    candidate path keeps exactly what the full stable sort keeps."""
+    rng = np.random.default_rng(3)
+    params = SamplingParams(temperature=1.0, top_p=top_p)
+    for scale in (0.3, 1.0, 4.0, 12.0):
+        logits = rng.normal(0, scale, 32000)
+        kept = np.isfinite(processed_logits(logits, [], params))
+        hf_kept = np.isfinite(_hf_processed(logits, [], params))
+        assert (kept == hf_kept).all(), f"scale {scale}: kept {kept.sum()} tokens, HF {hf_kept.sum()}"
+        tied = np.round(logits, 1)
+        fast = np.isfinite(processed_logits(tied, [], params))
+        with monkeypatch.context() as m:
+            m.setattr(sampling, "TOP_P_CANDIDATES", 10**6)  # the full sort
+            full = np.isfinite(processed_logits(tied, [], params))
+        assert (fast == full).all(), f"ties, scale {scale}: kept {fast.sum()} tokens, full sort {full.sum()}"
+
+
+def test_draw_is_numpy_choice_with_the_same_generator():
+    logits = np.random.default_rng(2).normal(0, 2, 32000)
+    ours, numpy_choice = np.random.default_rng(11), np.random.default_rng(11)
+    tokens = [draw(ours, logits) for _ in range(300)]
+    assert tokens == [int(numpy_choice.choice(32000, p=softmax(logits))) for _ in range(300)]
 
 
 def test_draws_follow_the_processed_distribution():
