@@ -16,10 +16,10 @@ def save_bench_plot(result: dict[str, Any], path: str | Path) -> Path:
 
     peer = result.get("peer")
     fig, axes = plt.subplots(1, 4 if peer else 3, figsize=(19 if peer else 14, 4.6))
-    decode = {**result["decode"], **{f"ort {n}": q["decode_tok_s"] for n, q in result.get("quantized", {}).items()}}
-    prefill = {**result["prefill"], **{f"ort {n}": q["prefill_tok_s"] for n, q in result.get("quantized", {}).items()}}
+    decode = {**result["decode"], **{n: q["decode_tok_s"] for n, q in result.get("quantized", {}).items()}}
+    prefill = {**result["prefill"], **{n: q["prefill_tok_s"] for n, q in result.get("quantized", {}).items()}}
     names = list(decode)
-    colors = ["tab:gray" if n in ("torch_ref", "hf_transformers") else "tab:green" if n.startswith("ort int")
+    colors = ["tab:gray" if n in ("torch_ref", "hf_transformers") else "tab:green" if " int" in n
               else "tab:blue" for n in names]
     ax = axes[0]
     ax.bar(names, [decode[n] for n in names], color=colors)

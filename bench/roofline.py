@@ -31,15 +31,27 @@ def weight_bytes(scheme: QuantScheme | None, k: int, float_bytes: float = 4, sca
 
 @dataclass(frozen=True)
 class StepBytes:
-    """Weights one decode step reads: `fixed` every step (attention, LM head, norms, router), `experts` the
-    routed experts (all E for a dense implementation)."""
+    """What one decode step reads: weights `fixed` every step (attention, LM head, norms, router), the routed
+    `experts` (all E for a dense implementation), and the KV `cache` of the context (read by attention)."""
 
     fixed: float
     experts: float
+    cache: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.fixed + self.experts
+        return self.fixed + self.experts + self.cache
+
+    def to_json(self) -> dict[str, float]:
+        return {"fixed": self.fixed, "experts": self.experts, "cache": self.cache, "total": self.total}
+
+
+def kv_cache_bytes(cfg: MixtralConfig, context: float, value_bytes: float = 4) -> float:
+    """Bytes of past keys and values one decode step reads at `context` tokens: 2 x L x kv_size x context
+    values (a sliding window caps the context). A Concat cache also writes them again; not counted."""
+    if cfg.sliding_window:
+        context = min(context, cfg.sliding_window)
+    return 2 * cfg.num_layers * cfg.kv_size * context * value_bytes
 
 
 def step_bytes(cfg: MixtralConfig, experts: float = 4, attention: float = 4, head: float | None = None,
@@ -102,8 +114,7 @@ def check_roofline(bandwidth_gbs: float, decodes: dict[str, tuple[float, StepByt
         "roofline_gbs": roof,
         "raised_by": raised_by,
         "llc_bytes": llc_bytes,
-        "decodes": {r.name: {**asdict(r), "bytes": {"fixed": r.bytes.fixed, "experts": r.bytes.experts,
-                                                    "total": r.bytes.total}} for r in out},
+        "decodes": {r.name: {**asdict(r), "bytes": r.bytes.to_json()} for r in out},
     }
 
 

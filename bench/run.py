@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from . import system, timing
 from .bandwidth import last_level_cache_bytes, measure_bandwidth
 from .moe_layer import moe_layer_ms
 from .noise import Window
-from .roofline import StepBytes, check_roofline, quantized_step_bytes, roofline_tok_s, step_bytes
+from .roofline import StepBytes, check_roofline, kv_cache_bytes, quantized_step_bytes, roofline_tok_s, step_bytes
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -138,10 +138,11 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
     reads: dict[str, tuple[float, StepBytes]] = {}  # what each decode read per step, for the roofline check
     constrained = None
 
-    def record(name: str, dec: tuple[timing.Throughput, dict], pre: timing.Throughput, read: StepBytes) -> None:
+    def record(name: str, dec: tuple[timing.Throughput, dict], pre: timing.Throughput, read: StepBytes,
+               kv_value_bytes: float = 4) -> None:
         decode[name], prefill[name], samples[name] = dec[0].tok_s, pre.tok_s, dec[1]
         counts[name] = {"new_tokens": dec[0].tokens, "prefill_tokens": pre.tokens}
-        reads[name] = (dec[0].tok_s, read)
+        reads[name] = (dec[0].tok_s, replace(read, cache=_kv_bytes(s, cfg, kv_value_bytes)))
 
     for backend in s.backends:
         reason = get_backend(backend).unavailable()
@@ -166,7 +167,7 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
             record("ort_fp16", _decode(lambda: timing.engine_decode(engine, context, s.new_tokens), s.decode_repeats),
                    # ONNX Runtime's x86 CPU EP has no fp16 MatMul / MoE kernels: it casts the fp16 weights back
                    # to float32 at session load, so the fp16 engine reads as many bytes as the fp32 one
-                   timing.engine_prefill(engine, long_prompt), step_bytes(cfg))
+                   timing.engine_prefill(engine, long_prompt), step_bytes(cfg), kv_value_bytes=2)
         del engine
     with step(progress, "torch reference: decode and prefill"):
         record("torch_ref", _decode(lambda: timing.torch_decode(reference, context, s.new_tokens), s.decode_repeats),
@@ -183,25 +184,29 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         del hf
     elif s.hf:
         skipped["hf_transformers"] = "transformers is not installed"
-    quantized = {name: _quantized(s, ckpt, name, context, long_prompt, cfg, progress) for name in s.quantize}
-    for name, q in quantized.items():
-        reads[f"ort {name}"] = (q["decode_tok_s"], StepBytes(**q["step_bytes"]))
+    # quantized engines on each ONNX Runtime backend asked for (ort when none is), keyed "BACKEND SCHEME"
+    ort_backends = [b for b in s.backends if b in ORT_BACKENDS and b not in skipped] or ["ort"]
+    quantized = {f"{b} {name}": _quantized(s, ckpt, b, name, context, long_prompt, cfg, progress)
+                 for name in s.quantize for b in ort_backends}
+    for key, q in quantized.items():
+        reads[key] = (q["decode_tok_s"], StepBytes(**q["step_bytes"]))
     with step(progress, "MoE layer: sparse vs dense"):
         moe = moe_layer_ms(cfg, s.moe_tokens, s.seed, threads)
     peer = None
     if s.peer:
         from .peer_llamacpp import measure_peer
 
-        ours = {"fp32": decode.get("ort"), "fp16": decode.get("ort_fp16"), "prefill": prefill.get("ort"),
-                **{name: q["decode_tok_s"] for name, q in quantized.items()}}
+        ours, ours_backend = _ours_for_peer(decode, prefill, quantized)
         peer = measure_peer(s, ckpt, reference, cfg, threads, ours, progress)
+        peer["ours_backend"] = ours_backend
         for kind, fig in peer["decode_reads"].items():
-            reads[f"llama.cpp {kind}"] = (fig["tok_s"], StepBytes(fig["fixed"], fig["experts"]))
+            # llama-bench runs with its default f16 KV cache
+            reads[f"llama.cpp {kind}"] = (fig["tok_s"], StepBytes(fig["fixed"], fig["experts"], _kv_bytes(s, cfg, 2)))
     with step(progress, "measure read bandwidth again"):
         bandwidths.append(measure_bandwidth(threads))
     bw = max(bandwidths, key=lambda b: b.gbs)
     check = check_roofline(bw.gbs, reads, last_level_cache_bytes())
-    fp32_bytes = step_bytes(cfg)
+    fp32_bytes = replace(step_bytes(cfg), cache=_kv_bytes(s, cfg))
     roofline = roofline_tok_s(check["roofline_gbs"], fp32_bytes)
     for q in quantized.values():
         q["decode_roofline_tok_s"] = roofline_tok_s(check["roofline_gbs"], StepBytes(**q["step_bytes"]))
@@ -221,7 +226,8 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         "memory_bandwidth_gbs": check["roofline_gbs"],
         "bandwidth": {"measurements": [b.to_json() for b in bandwidths], "best_gbs": bw.gbs, "method": bw.method},
         "roofline": check,
-        "active_weight_bytes_per_token": fp32_bytes.total,
+        "active_weight_bytes_per_token": fp32_bytes.fixed + fp32_bytes.experts,
+        "kv_cache_bytes_per_step": fp32_bytes.cache,
         "decode_roofline_tok_s": roofline,
         "quantized": quantized,
         "peer": peer,
@@ -244,27 +250,52 @@ def _constrained(engine, context: list[int], s: BenchSettings, progress, skipped
         return constrained_overhead(engine, context, s.new_tokens, s.seed)
 
 
+ORT_BACKENDS = ("ort", "ort-gqa")  # the ONNX Runtime CPU backends: quantized engines and the peer's "ours"
+
+
 def _dir_bytes(path: Path) -> int | None:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else None
 
 
-def _quantized(s: BenchSettings, ckpt: Path, name: str, context: list[int], long_prompt: list[int], cfg,
+def _ours_for_peer(decode: dict[str, float], prefill: dict[str, float],
+                   quantized: dict[str, dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Our figure for each row of the peer comparison: the best of our ONNX Runtime backends measured in this
+    run (fp32: ort / ort-gqa; int8 / int4: their quantized engines), and which backend gave it."""
+    candidates: dict[str, dict[str, float]] = {
+        "fp32": {b: decode[b] for b in ORT_BACKENDS if b in decode},
+        "fp16": {"ort": decode["ort_fp16"]} if "ort_fp16" in decode else {},
+        "prefill": {b: prefill[b] for b in ORT_BACKENDS if b in prefill},
+    }
+    for key, q in quantized.items():
+        backend, name = key.split(" ", 1)
+        candidates.setdefault(name, {})[backend] = q["decode_tok_s"]
+    best = {kind: max(figs, key=figs.get) for kind, figs in candidates.items() if figs}
+    return {kind: candidates[kind][b] for kind, b in best.items()}, best
+
+
+def _quantized(s: BenchSettings, ckpt: Path, backend: str, name: str, context: list[int], long_prompt: list[int], cfg,
                progress) -> dict[str, Any]:
     """An ONNX Runtime engine with weight-only quantized weights: speed, size, bytes read per step."""
     from mixtral_trt import runtime
 
-    engine_dir = _engine_dir(s, ckpt, "ort", progress, quantize=name)
+    engine_dir = _engine_dir(s, ckpt, backend, progress, quantize=name)
     engine = runtime.load(engine_dir, verify=False)
-    with step(progress, f"ort {name}: decode and prefill"):
+    with step(progress, f"{backend} {name}: decode and prefill"):
         dec, runs = _decode(lambda: timing.engine_decode(engine, context, s.new_tokens), s.decode_repeats)
         pre = timing.engine_prefill(engine, long_prompt)
     spec = engine.contract.extra["quantization"]
     scheme = QuantScheme(spec["bits"], spec["block_size"])
     read = quantized_step_bytes(cfg, scheme, bool(spec.get("dense")))
-    return {"scheme": scheme.name, "dense_quantized": bool(spec.get("dense")),
+    return {"backend": backend, "scheme": scheme.name, "dense_quantized": bool(spec.get("dense")),
             "int8_activations_block": engine.manifest.backend_info.get("int8_activations_block"),
             "decode_tok_s": dec.tok_s, "decode_runs": runs, "prefill_tok_s": pre.tok_s,
-            "engine_bytes": _dir_bytes(engine_dir), "step_bytes": {"fixed": read.fixed, "experts": read.experts}}
+            "engine_bytes": _dir_bytes(engine_dir),
+            "step_bytes": {"fixed": read.fixed, "experts": read.experts, "cache": _kv_bytes(s, cfg)}}
+
+
+def _kv_bytes(s: BenchSettings, cfg, value_bytes: float = 4) -> float:
+    """KV cache a decode step reads, at the mean context of the timed steps."""
+    return kv_cache_bytes(cfg, s.context + s.new_tokens / 2, value_bytes)
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:

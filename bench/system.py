@@ -38,10 +38,5 @@ def active_weight_bytes(cfg: MixtralConfig, bytes_per_weight: float, expert_byte
     return dense * bytes_per_weight + experts * (bytes_per_weight if expert_bytes is None else expert_bytes)
 
 
-def decode_roofline_tok_s(bandwidth_gbs: float, cfg: MixtralConfig, bytes_per_weight: float,
-                          expert_bytes: float | None = None) -> float:
-    return bandwidth_gbs * 1e9 / active_weight_bytes(cfg, bytes_per_weight, expert_bytes)
-
-
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

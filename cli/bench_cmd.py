@@ -63,8 +63,8 @@ def bench(
     for name in result["decode"]:
         table.add_row(name, f"{result['decode'][name]:.1f}", f"{result['prefill'][name]:.0f}")
     for q in result["quantized"].values():
-        table.add_row(f"ort {q['scheme']}", f"{q['decode_tok_s']:.1f} (roofline {q['decode_roofline_tok_s']:.0f})",
-                      f"{q['prefill_tok_s']:.0f}")
+        decode = f"{q['decode_tok_s']:.1f} (roofline {q['decode_roofline_tok_s']:.0f})"
+        table.add_row(f"{q['backend']} {q['scheme']}", decode, f"{q['prefill_tok_s']:.0f}")
     console = Console()
     console.print(table)
     moe = result["moe_layer"]

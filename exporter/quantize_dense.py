@@ -20,6 +20,7 @@ import onnx_ir as ir
 from mixtral_trt.common.dtypes import DTYPES, numpy_dtype
 from mixtral_trt.common.quant import QuantScheme
 
+from .lowering.common import swap_in
 from .ops.spec import DOMAIN, LINEAR_Q
 from .quantize import IR_TYPES
 
@@ -120,14 +121,7 @@ def quantize_linears(model: ir.Model, scheme: QuantScheme, dtype: str) -> int:
             graph.register_initializer(v)
         new = ir.node(LINEAR_Q.name, [node.inputs[0], codes, scales], domain=DOMAIN, name=f"{node.name}.q",
                       attributes={"bits": scheme.bits, "block_size": scheme.block_size})
-        out = node.outputs[0]
-        new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
-        graph.insert_before(node, new)
-        name = out.name
-        ir.convenience.replace_all_uses_with(out, new.outputs[0], replace_graph_outputs=True)
-        graph.remove([node, transpose], safe=True)
-        if new.outputs[0].is_graph_output():
-            new.outputs[0].name = name  # logits: a contract name
+        swap_in(graph, new, node.outputs[0], [transpose, node])  # logits keep their contract name
         graph.initializers.pop(w.name)
         count += 1
     return count

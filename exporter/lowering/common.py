@@ -83,6 +83,20 @@ def replace_pair(graph: ir.Graph, pair: MoEPair, new_nodes: list[ir.Node], new_o
         graph.remove(pair.router, safe=True)
 
 
+def swap_in(graph: ir.Graph, new: ir.Node, old: ir.Value, remove: list[ir.Node]) -> None:
+    """Insert `new` before the last node of `remove`; its first output takes over `old`'s shape, type and
+    users, and its name when it is a graph output (names of graph outputs are part of the contract); then
+    drop `remove`."""
+    out = new.outputs[0]
+    out.shape, out.type = old.shape, old.type
+    graph.insert_before(remove[-1], new)
+    name = old.name
+    ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
+    graph.remove(remove, safe=True)
+    if out.is_graph_output():
+        out.name = name
+
+
 def tidy(model: ir.Model) -> ir.Model:
     """Drop nodes, initializers, functions and opset imports that nothing uses any more."""
     for p in (RemoveUnusedNodesPass(), RemoveUnusedFunctionsPass(), RemoveUnusedOpsetsPass()):

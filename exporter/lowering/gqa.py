@@ -5,6 +5,7 @@ grouped scores, the additive mask from attention_mask, softmax. This lowering fi
 graph contract and the weight names guarantee, not by the traced op sequence:
 
     q, k, v = the MatMul outputs behind model.layers.{i}.attn.w{q,k,v}.weight      [B, S, N*D], [B, S, G*D]
+              (or the MatMulNBits / LinearQ outputs reading its codes, in a quantized export)
     past    = inputs past_key_values.{i}.key/value;  present = outputs present.{i}.key/value
     out     = the input of the MatMul behind model.layers.{i}.attn.wo.weight         [B, S, N*D]
 
@@ -47,11 +48,21 @@ def check_gqa(contract: GraphContract) -> None:
         raise MixtralTrtError(f"--backend ort-gqa builds fp32/fp16 exports; this one is {contract.dtype}")
 
 
+QUANTIZED = (("{}.codes.nbits", "MatMulNBits"), ("{}.codes", "LinearQ"))  # export --quantize's projections
+
+
 def _projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
-    """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear)."""
+    """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear), or for a
+    quantized export the MatMulNBits (after the ort lowering) or LinearQ node reading its codes: x is input 0
+    and the projection output 0 in every case."""
     key = WEIGHT.format(layer=layer, name=name)
     weight = graph.initializers.get(key)
     if weight is None:
+        for pattern, op in QUANTIZED:
+            codes = graph.initializers.get(pattern.format(key))
+            users = [node for node, index in codes.uses() if node.op_type == op and index == 1] if codes else []
+            if len(users) == 1:
+                return users[0]
         raise MixtralTrtError(f"GroupQueryAttention lowering: the graph has no weight {key}")
     for user, _ in weight.uses():
         if user.op_type != "Transpose":

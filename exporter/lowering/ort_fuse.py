@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from .common import swap_in
+
 
 def _only_use(value: ir.Value, op: str) -> ir.Node | None:
     uses = value.uses()
@@ -77,12 +79,6 @@ def fuse_rms_norms(model: ir.Model) -> int:
         x, weight, eps, nodes, out = found
         fused = ir.node("SimplifiedLayerNormalization", [x, weight], name=f"{node.name}.rms_norm",
                         attributes={"axis": -1, "epsilon": float(np.float32(eps)), "stash_type": 1})
-        fused.outputs[0].shape, fused.outputs[0].type = out.shape, out.type
-        graph.insert_before(nodes[-1], fused)
-        name = out.name
-        ir.convenience.replace_all_uses_with(out, fused.outputs[0], replace_graph_outputs=True)
-        graph.remove(nodes, safe=True)
-        if fused.outputs[0].is_graph_output():
-            fused.outputs[0].name = name
+        swap_in(graph, fused, out, nodes)
         count += 1
     return count

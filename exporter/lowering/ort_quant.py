@@ -25,6 +25,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from ..ops.spec import DOMAIN, LINEAR_Q
+from .common import swap_in
 
 MS_DOMAIN = "com.microsoft"
 # MatMulNBits / QMoE accuracy_level per weight width: 4 = int8 activations, the fast kernels for both widths.
@@ -74,14 +75,7 @@ def lower_linears(model: ir.Model) -> int:
         new = ir.node("MatMulNBits", [x, b, s], domain=MS_DOMAIN, name=f"{node.name}.nbits",
                       attributes={"K": k, "N": n, "bits": bits, "block_size": block,
                                   "accuracy_level": ACCURACY_LEVEL[bits]})
-        out = node.outputs[0]
-        new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
-        graph.insert_before(node, new)
-        name = out.name
-        ir.convenience.replace_all_uses_with(out, new.outputs[0], replace_graph_outputs=True)
-        graph.remove(node, safe=True)
-        if new.outputs[0].is_graph_output():
-            new.outputs[0].name = name
+        swap_in(graph, new, node.outputs[0], [node])
         count += 1
     if count:
         model.opset_imports[MS_DOMAIN] = 1

@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import json
 
-from mixtral_trt.bench.system import active_weight_bytes, decode_roofline_tok_s
+from mixtral_trt.bench.roofline import kv_cache_bytes
+from mixtral_trt.bench.run import _ours_for_peer
+from mixtral_trt.bench.system import active_weight_bytes
 from mixtral_trt.mixtral_ref import get_preset
 
 
 def test_bench_tiny(cli, tmp_path):
     out = tmp_path / "bench.json"
-    result = cli("bench", "--preset", "tiny", "--backends", "ort,portable,trt", "--json", out,
+    result = cli("bench", "--preset", "tiny", "--backends", "ort,ort-gqa,portable,trt", "--json", out,
                  "--workdir", tmp_path / "work", "--context", "8", "--new-tokens", "4", "--prefill-tokens", "16",
                  "--quantize", "int8")
     assert result.code == 0, result.out + result.err
     r = json.loads(out.read_text())
-    for key in ("ort", "portable", "torch_ref", "hf_transformers"):
+    for key in ("ort", "ort-gqa", "portable", "torch_ref", "hf_transformers"):
         assert r["decode"][key] > 0 and r["prefill"][key] > 0, key
     assert r["token_counts"]["ort"] == {"new_tokens": 4, "prefill_tokens": 16}
     assert "trt" in r["skipped"]  # no TensorRT / GPU here: reported, not silently dropped
-    q = r["quantized"]["int8"]
+    assert set(r["quantized"]) == {"ort int8", "ort-gqa int8"}  # quantized engines on each ONNX Runtime backend
+    q = r["quantized"]["ort int8"]
     assert q["decode_tok_s"] > 0 and q["engine_bytes"] > 0 and q["decode_roofline_tok_s"] > r["decode_roofline_tok_s"]
     assert r["moe_layer"]["sparse_ms"] > 0 and r["moe_layer"]["dense_ms"] > 0
     assert set(r["moe_layer"]["by_tokens"]) == {"1", "512"}
     assert r["memory_bandwidth_gbs"] > 0.5
     cfg = get_preset("tiny")
-    assert abs(r["decode_roofline_tok_s"] - decode_roofline_tok_s(r["memory_bandwidth_gbs"], cfg, 4)) < 1e-6
+    kv = kv_cache_bytes(cfg, 8 + 4 / 2)  # the KV cache at the mean context of the timed steps, fp32
+    assert r["kv_cache_bytes_per_step"] == kv and r["active_weight_bytes_per_token"] == active_weight_bytes(cfg, 4)
+    roofline = r["memory_bandwidth_gbs"] * 1e9 / (active_weight_bytes(cfg, 4) + kv)
+    assert abs(r["decode_roofline_tok_s"] - roofline) < 1e-6 * roofline
     assert {"ort_over_hf_decode", "ort_fraction_of_roofline", "moe_sparse_le_035_dense"} <= set(r["targets"])
     c = r["constrained"]  # the grammar's cost per token beside the decode step (ratio not asserted: tiny model)
     assert c["tokens"] == 4 and c["mask_ms_mean"] > 0 and c["decode_step_ms_mean"] > 0 and c["compile_ms"] > 0
@@ -35,7 +41,8 @@ def test_bench_tiny(cli, tmp_path):
     assert r["peak_rss_bytes"] > 100 << 20
     # the roofline: two bandwidth measurements of three methods each; every decode checked against it
     assert len(r["bandwidth"]["measurements"]) == 2 and r["roofline"]["roofline_gbs"] >= r["bandwidth"]["best_gbs"]
-    assert set(r["roofline"]["decodes"]) == {"ort", "portable", "torch_ref", "hf_transformers", "ort int8"}
+    assert set(r["roofline"]["decodes"]) == {"ort", "ort-gqa", "portable", "torch_ref", "hf_transformers", "ort int8",
+                                             "ort-gqa int8"}
     for name, d in r["roofline"]["decodes"].items():
         assert d["fraction"] <= 1 + 1e-9 or d["note"], (name, d)
     assert len(r["decode_runs"]["ort"]["tok_s"]) == 3 and r["decode"]["ort"] == max(r["decode_runs"]["ort"]["tok_s"])
@@ -50,3 +57,12 @@ def test_active_weight_bytes_counts_top_k_experts_and_lm_head():
     assert abs(active_weight_bytes(cfg, 2) / 2 - (12.88e9 - 32000 * 4096)) < 0.02e9
     tied = cfg.replace(tie_word_embeddings=True)
     assert active_weight_bytes(tied, 1) == tied.num_parameters(active=True)
+
+
+def test_the_peer_is_compared_with_our_best_onnx_runtime_backend():
+    decode, prefill = {"ort": 100.0, "ort-gqa": 110.0, "torch_ref": 500.0}, {"ort": 2000.0, "ort-gqa": 1900.0}
+    quantized = {"ort int8": {"decode_tok_s": 300.0}, "ort-gqa int8": {"decode_tok_s": 280.0},
+                 "ort-gqa int4": {"decode_tok_s": 450.0}}
+    ours, backend = _ours_for_peer(decode, prefill, quantized)
+    assert ours == {"fp32": 110.0, "prefill": 2000.0, "int8": 300.0, "int4": 450.0}
+    assert backend == {"fp32": "ort-gqa", "prefill": "ort", "int8": "ort", "int4": "ort-gqa"}

@@ -3,11 +3,20 @@ reported above the roofline without a reason."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mixtral_trt.bench.bandwidth import METHODS, last_level_cache_bytes, measure_bandwidth
 from mixtral_trt.bench.noise import Window
-from mixtral_trt.bench.roofline import StepBytes, check_roofline, quantized_step_bytes, step_bytes, weight_bytes
+from mixtral_trt.bench.roofline import (
+    StepBytes,
+    check_roofline,
+    kv_cache_bytes,
+    quantized_step_bytes,
+    step_bytes,
+    weight_bytes,
+)
 from mixtral_trt.bench.system import active_weight_bytes
 from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.mixtral_ref import get_preset
@@ -24,6 +33,17 @@ def test_step_bytes_count_every_weight_read_once():
     assert q.experts == pytest.approx(b.experts / 4 * (1 + 4 / 32))  # codes + one fp32 scale per 32
     assert quantized_step_bytes(small, QuantScheme(8, 32), dense=False).fixed == b.fixed
     assert weight_bytes(QuantScheme(4, 0), 1024) == pytest.approx(0.5 + 4 / 1024)
+
+
+def test_kv_cache_bytes_per_step():
+    """The past keys and values attention reads each step: at 4,096 tokens `small`'s fp32 cache (6 layers,
+    4 kv heads of 64) is 50 MB, more than its int8 weights; 8x7B's fp16 cache 128 KiB per token (README)."""
+    small = get_preset("small")
+    assert kv_cache_bytes(small, 4096) == 2 * 6 * 4 * 64 * 4096 * 4 == pytest.approx(50.3e6, rel=1e-3)
+    assert kv_cache_bytes(get_preset("mixtral-8x7b"), 1, 2) == 128 * 1024
+    windowed = dataclasses.replace(small, sliding_window=1024)
+    assert kv_cache_bytes(windowed, 4096) == kv_cache_bytes(small, 1024)
+    assert StepBytes(1.0, 2.0, 3.0).total == 6.0 and StepBytes(1.0, 2.0).to_json()["cache"] == 0.0
 
 
 def test_check_roofline_raises_for_memory_bound_and_explains_cache_resident():

@@ -18,7 +18,7 @@ from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.exporter.lowering.ort_quant import ACCURACY_LEVEL, activations_block
-from mixtral_trt.mixtral_ref import load_model
+from mixtral_trt.mixtral_ref import get_preset, load_model
 from mixtral_trt.mixtral_ref.quantized import fake_quantize_
 from mixtral_trt.parity import check_engine
 from mixtral_trt.parity.tolerance import INT8_ACTIVATIONS
@@ -159,6 +159,20 @@ def test_parity_of_a_quantized_engine(ckpt, tmp_path, cli):
     assert 0 < report.quantization["logits_rel_vs_unquantized"] < QUANT_ERROR_BOUND["int8"]
     result = cli("parity", eng, "--checkpoint", ckpt, "--steps", "4")
     assert result.code == 0 and "int8-block32" in result.out, result.out
+
+
+@pytest.mark.parametrize("name", ["int8", "int4"])
+def test_quantized_export_on_group_query_attention(ckpt, tmp_path, name):
+    """ort-gqa over a quantized export: the attention projections stay MatMulNBits around one
+    GroupQueryAttention per layer, and the engine passes parity against the int8-activation reference."""
+    onnx_dir = export_checkpoint(ckpt, tmp_path / "onnx", max_seq=128, max_batch=2, quantize_experts=name)
+    eng = build_engine(onnx_dir, tmp_path / "engine", "ort-gqa")
+    ops = [n.op_type for n in onnx.load(str(eng / MODEL_FILE), load_external_data=False).graph.node]
+    layers = get_preset("tiny").num_layers
+    assert ops.count("GroupQueryAttention") == layers and ops.count("MatMulNBits") == 4 * layers + 1, ops
+    report = check_engine(eng, ckpt, greedy_steps=8)
+    assert report.passed, report.failures
+    assert report.tolerance == INT8_ACTIVATIONS and report.quantization["scheme"] == f"{name}-block32"
 
 
 def test_quantize_cli_errors(ckpt, tmp_path, cli):
