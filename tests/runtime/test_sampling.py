@@ -69,11 +69,20 @@ def test_top_p_on_a_real_vocabulary_equals_hf_transformers(top_p, monkeypatch):
         assert (fast == full).all(), f"ties, scale {scale}: kept {fast.sum()} tokens, full sort {full.sum()}"
 
 
-def test_draw_is_numpy_choice_with_the_same_generator():
-    logits = np.random.default_rng(2).normal(0, 2, 32000)
-    ours, numpy_choice = np.random.default_rng(11), np.random.default_rng(11)
-    tokens = [draw(ours, logits) for _ in range(300)]
-    assert tokens == [int(numpy_choice.choice(32000, p=softmax(logits))) for _ in range(300)]
+@pytest.mark.parametrize("vocab", [32000, 32768, 1000, 7])
+def test_draw_is_numpy_choice_with_the_same_generator(vocab):
+    """The two-level inverse CDF draws numpy's token for the same generator state, also with masked tokens
+    (-inf, never drawn) and vocabularies that are not whole blocks."""
+    rng = np.random.default_rng(vocab)
+    for trial in range(3):
+        logits = rng.normal(0, (0.5, 3.0, 10.0)[trial], vocab)
+        if trial:
+            logits[rng.random(vocab) < 0.9] = -np.inf  # a grammar's mask, or top-k / top-p
+            logits[0] = 0.0
+        ours, numpy_choice = np.random.default_rng(trial), np.random.default_rng(trial)
+        tokens = [draw(ours, logits) for _ in range(500)]
+        assert tokens == [int(numpy_choice.choice(vocab, p=softmax(logits))) for _ in range(500)], (vocab, trial)
+        assert np.isfinite(logits[tokens]).all()
 
 
 def test_draws_follow_the_processed_distribution():
