@@ -221,6 +221,17 @@ def _write_error(e: OSError, tmp: Path, target: Path) -> WriteError:
     return WriteError(f"{where}: {e.strerror or e}; {target} is unchanged")
 
 
+def _begin(target: Path, directory: bool) -> tuple[Path, int]:
+    """The parent made, stale temporaries of `target` removed, and a new locked temporary beside it; an OSError
+    on the way is a WriteError naming the path."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        return _create_temporary(target, directory=directory)
+    except OSError as e:
+        raise WriteError(f"{e.filename or target.parent}: {e.strerror or e}; cannot write {target}") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path, overwrite: bool = False, inputs: Iterable[str | Path] = (),
                replaceable: Callable[[Path], bool] = written_by_this_tool) -> Iterator[Path]:
@@ -230,12 +241,7 @@ def atomic_dir(target: str | Path, overwrite: bool = False, inputs: Iterable[str
     is replaced only if `replaceable(target)` (by default: this tool wrote it). An OSError in the block
     (disk full, read-only file system) becomes a WriteError (the CLI's exit code 1)."""
     target = check_output(target, inputs, overwrite, replaceable)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(target)
-        tmp, fd = _create_temporary(target, directory=True)
-    except OSError as e:
-        raise WriteError(f"{e.filename or target.parent}: {e.strerror or e}; cannot write {target}") from None
+    tmp, fd = _begin(target, directory=True)
     old = None
     try:
         try:
@@ -259,12 +265,7 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator:
     target = Path(target)
     if target.is_dir():
         raise MixtralTrtError(f"{target}: is a directory; give a file name")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(target)
-        tmp, fd = _create_temporary(target, directory=False)
-    except OSError as e:
-        raise WriteError(f"{e.filename or target.parent}: {e.strerror or e}; cannot write {target}") from None
+    tmp, fd = _begin(target, directory=False)
     try:
         try:
             with os.fdopen(os.dup(fd), mode) as f:
