@@ -5,7 +5,6 @@ exit 1, the previous output intact and no temporary left; outputs follow the uma
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import resource
 import signal
@@ -15,18 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from support.cli_checks import one_line_error, snapshot
+
 CLI = str(Path(sys.executable).with_name("mixtral-export"))
-
-
-def _snapshot(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _io_error(result, *words):
-    assert result.code == 1, (result.code, result.err)
-    assert result.err.count("\n") == 1 and result.err.startswith("error: ") and "Traceback" not in result.err
-    assert all(w in result.err for w in words), result.err
 
 
 def _disk_full_after(monkeypatch, module, name, nbytes=4096):
@@ -47,7 +37,7 @@ def test_file_size_limit_during_init_is_one_line_and_the_old_checkpoint_stays(tm
     """A real kernel refusal (RLIMIT_FSIZE: EFBIG) in a real process, over an older checkpoint (--force)."""
     out = tmp_path / "ckpt"
     assert cli("init", out, "--seed", "1").code == 0
-    before = _snapshot(out)
+    before = snapshot(out)
 
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -57,7 +47,7 @@ def test_file_size_limit_during_init_is_one_line_and_the_old_checkpoint_stays(tm
                             preexec_fn=limit)
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1 and "File too large" in result.stderr and str(out) in result.stderr
-    assert _snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
 def test_disk_full_during_build(tmp_path, cli, onnx_dir, monkeypatch):
@@ -65,11 +55,11 @@ def test_disk_full_during_build(tmp_path, cli, onnx_dir, monkeypatch):
 
     engine = tmp_path / "engine"
     assert cli("build", onnx_dir, engine).code == 0
-    before = _snapshot(engine)
+    before = snapshot(engine)
     _disk_full_after(monkeypatch, onnx_ir, "save")
-    _io_error(cli("build", onnx_dir, engine, "--force"), f"{engine / 'model.onnx'}: No space left on device",
+    one_line_error(cli("build", onnx_dir, engine, "--force"), 1, f"{engine / 'model.onnx'}: No space left on device",
               "unchanged")
-    assert _snapshot(engine) == before and sorted(p.name for p in tmp_path.iterdir()) == ["engine"]
+    assert snapshot(engine) == before and sorted(p.name for p in tmp_path.iterdir()) == ["engine"]
 
 
 def test_disk_full_during_export(tmp_path, cli, tiny_ckpt, monkeypatch):
@@ -79,7 +69,7 @@ def test_disk_full_during_export(tmp_path, cli, tiny_ckpt, monkeypatch):
     out.mkdir()
     (out / "graph.json").write_text('{"format": "mixtral-trt.graph-contract/1"}')  # an older export
     _disk_full_after(monkeypatch, onnx_ir, "save")
-    _io_error(cli("export", tiny_ckpt, out, "--force", "--max-seq", "64"), "No space left on device")
+    one_line_error(cli("export", tiny_ckpt, out, "--force", "--max-seq", "64"), 1, "No space left on device")
     assert sorted(p.name for p in out.iterdir()) == ["graph.json"] and [p.name for p in tmp_path.iterdir()] == ["onnx"]
 
 
@@ -92,7 +82,7 @@ def test_read_only_file_system(tmp_path, cli, onnx_dir, monkeypatch, command):
 
     monkeypatch.setattr(fileio.os, "mkdir", read_only)
     args = ["init", tmp_path / "out"] if command == "init" else ["build", onnx_dir, tmp_path / "out"]
-    _io_error(cli(*args), "Read-only file system", "cannot write")
+    one_line_error(cli(*args), 1, "Read-only file system", "cannot write")
     assert list(tmp_path.iterdir()) == []
 
 

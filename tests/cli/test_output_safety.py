@@ -5,11 +5,12 @@ tool did not write are refused in one line (exit 2) with every file left as it w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
 import pytest
+
+from support.cli_checks import one_line_error, snapshot
 
 
 @pytest.fixture
@@ -36,17 +37,6 @@ def onnx_dir(work, tiny_engine_dir, tiny_ckpt):
     return shutil.copytree(tiny_engine_dir.parent / f"onnx-{tiny_ckpt.name}-fp32", work / "onnx")
 
 
-def _snapshot(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _refused(result, *words):
-    assert result.code == 2, (result.code, result.err)
-    assert result.err.count("\n") == 1 and result.err.startswith("error: ") and "Traceback" not in result.err
-    assert all(w in result.err for w in words), result.err
-
-
 @pytest.mark.parametrize(("args", "words"), [
     (["export", "ckpt", "ckpt", "--force"], ["is the input ckpt"]),
     (["export", "ckpt", ".", "--force"], ["current directory"]),
@@ -57,24 +47,24 @@ def _refused(result, *words):
     (["init", ".", "--force"], ["current directory"]),
 ])
 def test_outputs_over_inputs_or_the_current_directory_are_refused(work, no_trace, cli, args, words):
-    before = _snapshot(work)
-    _refused(cli(*args), *words)
-    assert _snapshot(work) == before
+    before = snapshot(work)
+    one_line_error(cli(*args), 2, *words)
+    assert snapshot(work) == before
 
 
 def test_output_containing_the_input_is_refused(work, no_trace, cli, monkeypatch):
     monkeypatch.chdir(work.parent)
-    before = _snapshot(work)
-    _refused(cli("export", "work/ckpt", "work", "--force"), "contains the input work/ckpt")
-    assert _snapshot(work) == before and (work / "unrelated.txt").read_text() == "precious"
+    before = snapshot(work)
+    one_line_error(cli("export", "work/ckpt", "work", "--force"), 2, "contains the input work/ckpt")
+    assert snapshot(work) == before and (work / "unrelated.txt").read_text() == "precious"
 
 
 def test_home_and_root_are_refused(work, no_trace, cli, monkeypatch):
     home = work / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    _refused(cli("export", "ckpt", home, "--force"), "root or home directory")
-    _refused(cli("export", "ckpt", "/", "--force"), "directory")  # root: also a parent of the current one
+    one_line_error(cli("export", "ckpt", home, "--force"), 2, "root or home directory")
+    one_line_error(cli("export", "ckpt", "/", "--force"), 2, "directory")  # root: also a parent of the current one
 
 
 def test_force_over_a_directory_this_tool_did_not_write_is_refused(work, no_trace, cli):
@@ -82,26 +72,26 @@ def test_force_over_a_directory_this_tool_did_not_write_is_refused(work, no_trac
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     (mine / "graph.json").write_text(json.dumps({"format": "something-else/1"}))
-    _refused(cli("export", "ckpt", mine, "--force"), "not a directory mixtral-export wrote")
-    _refused(cli("init", mine, "--force"), "not a directory mixtral-export wrote")
+    one_line_error(cli("export", "ckpt", mine, "--force"), 2, "not a directory mixtral-export wrote")
+    one_line_error(cli("init", mine, "--force"), 2, "not a directory mixtral-export wrote")
     assert sorted(p.name for p in mine.iterdir()) == ["graph.json", "notes.txt"]
 
 
 def test_existing_output_is_reported_before_the_trace(work, no_trace, cli):
     (work / "onnx").mkdir()
     (work / "onnx" / "graph.json").write_text(json.dumps({"format": "mixtral-trt.graph-contract/1"}))
-    _refused(cli("export", "ckpt", "onnx"), "exists and is not empty", "--force")
+    one_line_error(cli("export", "ckpt", "onnx"), 2, "exists and is not empty", "--force")
 
 
 def test_build_into_its_input_is_refused(work, onnx_dir, cli):
-    before = _snapshot(onnx_dir)
-    _refused(cli("build", onnx_dir, onnx_dir, "--force"), "is the input")
-    _refused(cli("build", onnx_dir, onnx_dir / "engine"), "lies inside the input")
-    _refused(cli("build", onnx_dir, work, "--force"), "current directory")
+    before = snapshot(onnx_dir)
+    one_line_error(cli("build", onnx_dir, onnx_dir, "--force"), 2, "is the input")
+    one_line_error(cli("build", onnx_dir, onnx_dir / "engine"), 2, "lies inside the input")
+    one_line_error(cli("build", onnx_dir, work, "--force"), 2, "current directory")
     (work / "mine").mkdir()
     (work / "mine" / "notes.txt").write_text("mine")
-    _refused(cli("build", onnx_dir, work / "mine", "--force"), "not a directory mixtral-export wrote")
-    assert _snapshot(onnx_dir) == before and (work / "mine" / "notes.txt").read_text() == "mine"
+    one_line_error(cli("build", onnx_dir, work / "mine", "--force"), 2, "not a directory mixtral-export wrote")
+    assert snapshot(onnx_dir) == before and (work / "mine" / "notes.txt").read_text() == "mine"
 
 
 def test_force_replaces_this_tools_own_output(work, onnx_dir, cli):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from support.cli_checks import one_line_error
+
 CLI = str(Path(sys.executable).with_name("mixtral-export"))
 
 
@@ -22,12 +24,6 @@ class _Pipe(io.TextIOWrapper):
 
 def _stdin(data: bytes) -> _Pipe:
     return _Pipe(io.BytesIO(data), encoding="utf-8")
-
-
-def _one_line(result, code, *words):
-    assert result.code == code, (result.code, result.err)
-    assert result.err.count("\n") == 1 and "Traceback" not in result.err, result.err
-    assert all(w in result.err for w in words), result.err
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -42,7 +38,7 @@ def _one_line(result, code, *words):
 def test_text_arguments_that_are_not_utf8_or_empty(tiny_engine_dir, tiny_ckpt, cli, args, words):
     """Invalid bytes in argv reach Python as lone surrogates (what the in-process runner passes here)."""
     args = [a.replace("{engine}", str(tiny_engine_dir)).replace("{checkpoint}", str(tiny_ckpt)) for a in args]
-    _one_line(cli(*args), 2, *words)
+    one_line_error(cli(*args), 2, *words)
 
 
 @pytest.mark.parametrize(("data", "words"), [
@@ -52,7 +48,7 @@ def test_text_arguments_that_are_not_utf8_or_empty(tiny_engine_dir, tiny_ckpt, c
 ])
 def test_piped_stdin_that_is_not_utf8_or_empty(tiny_engine_dir, cli, monkeypatch, data, words):
     monkeypatch.setattr(sys, "stdin", _stdin(data))
-    _one_line(cli("chat", tiny_engine_dir, "--max-new-tokens", "2"), 2, *words)
+    one_line_error(cli("chat", tiny_engine_dir, "--max-new-tokens", "2"), 2, *words)
 
 
 def test_non_utf8_argv_bytes_in_a_real_process(tiny_engine_dir):

@@ -33,13 +33,18 @@ def _write(tmp_path, name: str, d: dict):
     return tmp_path / name
 
 
-@pytest.mark.parametrize(("key", "value"), HF_CASES)
-def test_bad_config_json_values_are_one_line_naming_file_and_field(tmp_path, key, value):
-    path = _write(tmp_path, "config.json", {**get_preset("tiny").to_hf_dict(), key: value})
+def _refused_naming(tmp_path, name: str, config: dict, key: str) -> None:
+    """`config` written as `name` is refused at load in one line naming the file and the field."""
+    path = _write(tmp_path, name, config)
     with pytest.raises(ConfigError) as info:
         MixtralConfig.from_dir(tmp_path)
     message = str(info.value)
     assert message.startswith(f"{path}: {key}") and "\n" not in message, message
+
+
+@pytest.mark.parametrize(("key", "value"), HF_CASES)
+def test_bad_config_json_values_are_one_line_naming_file_and_field(tmp_path, key, value):
+    _refused_naming(tmp_path, "config.json", {**get_preset("tiny").to_hf_dict(), key: value}, key)
 
 
 PARAMS_CASES = [
@@ -50,11 +55,7 @@ PARAMS_CASES = [
 
 @pytest.mark.parametrize(("key", "value"), PARAMS_CASES)
 def test_bad_params_json_values_are_one_line_naming_file_and_field(tmp_path, key, value):
-    path = _write(tmp_path, "params.json", {**get_preset("tiny").to_params_dict(), key: value})
-    with pytest.raises(ConfigError) as info:
-        MixtralConfig.from_dir(tmp_path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: {key}") and "\n" not in message, message
+    _refused_naming(tmp_path, "params.json", {**get_preset("tiny").to_params_dict(), key: value}, key)
 
 
 def test_nested_fields_are_named_with_their_path(tmp_path):
