@@ -83,6 +83,18 @@ def replace_pair(graph: ir.Graph, pair: MoEPair, new_nodes: list[ir.Node], new_o
         graph.remove(pair.router, safe=True)
 
 
+def derived_initializer(graph: ir.Graph, value: ir.Value, fn, shape: tuple[int, ...], suffix: str) -> ir.Value:
+    """A new initializer `{value.name}.{suffix}` = fn(value's array) of `shape`, computed lazily while saving
+    (a reshape, a split: the weights are not held twice in memory)."""
+    tensor = value.const_value
+    name = f"{value.name}.{suffix}"
+    lazy = ir.LazyTensor(lambda: ir.Tensor(fn(tensor.numpy()), name=name), dtype=tensor.dtype,
+                         shape=ir.Shape(shape), name=name)
+    new = ir.Value(name=name, shape=ir.Shape(shape), type=value.type, const_value=lazy)
+    graph.register_initializer(new)
+    return new
+
+
 def swap_in(graph: ir.Graph, new: ir.Node, old: ir.Value, remove: list[ir.Node]) -> None:
     """Insert `new` before the last node of `remove`; its first output takes over `old`'s shape, type and
     users, and its name when it is a graph output (names of graph outputs are part of the contract); then

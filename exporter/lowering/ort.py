@@ -17,10 +17,10 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.tape
 
-from .common import int64_const, moe_pairs, replace_pair, tidy
+from .common import derived_initializer, int64_const, moe_pairs, replace_pair, tidy
 from .ort_fuse import fuse_rms_norms
 from .ort_quant import lower_linears, qmoe_attributes
-from .ort_split import parts_for, split_initializer, split_w2, split_w13
+from .ort_split import parts_for, split_w2, split_w13
 
 MS_DOMAIN = "com.microsoft"
 # float experts split in this many virtual experts along I (ort_split.py), so the CPU kernel's threads read
@@ -78,10 +78,10 @@ def _split_moe(graph: ir.Graph, tape: ir.tape.Tape, pair, parts: int) -> ir.Node
     """Float MoE with every expert split into `parts` virtual experts (ort_split.py: balanced threads)."""
     e, two_i, h = (int(d) for d in pair.w13.shape)
     parts = parts_for(two_i // 2, parts)
-    fc1 = split_initializer(graph, pair.w13, lambda a: interleave_gate_up(split_w13(a, parts)),
-                            (parts * e, two_i // parts, h), f"split{parts}.interleaved")
-    fc2 = split_initializer(graph, pair.w2, lambda a: split_w2(a, parts), (parts * e, h, two_i // 2 // parts),
-                            f"split{parts}")
+    fc1 = derived_initializer(graph, pair.w13, lambda a: interleave_gate_up(split_w13(a, parts)),
+                              (parts * e, two_i // parts, h), f"split{parts}.interleaved")
+    fc2 = derived_initializer(graph, pair.w2, lambda a: split_w2(a, parts), (parts * e, h, two_i // 2 // parts),
+                              f"split{parts}")
     logits = tape.op("Concat", [pair.router_logits] * parts, {"axis": 1}) if parts > 1 else pair.router_logits
     return ir.node("MoE", inputs=[pair.x, logits, fc1, None, fc2], domain=MS_DOMAIN,
                    attributes={**MOE_ATTRIBUTES, "k": pair.top_k * parts}, name=f"{pair.experts.name}.ort_moe")

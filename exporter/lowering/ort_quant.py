@@ -25,7 +25,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from ..ops.spec import DOMAIN, LINEAR_Q
-from .common import swap_in
+from .common import derived_initializer, swap_in
 
 MS_DOMAIN = "com.microsoft"
 # MatMulNBits / QMoE accuracy_level per weight width: 4 = int8 activations, the fast kernels for both widths.
@@ -48,17 +48,6 @@ def qmoe_attributes(bits: int, block_size: int) -> dict[str, int]:
     return attributes
 
 
-def _reshaped(graph: ir.Graph, value: ir.Value, shape: tuple[int, ...], suffix: str) -> ir.Value:
-    """A new initializer with `value`'s bytes under another shape (computed lazily while saving)."""
-    tensor = value.const_value
-    name = f"{value.name}.{suffix}"
-    lazy = ir.LazyTensor(lambda: ir.Tensor(tensor.numpy().reshape(shape), name=name), dtype=tensor.dtype,
-                         shape=ir.Shape(shape), name=name)
-    new = ir.Value(name=name, shape=ir.Shape(shape), type=value.type, const_value=lazy)
-    graph.register_initializer(new)
-    return new
-
-
 def lower_linears(model: ir.Model) -> int:
     """Every LinearQ node becomes MatMulNBits; returns the number lowered."""
     graph, count = model.graph, 0
@@ -70,8 +59,9 @@ def lower_linears(model: ir.Model) -> int:
         if codes.const_value is None or scales.const_value is None or not block:
             raise ValueError(f"{node.name}: LinearQ needs constant codes and block-wise scales for MatMulNBits")
         n, k = int(codes.shape[0]), int(codes.shape[1]) * 8 // bits
-        b = _reshaped(graph, codes, (n, k // block, block * bits // 8), "nbits")
-        s = _reshaped(graph, scales, (n * (k // block),), "nbits")
+        b_shape, s_shape = (n, k // block, block * bits // 8), (n * (k // block),)
+        b = derived_initializer(graph, codes, lambda a, shape=b_shape: a.reshape(shape), b_shape, "nbits")
+        s = derived_initializer(graph, scales, lambda a, shape=s_shape: a.reshape(shape), s_shape, "nbits")
         new = ir.node("MatMulNBits", [x, b, s], domain=MS_DOMAIN, name=f"{node.name}.nbits",
                       attributes={"K": k, "N": n, "bits": bits, "block_size": block,
                                   "accuracy_level": ACCURACY_LEVEL[bits]})

@@ -17,7 +17,6 @@ the parts sum to w_e W2[e] act(e). E experts, I intermediate, H hidden, P parts.
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 
 
 def split_w13(w13: np.ndarray, parts: int) -> np.ndarray:
@@ -40,13 +39,3 @@ def parts_for(intermediate: int, parts: int) -> int:
     """`parts` if it divides I (else 1: no split)."""
     return parts if parts > 1 and intermediate % parts == 0 else 1
 
-
-def split_initializer(graph: ir.Graph, value: ir.Value, fn, shape: tuple[int, ...], suffix: str) -> ir.Value:
-    """A new initializer fn(value) of `shape`, computed lazily while saving."""
-    tensor = value.const_value
-    name = f"{value.name}.{suffix}"
-    lazy = ir.LazyTensor(lambda: ir.Tensor(fn(tensor.numpy()), name=name), dtype=tensor.dtype,
-                         shape=ir.Shape(shape), name=name)
-    new = ir.Value(name=name, shape=ir.Shape(shape), type=value.type, const_value=lazy)
-    graph.register_initializer(new)
-    return new
