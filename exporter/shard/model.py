@@ -15,9 +15,8 @@ from torch import nn
 
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.tensor_parallel import TensorParallel
-from mixtral_trt.mixtral_ref.layers import Attention, RMSNorm, attention_bias, rope_cos_sin
-from mixtral_trt.mixtral_ref.model import MixtralOutput, run_layers
-from mixtral_trt.mixtral_ref.moe import MoE
+from mixtral_trt.mixtral_ref.layers import RMSNorm, attention_bias, rope_cos_sin
+from mixtral_trt.mixtral_ref.model import Block, MixtralOutput, run_layers
 
 from . import collectives  # noqa: F401  (defines torch.ops.mixtral_tp.*)
 
@@ -27,14 +26,13 @@ def collective_joins(num_layers: int) -> list[str]:
     return ["embedding", *[f"{part}.{i}" for i in range(num_layers) for part in ("attention", "moe")], "logits"]
 
 
-class RankBlock(nn.Module):
+class RankBlock(Block):
+    """The reference's Block on one rank's share (`local`: its heads and expert rows), each partial sum
+    all-reduced before it joins the residual stream."""
+
     def __init__(self, local: MixtralConfig, world_size: int) -> None:
-        super().__init__()
+        super().__init__(local)
         self.world_size = world_size
-        self.attn_norm = RMSNorm(local.hidden_size, local.rms_norm_eps)
-        self.attn = Attention(local)
-        self.moe_norm = RMSNorm(local.hidden_size, local.rms_norm_eps)
-        self.moe = MoE(local)
 
     def forward(self, x, cos, sin, bias, past_k, past_v):
         a, k, v = self.attn(self.attn_norm(x), cos, sin, bias, past_k, past_v)  # a: this rank's heads' share
