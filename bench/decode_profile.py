@@ -4,7 +4,7 @@ The engine's session is opened with `enable_profiling`; after a `context`-token 
 steps run through the runtime's Engine (IO binding, cache kept as OrtValues). Each kernel event of the
 decode runs is put in a bucket by its node (the optimized graph tells which node reads which weight):
 
-    moe        MoE / QMoE                 lm_head     the MatMul / MatMulNBits producing `logits`
+    moe        MoE / QMoE, or a layer's per-expert MatMuls and their routing   lm_head   the MatMul producing `logits`
     attn_proj  other weight MatMuls       attn_core   QK^T, softmax, AV, mask, GroupQueryAttention
     kv_concat  Concat producing present.*  norm       RMSNorm pieces or fused norms
     rotary     rotary pieces or op        router      the gate Gemm
@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.exporter.lowering.ort_experts import MOE_MARK
+
 BUCKETS = ("moe", "lm_head", "attn_proj", "attn_core", "kv_concat", "norm", "rotary", "router", "elementwise",
            "embed", "glue")
 _NORM = {"Pow", "ReduceMean", "Sqrt", "Reciprocal", "Div", "SimplifiedLayerNormalization",
@@ -33,9 +35,10 @@ _ROTARY = {"Neg", "Split", "Sin", "Cos", "RotaryEmbedding"}
 _ATTN = {"Softmax", "Where", "GroupQueryAttention", "MultiHeadAttention", "Attention"}
 
 
-def bucket_of(op: str, output: str, reads_weight: bool) -> str:
-    """The bucket of one node: its op type, its first output's name, whether its 2nd input is a weight."""
-    if op in ("MoE", "QMoE"):
+def bucket_of(op: str, output: str, reads_weight: bool, name: str = "") -> str:
+    """The bucket of one node: its op type, its first output's name, whether its 2nd input is a weight, its name
+    (the nodes of a layer's per-expert MatMuls carry MOE_MARK: lowering/ort_experts.py)."""
+    if op in ("MoE", "QMoE") or MOE_MARK in name:
         return "moe"
     if op in ("MatMul", "MatMulNBits", "FusedMatMul", "Gemm"):
         if output == "logits":
@@ -67,7 +70,7 @@ def summarize(events: list[dict], nodes: dict[str, tuple[str, str, bool]], skip_
             if start <= k["ts"] <= end:
                 name = k["name"][: -len("_kernel_time")]
                 op, output, weight = nodes.get(name, (k.get("args", {}).get("op_name", "?"), "", False))
-                buckets[bucket_of(op, output, weight)] += k["dur"]
+                buckets[bucket_of(op, output, weight, name)] += k["dur"]
                 ops[op] += k["dur"]
                 inside += k["dur"]
     n = max(len(runs), 1)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mixtral_trt.common.backends import BACKENDS, get_backend
+from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.quant import QuantScheme
@@ -48,6 +49,9 @@ class BenchSettings:
     decode_repeats: int = 3  # decode runs per implementation; the best is reported (noise only slows)
     peer: str | None = None  # "llama.cpp": measure it on the same checkpoint (needs `llama_cpp`)
     llama_cpp: Path | None = None  # a llama.cpp build or install directory
+    experts: tuple[str, ...] = ()  # expert forms of the ort lowering to measure (lowering/ort.py; none given: the
+    #                                build's default); the first is reported under the backend's name, others as
+    #                                "ort (moe)"
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,6 +68,11 @@ class BenchSettings:
             raise MixtralTrtError(f"--peer {self.peer!r}: the only peer is llama.cpp")
         if self.peer and self.llama_cpp is None:
             raise MixtralTrtError("--peer llama.cpp needs --llama-cpp DIR (a llama.cpp build or install directory)")
+        from mixtral_trt.exporter.lowering.ort import EXPERT_FORMS
+
+        for form in self.experts:
+            if form not in EXPERT_FORMS:
+                raise MixtralTrtError(f"--experts {form!r}: choose from {', '.join(EXPERT_FORMS)}")
         if self.decode_repeats < 1:
             raise MixtralTrtError(f"--decode-repeats {self.decode_repeats}: must be >= 1")
 
@@ -80,29 +89,44 @@ def _checkpoint(s: BenchSettings, progress: Progress | None) -> Path:
 
 
 def _cache_dirs(s: BenchSettings, backend: str, quantize: str | None = None,
-                dtype: str = "fp32") -> tuple[Path, Path, int]:
+                dtype: str = "fp32", experts: str | None = None) -> tuple[Path, Path, int]:
     """Where the export and the engine are cached, and their max_seq (in the names: a longer --context
-    re-exports instead of reusing a shorter engine)."""
+    re-exports instead of reusing a shorter engine; so is an `ort`-lowered engine's expert form, the build's
+    default one resolved once the export exists)."""
     suffix = (f"-{QuantScheme.parse(quantize).name}" if quantize else "") + ("" if dtype == "fp32" else f"-{dtype}")
     max_seq = max(s.context + s.new_tokens, s.prefill_tokens) + 8
     stem = f"{s.preset}-seed{s.seed}-s{max_seq}"
     onnx_dir = s.workdir / f"{stem}-onnx-{dtype}{suffix if quantize else ''}"
-    return onnx_dir, s.workdir / f"{stem}-engine-{backend}{suffix}", max_seq
+    if experts is None and get_backend(backend).lowering == "ort" and onnx_dir.is_dir():
+        from mixtral_trt.exporter.lowering.ort import expert_form
+
+        experts = expert_form(GraphContract.load(onnx_dir), "cpu")
+    return onnx_dir, s.workdir / f"{stem}-engine-{backend}{suffix}{f'-{experts}' if experts else ''}", max_seq
 
 
 def _engine_dir(s: BenchSettings, ckpt: Path, backend: str, progress: Progress | None,
-                quantize: str | None = None, dtype: str = "fp32") -> Path:
+                quantize: str | None = None, dtype: str = "fp32", experts: str | None = None) -> Path:
     """The export (quantized with `quantize`) and its `backend` engine, built once in workdir."""
     from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_checkpoint
 
-    onnx_dir, engine_dir, max_seq = _cache_dirs(s, backend, quantize, dtype)
+    onnx_dir, _, max_seq = _cache_dirs(s, backend, quantize, dtype, experts)
     if not onnx_dir.exists():
         export_checkpoint(ckpt, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=1, quantize_experts=quantize,
                           progress=progress)
+    engine_dir = _cache_dirs(s, backend, quantize, dtype, experts)[1]
     if not engine_dir.exists():
-        build_engine(onnx_dir, engine_dir, backend, progress=progress)
+        build_engine(onnx_dir, engine_dir, backend, progress=progress, experts=experts)
     return engine_dir
+
+
+def _variants(s: BenchSettings, backend: str) -> list[tuple[str, str | None]]:
+    """(name in the results, expert form) of each engine of `backend` to measure: the build's default, or one
+    per --experts form for the `ort`-lowered backends, the first under the backend's own name, the others as
+    "ort (moe)"."""
+    if get_backend(backend).lowering != "ort" or not s.experts:
+        return [(backend, None)]
+    return [(backend if i == 0 else f"{backend} ({form})", form) for i, form in enumerate(s.experts)]
 
 
 def _decode(fn, repeats: int) -> tuple[timing.Throughput, dict[str, Any]]:
@@ -149,18 +173,19 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         if reason:
             skipped[backend] = reason
             continue
-        engine = runtime.load(_engine_dir(s, ckpt, backend, progress), verify=False)
-        slow = backend == "plugins-cpu"
-        new = INTERPRETER_LIMITS["new_tokens"] if slow else s.new_tokens
-        pre_prompt = long_prompt[: INTERPRETER_LIMITS["prefill_tokens"]] if slow else long_prompt
-        with step(progress, f"{backend}: decode and prefill"):
-            record(backend, _decode(lambda e=engine, n=new: timing.engine_decode(e, context, n),
-                                    1 if slow else s.decode_repeats),
-                   timing.engine_prefill(engine, pre_prompt, repeats=1 if slow else 3),
-                   step_bytes(cfg, all_experts=get_backend(backend).lowering == "portable"))
-        if backend == "ort":
-            constrained = _constrained(engine, context, s, progress, skipped)
-        del engine
+        for name, form in _variants(s, backend):
+            engine = runtime.load(_engine_dir(s, ckpt, backend, progress, experts=form), verify=False)
+            slow = backend == "plugins-cpu"
+            new = INTERPRETER_LIMITS["new_tokens"] if slow else s.new_tokens
+            pre_prompt = long_prompt[: INTERPRETER_LIMITS["prefill_tokens"]] if slow else long_prompt
+            with step(progress, f"{name}: decode and prefill"):
+                record(name, _decode(lambda e=engine, n=new: timing.engine_decode(e, context, n),
+                                     1 if slow else s.decode_repeats),
+                       timing.engine_prefill(engine, pre_prompt, repeats=1 if slow else 3),
+                       step_bytes(cfg, all_experts=get_backend(backend).lowering == "portable"))
+            if name == "ort":
+                constrained = _constrained(engine, context, s, progress, skipped)
+            del engine
     if s.fp16:
         engine = runtime.load(_engine_dir(s, ckpt, "ort", progress, dtype="fp16"), verify=False)
         with step(progress, "ort fp16: decode and prefill"):
@@ -186,8 +211,8 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         skipped["hf_transformers"] = "transformers is not installed"
     # quantized engines on each ONNX Runtime backend asked for (ort when none is), keyed "BACKEND SCHEME"
     ort_backends = [b for b in s.backends if b in ORT_BACKENDS and b not in skipped] or ["ort"]
-    quantized = {f"{b} {name}": _quantized(s, ckpt, b, name, context, long_prompt, cfg, progress)
-                 for name in s.quantize for b in ort_backends}
+    quantized = {f"{label} {name}": _quantized(s, ckpt, b, name, context, long_prompt, cfg, progress, form)
+                 for name in s.quantize for b in ort_backends for label, form in _variants(s, b)}
     for key, q in quantized.items():
         reads[key] = (q["decode_tok_s"], StepBytes(**q["step_bytes"]))
     with step(progress, "MoE layer: sparse vs dense"):
@@ -232,7 +257,7 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         "quantized": quantized,
         "peer": peer,
         "constrained": constrained,
-        "engine_bytes": {"ort": _dir_bytes(_cache_dirs(s, "ort")[1])},
+        "engine_bytes": {"ort": _dir_bytes(_cache_dirs(s, "ort", experts=(s.experts or (None,))[0])[1])},
         "peak_rss_bytes": system.peak_rss_bytes(),
     }
     result["targets"] = targets(result)
@@ -267,26 +292,27 @@ def _ours_for_peer(decode: dict[str, float], prefill: dict[str, float],
         "prefill": {b: prefill[b] for b in ORT_BACKENDS if b in prefill},
     }
     for key, q in quantized.items():
-        backend, name = key.split(" ", 1)
+        backend, name = key.rsplit(" ", 1)  # "ort int8", "ort (moe) int8"
         candidates.setdefault(name, {})[backend] = q["decode_tok_s"]
     best = {kind: max(figs, key=figs.get) for kind, figs in candidates.items() if figs}
     return {kind: candidates[kind][b] for kind, b in best.items()}, best
 
 
 def _quantized(s: BenchSettings, ckpt: Path, backend: str, name: str, context: list[int], long_prompt: list[int], cfg,
-               progress) -> dict[str, Any]:
+               progress, experts: str | None = None) -> dict[str, Any]:
     """An ONNX Runtime engine with weight-only quantized weights: speed, size, bytes read per step."""
     from mixtral_trt import runtime
 
-    engine_dir = _engine_dir(s, ckpt, backend, progress, quantize=name)
+    engine_dir = _engine_dir(s, ckpt, backend, progress, quantize=name, experts=experts)
     engine = runtime.load(engine_dir, verify=False)
-    with step(progress, f"{backend} {name}: decode and prefill"):
+    with step(progress, f"{backend} {name} ({engine.manifest.backend_info.get('experts')}): decode and prefill"):
         dec, runs = _decode(lambda: timing.engine_decode(engine, context, s.new_tokens), s.decode_repeats)
         pre = timing.engine_prefill(engine, long_prompt)
     spec = engine.contract.extra["quantization"]
     scheme = QuantScheme(spec["bits"], spec["block_size"])
     read = quantized_step_bytes(cfg, scheme, bool(spec.get("dense")))
-    return {"backend": backend, "scheme": scheme.name, "dense_quantized": bool(spec.get("dense")),
+    return {"backend": backend, "experts": engine.manifest.backend_info.get("experts"), "scheme": scheme.name,
+            "dense_quantized": bool(spec.get("dense")),
             "int8_activations_block": engine.manifest.backend_info.get("int8_activations_block"),
             "decode_tok_s": dec.tok_s, "decode_runs": runs, "prefill_tok_s": pre.tok_s,
             "engine_bytes": _dir_bytes(engine_dir),

@@ -66,18 +66,22 @@ class ServeBenchSettings:
 
 
 def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) -> Path:
-    """The preset's ORT engine (fp32, or quantized) with max batch = the most clients, built once under workdir."""
+    """The preset's ORT engine (fp32, or quantized) with max batch = the most clients, built once under workdir
+    (its name holds the expert form the build chooses: lowering/ort.py)."""
+    from mixtral_trt.common.contract import GraphContract
     from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_checkpoint
+    from mixtral_trt.exporter.lowering.ort import expert_form
 
     from .run import BenchSettings, _checkpoint
 
     ckpt = _checkpoint(BenchSettings(preset=s.preset, workdir=s.workdir, seed=s.seed, backends=("ort",)), progress)
     tag = f"{s.preset}-seed{s.seed}-serve-b{max(s.clients)}-s{s.max_seq}" + (f"-{s.quantize}" if s.quantize else "")
-    onnx_dir, engine_dir = s.workdir / f"{tag}-onnx", s.workdir / f"{tag}-engine-ort"
+    onnx_dir = s.workdir / f"{tag}-onnx"
     if not onnx_dir.exists():
         export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=s.max_seq, max_batch=max(s.clients),
                           quantize_experts=s.quantize, progress=progress)
+    engine_dir = s.workdir / f"{tag}-engine-ort-{expert_form(GraphContract.load(onnx_dir), 'cpu')}"
     if not engine_dir.exists():
         build_engine(onnx_dir, engine_dir, "ort", progress=progress)
     return engine_dir

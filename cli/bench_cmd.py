@@ -38,6 +38,9 @@ def bench(
     llama_cpp: Annotated[Path | None, typer.Option("--llama-cpp", help="llama.cpp directory (build or install) "
                                                    "holding llama-bench, llama-quantize, llama-debug and "
                                                    "convert_hf_to_gguf.py.")] = None,
+    experts: Annotated[str, typer.Option(help="Expert forms of the ort / ort-gqa engines to measure, "
+                                         "comma-separated: matmul,moe (the first keeps the backend's name; "
+                                         "empty: the build's default).")] = "",
 ) -> None:
     """Benchmark every available backend against the reference and HF transformers."""
     from rich.console import Console
@@ -51,7 +54,7 @@ def bench(
     settings = BenchSettings(preset=preset, backends=_items(backends), context=context, new_tokens=new_tokens,
                              prefill_tokens=prefill_tokens, workdir=workdir, threads=threads, hf=hf,
                              quantize=_items(quantize), fp16=fp16, decode_repeats=decode_repeats, peer=peer,
-                             llama_cpp=llama_cpp)
+                             llama_cpp=llama_cpp, experts=_items(experts))
     with make_progress(transient=True) as progress:
         result = run_bench(settings, progress)
     with atomic_file(json_path) as f:
@@ -62,9 +65,9 @@ def bench(
         table.add_column(col)
     for name in result["decode"]:
         table.add_row(name, f"{result['decode'][name]:.1f}", f"{result['prefill'][name]:.0f}")
-    for q in result["quantized"].values():
+    for key, q in result["quantized"].items():
         decode = f"{q['decode_tok_s']:.1f} (roofline {q['decode_roofline_tok_s']:.0f})"
-        table.add_row(f"{q['backend']} {q['scheme']}", decode, f"{q['prefill_tok_s']:.0f}")
+        table.add_row(key, decode, f"{q['prefill_tok_s']:.0f}")
     console = Console()
     console.print(table)
     moe = result["moe_layer"]

@@ -27,6 +27,10 @@ def build(
                                                 "layer; prevents some fusion).")] = False,
     genai_provider: Annotated[str, typer.Option(help="ONNX Runtime engines: the execution provider "
                                                 "genai_config.json names for onnxruntime-genai: cpu | cuda.")] = "cpu",
+    experts: Annotated[str | None, typer.Option(help="ONNX Runtime engines: matmul (one MatMul pair per expert, "
+                                                "the fast form on CPU) | moe (com.microsoft::MoE / QMoE, the CUDA "
+                                                "EP's); default: matmul for float fp32 experts with "
+                                                "--genai-provider cpu.")] = None,
 ) -> None:
     """Build an engine (lowered model + manifest.json) for one backend."""
     from mixtral_trt.common.progress import make_progress
@@ -36,5 +40,5 @@ def build(
     trt_options = {name: value for name, value in given.items() if value not in (None, False)}
     with make_progress() as progress:
         path = build_engine(onnx_dir, engine_dir, backend=backend, overwrite=force, progress=progress,
-                            genai_provider=genai_provider, **trt_options)
+                            genai_provider=genai_provider, experts=experts, **trt_options)
     typer.echo(f"built {backend} engine -> {path}")

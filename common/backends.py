@@ -49,8 +49,9 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("ort", "ort", "ort", "ONNX Runtime, one com.microsoft::MoE (or QMoE) node per layer; CPU EP, CUDA EP "
-            "with onnxruntime-gpu", tensor_parallel=True),
+    Backend("ort", "ort", "ort", "ONNX Runtime: float fp32 experts on the CPU as one MatMul pair per expert, "
+            "otherwise one com.microsoft::MoE (or QMoE) node per layer (build --experts); CPU EP, CUDA EP with "
+            "onnxruntime-gpu", tensor_parallel=True),
     Backend("ort-gqa", "ort", "ort", "as ort, and each layer's attention one com.microsoft::GroupQueryAttention "
             "(KV cache in a shared buffer written in place, rotary inside the op); head_dim a multiple of 16",
             attention="gqa", dtypes=("fp32", "fp16")),

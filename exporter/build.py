@@ -50,16 +50,16 @@ def load_canonical(onnx_dir: str | Path) -> tuple[ir.Model, GraphContract]:
 
 
 def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: Progress | None = None,
-                   contract: GraphContract | None = None) -> Path:
+                   contract: GraphContract | None = None, **options) -> Path:
     """Apply the backend's lowering (and the GroupQueryAttention one for its `attention="gqa"`), fold constants,
-    and save model.onnx + external data into out_dir."""
+    and save model.onnx + external data into out_dir. `options` go to the lowering beside the backend's own."""
     import onnx_ir as ir
     import onnxscript.optimizer
 
     from .lowering import lower
 
     with step(progress, f"lower for {backend.name} ({backend.lowering})"):
-        model = lower(model, backend.lowering, **backend.lowering_options)
+        model = lower(model, backend.lowering, **backend.lowering_options, **options)
     if backend.attention == "gqa":
         from .lowering.gqa import lower_attention
 
@@ -110,12 +110,15 @@ def build_engine(
     overwrite: bool = False,
     progress: Progress | None = None,
     genai_provider: str = "cpu",
+    experts: str | None = None,
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
 
     ONNX Runtime engines get a genai_config.json (onnxruntime-genai opens the directory as it is) whose
-    execution provider is `genai_provider` (cpu | cuda). `trt_options` (max_prefill, timing_cache,
+    execution provider is `genai_provider` (cpu | cuda). `experts` (matmul | moe) is how the `ort` lowering
+    runs the experts; by default per-expert MatMuls for fp32 CPU engines, the MoE / QMoE ops otherwise
+    (lowering/ort.py, expert_form). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
     from mixtral_trt.mixtral_ref.tokenizer import tokenizer_file
 
@@ -128,12 +131,17 @@ def build_engine(
     if trt_options and not spec.tensorrt:
         option = "--" + next(iter(trt_options)).replace("_", "-")
         raise MixtralTrtError(f"{option} applies to TensorRT backends only, not --backend {backend}")
+    if experts is not None and spec.lowering != "ort":
+        raise MixtralTrtError(f"--experts applies to the ONNX Runtime backends (ort, ort-gqa), not --backend {backend}")
     if spec.tensorrt:
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     check_output(engine_dir, [onnx_dir], overwrite)
     if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
+        if experts is not None:
+            raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; its ranks' experts are lowered to the MoE "
+                                  "op, without --experts")
         from .shard.build import build_sharded_engine
 
         return build_sharded_engine(Path(onnx_dir), engine_dir, spec, GraphContract.load(onnx_dir), overwrite,
@@ -148,9 +156,16 @@ def build_engine(
         from .lowering.gqa import check_gqa
 
         check_gqa(contract)
-    info = ort_cuda_info(Path(onnx_dir), contract) if spec.lowering == "ort" else {}
+    options, info = {}, {}
+    if spec.lowering == "ort":
+        from .lowering.ort import expert_form
+
+        options = {"experts": expert_form(contract, genai_provider, experts)}
+        info = {"experts": options["experts"]}
+        if options["experts"] == "moe":
+            info.update(ort_cuda_info(Path(onnx_dir), contract))
     with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
-        lower_and_save(model, spec, tmp, progress, contract)
+        lower_and_save(model, spec, tmp, progress, contract, **options)
         if spec.attention == "gqa":
             contract = contract.with_gqa_attention()
         copy_side_files(onnx_dir, tmp)

@@ -1,6 +1,7 @@
 """Lowerings of the canonical graph, one module per target:
 
-- `ort`: each MoERouter + MoEExperts pair becomes one `com.microsoft::MoE` node (ONNX Runtime CPU/CUDA);
+- `ort`: each MoERouter + MoEExperts pair becomes one `com.microsoft::MoE` / `QMoE` node (ONNX Runtime CUDA,
+  quantized experts) or a MatMul pair per expert (`ort_experts.py`: float experts on the CPU);
 - `portable`: the custom ops are inlined from their function bodies (standard ONNX ops only);
 - `trt`: the pair becomes the sparse-dispatch plugin nodes of plugins/ (TensorRT, and plugins-cpu).
 

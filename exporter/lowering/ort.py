@@ -1,4 +1,5 @@
-"""`ort` lowering: each MoERouter + MoEExperts pair becomes one `com.microsoft::MoE` node.
+"""`ort` lowering: each MoERouter + MoEExperts pair becomes one `com.microsoft::MoE` node, or one MatMul
+pair per expert (ort_experts.py: the faster form on the CPU EP; `expert_form` chooses).
 
 Semantics measured with onnxruntime 1.32 (docs/ARCHITECTURE.md): `activation_type="swiglu"`,
 `swiglu_fusion=1` with fc1 rows interleaved (gate0, up0, gate1, up1, ...), fc1 [E, 2I, H], fc2 [E, H, I],
@@ -17,7 +18,11 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.tape
 
+from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
+
 from .common import derived_initializer, int64_const, moe_pairs, replace_pair, tidy
+from .ort_experts import lower_experts
 from .ort_fuse import fuse_rms_norms
 from .ort_quant import lower_linears, qmoe_attributes
 from .ort_split import parts_for, split_w2, split_w13
@@ -87,10 +92,37 @@ def _split_moe(graph: ir.Graph, tape: ir.tape.Tape, pair, parts: int) -> ir.Node
                    attributes={**MOE_ATTRIBUTES, "k": pair.top_k * parts}, name=f"{pair.experts.name}.ort_moe")
 
 
-def lower(model: ir.Model, expert_parts: int = EXPERT_PARTS) -> ir.Model:
+EXPERT_FORMS = ("matmul", "moe")  # per-expert MatMuls (ort_experts.py: CPU) | com.microsoft::MoE / QMoE (CUDA)
+
+
+def expert_form(contract: GraphContract, provider: str, requested: str | None = None) -> str:
+    """How the `ort` lowering runs the experts of `contract`'s export: `requested`, or per-expert MatMuls for
+    float fp32 experts in engines built for the CPU (ONNX Runtime's CPU MoE kernel repacks float experts on every
+    call: ort_experts.py) and the MoE / QMoE ops for the rest: fp16 / bf16 engines are the CUDA EP's, whose fused
+    kernels are the fast form, and the CPU QMoE runs block-wise experts as prepacked QNBit GEMMs already (its
+    per-expert MatMulNBits form measured slower: docs/ARCHITECTURE.md); per-channel experts have no MatMulNBits
+    layout at all."""
+    spec = contract.extra.get("quantization") or {}
+    if requested is None:
+        return "matmul" if contract.dtype == "fp32" and provider == "cpu" and not spec else "moe"
+    if requested not in EXPERT_FORMS:
+        raise MixtralTrtError(f"--experts {requested!r}: choose one of {', '.join(EXPERT_FORMS)}")
+    if requested == "matmul" and spec and not spec.get("block_size"):
+        raise MixtralTrtError("--experts matmul: per-channel quantized experts (--quant-block 0) run as QMoE only; "
+                              "export with a block size or build with --experts moe")
+    return requested
+
+
+def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PARTS) -> ir.Model:
+    """`experts`: one of EXPERT_FORMS (expert_form chooses it for a build)."""
     graph = model.graph
     for pair in list(moe_pairs(graph)):
         tape = ir.tape.Tape()
+        if experts == "matmul":
+            out = lower_experts(graph, tape, pair)
+            out.shape, out.type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
+            replace_pair(graph, pair, list(tape.nodes), out)
+            continue
         if pair.quant:
             node = _qmoe(graph, pair)
         elif pair.w13.const_value is not None and pair.w2.const_value is not None and expert_parts > 1:

@@ -15,6 +15,8 @@ def test_bucket_of():
     assert bucket_of("MatMul", "q", True) == "attn_proj" and bucket_of("MatMul", "scores", False) == "attn_core"
     assert bucket_of("Concat", "present.3.key", False) == "kv_concat" and bucket_of("Concat", "shape", False) == "glue"
     assert bucket_of("SimplifiedLayerNormalization", "n", False) == "norm" and bucket_of("Gemm", "r", True) == "router"
+    assert bucket_of("MatMul", "h", True, "node_moe_experts.moe.expert3.fc1") == "moe"  # ort_experts.py
+    assert bucket_of("NonZero", "i", False, "node_moe_experts_1.moe.17") == "moe"
 
 
 @pytest.fixture(scope="module")

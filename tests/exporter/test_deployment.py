@@ -65,6 +65,17 @@ def test_side_files_and_genai_config(production, tmp_path):
     with pytest.raises(MixtralTrtError, match="--genai-provider 'rocm'"):
         build_engine(production, tmp_path / "other", "ort", genai_provider="rocm")
     assert genai_config(manifest.contract, MODEL_FILE)["search"]["do_sample"] is False  # HF defaults
+    assert manifest.backend_info["experts"] == "moe"  # built for CUDA: the fused MoE op (lowering/ort.py)
+
+
+def test_expert_form_choice_and_refusals(production, tmp_path, cli):
+    """fp32 for the CPU: per-expert MatMuls by default; a wrong --experts is one line, exit 2, nothing written."""
+    assert Manifest.load(build_engine(production, tmp_path / "cpu", "ort")).backend_info["experts"] == "matmul"
+    for args, message in ((["--experts", "fused"], "--experts 'fused': choose one of matmul, moe"),
+                          (["--backend", "portable", "--experts", "moe"], "--experts applies to the ONNX Runtime")):
+        result = cli("build", production, tmp_path / "bad", *args)
+        assert result.code == 2 and result.err.startswith("error: ") and message in result.err, result.err
+        assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
 
 def test_parity_without_debug_outputs(checkpoint, production, tmp_path, cli):

@@ -21,11 +21,13 @@ from support.models import SLIDING_TOP3, export_dir, feeds_for, random_model
 LOGITS_REL_TOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 5e-2}
 
 
-@pytest.fixture(scope="module", params=["ort", "portable"])
+@pytest.fixture(scope="module", params=["ort matmul", "ort moe", "portable"])
 def engine(request, sliding_top3, tmp_path_factory):
+    """`ort` in both expert forms (per-expert MatMuls: the fp32 CPU default; com.microsoft::MoE) and `portable`."""
     model, onnx_dir = sliding_top3
-    out = tmp_path_factory.mktemp(f"engine-{request.param}") / "engine"
-    build_engine(onnx_dir, out, request.param)
+    backend, _, experts = request.param.partition(" ")
+    out = tmp_path_factory.mktemp(f"engine-{backend}-{experts}") / "engine"
+    build_engine(onnx_dir, out, backend, experts=experts or None)
     return model, runtime.load(out)
 
 
@@ -37,14 +39,21 @@ def test_lowered_graph_structure(engine):
     model, eng = engine
     proto = onnx.load(str(eng.path / MODEL_FILE), load_external_data=False)
     ops = Counter(f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain)
-    if eng.backend == "ort":
+    all_ops = Counter(n.op_type for n in proto.graph.node)
+    if eng.backend == "ort":  # RMSNorms fused (ort_fuse.py)
+        assert all_ops["SimplifiedLayerNormalization"] == 2 * model.config.num_layers + 1 and not all_ops["Pow"]
+    if eng.manifest.backend_info.get("experts") == "matmul":  # ort_experts.py: a MatMul pair per expert
+        assert not ops, ops
+        cfg = model.config
+        experts = [n for n in proto.graph.node if n.op_type == "MatMul" and ".expert" in n.name]
+        assert len(experts) == 2 * cfg.num_experts * cfg.num_layers, len(experts)
+        assert all_ops["TopK"] == all_ops["ScatterElements"] == cfg.num_layers
+    elif eng.backend == "ort":
         assert ops == {"com.microsoft::MoE": model.config.num_layers}
         moe = next(n for n in proto.graph.node if n.op_type == "MoE")
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in moe.attribute}
         assert attrs["k"] == model.config.top_k * EXPERT_PARTS and attrs["swiglu_fusion"] == 1  # ort_split.py
         assert attrs["activation_alpha"] == 1.0 and attrs["activation_beta"] == 0.0
-        all_ops = Counter(n.op_type for n in proto.graph.node)  # RMSNorms fused (ort_fuse.py)
-        assert all_ops["SimplifiedLayerNormalization"] == 2 * model.config.num_layers + 1 and not all_ops["Pow"]
     else:
         assert not ops, f"portable graph still has custom-domain nodes: {ops}"
     assert not proto.functions
@@ -97,12 +106,13 @@ def fp16_export(tmp_path_factory):
     return export_dir(tmp_path_factory, random_model(SLIDING_TOP3, seed=4, dtype="fp16"), "fp16", "fp16")
 
 
-@pytest.mark.parametrize("backend", ["ort", "portable"])
+@pytest.mark.parametrize("backend", ["ort", "ort matmul", "portable"])
 def test_fp16_engine_matches_fp32_reference(backend, fp16_export, tmp_path_factory):
     ref_model = random_model(SLIDING_TOP3, seed=4)
     onnx_dir = fp16_export
     out = tmp_path_factory.mktemp("fp16-engine") / "engine"
-    build_engine(onnx_dir, out, backend)
+    name, _, experts = backend.partition(" ")
+    build_engine(onnx_dir, out, name, experts=experts or None)
     eng = runtime.load(out)
     ids = np.random.default_rng(5).integers(0, SLIDING_TOP3.vocab_size, (2, 11))
     with torch.no_grad():

@@ -99,18 +99,25 @@ def test_quantized_export_and_engines(ckpt, tmp_path, name):
         refs = {None: _fake_quant(ckpt, name)(torch.from_numpy(ids)).numpy(),
                 a8: _fake_quant(ckpt, name, a8)(torch.from_numpy(ids)).numpy()}
         ref = load_model(ckpt)(torch.from_numpy(ids)).numpy()
-    for backend, block, tol in (("ort", a8, INT8_ACTIVATIONS.logits_rel if a8 else 1e-5), ("portable", None, 1e-5)):
-        eng = runtime.load(build_engine(onnx_dir, tmp_path / f"engine-{backend}", backend))
+    ort_tol = INT8_ACTIVATIONS.logits_rel if a8 else 1e-5
+    for variant, block, tol in (("ort matmul", a8, ort_tol), ("ort moe", a8, ort_tol), ("portable", None, 1e-5)):
+        backend, _, experts = variant.partition(" ")
+        eng = runtime.load(build_engine(onnx_dir, tmp_path / f"engine-{backend}-{experts}", backend,
+                                        experts=experts or None))
         assert eng.manifest.backend_info.get("int8_activations_block") == block
         got = eng.logits(ids)
         err_q = float(np.abs(got - refs[block]).max() / np.abs(refs[block]).max())
         err = float(np.abs(got - ref).max() / np.abs(ref).max())
-        print(f"{name} {backend}: vs dequantized reference {err_q:.2e}, vs unquantized {err:.2e}")
-        assert err_q < tol, f"{name} {backend}: {err_q:.2e} against the dequantized reference"
-        assert err < QUANT_ERROR_BOUND[name], f"{name} {backend}: {err:.2e} against the unquantized model"
-    proto = onnx.load(str(tmp_path / "engine-ort" / MODEL_FILE), load_external_data=False)
+        print(f"{name} {variant}: vs dequantized reference {err_q:.2e}, vs unquantized {err:.2e}")
+        assert err_q < tol, f"{name} {variant}: {err_q:.2e} against the dequantized reference"
+        assert err < QUANT_ERROR_BOUND[name], f"{name} {variant}: {err:.2e} against the unquantized model"
+    linears = 4 * cfg.num_layers + 1
+    proto = onnx.load(str(tmp_path / "engine-ort-matmul" / MODEL_FILE), load_external_data=False)
+    ops = Counter(n.op_type for n in proto.graph.node)  # ort_experts.py: a MatMulNBits pair per expert
+    assert ops["MatMulNBits"] == linears + 2 * cfg.num_experts * cfg.num_layers and not ops["QMoE"], ops
+    proto = onnx.load(str(tmp_path / "engine-ort-moe" / MODEL_FILE), load_external_data=False)
     ops = Counter(n.op_type for n in proto.graph.node)
-    assert ops["QMoE"] == cfg.num_layers and ops["MatMulNBits"] == 4 * cfg.num_layers + 1 and not ops["LinearQ"]
+    assert ops["QMoE"] == cfg.num_layers and ops["MatMulNBits"] == linears and not ops["LinearQ"]
     qmoe = next(n for n in proto.graph.node if n.op_type == "QMoE")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in qmoe.attribute}
     assert attrs["expert_weight_bits"] == spec["bits"] and attrs["block_size"] == 32
@@ -124,6 +131,10 @@ def test_per_channel_int8_quantizes_the_experts_only(ckpt, tmp_path):
     assert not GraphContract.load(onnx_dir).extra["quantization"]["dense"]
     eng = runtime.load(build_engine(onnx_dir, tmp_path / "engine", "ort"))
     assert "int8_activations_block" not in eng.manifest.backend_info  # dequantize + float GEMM: float activations
+    assert eng.manifest.backend_info["experts"] == "moe"  # quantized experts: QMoE by default
+    with pytest.raises(MixtralTrtError, match="--experts matmul: per-channel quantized experts"):
+        build_engine(onnx_dir, tmp_path / "engine2", "ort", experts="matmul")
+    assert not (tmp_path / "engine2").exists()
     ids = np.random.default_rng(1).integers(3, 32000, (1, 9))
     with torch.no_grad():
         ref = _fake_quant(ckpt, "int8", block=0)(torch.from_numpy(ids)).numpy()
@@ -170,6 +181,7 @@ def test_quantized_export_on_group_query_attention(ckpt, tmp_path, name):
     ops = [n.op_type for n in onnx.load(str(eng / MODEL_FILE), load_external_data=False).graph.node]
     layers = get_preset("tiny").num_layers
     assert ops.count("GroupQueryAttention") == layers and ops.count("MatMulNBits") == 4 * layers + 1, ops
+    assert ops.count("QMoE") == layers  # quantized experts: QMoE by default (lowering/ort.py, expert_form)
     report = check_engine(eng, ckpt, greedy_steps=8)
     assert report.passed, report.failures
     assert report.tolerance == INT8_ACTIVATIONS and report.quantization["scheme"] == f"{name}-block32"
@@ -202,7 +214,7 @@ def test_qmoe_the_cuda_ep_cannot_run(ckpt, tmp_path, monkeypatch):
         assert qmoe_cuda_problems(with_quantization(GraphContract.for_config(cfg, dtype, 1, 64), "int4", None)) == []
     assert qmoe_cuda_problems(GraphContract.for_config(cfg, "fp32", 1, 64)) == []  # MoE (unquantized) runs anywhere
 
-    engine = build_engine(onnx_dir, tmp_path / "cpu", "ort")
+    engine = build_engine(onnx_dir, tmp_path / "cpu", "ort", experts="moe")
     assert Manifest.load(engine).backend_info["cuda_unsupported"] == problems
     with pytest.raises(MixtralTrtError, match="CUDA EP cannot run this engine's QMoE nodes .*device='cpu'"):
         runtime.load(engine, device="cuda")
@@ -211,5 +223,8 @@ def test_qmoe_the_cuda_ep_cannot_run(ckpt, tmp_path, monkeypatch):
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     with pytest.raises(MixtralTrtError, match="CUDA QMoE cannot run this export: the export is fp32.*multiple of 64"):
-        build_engine(onnx_dir, tmp_path / "gpu", "ort")
+        build_engine(onnx_dir, tmp_path / "gpu", "ort", experts="moe")
     assert not (tmp_path / "gpu").exists()
+    # the per-expert form runs the experts as MatMulNBits pairs (ort_experts.py): no QMoE to refuse
+    mm = build_engine(onnx_dir, tmp_path / "mm", "ort", experts="matmul")
+    assert "cuda_unsupported" not in Manifest.load(mm).backend_info

@@ -104,3 +104,10 @@ def test_world_size_that_does_not_split_is_a_one_line_error(cli, tmp_path):
     assert result.code == 2, result
     assert result.err.startswith("error: --tensor-parallel 3") and result.err.count("\n") == 1, result.err
     assert not (tmp_path / "out").exists()
+
+
+def test_experts_form_is_refused_for_rank_graphs(cli, tp2_export, tmp_path):
+    """Rank graphs keep the MoE op (lowering/ort.py): --experts on a tensor-parallel export is one line, exit 2."""
+    result = cli("build", tp2_export, tmp_path / "engine", "--experts", "matmul")
+    assert result.code == 2 and result.err.startswith("error: ") and "tensor-parallel export" in result.err, result
+    assert result.err.count("\n") == 1 and not (tmp_path / "engine").exists()
