@@ -285,11 +285,13 @@ def _dir_bytes(path: Path) -> int | None:
 def _ours_for_peer(decode: dict[str, float], prefill: dict[str, float],
                    quantized: dict[str, dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, str]]:
     """Our figure for each row of the peer comparison: the best of our ONNX Runtime backends measured in this
-    run (fp32: ort / ort-gqa; int8 / int4: their quantized engines), and which backend gave it."""
+    run (fp32: ort / ort-gqa in each expert form measured; int8 / int4: their quantized engines), and which
+    backend gave it."""
+    ours = [name for name in decode if name.split(" ")[0] in ORT_BACKENDS]  # "ort", "ort-gqa (moe)", ...
     candidates: dict[str, dict[str, float]] = {
-        "fp32": {b: decode[b] for b in ORT_BACKENDS if b in decode},
+        "fp32": {b: decode[b] for b in ours},
         "fp16": {"ort": decode["ort_fp16"]} if "ort_fp16" in decode else {},
-        "prefill": {b: prefill[b] for b in ORT_BACKENDS if b in prefill},
+        "prefill": {b: prefill[b] for b in ours if b in prefill},
     }
     for key, q in quantized.items():
         backend, name = key.rsplit(" ", 1)  # "ort int8", "ort (moe) int8"

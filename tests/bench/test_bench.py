@@ -66,3 +66,9 @@ def test_the_peer_is_compared_with_our_best_onnx_runtime_backend():
     ours, backend = _ours_for_peer(decode, prefill, quantized)
     assert ours == {"fp32": 110.0, "prefill": 2000.0, "int8": 300.0, "int4": 450.0}
     assert backend == {"fp32": "ort-gqa", "prefill": "ort", "int8": "ort", "int4": "ort-gqa"}
+    # both expert forms measured (bench --experts matmul,moe): the best of every ONNX Runtime engine counts
+    decode["ort-gqa (moe)"], prefill["ort-gqa (moe)"] = 120.0, 1800.0
+    quantized["ort (moe) int8"] = {"decode_tok_s": 320.0}
+    ours, backend = _ours_for_peer(decode, prefill, quantized)
+    assert ours == {"fp32": 120.0, "prefill": 2000.0, "int8": 320.0, "int4": 450.0}
+    assert backend == {"fp32": "ort-gqa (moe)", "prefill": "ort", "int8": "ort (moe)", "int4": "ort-gqa"}
