@@ -120,22 +120,22 @@ def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PART
         tape = ir.tape.Tape()
         if experts == "matmul":
             out = lower_experts(graph, tape, pair)
-            out.shape, out.type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
-            replace_pair(graph, pair, list(tape.nodes), out)
-            continue
-        if pair.quant:
-            node = _qmoe(graph, pair)
-        elif pair.w13.const_value is not None and pair.w2.const_value is not None and expert_parts > 1:
-            node = _split_moe(graph, tape, pair, expert_parts)
+            new_nodes = list(tape.nodes)
         else:
-            if pair.w13.const_value is not None:
-                fc1 = _interleaved_initializer(graph, pair.w13)
+            if pair.quant:
+                node = _qmoe(graph, pair)
+            elif pair.w13.const_value is not None and pair.w2.const_value is not None and expert_parts > 1:
+                node = _split_moe(graph, tape, pair, expert_parts)
             else:
-                fc1 = _interleave_nodes(tape, pair.w13)
-            node = ir.node("MoE", inputs=[pair.x, pair.router_logits, fc1, None, pair.w2], domain=MS_DOMAIN,
-                           attributes={**MOE_ATTRIBUTES, "k": pair.top_k}, name=f"{pair.experts.name}.ort_moe")
-        node.outputs[0].shape, node.outputs[0].type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
-        replace_pair(graph, pair, [*tape.nodes, node], node.outputs[0])
+                if pair.w13.const_value is not None:
+                    fc1 = _interleaved_initializer(graph, pair.w13)
+                else:
+                    fc1 = _interleave_nodes(tape, pair.w13)
+                node = ir.node("MoE", inputs=[pair.x, pair.router_logits, fc1, None, pair.w2], domain=MS_DOMAIN,
+                               attributes={**MOE_ATTRIBUTES, "k": pair.top_k}, name=f"{pair.experts.name}.ort_moe")
+            out, new_nodes = node.outputs[0], [*tape.nodes, node]
+        out.shape, out.type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
+        replace_pair(graph, pair, new_nodes, out)
     lower_linears(model)  # quantized attention projections and LM head -> MatMulNBits
     fuse_rms_norms(model)  # each RMSNorm chain -> SimplifiedLayerNormalization
     model.opset_imports[MS_DOMAIN] = 1

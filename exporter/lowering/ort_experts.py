@@ -34,7 +34,7 @@ import onnx_ir as ir
 import onnx_ir.tape
 
 from .common import MoEPair, derived_initializer, int64_const
-from .ort_quant import ACCURACY_LEVEL, MS_DOMAIN
+from .ort_quant import MS_DOMAIN, nbits_operands
 
 # every node of a lowered layer is named "{experts node}.moe.{what}" (the decode profile's "moe" bucket)
 MOE_MARK = ".moe."
@@ -46,22 +46,13 @@ def _float_weight(graph: ir.Graph, weights: ir.Value, e: int) -> ir.Value:
     return derived_initializer(graph, weights, lambda a: np.ascontiguousarray(a[e].T), (k, n), f"expert{e}.T")
 
 
-def _nbits(graph: ir.Graph, codes: ir.Value, scales: ir.Value, e: int, bits: int, block: int) -> tuple:
-    """Expert e's MatMulNBits operands and attributes: codes [N, K/block, block*bits/8], scales [N*K/block]."""
-    n, k = int(codes.shape[1]), int(codes.shape[2]) * 8 // bits
-    b_shape, s_shape = (n, k // block, block * bits // 8), (n * (k // block),)
-    b = derived_initializer(graph, codes, lambda a: a[e].reshape(b_shape), b_shape, f"expert{e}.nbits")
-    s = derived_initializer(graph, scales, lambda a: a[e].reshape(s_shape), s_shape, f"expert{e}.nbits")
-    return b, s, {"K": k, "N": n, "bits": bits, "block_size": block, "accuracy_level": ACCURACY_LEVEL[bits]}
-
-
 def _linear(tape: ir.tape.Tape, graph: ir.Graph, pair: MoEPair, x: ir.Value, fc: int, e: int, name: str):
     """x @ W^T for expert e's fc1 (W13) or fc2 (W2): MatMul, or MatMulNBits for quantized experts."""
     if pair.quant is None:
         return tape.op("MatMul", [x, _float_weight(graph, pair.w13 if fc == 1 else pair.w2, e)], name=name)
     bits, block = pair.quant
     codes, scales = (pair.w13, pair.w13_scales) if fc == 1 else (pair.w2, pair.w2_scales)
-    b, s, attributes = _nbits(graph, codes, scales, e, bits, block)
+    b, s, attributes = nbits_operands(graph, codes, scales, bits, block, lambda a: a[e], f"expert{e}.nbits")
     return tape.op("MatMulNBits", [x, b, s], attributes, domain=MS_DOMAIN, name=name)
 
 

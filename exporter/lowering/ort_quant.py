@@ -48,6 +48,19 @@ def qmoe_attributes(bits: int, block_size: int) -> dict[str, int]:
     return attributes
 
 
+def nbits_operands(graph: ir.Graph, codes: ir.Value, scales: ir.Value, bits: int, block: int, pick=None,
+                   suffix: str = "nbits") -> tuple[ir.Value, ir.Value, dict[str, int]]:
+    """MatMulNBits' B [N, K/block, block*bits/8] and scales [N*K/block], derived lazily from codes [N, K*bits/8]
+    and scales (of `pick`(array), e.g. one expert's slice of [E, N, ...]: then `codes`' last two dimensions are
+    N and K*bits/8), and the node's attributes; the same bytes, no re-quantization."""
+    n, k = int(codes.shape[-2]), int(codes.shape[-1]) * 8 // bits
+    b_shape, s_shape = (n, k // block, block * bits // 8), (n * (k // block),)
+    pick = pick or (lambda a: a)
+    b = derived_initializer(graph, codes, lambda a: pick(a).reshape(b_shape), b_shape, suffix)
+    s = derived_initializer(graph, scales, lambda a: pick(a).reshape(s_shape), s_shape, suffix)
+    return b, s, {"K": k, "N": n, "bits": bits, "block_size": block, "accuracy_level": ACCURACY_LEVEL[bits]}
+
+
 def lower_linears(model: ir.Model) -> int:
     """Every LinearQ node becomes MatMulNBits; returns the number lowered."""
     graph, count = model.graph, 0
@@ -58,13 +71,8 @@ def lower_linears(model: ir.Model) -> int:
         bits, block = node.attributes["bits"].as_int(), node.attributes["block_size"].as_int()
         if codes.const_value is None or scales.const_value is None or not block:
             raise ValueError(f"{node.name}: LinearQ needs constant codes and block-wise scales for MatMulNBits")
-        n, k = int(codes.shape[0]), int(codes.shape[1]) * 8 // bits
-        b_shape, s_shape = (n, k // block, block * bits // 8), (n * (k // block),)
-        b = derived_initializer(graph, codes, lambda a, shape=b_shape: a.reshape(shape), b_shape, "nbits")
-        s = derived_initializer(graph, scales, lambda a, shape=s_shape: a.reshape(shape), s_shape, "nbits")
-        new = ir.node("MatMulNBits", [x, b, s], domain=MS_DOMAIN, name=f"{node.name}.nbits",
-                      attributes={"K": k, "N": n, "bits": bits, "block_size": block,
-                                  "accuracy_level": ACCURACY_LEVEL[bits]})
+        b, s, attributes = nbits_operands(graph, codes, scales, bits, block)
+        new = ir.node("MatMulNBits", [x, b, s], domain=MS_DOMAIN, name=f"{node.name}.nbits", attributes=attributes)
         swap_in(graph, new, node.outputs[0], [node])
         count += 1
     if count:

@@ -71,6 +71,10 @@ MOE_EXPERTS = OpSpec(
     outputs=(Tensor("y", "T", "[T, H]", "combined expert outputs"),),
 )
 
+# the weight-only integer format of MoEExpertsQ and LinearQ (common/quant.py)
+QUANT_ATTRIBUTES = (Attr("bits", "int", "bits per weight: 8 or 4"),
+                    Attr("block_size", "int", "inputs per scale; 0 = one scale per output row"))
+
 MOE_EXPERTS_Q = OpSpec(
     name="MoEExpertsQ",
     doc="MoEExperts with weight-only integer-quantized expert weights (ONNX Runtime QMoE's format): codes "
@@ -87,8 +91,7 @@ MOE_EXPERTS_Q = OpSpec(
         Tensor("w2_scales", "T", "[E, H] or [E, H, I/block_size]", "their scales"),
     ),
     outputs=(Tensor("y", "T", "[T, H]", "combined expert outputs"),),
-    attributes=(Attr("bits", "int", "bits per weight: 8 or 4"),
-                Attr("block_size", "int", "inputs per scale; 0 = one scale per output row")),
+    attributes=QUANT_ATTRIBUTES,
 )
 
 LINEAR_Q = OpSpec(
@@ -102,8 +105,7 @@ LINEAR_Q = OpSpec(
         Tensor("scales", "T", "[N] or [N, K/block_size]", "its scales"),
     ),
     outputs=(Tensor("y", "T", "[..., N]", "x W^T"),),
-    attributes=(Attr("bits", "int", "bits per weight: 8 or 4"),
-                Attr("block_size", "int", "inputs per scale; 0 = one scale per output row")),
+    attributes=QUANT_ATTRIBUTES,
 )
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q)}
