@@ -6,33 +6,22 @@ the backend table (common/backends.py).
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mixtral_trt.common.backends import Backend, get_backend
-from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
+from mixtral_trt.common.backends import get_backend
+from mixtral_trt.common.contract import MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.tensor_parallel import RANK_DIR
 
+from .lowered import kernel_info, lower_and_save, tool_versions
+
 if TYPE_CHECKING:
     import onnx_ir as ir
     from rich.progress import Progress
-
-
-
-def tool_versions(*packages: str) -> dict[str, str]:
-    names = ("mixtral-trt", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime", *packages)
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def load_canonical(onnx_dir: str | Path) -> tuple[ir.Model, GraphContract]:
@@ -47,43 +36,6 @@ def load_canonical(onnx_dir: str | Path) -> tuple[ir.Model, GraphContract]:
         return ir.load(path), contract
     except Exception as e:  # protobuf decode errors come in many types
         raise MixtralTrtError(f"{path}: cannot be read as ONNX ({type(e).__name__}: {e})") from None
-
-
-def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: Progress | None = None,
-                   contract: GraphContract | None = None, **options) -> Path:
-    """Apply the backend's lowering (and the GroupQueryAttention one for its `attention="gqa"`), fold constants,
-    and save model.onnx + external data into out_dir. `options` go to the lowering beside the backend's own."""
-    import onnx_ir as ir
-    import onnxscript.optimizer
-
-    from .lowering import lower
-
-    with step(progress, f"lower for {backend.name} ({backend.lowering})"):
-        model = lower(model, backend.lowering, **backend.lowering_options, **options)
-    if backend.attention == "gqa":
-        from .lowering.gqa import lower_attention
-
-        if contract is None:
-            raise ValueError("the GroupQueryAttention lowering needs the graph contract")
-        with step(progress, "lower attention to GroupQueryAttention"):
-            model = lower_attention(model, contract)
-    with step(progress, "optimize (constant folding, dead code)"):
-        onnxscript.optimizer.optimize_ir(model, num_iterations=2)
-    with step(progress, "save lowered model"):
-        ir.save(model, out_dir / MODEL_FILE, external_data=EXTERNAL_DATA)
-    return out_dir / MODEL_FILE
-
-
-def kernel_info(lowering: str, contract) -> dict:
-    """What the manifest says about the engine's kernels beyond its dtype: whether the `ort` lowering's
-    quantized kernels round activations to int8 (then parity's reference does the same)."""
-    spec = contract.extra.get("quantization")
-    if lowering != "ort" or not spec:
-        return {}
-    from .lowering.ort_quant import activations_block
-
-    block = activations_block(spec["bits"], spec["block_size"])
-    return {"int8_activations_block": block} if block else {}
 
 
 def ort_cuda_info(onnx_dir: Path, contract: GraphContract) -> dict:

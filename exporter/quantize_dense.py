@@ -24,7 +24,7 @@ from .lowering.common import swap_in
 from .ops.spec import DOMAIN, LINEAR_Q
 from .quantize import IR_TYPES
 
-# initializer names (export.WEIGHT_PREFIX + Mixtral state_dict key) of the linears that get quantized
+# initializer names (trace.WEIGHT_PREFIX + Mixtral state_dict key) of the linears that get quantized
 DENSE_WEIGHTS = re.compile(r"^model\.(layers\.\d+\.attn\.w[qkvo]|lm_head)\.weight$")
 ROWS_PER_BAND = 4096  # rows quantized at once while writing (bounds memory for 8x22B's LM head)
 

@@ -35,11 +35,14 @@ def load(path: str | Path, device: str = "auto", verify: bool = True, tokenizer:
     from mixtral_trt.common.manifest import Manifest
 
     from .backends import open_runner
+    from .distributed import open_runner as open_sharded
     from .engine import Engine
 
     path = Path(path)
     manifest = Manifest.load(path, verify=verify)
-    return Engine(path, manifest, open_runner(manifest, path, device), Path(tokenizer) if tokenizer else None)
+    # tensor-parallel engines: the rank processes of runtime/distributed, each running a backend's runner
+    runner = (open_sharded if "tensor_parallel" in manifest.backend_info else open_runner)(manifest, path, device)
+    return Engine(path, manifest, runner, Path(tokenizer) if tokenizer else None)
 
 
 __all__ = ["ChatChunk", "ChatCompletion", "Completion", "SamplingParams", "StreamEvent", "ToolCall", "Usage", "load"]

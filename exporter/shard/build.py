@@ -32,7 +32,7 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
     """rank{r}/ of `onnx_dir` -> rank{r}/ of `engine_dir`, for every rank, and one manifest.json."""
     import onnx_ir as ir
 
-    from ..build import kernel_info, lower_and_save, tool_versions
+    from ..lowered import kernel_info, lower_and_save, tool_versions
     from ..side_files import copy_side_files
 
     tp = TensorParallel.of(contract)

@@ -27,7 +27,7 @@ from mixtral_trt.common.dtypes import DTYPES, torch_dtype
 from mixtral_trt.common.progress import bar, step
 from mixtral_trt.common.tensor_parallel import KEY, RANK_DIR, TensorParallel, check_world_size
 
-from ..export import FOLD_LIMIT, WEIGHT_PREFIX, _not_on_weights, quantize, trace_graph
+from ..trace import FOLD_LIMIT, WEIGHT_PREFIX, not_on_weights, quantize, trace_graph
 from . import collectives
 from .model import RankMixtral, collective_joins
 
@@ -79,7 +79,7 @@ def rank_safe_optimize(model: ir.Model) -> None:
 
     for _ in range(2):
         onnxscript.optimizer.fold_constants_ir(model, onnx_shape_inference=True, input_size_limit=FOLD_LIMIT,
-                                               output_size_limit=FOLD_LIMIT, should_fold=_not_on_weights)
+                                               output_size_limit=FOLD_LIMIT, should_fold=not_on_weights)
         onnxscript.optimizer.remove_unused_nodes(model)
 
 

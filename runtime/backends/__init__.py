@@ -24,11 +24,7 @@ class Runner(Protocol):
 
 
 def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> Runner:
-    """The runner the backend table names for the manifest's backend (tensor-parallel engines: the rank
-    processes of runtime/distributed)."""
-    if "tensor_parallel" in manifest.backend_info:
-        from ..distributed import open_runner as open_sharded
-
-        return open_sharded(manifest, directory, device)
+    """The runner the backend table names for the manifest's backend (a single-device engine; runtime.load
+    opens tensor-parallel engines through runtime/distributed, whose ranks run these runners)."""
     module = importlib.import_module(f"{__name__}.{get_backend(manifest.backend, 'backend').runner}")
     return module.open_runner(manifest, directory, device)
