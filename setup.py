@@ -6,7 +6,7 @@ found here so the list never goes stale.
 
 from setuptools import find_packages, setup
 
-TOP_LEVEL = ("common", "mixtral_ref", "exporter", "plugins", "runtime", "parity", "serve", "bench", "cli")
+TOP_LEVEL = ("common", "chat", "mixtral_ref", "exporter", "plugins", "runtime", "parity", "serve", "bench", "cli")
 
 setup(
     package_dir={f"mixtral_trt.{top}": top for top in TOP_LEVEL},

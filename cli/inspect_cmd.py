@@ -27,11 +27,11 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
+    from mixtral_trt.chat.tokenizer import Tokenizer
     from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.common.progress import make_progress
     from mixtral_trt.mixtral_ref.checkpoint import inspect_checkpoint, load_model
     from mixtral_trt.mixtral_ref.generate import stream_chat
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
     if max_new_tokens < 1:
         raise MixtralTrtError(f"--max-new-tokens {max_new_tokens}: must be at least 1")

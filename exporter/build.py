@@ -72,7 +72,7 @@ def build_engine(
     runs the experts; by default per-expert MatMuls for fp32 CPU engines, the MoE / QMoE ops otherwise
     (lowering/ort.py, expert_form). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
-    from mixtral_trt.mixtral_ref.tokenizer import tokenizer_file
+    from mixtral_trt.chat.tokenizer import tokenizer_file
 
     from .genai_config import PROVIDERS, write_genai_config
     from .side_files import copy_side_files, read_generation_config

@@ -101,7 +101,7 @@ def export_checkpoint(
     """
     import onnx_ir as ir
 
-    from mixtral_trt.mixtral_ref.tokenizer import tokenizer_file
+    from mixtral_trt.chat.tokenizer import tokenizer_file
     from mixtral_trt.common.progress import bar
     from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from mixtral_trt.chat.hf_tokenizer import HF_FILES, write_hf_tokenizer
+from mixtral_trt.chat.tokenizer import Tokenizer, copy_tokenizer
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import read_json_object
 from mixtral_trt.common.paths import confined
-from mixtral_trt.mixtral_ref.hf_tokenizer import HF_FILES, write_hf_tokenizer
-from mixtral_trt.mixtral_ref.tokenizer import Tokenizer, copy_tokenizer
 
 GENERATION_CONFIG = "generation_config.json"
 

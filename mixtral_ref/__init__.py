@@ -1,5 +1,5 @@
-"""mixtral_trt.mixtral_ref: the reference Mixtral, its checkpoints, presets and tokenizer (MixtralConfig and the
-errors are re-exported from mixtral_trt.common).
+"""mixtral_trt.mixtral_ref: the reference Mixtral, its checkpoints and presets (MixtralConfig and the errors are
+re-exported from mixtral_trt.common, Tokenizer from mixtral_trt.chat).
 
 Names are imported on first use, so `import mixtral_trt.mixtral_ref` stays light (no transformers,
 onnx or sentencepiece).
@@ -20,7 +20,7 @@ _EXPORTS = {
     "inspect_checkpoint": ".checkpoint",
     "save_checkpoint": ".writer",
     "init_random": ".writer",
-    "Tokenizer": ".tokenizer",
+    "Tokenizer": "mixtral_trt.chat.tokenizer",  # kept here for older callers; its home is chat
     "MixtralTrtError": "mixtral_trt.common.errors",
     "CheckpointError": "mixtral_trt.common.errors",
     "ConfigError": "mixtral_trt.common.errors",
@@ -42,13 +42,13 @@ __all__ = [  # noqa: RUF022  (same order as _EXPORTS)
 ]
 
 if TYPE_CHECKING:
+    from mixtral_trt.chat.tokenizer import Tokenizer
     from mixtral_trt.common.config import MixtralConfig
     from mixtral_trt.common.errors import CheckpointError, ConfigError, MixtralTrtError
 
     from .checkpoint import inspect_checkpoint, load_model, load_state_dict
     from .model import Mixtral
     from .presets import PRESETS, get_preset
-    from .tokenizer import Tokenizer
     from .writer import init_random, save_checkpoint
 
 

@@ -16,7 +16,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from .model import Mixtral
 
 if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
 
 def greedy_steps(model: Mixtral, prompt_ids: Sequence[int]) -> Iterator[tuple[int, torch.Tensor]]:

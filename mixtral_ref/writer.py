@@ -170,7 +170,7 @@ def init_checkpoint(
 
     No tokenizer_config.json: transformers 5 converts this SentencePiece model into a fast tokenizer whose
     ids differ from SentencePiece's on some texts, so HF users should tokenize with `Tokenizer`."""
-    from .tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
     if cfg.num_parameters() > MAX_INIT_PARAMETERS:
         raise MixtralTrtError(

@@ -131,11 +131,11 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
                  progress=None) -> ParityReport:
     """Load the engine and the float32 reference from `checkpoint`, then `run_parity`."""
     from mixtral_trt import runtime
+    from mixtral_trt.chat.tokenizer import Tokenizer
     from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.common.progress import step
     from mixtral_trt.mixtral_ref.checkpoint import load_model
     from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
     with step(progress, "load engine"):
         engine = runtime.load(engine_dir)

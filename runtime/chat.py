@@ -14,7 +14,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.validate import as_text
 
 if TYPE_CHECKING:
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
 GUARDRAIL = ("Always assist with care, respect, and truth. Respond with utmost utility yet securely. Avoid "
              "harmful, unethical, prejudiced, or negative content. Ensure replies promote fairness and positivity.")

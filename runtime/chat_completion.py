@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mixtral_trt.chat.template import check_tools
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.chat_template import check_tools
 
 from .chat import chat_prompt
 from .constrained import BannedTokens, Constraint, compile_lark, json_lark
 from .tool_calls import ToolCall, calls_schema, parse_calls, resolve_choice
 
 if TYPE_CHECKING:
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
     from .reply import Completion, StreamEvent
 

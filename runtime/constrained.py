@@ -21,7 +21,7 @@ import numpy as np
 from mixtral_trt.common.errors import MixtralTrtError
 
 if TYPE_CHECKING:
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
 INSTALL_HINT = "pip install 'mixtral-trt[constrained]' (llguidance>=1.9)"
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}

@@ -28,7 +28,7 @@ from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
     from .chat_completion import ChatChunk, ChatCompletion
 
@@ -76,7 +76,7 @@ class Engine:
     @cached_property
     def tokenizer(self) -> Tokenizer:
         """The tokenizer copied into the engine directory by export and build (or given to `runtime.load`)."""
-        from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+        from mixtral_trt.chat.tokenizer import Tokenizer
 
         tok = Tokenizer(self._tokenizer_file) if self._tokenizer_file else Tokenizer.from_checkpoint(self.path)
         if tok.vocab_size != self.config.vocab_size:

@@ -20,7 +20,7 @@ from .reply import Reply, StreamEvent
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
     from .constrained import Constraint
     from .engine import Engine

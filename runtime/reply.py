@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:
-    from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
+    from mixtral_trt.chat.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.chat.messages import CALL_ID
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.chat_messages import CALL_ID
 
 CHOICES = ("auto", "none", "any", "required")  # "required" is OpenAI's name for "any"
 _ID_CHARS = np.array(list(string.ascii_letters + string.digits))

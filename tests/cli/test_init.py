@@ -8,8 +8,9 @@ import filecmp
 import pytest
 import torch
 
-from mixtral_trt.mixtral_ref import Tokenizer, get_preset, load_model
-from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
+from mixtral_trt.chat import Tokenizer
+from mixtral_trt.chat.tokenizer import mistral_common_file
+from mixtral_trt.mixtral_ref import get_preset, load_model
 
 FP32_TOL = 1e-5
 

@@ -54,7 +54,8 @@ def test_inspect_summarises_every_layout(layout, tmp_path, cli):
 
 
 def test_inspect_chat_replies(tmp_path, cli):
-    from mixtral_trt.mixtral_ref import Tokenizer, load_model
+    from mixtral_trt.chat import Tokenizer
+    from mixtral_trt.mixtral_ref import load_model
     from mixtral_trt.mixtral_ref.generate import generate
 
     assert cli("init", tmp_path / "ckpt", "--seed", "3").code == 0
@@ -82,7 +83,7 @@ def test_inspect_chat_without_tokenizer_is_an_error(tmp_path, cli):
 def test_inspect_chat_with_mismatched_tokenizer_is_an_error(tmp_path, cli):
     import shutil
 
-    from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
+    from mixtral_trt.chat.tokenizer import mistral_common_file
 
     assert cli("init", tmp_path / "ckpt").code == 0
     shutil.copy(mistral_common_file("v3"), tmp_path / "ckpt/tokenizer.model")

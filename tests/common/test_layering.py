@@ -16,14 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # package -> the packages of ours it may import (besides itself)
 ALLOWED = {
     "common": set(),
-    "mixtral_ref": {"common"},
+    "chat": {"common"},
+    "mixtral_ref": {"common", "chat"},
     "plugins": {"common"},
-    "exporter": {"common", "mixtral_ref", "plugins"},
-    "runtime": {"common", "mixtral_ref", "plugins"},
-    "parity": {"common", "mixtral_ref", "runtime"},
-    "serve": {"common", "mixtral_ref", "runtime"},
-    "bench": {"common", "mixtral_ref", "plugins", "exporter", "runtime", "parity", "serve"},
-    "cli": {"common", "mixtral_ref", "plugins", "exporter", "runtime", "parity", "serve", "bench"},
+    "exporter": {"common", "chat", "mixtral_ref", "plugins"},
+    "runtime": {"common", "chat", "plugins"},
+    "parity": {"common", "chat", "mixtral_ref", "runtime"},
+    "serve": {"common", "chat", "runtime"},
+    "bench": {"common", "chat", "mixtral_ref", "plugins", "exporter", "runtime", "parity", "serve"},
+    "cli": {"common", "chat", "mixtral_ref", "plugins", "exporter", "runtime", "parity", "serve", "bench"},
 }
 
 

@@ -12,9 +12,9 @@ import shutil
 
 import pytest
 
+from mixtral_trt.chat.tokenizer import Tokenizer, copy_tokenizer, mistral_common_file
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.mixtral_ref.checkpoint import inspect_checkpoint
-from mixtral_trt.mixtral_ref.tokenizer import Tokenizer, copy_tokenizer, mistral_common_file
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_file_that_is_no_tokenizer_or_another_vocabulary_is_refused(ckpt, tmp_
     with pytest.raises(MixtralTrtError, match="32768 tokens, but the model's vocabulary has 32000"):
         copy_tokenizer(ckpt, tmp_path, 32000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
-    from mixtral_trt.mixtral_ref.tokenizer import tokenizer_file
+    from mixtral_trt.chat.tokenizer import tokenizer_file
 
     os.symlink("tokenizer.model", ckpt / "tokenizer.model.v1")  # a link inside the directory is fine
     shutil.copyfile(mistral_common_file("v1"), ckpt / "tokenizer.model")

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from mixtral_trt.mixtral_ref import MixtralTrtError, Tokenizer, get_preset
-from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
+from mixtral_trt.chat import Tokenizer
+from mixtral_trt.chat.tokenizer import mistral_common_file
+from mixtral_trt.mixtral_ref import MixtralTrtError, get_preset
 from mixtral_trt.mixtral_ref.writer import init_checkpoint, init_random, save_checkpoint
 
 CFG = get_preset("tiny").replace(vocab_size=320)

@@ -12,9 +12,9 @@ import jsonschema
 import numpy as np
 import pytest
 
+from mixtral_trt.chat import Tokenizer
+from mixtral_trt.chat.tokenizer import mistral_common_file
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref import Tokenizer
-from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
 from mixtral_trt.runtime.chat_completion import prepare_chat, response_constraint
 from mixtral_trt.runtime.constrained import BannedTokens
 from mixtral_trt.runtime.sampling import Sampler, SamplingParams

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from mixtral_trt.chat.messages import CALL_ID
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.chat_messages import CALL_ID
 from mixtral_trt.runtime.chat_completion import ChatRequest, finish_chat, stream_chat
 from mixtral_trt.runtime.reply import Completion, StreamEvent
 from mixtral_trt.runtime.tool_calls import ToolCall, parse_calls, resolve_choice

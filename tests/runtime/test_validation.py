@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mixtral_trt import runtime
+from mixtral_trt.chat.tokenizer import mistral_common_file
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
+from mixtral_trt.chat.tokenizer import mistral_common_file
 
 
 def mistral_tokenizer(version: str, finetuning: bool = False):

@@ -2,7 +2,7 @@
 
 Written against mistral-common's rules for its v1 (Mixtral 8x7B) and v2/v3 (Mixtral 8x22B) instruct
 tokenizers, so that `encode_chat` gives the ids `MistralTokenizer.encode_chat_completion` gives (messages
-are checked and normalized by chat_messages.py):
+are checked and normalized by messages.py):
 - the system prompt is prepended (with "\\n\\n") to the FIRST user message in v1 and to the LAST in v2/v3;
 - v1 encodes each user turn as the text "[INST] {content} [/INST]"; v2/v3 wrap the encoded content in
   the [INST] / [/INST] control tokens; an assistant turn is its encoded text (v2/v3: trailing spaces
@@ -24,7 +24,7 @@ from typing import Any
 
 from mixtral_trt.common.errors import MixtralTrtError
 
-from .chat_messages import JOIN, NAME, Turn, json_value, normalize
+from .messages import JOIN, NAME, Turn, json_value, normalize
 
 TOOL_TOKENS = ("[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]")
 

@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from mixtral_trt.mixtral_ref import MixtralTrtError, Tokenizer, get_preset
-from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
+from mixtral_trt.chat import Tokenizer
+from mixtral_trt.chat.tokenizer import mistral_common_file
+from mixtral_trt.mixtral_ref import MixtralTrtError, get_preset
 from support.mistral import chat_request as _request
 from support.mistral import message_dicts as _dicts
 from support.mistral import mistral_tokenizer as _mistral_common

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from mixtral_trt.mixtral_ref.hf_tokenizer import TOKENIZER_CONFIG, TOKENIZER_JSON, write_hf_tokenizer
-from mixtral_trt.mixtral_ref.tokenizer import Tokenizer, mistral_common_file
+from mixtral_trt.chat.hf_tokenizer import TOKENIZER_CONFIG, TOKENIZER_JSON, write_hf_tokenizer
+from mixtral_trt.chat.tokenizer import Tokenizer, mistral_common_file
 from support.mistral import mistral_tokenizer
 
 VERSIONS = ("v1", "v3")

@@ -10,9 +10,9 @@ import string
 
 import pytest
 
+from mixtral_trt.chat import Tokenizer
+from mixtral_trt.chat.tokenizer import mistral_common_file
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.mixtral_ref import Tokenizer
-from mixtral_trt.mixtral_ref.tokenizer import mistral_common_file
 from support.mistral import mistral_tokenizer, openai_request
 
 WEATHER = {"type": "function", "function": {

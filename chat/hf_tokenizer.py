@@ -10,13 +10,13 @@ of a normal piece into two normal pieces, ranked by the merged piece's SentenceP
 BPE merges the best-scoring pair first). Control pieces and <unk> are special added tokens; v3's
 user-defined pieces ([REFERENCE_DOC_i]) are plain added tokens (matched in text, decoded as text).
 
-Known differences from mistral-common (tests/mixtral_ref/test_hf_tokenizer.py measures them):
+Known differences from mistral-common (tests/chat/test_hf_tokenizer.py measures them):
 - text containing a control token's string ("[INST]", "</s>") encodes to the control id (what the chat
   template relies on); `tokenizers.Tokenizer.encode_special_tokens = True` restores mistral-common's
   behaviour (the string is encoded as text);
 - decoding arbitrary ids, not produced by encoding text, can differ on byte-fallback corner cases.
 
-The chat template renders `chat_template.encode_chat`'s rules in Jinja (one template per version).
+The chat template renders `template.encode_chat`'s rules in Jinja (one template per version).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
 
 
 # ---- the chat template ----------------------------------------------------------------------------
-# Gathers the conversation as chat_template._normalize does: system contents (non-empty) joined with
+# Gathers the conversation as messages.normalize does: system contents (non-empty) joined with
 # "\n\n"; consecutive messages of one role merged with "\n\n" (empty ones skipped); an empty user turn in
 # front when the first turn is not the user's. Then `sys_turn` is the user turn that gets the system prompt.
 _GATHER = (

@@ -1,6 +1,6 @@
 """The real Mixtral tokenizers: SentencePiece models shipped by mistral-common (v1: 8x7B, v3: 8x22B).
 
-`Tokenizer` wraps the raw SentencePiece model and adds the [INST] chat format (chat_template.py) and
+`Tokenizer` wraps the raw SentencePiece model and adds the [INST] chat format (template.py) and
 incremental detokenization for streaming (`StreamDecoder`).
 """
 
@@ -17,7 +17,7 @@ from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.paths import confined
 
-from . import chat_template
+from . import template
 
 # Searched in this order in a checkpoint directory.
 CHECKPOINT_FILES = ("tokenizer.model.v3", "tokenizer.model.v2", "tokenizer.model.v1", "tokenizer.model")
@@ -141,9 +141,9 @@ class Tokenizer:
                     tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         """Ids of a conversation of OpenAI-style messages (system, user, assistant with content or tool_calls,
         tool results) in the Mixtral instruct format, identical to mistral-common's `encode_chat_completion`
-        (with `tools`, OpenAI-style function tools: v3 only). See chat_template.encode_chat for a final
+        (with `tools`, OpenAI-style function tools: v3 only). See template.encode_chat for a final
         assistant message and `continue_final`."""
-        return chat_template.encode_chat(
+        return template.encode_chat(
             messages, self.sp.encode, self.version, self.bos_id, self.eos_id, self.control_tokens, continue_final,
             tools,
         )
