@@ -46,8 +46,9 @@ def compile_plugins(
     version a driver of CUDA version --cuda loads."""
     from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.common.progress import make_progress
-    from mixtral_trt.plugins.aot import TRITON_TYPES, compile_all, default_variants
+    from mixtral_trt.plugins.aot import compile_all, default_variants
     from mixtral_trt.plugins.ptx import written_ptx
+    from mixtral_trt.plugins.variant import TRITON_TYPES
 
     chosen = tuple(d.strip() for d in dtypes.split(",") if d.strip())
     bad = [d for d in chosen if d not in TRITON_TYPES]

@@ -15,7 +15,8 @@ from dataclasses import asdict
 def main() -> int:
     from mixtral_trt.common.errors import MixtralTrtError
 
-    from .aot import KernelVariant, Target, compile_variant, target
+    from .aot import Target, compile_variant, target
+    from .variant import KernelVariant
 
     request = json.loads(sys.stdin.read())
     try:

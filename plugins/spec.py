@@ -1,10 +1,12 @@
 """One declarative spec per plugin: the source of the plugin's ONNX node attributes (written by the `trt`
-lowering), its TensorRT registration (plugins/trt_registry.py), its CPU binding (plugins/cpu_ops.py)
-and `mixtral-export plugins list`."""
+lowering), its TensorRT registration (plugins/<folder>/trt.py), its CPU binding (<folder>/cpu.py)
+and `mixtral-export plugins list`; `module(part)` opens the rest of its folder."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from types import ModuleType
 
 NAMESPACE = "mixtral"
 VERSION = "1"
@@ -33,8 +35,14 @@ class PluginSpec:
     inputs: tuple[PluginTensor, ...]
     outputs: tuple[PluginTensor, ...]
     fields: tuple[PluginField, ...]
+    folder: str  # plugins/<folder>/: the whole plugin (kernel, launch, reference, trt, aot, cpu)
     namespace: str = NAMESPACE
     version: str = VERSION
+
+    def module(self, part: str) -> ModuleType:
+        """plugins/<folder>/<part>.py, imported on first use: `trt` (its TensorRT definition), `aot` (its kernel
+        variants), `cpu` (its ONNX Runtime Python op), `launch`, `kernel`, `reference`."""
+        return importlib.import_module(f"mixtral_trt.plugins.{self.folder}.{part}")
 
     @property
     def plugin_id(self) -> str:

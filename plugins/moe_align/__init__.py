@@ -4,6 +4,7 @@ from ..spec import PluginField, PluginSpec, PluginTensor
 
 SPEC = PluginSpec(
     name="MoEAlign",
+    folder="moe_align",
     doc="Sorts the T*k (token, slot) pairs by expert (stable) and pads each expert's run to a multiple of "
         "block_size with the sentinel T*k, so every GEMM block holds one expert. Output sizes depend only on "
         "T: M_max = T*k + E*(block_size - 1) rows, ceil(M_max / block_size) blocks.",

@@ -5,6 +5,7 @@ from ..spec import FLOAT, PluginField, PluginSpec, PluginTensor
 
 SPEC = PluginSpec(
     name="MoEGemmDown",
+    folder="moe_gemm_down",
     doc="For each row r with a real pair p = sorted_pairs[r]: y[p] = weights[p] * (W2[e] inter[r]) in float32. "
         "Every pair is written exactly once (no atomics); the k-way combine is the sum of the k rows of each "
         "token, a ReduceSum node after the plugin.",

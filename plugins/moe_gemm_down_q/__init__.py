@@ -4,6 +4,7 @@ from ..spec import FLOAT, PluginField, PluginSpec, PluginTensor
 
 SPEC = PluginSpec(
     name="MoEGemmDownQ",
+    folder="moe_gemm_down_q",
     doc="MoEGemmDown whose w2 is quantized (ONNX Runtime QMoE's format), dequantized tile by tile in registers.",
     inputs=(PluginTensor("inter", FLOAT, "[M_max, I]", "from MoEGemmSwiGLUQ"),
             PluginTensor("sorted_pairs", ("i32",), "[M_max]", "from MoEAlign"),

@@ -5,6 +5,7 @@ from ..spec import FLOAT, PluginField, PluginSpec, PluginTensor
 
 SPEC = PluginSpec(
     name="MoEGemmSwiGLU",
+    folder="moe_gemm_swiglu",
     doc="For each row r < num_padded with a real pair p = sorted_pairs[r]: inter[r] = silu(W1[e] x[p // k]) * "
         "(W3[e] x[p // k]), e = the expert of r's block; float32 accumulation. Padding rows are not written.",
     inputs=(PluginTensor("x", FLOAT, "[T, H]", "token activations"),

@@ -4,6 +4,7 @@ from ..spec import FLOAT, PluginField, PluginSpec, PluginTensor
 
 SPEC = PluginSpec(
     name="MoEGemmSwiGLUQ",
+    folder="moe_gemm_swiglu_q",
     doc="MoEGemmSwiGLU whose w13 is quantized (ONNX Runtime QMoE's format): each weight tile is dequantized in "
         "registers, w = (code - 2^(bits-1)) * scale, before the dot. Codes are read at bits/16 of the bytes "
         "of fp16 weights: the point of int8 / int4 for weight-bandwidth-bound decode.",

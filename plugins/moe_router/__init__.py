@@ -4,6 +4,7 @@ from ..spec import FLOAT, PluginField, PluginSpec, PluginTensor
 
 SPEC = PluginSpec(
     name="MoERouter",
+    folder="moe_router",
     doc="Top-k routing: the k largest router logits of each token and their softmax (float32). The same op as "
         "the canonical mixtral::MoERouter, so the canonical node needs only the plugin attributes.",
     inputs=(PluginTensor("router_logits", FLOAT, "[T, E]", "router (gate) logits"),),

@@ -110,11 +110,11 @@ def test_a_process_that_interprets_compiles_in_a_worker(sm90a_kernels):
     """This test session runs the kernels in Triton's interpreter (conftest), so compiling here, as TensorRT's
     aot_impl does in a `pytest -m gpu` session, goes to a worker process: the same PTX as `plugins compile`."""
     import mixtral_trt.plugins.moe_router.kernel  # noqa: F401  (imported for the interpreter, as the kernel tests do)
-    from mixtral_trt.plugins import aot
+    from mixtral_trt.plugins import PLUGINS, aot
     from mixtral_trt.plugins.interpreter import compiler_available
 
     assert not compiler_available()
-    variant = aot.router_variant("bf16", 2, 8)
+    variant = PLUGINS["MoERouter"].module("aot").variant("bf16", 2, 8)
     compiled = aot.compile_variant(variant, aot.target("sm_90a", CUDA))
     out, index = sm90a_kernels
     expected = next(k for k in index["kernels"] if k["stem"] == variant.stem)

@@ -1,0 +1,46 @@
+"""MoEAlign's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
+combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
+
+TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
+(plugins/trt_registry.py says what else it requires).
+"""
+
+from typing import Tuple  # noqa: UP035  (real annotations: see the module docstring)
+
+from ..trt_common import aot_return, as_torch, combination, launch, torch_stream
+from . import SPEC
+from .aot import variant as kernel_variant
+
+
+def define(trt, trtp) -> None:
+    plugin = SPEC.plugin_id
+    kernel = aot_return(trtp)
+
+    def sizes(experts, num_experts: int, block_size: int):
+        pairs = experts.shape_expr[0] * experts.shape_expr[1]
+        m_max = pairs + num_experts * (block_size - 1)
+        return pairs, m_max, trtp.cdiv(m_max, block_size)
+
+    @trtp.register(plugin)
+    def align_desc(experts: trtp.TensorDesc, num_experts: int, block_size: int
+                   ) -> Tuple[trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc]:  # noqa: UP006
+        _, m_max, blocks = sizes(experts, num_experts, block_size)
+        return (trtp.from_shape_expr((m_max,), dtype=trt.int32), trtp.from_shape_expr((blocks,), dtype=trt.int32),
+                trtp.from_shape_expr((1,), dtype=trt.int32))
+
+    @trtp.autotune(plugin)
+    def align_autotune(experts, outputs):
+        return combination(trtp, SPEC, tactics=False)
+
+    @trtp.aot_impl(plugin)
+    def align_aot(experts: trtp.TensorDesc, num_experts: int, block_size: int, outputs, tactic: int) -> kernel:
+        pairs, m_max, blocks = sizes(experts, num_experts, block_size)
+        return launch(trtp, kernel_variant(num_experts, block_size), (1, 1), (pairs, num_experts, m_max, blocks))
+
+    @trtp.impl(plugin)
+    def align_impl(experts, num_experts: int, block_size: int, outputs, stream):
+        from .launch import run
+
+        with torch_stream(stream):
+            ex, *outs = as_torch(experts, *outputs)
+            run(ex, num_experts, block_size, out=tuple(outs))

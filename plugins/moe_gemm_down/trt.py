@@ -1,0 +1,48 @@
+"""MoEGemmDown's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
+combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
+
+TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
+(plugins/trt_registry.py says what else it requires).
+"""
+
+from ..tiles import tile_for
+from ..trt_common import aot_return, as_torch, combination, dtype_name, launch, torch_stream
+from . import SPEC
+from .aot import variant as kernel_variant
+
+
+def define(trt, trtp) -> None:
+    plugin = SPEC.plugin_id
+    kernel = aot_return(trtp)
+
+    @trtp.register(plugin)
+    def down_desc(inter: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                  num_padded: trtp.TensorDesc, weights: trtp.TensorDesc, w2: trtp.TensorDesc, top_k: int,
+                  block_size: int) -> trtp.TensorDesc:
+        pairs = weights.shape_expr[0] * weights.shape_expr[1]
+        return trtp.from_shape_expr((pairs, w2.shape_expr[1]), dtype=trt.float32)
+
+    @trtp.autotune(plugin)
+    def down_autotune(inter, sorted_pairs, block_experts, num_padded, weights, w2, outputs):
+        return combination(trtp, SPEC, tactics=True)
+
+    @trtp.aot_impl(plugin)
+    def down_aot(inter: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                 num_padded: trtp.TensorDesc, weights: trtp.TensorDesc, w2: trtp.TensorDesc, top_k: int,
+                 block_size: int, outputs, tactic: int) -> kernel:
+        dtype = dtype_name(trt, inter.dtype)
+        tile = tile_for(tactic, dtype)
+        hidden, inter_size = w2.shape_expr[1], w2.shape_expr[2]
+        pairs = weights.shape_expr[0] * weights.shape_expr[1]
+        variant = kernel_variant(dtype, tactic, block_size)
+        grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(hidden, tile.block_n))
+        return launch(trtp, variant, grid, (hidden, inter_size, pairs))
+
+    @trtp.impl(plugin)
+    def down_impl(inter, sorted_pairs, block_experts, num_padded, weights, w2, top_k: int, block_size: int,
+                  outputs, stream, tactic: int):
+        from .launch import run
+
+        with torch_stream(stream):
+            *ins, out = as_torch(inter, sorted_pairs, block_experts, num_padded, weights, w2, outputs[0])
+            run(*ins, top_k, block_size, tactic=tactic, out=out)

@@ -1,0 +1,24 @@
+"""MoEGemmSwiGLU's ahead-of-time kernel variants (plugins/aot.py compiles them; its TensorRT `aot_impl` asks for
+the one it launches)."""
+
+from __future__ import annotations
+
+from ..tiles import ALIGN_BLOCK, TACTICS, tile_for
+from ..variant import TRITON_TYPES, KernelVariant
+
+
+def variant(dtype: str, top_k: int, tactic: int, block_size: int = ALIGN_BLOCK,
+            quantized: bool = False) -> KernelVariant:
+    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
+    return KernelVariant("MoEGemmSwiGLU", "moe_gemm_swiglu_kernel", "moe_gemm_swiglu",
+                         {"x_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
+                          "w13_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "inter_ptr": t, "TOP_K": "constexpr",
+                          "ALIGN": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
+                          "BLOCK_K": "constexpr", "IEEE": "constexpr"},
+                         {"TOP_K": top_k, "ALIGN": block_size, "BLOCK_M": tile.block_m, "BLOCK_N": tile.block_n,
+                          "BLOCK_K": tile.block_k, "IEEE": dtype == "fp32"}, tile.num_warps, tile.num_stages)
+
+
+def defaults(dtypes: tuple[str, ...], top_k: int, num_experts: int) -> list[KernelVariant]:
+    """The variants `plugins compile` writes for Mixtral's routing (plugins/aot.py, default_variants)."""
+    return [variant(dtype, top_k, tactic) for dtype in dtypes for tactic in TACTICS]

@@ -1,0 +1,46 @@
+"""MoEGemmSwiGLU's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
+combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
+
+TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
+(plugins/trt_registry.py says what else it requires).
+"""
+
+from ..tiles import tile_for
+from ..trt_common import aot_return, as_torch, combination, dtype_name, launch, torch_stream
+from . import SPEC
+from .aot import variant as kernel_variant
+
+
+def define(trt, trtp) -> None:
+    plugin = SPEC.plugin_id
+    kernel = aot_return(trtp)
+
+    @trtp.register(plugin)
+    def swiglu_desc(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                    num_padded: trtp.TensorDesc, w13: trtp.TensorDesc, top_k: int, block_size: int
+                    ) -> trtp.TensorDesc:
+        return trtp.from_shape_expr((sorted_pairs.shape_expr[0], w13.shape_expr[1] // 2), dtype=x.dtype)
+
+    @trtp.autotune(plugin)
+    def swiglu_autotune(x, sorted_pairs, block_experts, num_padded, w13, outputs):
+        return combination(trtp, SPEC, tactics=True)
+
+    @trtp.aot_impl(plugin)
+    def swiglu_aot(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                   num_padded: trtp.TensorDesc, w13: trtp.TensorDesc, top_k: int, block_size: int, outputs,
+                   tactic: int) -> kernel:
+        dtype = dtype_name(trt, x.dtype)
+        tile = tile_for(tactic, dtype)
+        hidden, inter = x.shape_expr[1], w13.shape_expr[1] // 2
+        variant = kernel_variant(dtype, top_k, tactic, block_size)
+        grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
+        return launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+
+    @trtp.impl(plugin)
+    def swiglu_impl(x, sorted_pairs, block_experts, num_padded, w13, top_k: int, block_size: int, outputs,
+                    stream, tactic: int):
+        from .launch import run
+
+        with torch_stream(stream):
+            *ins, out = as_torch(x, sorted_pairs, block_experts, num_padded, w13, outputs[0])
+            run(*ins, top_k, block_size, tactic=tactic, out=out)

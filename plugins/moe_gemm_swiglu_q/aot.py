@@ -1,0 +1,25 @@
+"""MoEGemmSwiGLUQ's ahead-of-time kernel variants (plugins/aot.py compiles them; its TensorRT `aot_impl` asks for
+the one it launches)."""
+
+from __future__ import annotations
+
+from ..moe_gemm_swiglu.aot import variant as swiglu_variant
+from ..tiles import ALIGN_BLOCK, TACTICS
+from ..variant import DEFAULT_QUANT, KernelVariant
+
+
+def variant(dtype: str, top_k: int, tactic: int, bits: int, group: int,
+            block_size: int = ALIGN_BLOCK) -> KernelVariant:
+    base = swiglu_variant(dtype, top_k, tactic, block_size, quantized=True)
+    ordered = {"x_ptr": base.signature["x_ptr"], "sorted_ptr": "*i32", "block_experts_ptr": "*i32",
+               "num_padded_ptr": "*i32", "codes_ptr": "*u8", "scales_ptr": base.signature["x_ptr"], "H": "i32",
+               "INTER": "i32", "P": "i32", "inter_ptr": base.signature["x_ptr"]}
+    ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
+    return KernelVariant("MoEGemmSwiGLUQ", "moe_gemm_swiglu_q_kernel", "moe_gemm_swiglu_q", ordered,
+                         {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)
+
+
+def defaults(dtypes: tuple[str, ...], top_k: int, num_experts: int) -> list[KernelVariant]:
+    """The variants `plugins compile` writes for Mixtral's routing (plugins/aot.py, default_variants)."""
+    return [variant(dtype, top_k, tactic, bits, group) for dtype in dtypes for tactic in TACTICS
+            for bits, group in DEFAULT_QUANT]

@@ -1,0 +1,49 @@
+"""MoEGemmSwiGLUQ's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
+combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
+
+TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
+(plugins/trt_registry.py says what else it requires).
+"""
+
+from ..tiles import tile_for
+from ..trt_common import aot_return, as_torch, codes_as_bytes, combination, constant, dtype_name, launch, torch_stream
+from . import SPEC
+from .aot import variant as kernel_variant
+
+
+def define(trt, trtp) -> None:
+    plugin = SPEC.plugin_id
+    kernel = aot_return(trtp)
+
+    @trtp.register(plugin)
+    def swiglu_q_desc(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                      num_padded: trtp.TensorDesc, w13_codes: trtp.TensorDesc, w13_scales: trtp.TensorDesc,
+                      top_k: int, block_size: int, bits: int, quant_block: int) -> trtp.TensorDesc:
+        return trtp.from_shape_expr((sorted_pairs.shape_expr[0], w13_codes.shape_expr[1] // 2), dtype=x.dtype)
+
+    @trtp.autotune(plugin)
+    def swiglu_q_autotune(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, outputs):
+        return combination(trtp, SPEC, tactics=True)
+
+    @trtp.aot_impl(plugin)
+    def swiglu_q_aot(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
+                     num_padded: trtp.TensorDesc, w13_codes: trtp.TensorDesc, w13_scales: trtp.TensorDesc,
+                     top_k: int, block_size: int, bits: int, quant_block: int, outputs, tactic: int) -> kernel:
+        dtype = dtype_name(trt, x.dtype)
+        tile = tile_for(tactic, dtype, quantized=True)
+        hidden, inter = x.shape_expr[1], w13_codes.shape_expr[1] // 2
+        group = quant_block or constant(hidden, "MoEGemmSwiGLUQ: H")
+        variant = kernel_variant(dtype, top_k, tactic, bits, group, block_size)
+        grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
+        return launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+
+    @trtp.impl(plugin)
+    def swiglu_q_impl(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, top_k: int,
+                      block_size: int, bits: int, quant_block: int, outputs, stream, tactic: int):
+        from .launch import run
+
+        with torch_stream(stream):
+            *ins, scales, out = as_torch(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales,
+                                          outputs[0])
+            ins[4] = codes_as_bytes(ins[4])
+            run(*ins, scales, top_k, block_size, bits, quant_block, tactic=tactic, out=out)

@@ -1,0 +1,43 @@
+"""MoERouter's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
+combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
+
+TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
+(plugins/trt_registry.py says what else it requires).
+"""
+
+from typing import Tuple  # noqa: UP035  (real annotations: see the module docstring)
+
+from ..trt_common import aot_return, as_torch, combination, constant, dtype_name, launch, torch_stream
+from . import SPEC
+from .aot import variant as kernel_variant
+
+
+def define(trt, trtp) -> None:
+    plugin = SPEC.plugin_id
+    kernel = aot_return(trtp)
+
+    @trtp.register(plugin)
+    def router_desc(router_logits: trtp.TensorDesc, top_k: int) -> Tuple[trtp.TensorDesc, trtp.TensorDesc]:  # noqa: UP006
+        t = router_logits.shape_expr[0]
+        return (trtp.from_shape_expr((t, top_k), dtype=trt.float32),
+                trtp.from_shape_expr((t, top_k), dtype=trt.int32))
+
+    @trtp.autotune(plugin)
+    def router_autotune(router_logits, outputs):
+        return combination(trtp, SPEC, tactics=False)
+
+    @trtp.aot_impl(plugin)
+    def router_aot(router_logits: trtp.TensorDesc, top_k: int, outputs, tactic: int) -> kernel:
+        from .launch import BLOCK_T
+
+        t, e = router_logits.shape_expr[0], router_logits.shape_expr[1]
+        variant = kernel_variant(dtype_name(trt, router_logits.dtype), top_k, constant(e, "MoERouter: E"))
+        return launch(trtp, variant, (trtp.cdiv(t, BLOCK_T), 1), (t, e))
+
+    @trtp.impl(plugin)
+    def router_impl(router_logits, top_k: int, outputs, stream):
+        from .launch import run
+
+        with torch_stream(stream):
+            logits, weights, experts = as_torch(router_logits, *outputs)
+            run(logits, top_k, out=(weights, experts))
