@@ -4,8 +4,8 @@ Attention is split by heads. With N ranks and G kv heads: N <= G gives rank r th
 [r*G/N, (r+1)*G/N) and their query heads, so no kv head is stored twice; N > G gives rank r the kv head
 r // (N/G) (each kv head on N/G ranks) and the query heads [r*Nq/N, (r+1)*Nq/N) that use it. The experts
 are split within each expert (TP): rank r holds the intermediate rows [r*I/N, (r+1)*I/N) of every
-expert's gate, up and down projections (chosen over expert parallelism by measurement: README,
-"Models larger than one GPU"). The embedding and the output head are split by vocabulary rows
+expert's gate, up and down projections (chosen over expert parallelism by measurement:
+docs/TENSOR_PARALLEL.md). The embedding and the output head are split by vocabulary rows
 (Vs = ceil(V/N) rows each, the last rank zero-padded). Norms and the router are replicated.
 
 Partial sums meet in collectives (TensorRT `DistCollective` nodes in the rank graphs): an all-reduce of

@@ -7,5 +7,5 @@ weights.py      one rank's share of every weight, sliced from a state dict or st
 export.py       trace once, then each rank's weights and contract into rank{r}/
 cut.py          a rank graph cut at its collectives into pieces (ONNX Runtime runs them on CPU)
 build.py        one engine per rank
-memory.py       weights and KV cache per GPU for a world size (the README's plan)
+memory.py       weights and KV cache per GPU for a world size (docs/TENSOR_PARALLEL.md's plan)
 """

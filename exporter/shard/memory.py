@@ -1,4 +1,4 @@
-"""Weights and KV cache per GPU of a tensor-parallel engine: the arithmetic behind the README's plan.
+"""Weights and KV cache per GPU of a tensor-parallel engine: the arithmetic behind docs/TENSOR_PARALLEL.md's plan.
 
 Counts what rank 0 stores (every rank stores the same amount, up to vocabulary padding): its query and kv
 heads' attention matrices (kv matrices replicated when there are more ranks than kv heads), its rows of

@@ -37,7 +37,8 @@ def test_step_bytes_count_every_weight_read_once():
 
 def test_kv_cache_bytes_per_step():
     """The past keys and values attention reads each step: at 4,096 tokens `small`'s fp32 cache (6 layers,
-    4 kv heads of 64) is 50 MB, more than its int8 weights; 8x7B's fp16 cache 128 KiB per token (README)."""
+    4 kv heads of 64) is 50 MB, more than its int8 weights; 8x7B's fp16 cache 128 KiB per token
+    (docs/TENSOR_PARALLEL.md)."""
     small = get_preset("small")
     assert kv_cache_bytes(small, 4096) == 2 * 6 * 4 * 64 * 4096 * 4 == pytest.approx(50.3e6, rel=1e-3)
     assert kv_cache_bytes(get_preset("mixtral-8x7b"), 1, 2) == 128 * 1024

@@ -1,4 +1,4 @@
-"""The per-GPU memory arithmetic behind the README's plan, against counts done by hand."""
+"""The per-GPU memory arithmetic behind docs/TENSOR_PARALLEL.md's plan, against counts done by hand."""
 
 from __future__ import annotations
 
