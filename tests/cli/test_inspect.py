@@ -1,5 +1,5 @@
 """`mixtral-export inspect`: a summary of good checkpoints (every layout), a chat reply, and one clear
-line (exit code 2, no traceback) for each broken checkpoint of tests/conftest.py: BROKEN."""
+line (exit code 2, no traceback) for each broken checkpoint of tests/support/broken_checkpoints.py: BROKEN."""
 
 from __future__ import annotations
 

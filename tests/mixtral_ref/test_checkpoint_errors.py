@@ -1,5 +1,5 @@
-"""Each broken checkpoint (tests/conftest.py: BROKEN) raises a one-line `MixtralTrtError` naming the file
-or tensor (library level; tests/exporter/test_cli_inspect.py checks the same cases through the CLI)."""
+"""Each broken checkpoint (tests/support/broken_checkpoints.py: BROKEN) raises a one-line `MixtralTrtError`
+naming the file or tensor (library level; tests/exporter/test_cli_inspect.py checks the same cases through the CLI)."""
 
 from __future__ import annotations
 
