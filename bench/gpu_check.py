@@ -116,11 +116,11 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
     def bench() -> dict[str, Any]:
         result = run_bench(BenchSettings(preset=preset, backends=("ort", *ENGINES), workdir=workdir / "bench",
                                          hf=False), progress)
-        missing = [b for b in ENGINES if b not in result["decode"]]
+        missing = [b for b in ENGINES if b not in result.decode]
         if missing:
-            raise AssertionError(f"bench skipped {missing}: {result['skipped']}")
-        return {"decode_tok_s": result["decode"], "prefill_tok_s": result["prefill"],
-                "moe_layer": result["moe_layer"]}
+            raise AssertionError(f"bench skipped {missing}: {result.skipped}")
+        return {"decode_tok_s": result.decode, "prefill_tok_s": result.prefill,
+                "moe_layer": result.to_json()["moe_layer"]}
 
     steps: dict[str, Callable[[], dict[str, Any]]] = {"checkpoint and fp16 export": checkpoint}
     steps.update({f"build {b}": build(b) for b in ENGINES})

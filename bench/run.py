@@ -28,6 +28,8 @@ from .roofline import StepBytes, check_roofline, kv_cache_bytes, quantized_step_
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from mixtral_trt.common.config import MixtralConfig
+
 # The Triton interpreter runs the plugin kernels in Python: far too slow for full-size decode, so the
 # plugins-cpu figures use fewer tokens (recorded in the JSON) and say nothing about GPU speed.
 INTERPRETER_LIMITS = {"new_tokens": 2, "prefill_tokens": 16}
@@ -140,63 +142,169 @@ def _decode(fn, repeats: int) -> tuple[timing.Throughput, dict[str, Any]]:
     return best, {"tok_s": [r.tok_s for r in runs], "other_cores": noise}
 
 
-def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, Any]:
-    import torch
+@dataclass(frozen=True)
+class Prompts:
+    """The token ids every implementation is timed on: a decode context and a long prompt for prefill."""
 
-    from mixtral_trt import runtime
+    context: list[int]
+    long_prompt: list[int]
+
+    @classmethod
+    def draw(cls, s: BenchSettings, vocab_size: int) -> Prompts:
+        rng = np.random.default_rng(s.seed)
+        context = rng.integers(3, vocab_size, s.context).tolist()
+        return cls(context, rng.integers(3, vocab_size, s.prefill_tokens).tolist())
+
+
+@dataclass
+class Figures:
+    """What the timed implementations gave, filled phase by phase (one name per implementation)."""
+
+    settings: BenchSettings
+    config: MixtralConfig
+    decode: dict[str, float] = field(default_factory=dict)  # best decode tok/s
+    decode_runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # every run's tok/s, the other processes' CPU
+    prefill: dict[str, float] = field(default_factory=dict)
+    token_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # implementation -> why it was not measured
+    reads: dict[str, tuple[float, StepBytes]] = field(default_factory=dict)  # decode tok/s, bytes read per step
+
+    def record(self, name: str, dec: tuple[timing.Throughput, dict], pre: timing.Throughput, read: StepBytes,
+               kv_value_bytes: float = 4) -> None:
+        self.decode[name], self.prefill[name], self.decode_runs[name] = dec[0].tok_s, pre.tok_s, dec[1]
+        self.token_counts[name] = {"new_tokens": dec[0].tokens, "prefill_tokens": pre.tokens}
+        self.reads[name] = (dec[0].tok_s, replace(read, cache=_kv_bytes(self.settings, self.config, kv_value_bytes)))
+
+
+@dataclass(frozen=True)
+class MoeLayer:
+    """One MoE layer, sparse dispatch vs dense, at the largest token count asked for (`by_tokens`: all of them)."""
+
+    tokens: int
+    sparse_ms: float
+    dense_ms: float
+    sparse_over_dense: float
+    by_tokens: dict[str, dict[str, float]]
+
+    @classmethod
+    def of(cls, by_tokens: dict[str, dict[str, float]], tokens: tuple[int, ...]) -> MoeLayer:
+        big = by_tokens[str(max(tokens))]
+        return cls(max(tokens), big["sparse_ms"], big["dense_ms"], big["sparse_ms"] / big["dense_ms"], by_tokens)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One run's figures; `to_json()` is bench.json (fields in its key order)."""
+
+    preset: str
+    config: dict[str, Any]
+    settings: dict[str, Any]
+    decode: dict[str, float]
+    decode_runs: dict[str, dict[str, Any]]
+    prefill: dict[str, float]
+    token_counts: dict[str, dict[str, int]]
+    skipped: dict[str, str]
+    moe_layer: MoeLayer
+    memory_bandwidth_gbs: float
+    bandwidth: dict[str, Any]
+    roofline: dict[str, Any]
+    active_weight_bytes_per_token: float
+    kv_cache_bytes_per_step: float
+    decode_roofline_tok_s: float
+    quantized: dict[str, dict[str, Any]]
+    peer: dict[str, Any] | None
+    constrained: dict[str, Any] | None
+    engine_bytes: dict[str, int | None]
+    peak_rss_bytes: int
+    targets: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_bench(s: BenchSettings, progress: Progress | None = None) -> BenchResult:
     from mixtral_trt.mixtral_ref import load_model
 
-    threads = s.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    os.environ["MIXTRAL_TRT_THREADS"] = str(threads)
+    threads = _use_threads(s)
     with step(progress, "measure read bandwidth (3 methods, repeated)"):
         bandwidths = [measure_bandwidth(threads)]
     ckpt = _checkpoint(s, progress)
     reference = load_model(ckpt)
-    cfg = reference.config
-    rng = np.random.default_rng(s.seed)
-    context = rng.integers(3, cfg.vocab_size, s.context).tolist()
-    long_prompt = rng.integers(3, cfg.vocab_size, s.prefill_tokens).tolist()
+    prompts = Prompts.draw(s, reference.config.vocab_size)
+    figures = Figures(s, reference.config)
+    constrained = _measure_engines(figures, ckpt, prompts, progress)
+    if s.fp16:
+        _measure_fp16(figures, ckpt, prompts, progress)
+    _measure_references(figures, reference, ckpt, prompts, progress)
+    quantized = _measure_quantized(figures, ckpt, prompts, progress)
+    with step(progress, "MoE layer: sparse vs dense"):
+        moe = MoeLayer.of(moe_layer_ms(reference.config, s.moe_tokens, s.seed, threads), s.moe_tokens)
+    peer = _measure_peer(figures, ckpt, reference, threads, quantized, progress) if s.peer else None
+    with step(progress, "measure read bandwidth again"):
+        bandwidths.append(measure_bandwidth(threads))
+    return _result(figures, threads, bandwidths, quantized, moe, peer, constrained)
 
-    decode, prefill, counts, skipped, samples = {}, {}, {}, {}, {}
-    reads: dict[str, tuple[float, StepBytes]] = {}  # what each decode read per step, for the roofline check
-    constrained = None
 
-    def record(name: str, dec: tuple[timing.Throughput, dict], pre: timing.Throughput, read: StepBytes,
-               kv_value_bytes: float = 4) -> None:
-        decode[name], prefill[name], samples[name] = dec[0].tok_s, pre.tok_s, dec[1]
-        counts[name] = {"new_tokens": dec[0].tokens, "prefill_tokens": pre.tokens}
-        reads[name] = (dec[0].tok_s, replace(read, cache=_kv_bytes(s, cfg, kv_value_bytes)))
+def _use_threads(s: BenchSettings) -> int:
+    """The threads every implementation runs on (torch's and our engines'): --threads, or every core."""
+    import torch
 
+    threads = s.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    os.environ["MIXTRAL_TRT_THREADS"] = str(threads)
+    return threads
+
+
+def _measure_engines(figures: Figures, ckpt: Path, prompts: Prompts, progress: Progress | None) -> dict | None:
+    """Every backend asked for (each expert form of the ort-lowered ones); returns the constrained-decoding
+    figures of the ort engine, if measured."""
+    from mixtral_trt import runtime
+
+    s, constrained = figures.settings, None
     for backend in s.backends:
         reason = get_backend(backend).unavailable()
         if reason:
-            skipped[backend] = reason
+            figures.skipped[backend] = reason
             continue
         for name, form in _variants(s, backend):
             engine = runtime.load(_engine_dir(s, ckpt, backend, progress, experts=form), verify=False)
             slow = backend == "plugins-cpu"
             new = INTERPRETER_LIMITS["new_tokens"] if slow else s.new_tokens
-            pre_prompt = long_prompt[: INTERPRETER_LIMITS["prefill_tokens"]] if slow else long_prompt
+            pre_prompt = prompts.long_prompt[: INTERPRETER_LIMITS["prefill_tokens"]] if slow else prompts.long_prompt
             with step(progress, f"{name}: decode and prefill"):
-                record(name, _decode(lambda e=engine, n=new: timing.engine_decode(e, context, n),
-                                     1 if slow else s.decode_repeats),
-                       timing.engine_prefill(engine, pre_prompt, repeats=1 if slow else 3),
-                       step_bytes(cfg, all_experts=get_backend(backend).lowering == "portable"))
+                figures.record(name, _decode(lambda e=engine, n=new: timing.engine_decode(e, prompts.context, n),
+                                             1 if slow else s.decode_repeats),
+                               timing.engine_prefill(engine, pre_prompt, repeats=1 if slow else 3),
+                               step_bytes(figures.config, all_experts=get_backend(backend).lowering == "portable"))
             if name == "ort":
-                constrained = _constrained(engine, context, s, progress, skipped)
+                constrained = _constrained(engine, prompts.context, s, progress, figures.skipped)
             del engine
-    if s.fp16:
-        engine = runtime.load(_engine_dir(s, ckpt, "ort", progress, dtype="fp16"), verify=False)
-        with step(progress, "ort fp16: decode and prefill"):
-            record("ort_fp16", _decode(lambda: timing.engine_decode(engine, context, s.new_tokens), s.decode_repeats),
-                   # ONNX Runtime's x86 CPU EP has no fp16 MatMul / MoE kernels: it casts the fp16 weights back
-                   # to float32 at session load, so the fp16 engine reads as many bytes as the fp32 one
-                   timing.engine_prefill(engine, long_prompt), step_bytes(cfg), kv_value_bytes=2)
-        del engine
+    return constrained
+
+
+def _measure_fp16(figures: Figures, ckpt: Path, prompts: Prompts, progress: Progress | None) -> None:
+    from mixtral_trt import runtime
+
+    s = figures.settings
+    engine = runtime.load(_engine_dir(s, ckpt, "ort", progress, dtype="fp16"), verify=False)
+    with step(progress, "ort fp16: decode and prefill"):
+        figures.record("ort_fp16", _decode(lambda: timing.engine_decode(engine, prompts.context, s.new_tokens),
+                                           s.decode_repeats),
+                       # ONNX Runtime's x86 CPU EP has no fp16 MatMul / MoE kernels: it casts the fp16 weights back
+                       # to float32 at session load, so the fp16 engine reads as many bytes as the fp32 one
+                       timing.engine_prefill(engine, prompts.long_prompt), step_bytes(figures.config),
+                       kv_value_bytes=2)
+
+
+def _measure_references(figures: Figures, reference, ckpt: Path, prompts: Prompts,
+                        progress: Progress | None) -> None:
+    """The torch reference, and HF transformers (eager) when asked for and installed."""
+    s, cfg = figures.settings, figures.config
+    context, long_prompt = prompts.context, prompts.long_prompt
     with step(progress, "torch reference: decode and prefill"):
-        record("torch_ref", _decode(lambda: timing.torch_decode(reference, context, s.new_tokens), s.decode_repeats),
-               timing.torch_prefill(reference, long_prompt), step_bytes(cfg))
+        figures.record("torch_ref", _decode(lambda: timing.torch_decode(reference, context, s.new_tokens),
+                                            s.decode_repeats),
+                       timing.torch_prefill(reference, long_prompt), step_bytes(cfg))
     if s.hf and importlib.util.find_spec("transformers") is not None:
         from transformers import MixtralForCausalLM
         from transformers.utils import logging as hf_logging
@@ -204,64 +312,76 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> dict[str, A
         hf_logging.disable_progress_bar()
         hf = MixtralForCausalLM.from_pretrained(ckpt, attn_implementation="eager").eval()
         with step(progress, "HF transformers (eager): decode and prefill"):
-            record("hf_transformers", _decode(lambda: timing.hf_decode(hf, context, s.new_tokens), s.decode_repeats),
-                   timing.hf_prefill(hf, long_prompt), step_bytes(cfg))
+            figures.record("hf_transformers", _decode(lambda: timing.hf_decode(hf, context, s.new_tokens),
+                                                      s.decode_repeats),
+                           timing.hf_prefill(hf, long_prompt), step_bytes(cfg))
         del hf
     elif s.hf:
-        skipped["hf_transformers"] = "transformers is not installed"
-    # quantized engines on each ONNX Runtime backend asked for (ort when none is), keyed "BACKEND SCHEME"
-    ort_backends = [b for b in s.backends if b in ORT_BACKENDS and b not in skipped] or ["ort"]
-    quantized = {f"{label} {name}": _quantized(s, ckpt, b, name, context, long_prompt, cfg, progress, form)
+        figures.skipped["hf_transformers"] = "transformers is not installed"
+
+
+def _measure_quantized(figures: Figures, ckpt: Path, prompts: Prompts,
+                       progress: Progress | None) -> dict[str, dict[str, Any]]:
+    """Quantized engines on each ONNX Runtime backend asked for (ort when none is), keyed "BACKEND SCHEME"."""
+    s = figures.settings
+    ort_backends = [b for b in s.backends if b in ORT_BACKENDS and b not in figures.skipped] or ["ort"]
+    quantized = {f"{label} {name}": _quantized(s, ckpt, b, name, prompts.context, prompts.long_prompt,
+                                               figures.config, progress, form)
                  for name in s.quantize for b in ort_backends for label, form in _variants(s, b)}
     for key, q in quantized.items():
-        reads[key] = (q["decode_tok_s"], StepBytes(**q["step_bytes"]))
-    with step(progress, "MoE layer: sparse vs dense"):
-        moe = moe_layer_ms(cfg, s.moe_tokens, s.seed, threads)
-    peer = None
-    if s.peer:
-        from .peer_llamacpp import measure_peer
+        figures.reads[key] = (q["decode_tok_s"], StepBytes(**q["step_bytes"]))
+    return quantized
 
-        ours, ours_backend = _ours_for_peer(decode, prefill, quantized)
-        peer = measure_peer(s, ckpt, reference, cfg, threads, ours, progress)
-        peer["ours_backend"] = ours_backend
-        for kind, fig in peer["decode_reads"].items():
-            # llama-bench runs with its default f16 KV cache
-            reads[f"llama.cpp {kind}"] = (fig["tok_s"], StepBytes(fig["fixed"], fig["experts"], _kv_bytes(s, cfg, 2)))
-    with step(progress, "measure read bandwidth again"):
-        bandwidths.append(measure_bandwidth(threads))
+
+def _measure_peer(figures: Figures, ckpt: Path, reference, threads: int, quantized: dict[str, dict[str, Any]],
+                  progress: Progress | None) -> dict[str, Any]:
+    """llama.cpp on the same checkpoint, against our best ONNX Runtime figures."""
+    from .peer_llamacpp import measure_peer
+
+    s, cfg = figures.settings, figures.config
+    ours, ours_backend = _ours_for_peer(figures.decode, figures.prefill, quantized)
+    peer = measure_peer(s, ckpt, reference, cfg, threads, ours, progress)
+    peer["ours_backend"] = ours_backend
+    for kind, fig in peer["decode_reads"].items():
+        # llama-bench runs with its default f16 KV cache
+        figures.reads[f"llama.cpp {kind}"] = (fig["tok_s"], StepBytes(fig["fixed"], fig["experts"],
+                                                                      _kv_bytes(s, cfg, 2)))
+    return peer
+
+
+def _result(figures: Figures, threads: int, bandwidths: list, quantized: dict[str, dict[str, Any]], moe: MoeLayer,
+            peer: dict[str, Any] | None, constrained: dict[str, Any] | None) -> BenchResult:
+    """The roofline check of every decode measured, and the run's result."""
+    s, cfg = figures.settings, figures.config
     bw = max(bandwidths, key=lambda b: b.gbs)
-    check = check_roofline(bw.gbs, reads, last_level_cache_bytes())
+    check = check_roofline(bw.gbs, figures.reads, last_level_cache_bytes())
     fp32_bytes = replace(step_bytes(cfg), cache=_kv_bytes(s, cfg))
-    roofline = roofline_tok_s(check["roofline_gbs"], fp32_bytes)
     for q in quantized.values():
         q["decode_roofline_tok_s"] = roofline_tok_s(check["roofline_gbs"], StepBytes(**q["step_bytes"]))
-    big = str(max(s.moe_tokens))
-    result = {
+    fields = {
         "preset": s.preset,
         "config": cfg.to_hf_dict(),
         "settings": {**asdict(s), "workdir": str(s.workdir), "threads": threads,
                      "llama_cpp": str(s.llama_cpp) if s.llama_cpp else None},
-        "decode": decode,
-        "decode_runs": samples,
-        "prefill": prefill,
-        "token_counts": counts,
-        "skipped": skipped,
-        "moe_layer": {"tokens": int(big), "sparse_ms": moe[big]["sparse_ms"], "dense_ms": moe[big]["dense_ms"],
-                      "sparse_over_dense": moe[big]["sparse_ms"] / moe[big]["dense_ms"], "by_tokens": moe},
+        "decode": figures.decode,
+        "decode_runs": figures.decode_runs,
+        "prefill": figures.prefill,
+        "token_counts": figures.token_counts,
+        "skipped": figures.skipped,
+        "moe_layer": moe,
         "memory_bandwidth_gbs": check["roofline_gbs"],
         "bandwidth": {"measurements": [b.to_json() for b in bandwidths], "best_gbs": bw.gbs, "method": bw.method},
         "roofline": check,
         "active_weight_bytes_per_token": fp32_bytes.fixed + fp32_bytes.experts,
         "kv_cache_bytes_per_step": fp32_bytes.cache,
-        "decode_roofline_tok_s": roofline,
+        "decode_roofline_tok_s": roofline_tok_s(check["roofline_gbs"], fp32_bytes),
         "quantized": quantized,
         "peer": peer,
         "constrained": constrained,
         "engine_bytes": {"ort": _dir_bytes(_cache_dirs(s, "ort", experts=(s.experts or (None,))[0])[1])},
         "peak_rss_bytes": system.peak_rss_bytes(),
     }
-    result["targets"] = targets(result)
-    return result
+    return BenchResult(**fields, targets=targets({**fields, "moe_layer": asdict(moe)}))
 
 
 def _constrained(engine, context: list[int], s: BenchSettings, progress, skipped: dict[str, str]) -> dict | None:

@@ -56,7 +56,7 @@ def bench(
                              quantize=_items(quantize), fp16=fp16, decode_repeats=decode_repeats, peer=peer,
                              llama_cpp=llama_cpp, experts=_items(experts))
     with make_progress(transient=True) as progress:
-        result = run_bench(settings, progress)
+        result = run_bench(settings, progress).to_json()
     with atomic_file(json_path) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     plot_path = save_bench_plot(result, plot or json_path.with_suffix(".png"))
