@@ -1,11 +1,6 @@
-"""MoEAlign's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
-combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
+"""MoEAlign's TensorRT plugin (plugins/trt_registry.py defines it; real annotations, see there)."""
 
-TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
-(plugins/trt_registry.py says what else it requires).
-"""
-
-from typing import Tuple  # noqa: UP035  (real annotations: see the module docstring)
+from typing import Tuple  # noqa: UP035  (real annotations: plugins/trt_registry.py)
 
 from ..trt_common import aot_return, as_torch, combination, launch, torch_stream
 from . import SPEC

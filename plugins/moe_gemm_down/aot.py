@@ -1,5 +1,4 @@
-"""MoEGemmDown's ahead-of-time kernel variants (plugins/aot.py compiles them; its TensorRT `aot_impl` asks for
-the one it launches)."""
+"""MoEGemmDown's ahead-of-time kernel variants (plugins/aot.py compiles them; its trt.py launches one)."""
 
 from __future__ import annotations
 

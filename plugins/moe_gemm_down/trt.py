@@ -1,9 +1,4 @@
-"""MoEGemmDown's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
-combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
-
-TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
-(plugins/trt_registry.py says what else it requires).
-"""
+"""MoEGemmDown's TensorRT plugin (plugins/trt_registry.py defines it; real annotations, see there)."""
 
 from ..tiles import tile_for
 from ..trt_common import aot_return, as_torch, combination, dtype_name, launch, torch_stream

@@ -1,9 +1,4 @@
-"""MoEGemmDownQ's TensorRT plugin: `define` registers its shape function (`register`), type and tactic
-combinations (`autotune`), ahead-of-time kernel (`aot_impl`) and JIT fallback (`impl`).
-
-TensorRT's plugin layer inspects these functions: no `from __future__ import annotations` here
-(plugins/trt_registry.py says what else it requires).
-"""
+"""MoEGemmDownQ's TensorRT plugin (plugins/trt_registry.py defines it; real annotations, see there)."""
 
 from ..tiles import tile_for
 from ..trt_common import aot_return, as_torch, codes_as_bytes, combination, constant, dtype_name, launch, torch_stream
@@ -14,6 +9,7 @@ from .aot import variant as kernel_variant
 def define(trt, trtp) -> None:
     plugin = SPEC.plugin_id
     kernel = aot_return(trtp)
+    # w2_codes: INT32 elements packing the uint8 codes (TensorRT's ONNX parser widens UINT8), read as bytes
 
     @trtp.register(plugin)
     def down_q_desc(inter: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
