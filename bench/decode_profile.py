@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.exporter.lowering.ort_experts import MOE_MARK
+from mixtral_trt.runtime.backends.ort import OrtRunner
+from mixtral_trt.runtime.engine import Engine
 
 BUCKETS = ("moe", "lm_head", "attn_proj", "attn_core", "kv_concat", "norm", "rotary", "router", "elementwise",
            "embed", "glue")
@@ -84,10 +87,6 @@ def profile_decode(engine_dir: str | Path, context: int = 128, steps: int = 32, 
                    seed: int = 0) -> dict[str, Any]:
     """Profile `steps` decode steps of an ONNX Runtime engine directory (see the module docstring)."""
     import onnx
-
-    from mixtral_trt.common.manifest import Manifest
-    from mixtral_trt.runtime.backends.ort import OrtRunner
-    from mixtral_trt.runtime.engine import Engine
 
     engine_dir = Path(engine_dir)
     manifest = Manifest.load(engine_dir, verify=False)

@@ -21,6 +21,9 @@ from typing import Any
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_file
 from mixtral_trt.common.progress import step
+from mixtral_trt.mixtral_ref import get_preset
+from mixtral_trt.plugins.ptx import driver_cuda_version
+from mixtral_trt.plugins.trt_registry import check_tensorrt
 
 ENGINES = ("trt", "trt-dense")  # with the sparse-dispatch plugins; the dense baseline
 
@@ -40,8 +43,6 @@ def gpu_environment() -> dict[str, Any]:
     import onnxruntime
 
     from mixtral_trt.plugins.aot import target
-    from mixtral_trt.plugins.ptx import driver_cuda_version
-    from mixtral_trt.plugins.trt_registry import check_tensorrt
 
     check_tensorrt(tensorrt.__version__)
     major, minor = torch.cuda.get_device_capability()
@@ -82,7 +83,6 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
     from mixtral_trt.bench.run import BenchSettings, run_bench
     from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_checkpoint
-    from mixtral_trt.mixtral_ref import get_preset
     from mixtral_trt.mixtral_ref.writer import init_checkpoint
     from mixtral_trt.parity import check_engine
 

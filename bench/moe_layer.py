@@ -15,6 +15,8 @@ import time
 import numpy as np
 
 from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.exporter.lowering import lower
+from mixtral_trt.runtime.backends.ort import session_options
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -34,10 +36,8 @@ def moe_layer_ms(cfg: MixtralConfig, tokens: tuple[int, ...] = (1, 512), seed: i
     import onnxruntime as ort
     import torch
 
-    from mixtral_trt.exporter.lowering import lower
     from mixtral_trt.exporter.ops.layer_model import moe_layer_model
     from mixtral_trt.mixtral_ref import moe  # noqa: F401  (registers torch.ops.mixtral)
-    from mixtral_trt.runtime.backends.ort import session_options
 
     rng = np.random.default_rng(seed)
     e, h, i = cfg.num_experts, cfg.hidden_size, cfg.intermediate_size

@@ -13,16 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mixtral_trt import runtime
 from mixtral_trt.common.backends import BACKENDS, get_backend
 from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.quant import QuantScheme
+from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.mixtral_ref import load_model
 
 from . import system, timing
 from .bandwidth import last_level_cache_bytes, measure_bandwidth
+from .constrained import constrained_overhead
 from .moe_layer import moe_layer_ms
 from .noise import Window
+from .peer_llamacpp import measure_peer
 from .result import BenchResult, MoeLayer, targets
 from .roofline import StepBytes, check_roofline, kv_cache_bytes, quantized_step_bytes, roofline_tok_s, step_bytes
 
@@ -110,7 +115,6 @@ def _cache_dirs(s: BenchSettings, backend: str, quantize: str | None = None,
 def _engine_dir(s: BenchSettings, ckpt: Path, backend: str, progress: Progress | None,
                 quantize: str | None = None, dtype: str = "fp32", experts: str | None = None) -> Path:
     """The export (quantized with `quantize`) and its `backend` engine, built once in workdir."""
-    from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_checkpoint
 
     onnx_dir, _, max_seq = _cache_dirs(s, backend, quantize, dtype, experts)
@@ -178,8 +182,6 @@ class Figures:
 
 
 def run_bench(s: BenchSettings, progress: Progress | None = None) -> BenchResult:
-    from mixtral_trt.mixtral_ref import load_model
-
     threads = _use_threads(s)
     with step(progress, "measure read bandwidth (3 methods, repeated)"):
         bandwidths = [measure_bandwidth(threads)]
@@ -213,8 +215,6 @@ def _use_threads(s: BenchSettings) -> int:
 def _measure_engines(figures: Figures, ckpt: Path, prompts: Prompts, progress: Progress | None) -> dict | None:
     """Every backend asked for (each expert form of the ort-lowered ones); returns the constrained-decoding
     figures of the ort engine, if measured."""
-    from mixtral_trt import runtime
-
     s, constrained = figures.settings, None
     for backend in s.backends:
         reason = get_backend(backend).unavailable()
@@ -238,8 +238,6 @@ def _measure_engines(figures: Figures, ckpt: Path, prompts: Prompts, progress: P
 
 
 def _measure_fp16(figures: Figures, ckpt: Path, prompts: Prompts, progress: Progress | None) -> None:
-    from mixtral_trt import runtime
-
     s = figures.settings
     engine = runtime.load(_engine_dir(s, ckpt, "ort", progress, dtype="fp16"), verify=False)
     with step(progress, "ort fp16: decode and prefill"):
@@ -291,8 +289,6 @@ def _measure_quantized(figures: Figures, ckpt: Path, prompts: Prompts,
 def _measure_peer(figures: Figures, ckpt: Path, reference, threads: int, quantized: dict[str, dict[str, Any]],
                   progress: Progress | None) -> dict[str, Any]:
     """llama.cpp on the same checkpoint, against our best ONNX Runtime figures."""
-    from .peer_llamacpp import measure_peer
-
     s, cfg = figures.settings, figures.config
     ours, ours_backend = _ours_for_peer(figures.decode, figures.prefill, quantized)
     peer = measure_peer(s, ckpt, reference, cfg, threads, ours, progress)
@@ -344,7 +340,6 @@ def _constrained(engine, context: list[int], s: BenchSettings, progress, skipped
     if importlib.util.find_spec("llguidance") is None:
         skipped["constrained"] = "llguidance is not installed (pip install 'mixtral-trt[constrained]')"
         return None
-    from .constrained import constrained_overhead
 
     with step(progress, "ort: constrained decoding (JSON schema)"):
         return constrained_overhead(engine, context, s.new_tokens, s.seed)
@@ -378,8 +373,6 @@ def _ours_for_peer(decode: dict[str, float], prefill: dict[str, float],
 def _quantized(s: BenchSettings, ckpt: Path, backend: str, name: str, context: list[int], long_prompt: list[int], cfg,
                progress, experts: str | None = None) -> dict[str, Any]:
     """An ONNX Runtime engine with weight-only quantized weights: speed, size, bytes read per step."""
-    from mixtral_trt import runtime
-
     engine_dir = _engine_dir(s, ckpt, backend, progress, quantize=name, experts=experts)
     engine = runtime.load(engine_dir, verify=False)
     with step(progress, f"{backend} {name} ({engine.manifest.backend_info.get('experts')}): decode and prefill"):

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mixtral_trt import runtime
+from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
+from mixtral_trt.common.quant import QuantScheme
+from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.mixtral_ref.presets import get_preset
+
+from .run import BenchSettings, _checkpoint
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -50,13 +58,8 @@ class ServeBenchSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from mixtral_trt.common.errors import MixtralTrtError
-        from mixtral_trt.mixtral_ref.presets import get_preset
-
         get_preset(self.preset)
         if self.quantize is not None:
-            from mixtral_trt.common.quant import QuantScheme
-
             QuantScheme.parse(self.quantize)
         if not self.clients or min(self.clients) < 1:
             raise MixtralTrtError(f"--clients {','.join(map(str, self.clients))}: give client counts >= 1")
@@ -68,12 +71,8 @@ class ServeBenchSettings:
 def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) -> Path:
     """The preset's ORT engine (fp32, or quantized) with max batch = the most clients, built once under workdir
     (its name holds the expert form the build chooses: lowering/ort.py)."""
-    from mixtral_trt.common.contract import GraphContract
-    from mixtral_trt.exporter.build import build_engine
     from mixtral_trt.exporter.export import export_checkpoint
     from mixtral_trt.exporter.lowering.ort import expert_form
-
-    from .run import BenchSettings, _checkpoint
 
     ckpt = _checkpoint(BenchSettings(preset=s.preset, workdir=s.workdir, seed=s.seed, backends=("ort",)), progress)
     tag = f"{s.preset}-seed{s.seed}-serve-b{max(s.clients)}-s{s.max_seq}" + (f"-{s.quantize}" if s.quantize else "")
@@ -89,8 +88,6 @@ def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) ->
 
 def engine_scaling(engine_dir: Path, batches: tuple[int, ...], prompt: int = 32, steps: int = 32) -> dict[str, float]:
     """Greedy decode tokens/s of the engine alone at each batch size (best of 2): the ceiling."""
-    from mixtral_trt import runtime
-
     engine = runtime.load(engine_dir, verify=False)
     out: dict[str, float] = {}
     for b in batches:

@@ -17,6 +17,7 @@ from mixtral_trt.common.fileio import atomic_dir
 from mixtral_trt.common.paths import mark_checkpoint
 from mixtral_trt.common.progress import bar
 from mixtral_trt.mixtral_ref import keymaps
+from mixtral_trt.mixtral_ref.writer import save_safetensors
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 def write_synthetic_checkpoint(cfg: MixtralConfig, out: str | Path, dtype: torch.dtype = torch.bfloat16,
                                shard_bytes: int = 1 << 30, seed: int = 0, overwrite: bool = False,
                                progress: Progress | None = None) -> Path:
-    from mixtral_trt.mixtral_ref.writer import save_safetensors
-
     gen = torch.Generator().manual_seed(seed)
     parts = [(p.key, p.shape) for entry in keymaps.plan("hub", cfg) for p in entry.parts]
     weight_map: dict[str, str] = {}

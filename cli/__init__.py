@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 
+from mixtral_trt.common.errors import MixtralTrtError
+
 from . import (  # noqa: F401  (register commands on the app)
     bench_cmd,
     build_cmd,
@@ -48,8 +50,6 @@ def main() -> None:
     """Run the command. A user error prints `error: ...` (one line) and exits 2; an I/O failure (disk full,
     read-only file system) exits 1; SIGINT and SIGTERM clean up (no temporary is left), print
     `error: interrupted` and exit 130."""
-    from mixtral_trt.common.errors import MixtralTrtError
-
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:

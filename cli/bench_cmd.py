@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.bench.plot import save_bench_plot
 from mixtral_trt.common.backends import BACKENDS
+from mixtral_trt.common.fileio import atomic_file
+from mixtral_trt.common.progress import make_progress
 
 from .app import app
 
@@ -46,10 +49,7 @@ def bench(
     from rich.console import Console
     from rich.table import Table
 
-    from mixtral_trt.bench.plot import save_bench_plot
     from mixtral_trt.bench.run import BenchSettings, run_bench
-    from mixtral_trt.common.fileio import atomic_file
-    from mixtral_trt.common.progress import make_progress
 
     settings = BenchSettings(preset=preset, backends=_items(backends), context=context, new_tokens=new_tokens,
                              prefill_tokens=prefill_tokens, workdir=workdir, threads=threads, hf=hf,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mixtral_trt.common.backends import BACKENDS
+from mixtral_trt.common.progress import make_progress
 
 from .app import app
 
@@ -33,7 +34,6 @@ def build(
                                                 "--genai-provider cpu.")] = None,
 ) -> None:
     """Build an engine (lowered model + manifest.json) for one backend."""
-    from mixtral_trt.common.progress import make_progress
     from mixtral_trt.exporter.build import build_engine
 
     given = {"max_prefill": max_prefill, "timing_cache": timing_cache, "debug_outputs": debug_outputs}

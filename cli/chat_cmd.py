@@ -16,6 +16,9 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.validate import as_text, decode_text
+
 from .app import app
 from .sampling_opts import (
     Device,
@@ -54,8 +57,6 @@ def chat(
 ) -> None:
     """Chat with an engine; replies are streamed."""
     from mixtral_trt import runtime
-    from mixtral_trt.common.errors import MixtralTrtError
-    from mixtral_trt.common.validate import as_text
 
     params = sampling_params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos)
     source = "--message"
@@ -107,8 +108,6 @@ def chat(
 
 def _read_stdin() -> str:
     """stdin decoded as UTF-8 strictly: one-line error for anything else (not a traceback)."""
-    from mixtral_trt.common.validate import decode_text
-
     raw = getattr(sys.stdin, "buffer", None)
     return decode_text("stdin", raw.read()) if raw is not None else sys.stdin.read()
 

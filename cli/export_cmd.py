@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.common.progress import make_progress
+
 from .app import app
 
 
@@ -30,7 +32,6 @@ def export(
                                                 "them out.")] = False,
 ) -> None:
     """Export a checkpoint to the canonical ONNX graph (one MoERouter + MoEExperts node per layer)."""
-    from mixtral_trt.common.progress import make_progress
     from mixtral_trt.exporter.export import export_checkpoint
 
     with make_progress() as progress:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.common.validate import as_text
+
 from .app import app
 from .sampling_opts import (
     Device,
@@ -44,7 +46,6 @@ def generate(
 ) -> None:
     """Complete one prompt (streamed) or several (one batch, each equal to its run alone)."""
     from mixtral_trt import runtime
-    from mixtral_trt.common.validate import as_text
 
     for text in prompt:
         as_text("--prompt", text)

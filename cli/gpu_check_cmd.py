@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.bench.gpu_check import run_gpu_check
+from mixtral_trt.common.progress import make_progress
+
 from .app import app
 
 
@@ -21,9 +24,6 @@ def gpu_check(
 ) -> None:
     """On an NVIDIA GPU with the `gpu` extra: build, check and benchmark the TensorRT engines; exit 1 if a step
     failed (the report says which)."""
-    from mixtral_trt.bench.gpu_check import run_gpu_check
-    from mixtral_trt.common.progress import make_progress
-
     tests = tests or (Path("tests") if (Path("tests") / "conftest.py").is_file() else None)
     with make_progress() as progress:
         report = run_gpu_check(out, workdir, preset, tests, progress=progress)

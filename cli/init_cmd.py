@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.common.progress import make_progress
+from mixtral_trt.mixtral_ref.presets import get_preset
+
 from .app import app
 
 
@@ -20,8 +23,6 @@ def init(
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Write a random checkpoint (HF hub layout, loadable by transformers) with the real Mixtral tokenizer."""
-    from mixtral_trt.common.progress import make_progress
-    from mixtral_trt.mixtral_ref.presets import get_preset
     from mixtral_trt.mixtral_ref.writer import init_checkpoint
 
     cfg = get_preset(preset)

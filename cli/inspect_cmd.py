@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.chat.tokenizer import Tokenizer
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.progress import make_progress
+from mixtral_trt.common.validate import as_text
+
 from .app import app
 
 
@@ -27,17 +32,12 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
-    from mixtral_trt.chat.tokenizer import Tokenizer
-    from mixtral_trt.common.errors import MixtralTrtError
-    from mixtral_trt.common.progress import make_progress
     from mixtral_trt.mixtral_ref.checkpoint import inspect_checkpoint, load_model
     from mixtral_trt.mixtral_ref.generate import stream_chat
 
     if max_new_tokens < 1:
         raise MixtralTrtError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
     if chat is not None:
-        from mixtral_trt.common.validate import as_text
-
         as_text("--chat", chat)
     info = inspect_checkpoint(checkpoint)
     cfg = info.config

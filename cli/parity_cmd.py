@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.common.progress import make_progress
+
 from .app import app
 
 PARITY_FAILED_EXIT = 1
@@ -25,7 +27,6 @@ def parity(
     from rich.console import Console
     from rich.table import Table
 
-    from mixtral_trt.common.progress import make_progress
     from mixtral_trt.parity import check_engine
 
     with make_progress(transient=True) as progress:

@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.progress import make_progress
+from mixtral_trt.plugins import PLUGINS
+from mixtral_trt.plugins.ptx import written_ptx
+
 from .app import plugins_app
 
 
@@ -16,8 +21,6 @@ def list_plugins() -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from mixtral_trt.plugins import PLUGINS
 
     table = Table(title="sparse-dispatch plugins (TensorRT plugin id = namespace::name)")
     for col in ("plugin", "version", "namespace", "inputs", "outputs", "fields"):
@@ -44,10 +47,7 @@ def compile_plugins(
 ) -> None:
     """Compile every kernel ahead of time (no GPU needed): one PTX (and cubin) per kernel variant, at the PTX
     version a driver of CUDA version --cuda loads."""
-    from mixtral_trt.common.errors import MixtralTrtError
-    from mixtral_trt.common.progress import make_progress
     from mixtral_trt.plugins.aot import compile_all, default_variants
-    from mixtral_trt.plugins.ptx import written_ptx
     from mixtral_trt.plugins.variant import TRITON_TYPES
 
     chosen = tuple(d.strip() for d in dtypes.split(",") if d.strip())

@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.fileio import atomic_file
+
 from .app import app
 
 
@@ -21,8 +24,6 @@ def profile(
 ) -> None:
     """Split a decode step: MoE, attention, KV Concat, LM head, norms, ... and time outside the kernels."""
     from mixtral_trt.bench.decode_profile import profile_decode
-    from mixtral_trt.common.errors import MixtralTrtError
-    from mixtral_trt.common.fileio import atomic_file
     from mixtral_trt.common.manifest import Manifest
 
     if Manifest.load(engine, verify=False).backend not in ("ort", "portable", "ort-gqa"):

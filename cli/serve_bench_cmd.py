@@ -9,6 +9,11 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.bench.serve_plot import save_serve_plot
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.fileio import atomic_file
+from mixtral_trt.common.progress import make_progress
+
 from .app import app
 
 
@@ -32,10 +37,6 @@ def serve_bench(
     from rich.table import Table
 
     from mixtral_trt.bench.serve_load import ServeBenchSettings, run_serve_bench
-    from mixtral_trt.bench.serve_plot import save_serve_plot
-    from mixtral_trt.common.errors import MixtralTrtError
-    from mixtral_trt.common.fileio import atomic_file
-    from mixtral_trt.common.progress import make_progress
 
     try:
         counts = tuple(int(c) for c in clients.split(",") if c.strip())

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from mixtral_trt.serve.server import serve as run
+
 from .app import app
 from .sampling_opts import Device
 
@@ -31,8 +33,6 @@ def serve(
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics."""
     import signal
     import threading
-
-    from mixtral_trt.serve.server import serve as run
 
     if threading.current_thread() is threading.main_thread():
         # uvicorn shuts down gracefully on SIGINT / SIGTERM itself, then re-raises the signal: give both their

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mixtral_trt.chat.tokenizer import tokenizer_file
 from mixtral_trt.common.backends import get_backend
 from mixtral_trt.common.contract import MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
@@ -17,7 +18,10 @@ from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.tensor_parallel import RANK_DIR
 
+from .genai_config import PROVIDERS, write_genai_config
 from .lowered import kernel_info, lower_and_save, tool_versions
+from .lowering.ort_cuda import qmoe_cuda_problems
+from .side_files import copy_side_files, read_generation_config
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -42,8 +46,6 @@ def ort_cuda_info(onnx_dir: Path, contract: GraphContract) -> dict:
     """For the `ort` lowering: what ONNX Runtime's CUDA EP cannot run of it (lowering/ort_cuda.py), recorded in the
     manifest (runtime.load then keeps the engine off CUDA); an error at build time when this machine's
     onnxruntime has the CUDA EP, i.e. when the engine is built for CUDA."""
-    from .lowering.ort_cuda import qmoe_cuda_problems
-
     problems = qmoe_cuda_problems(contract)
     if not problems:
         return {}
@@ -72,11 +74,6 @@ def build_engine(
     runs the experts; by default per-expert MatMuls for fp32 CPU engines, the MoE / QMoE ops otherwise
     (lowering/ort.py, expert_form). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
-    from mixtral_trt.chat.tokenizer import tokenizer_file
-
-    from .genai_config import PROVIDERS, write_genai_config
-    from .side_files import copy_side_files, read_generation_config
-
     spec = get_backend(backend)
     if genai_provider not in PROVIDERS:
         raise MixtralTrtError(f"--genai-provider {genai_provider!r}: choose one of {', '.join(PROVIDERS)}")

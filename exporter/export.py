@@ -11,13 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mixtral_trt.chat.tokenizer import tokenizer_file
 from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.dtypes import DTYPES, torch_dtype
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir, check_output
-from mixtral_trt.common.progress import step
+from mixtral_trt.common.progress import bar, step
+from mixtral_trt.common.quant import QuantScheme
+from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
 from mixtral_trt.mixtral_ref.model import Mixtral
 
+from .side_files import write_export_side_files
 from .trace import WEIGHT_PREFIX, attach_weights, quantize, trace_graph
 
 if TYPE_CHECKING:
@@ -45,8 +49,6 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
     if name is None:
         return contract
     import dataclasses
-
-    from mixtral_trt.common.quant import QuantScheme
 
     scheme = QuantScheme.parse(name, block_size)
     # block-wise schemes also quantize the attention projections and the LM head (LinearQ) when the block
@@ -101,11 +103,6 @@ def export_checkpoint(
     """
     import onnx_ir as ir
 
-    from mixtral_trt.chat.tokenizer import tokenizer_file
-    from mixtral_trt.common.progress import bar
-    from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
-
-    from .side_files import write_export_side_files
     from .streaming import streamed_weights
 
     if dtype not in DTYPES:

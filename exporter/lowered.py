@@ -14,6 +14,8 @@ from mixtral_trt.common.backends import Backend
 from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.progress import step
 
+from .lowering import lower
+
 if TYPE_CHECKING:
     import onnx_ir as ir
     from rich.progress import Progress
@@ -37,8 +39,6 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
     and save model.onnx + external data into out_dir. `options` go to the lowering beside the backend's own."""
     import onnx_ir as ir
     import onnxscript.optimizer
-
-    from .lowering import lower
 
     with step(progress, f"lower for {backend.name} ({backend.lowering})"):
         model = lower(model, backend.lowering, **backend.lowering_options, **options)

@@ -18,6 +18,7 @@ from torch import nn
 from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.dtypes import torch_dtype
 from mixtral_trt.common.progress import step
+from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.mixtral_ref.model import Mixtral
 
 if TYPE_CHECKING:
@@ -157,8 +158,6 @@ def quantize(program, contract: GraphContract) -> None:
     attention projections and LM head when it says `dense`."""
     spec = contract.extra.get("quantization")
     if spec:
-        from mixtral_trt.common.quant import QuantScheme
-
         from .ops.functions import attach_functions
         from .quantize import quantize_experts
 

@@ -27,6 +27,9 @@ from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_file
 from mixtral_trt.common.progress import step
+from mixtral_trt.plugins.aot import build_target
+
+from .shard.trt import configure_multi_device
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -123,7 +126,6 @@ def build_plan(
     logger = trt.Logger(trt.Logger.WARNING)
     kernels = None
     if plugins:
-        from mixtral_trt.plugins.aot import build_target
         from mixtral_trt.plugins.trt_registry import register_plugins
 
         register_plugins()  # checks the TensorRT version too (AOT plugins; NVIDIA/TensorRT#4849)
@@ -143,7 +145,6 @@ def build_plan(
     config = builder.create_builder_config()
     multi_device = contract.extra.get("tensor_parallel")
     if multi_device:  # a rank graph: DistCollective layers over NCCL
-        from .shard.trt import configure_multi_device
 
         configure_multi_device(trt, network, config, multi_device["world_size"])
     if workspace_gib:

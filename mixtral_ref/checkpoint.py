@@ -23,11 +23,11 @@ from mixtral_trt.common.paths import confined
 from mixtral_trt.common.progress import bar
 
 from . import keymaps
+from .model import Mixtral
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from .model import Mixtral
 
 HF_SINGLE = "model.safetensors"
 HF_INDEX = "model.safetensors.index.json"
@@ -238,8 +238,6 @@ def load_model(
     progress: Progress | None = None,
 ) -> Mixtral:
     """Checkpoint directory (any layout in keymaps.LAYOUTS) -> `Mixtral` in eval mode."""
-    from .model import Mixtral
-
     cfg, state = _load(Path(path), None, dtype, progress)
     with torch.device("meta"):
         model = Mixtral(cfg)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from mixtral_trt.chat.tokenizer import Tokenizer
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
@@ -24,11 +25,11 @@ from mixtral_trt.common.paths import mark_checkpoint
 from mixtral_trt.common.progress import step
 
 from . import keymaps
+from .model import Mixtral
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from .model import Mixtral
 
 MAX_INIT_PARAMETERS = 2_000_000_000  # random checkpoints are for tests, demos and benchmarks
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -144,8 +145,6 @@ def init_random(
     cfg: MixtralConfig, seed: int = 0, std: float = 0.02, dtype: torch.dtype = torch.float32
 ) -> Mixtral:
     """A `Mixtral` with N(0, std) weights and unit norms, the same for the same seed (any machine)."""
-    from .model import Mixtral
-
     with torch.device("meta"):
         model = Mixtral(cfg)
     model = model.to_empty(device="cpu")
@@ -170,8 +169,6 @@ def init_checkpoint(
 
     No tokenizer_config.json: transformers 5 converts this SentencePiece model into a fast tokenizer whose
     ids differ from SentencePiece's on some texts, so HF users should tokenize with `Tokenizer`."""
-    from mixtral_trt.chat.tokenizer import Tokenizer
-
     if cfg.num_parameters() > MAX_INIT_PARAMETERS:
         raise MixtralTrtError(
             f"init: {cfg.num_parameters() / 1e9:.1f}B parameters is too many for a random "

@@ -13,8 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mixtral_trt import runtime
+from mixtral_trt.chat.tokenizer import Tokenizer
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.progress import step
+from mixtral_trt.mixtral_ref.checkpoint import load_model
 from mixtral_trt.mixtral_ref.generate import greedy_steps as reference_greedy
 from mixtral_trt.mixtral_ref.model import Mixtral
+from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of
 from mixtral_trt.runtime.engine import Engine
 
 from .metrics import greedy_match, tensor_error, topk_flips
@@ -130,13 +136,6 @@ def run_parity(
 def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: int = 16, seed: int = 0,
                  progress=None) -> ParityReport:
     """Load the engine and the float32 reference from `checkpoint`, then `run_parity`."""
-    from mixtral_trt import runtime
-    from mixtral_trt.chat.tokenizer import Tokenizer
-    from mixtral_trt.common.errors import MixtralTrtError
-    from mixtral_trt.common.progress import step
-    from mixtral_trt.mixtral_ref.checkpoint import load_model
-    from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of
-
     with step(progress, "load engine"):
         engine = runtime.load(engine_dir)
     with step(progress, "load reference (fp32)"):

@@ -13,8 +13,10 @@ from typing import Any
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir
+from mixtral_trt.common.progress import bar
 
 from . import PLUGINS, ptx
+from .interpreter import compiler_available, require_compiler
 from .variant import KernelVariant
 
 ARCHS = {"sm_90a": 90, "sm_80": 80}
@@ -114,8 +116,6 @@ _FROM_WORKER: dict[tuple[str, Target | None], Compiled] = {}
 def build_target() -> Target:
     """This machine's GPU and driver, what TensorRT's aot_impl compiles for (asked of a worker where this
     process's Triton interprets)."""
-    from .interpreter import compiler_available
-
     return target() if compiler_available() else compile_in_worker([], None)[0]
 
 
@@ -123,8 +123,6 @@ def compile_variant(v: KernelVariant, where: Target | None = None) -> Compiled:
     """Compile for `where` (default: this machine's GPU and driver, which is what TensorRT's aot_impl needs), in
     this process, or in a worker when this process's Triton interprets (each variant once)."""
     import importlib
-
-    from .interpreter import compiler_available, require_compiler
 
     if not compiler_available():
         key = (v.stem, where)
@@ -174,8 +172,6 @@ def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | 
     CUDA version, PTX version; per kernel: name, signature, constexprs, warps, shared memory) into out_dir;
     returns the PTX paths. `cuda`: the CUDA version of the driver that will load the PTX (default: this
     machine's driver; none found: Triton's newest PTX, which only the newest drivers load)."""
-    from mixtral_trt.common.progress import bar
-
     where = target(arch, cuda)
     variants = variants or default_variants()
     index, ptx_paths = [], []

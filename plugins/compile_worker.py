@@ -11,10 +11,10 @@ import json
 import sys
 from dataclasses import asdict
 
+from mixtral_trt.common.errors import MixtralTrtError
+
 
 def main() -> int:
-    from mixtral_trt.common.errors import MixtralTrtError
-
     from .aot import Target, compile_variant, target
     from .variant import KernelVariant
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import torch
 
+from .moe_align.launch import run as align
+from .moe_gemm_down.launch import run as gemm_down
+from .moe_gemm_down_q.launch import run as gemm_down_q
+from .moe_gemm_swiglu.launch import run as gemm_swiglu
+from .moe_gemm_swiglu_q.launch import run as gemm_swiglu_q
 from .tiles import ALIGN_BLOCK, CPU_TACTIC
 
 
 def sparse_experts(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, w13: torch.Tensor,
                    w2: torch.Tensor, block_size: int = ALIGN_BLOCK, tactic: int = CPU_TACTIC) -> torch.Tensor:
     """The MoEExperts op through the three plugin kernels: x [T, H] -> y [T, H] (x's dtype)."""
-    from .moe_align.launch import run as align
-    from .moe_gemm_down.launch import run as gemm_down
-    from .moe_gemm_swiglu.launch import run as gemm_swiglu
-
     t, k = experts.shape
     sorted_pairs, block_experts, num_padded = align(experts, w13.shape[0], block_size)
     inter = gemm_swiglu(x, sorted_pairs, block_experts, num_padded, w13, k, block_size, tactic)
@@ -30,10 +31,6 @@ def sparse_experts_q(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tens
                      w13_scales: torch.Tensor, w2_codes: torch.Tensor, w2_scales: torch.Tensor, bits: int,
                      quant_block: int, block_size: int = ALIGN_BLOCK, tactic: int = CPU_TACTIC) -> torch.Tensor:
     """The MoEExpertsQ op through the plugin kernels (weights dequantized on the fly): x [T, H] -> y [T, H]."""
-    from .moe_align.launch import run as align
-    from .moe_gemm_down_q.launch import run as gemm_down_q
-    from .moe_gemm_swiglu_q.launch import run as gemm_swiglu_q
-
     t, k = experts.shape
     routing = align(experts, w13_codes.shape[0], block_size)
     inter = gemm_swiglu_q(x, *routing, w13_codes, w13_scales, k, block_size, bits, quant_block, tactic)

@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mixtral_trt.chat.tokenizer import Tokenizer
 from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
 from .backends import Runner
+from .chat import chat_prompt
+from .chat_completion import finish_chat, prepare_chat, response_constraint, stream_chat
+from .generation import stream_batch
 from .gqa_cache import GQACache, gqa_call
 from .kv_cache import KVCache
 from .prompts import prompt_batch
@@ -28,7 +32,6 @@ from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:
-    from mixtral_trt.chat.tokenizer import Tokenizer
 
     from .chat_completion import ChatChunk, ChatCompletion
 
@@ -76,8 +79,6 @@ class Engine:
     @cached_property
     def tokenizer(self) -> Tokenizer:
         """The tokenizer copied into the engine directory by export and build (or given to `runtime.load`)."""
-        from mixtral_trt.chat.tokenizer import Tokenizer
-
         tok = Tokenizer(self._tokenizer_file) if self._tokenizer_file else Tokenizer.from_checkpoint(self.path)
         if tok.vocab_size != self.config.vocab_size:
             raise MixtralTrtError(f"{tok.path}: {tok.vocab_size} tokens, but the engine's vocabulary has "
@@ -206,8 +207,6 @@ class Engine:
     def chat_stream(self, messages: Sequence[Mapping[str, str]], safe_mode: bool = False,
                     **sampling: Any) -> Iterator[str]:
         """The reply as text pieces while it is generated."""
-        from .chat import chat_prompt
-
         events = self.stream(chat_prompt(self.tokenizer, messages, safe_mode), **sampling)
         return (event.text for event in events if event.text)
 
@@ -219,8 +218,6 @@ class Engine:
         "tool_calls") and token `usage`. tools: [{"type": "function", "function": {name, description,
         parameters}}] (v3 tokenizer); tool_choice: "auto" | "none" | "any" | {"type": "function",
         "function": {"name": ...}}; response_format as in `generate`. See chat_completion.py."""
-        from .chat_completion import finish_chat
-
         request, params = self._chat_request(messages, tools, tool_choice, response_format, safe_mode,
                                              parallel_tool_calls, params, sampling)
         replies, events = self._stream_ids([request.prompt], params, self.tokenizer, [request.constraint])
@@ -236,8 +233,6 @@ class Engine:
                                **sampling: Any) -> Iterator[ChatChunk]:
         """`chat_completion` as ChatChunks: content pieces while they are generated; tool calls, the
         finish_reason and usage in the last chunk."""
-        from .chat_completion import stream_chat
-
         request, params = self._chat_request(messages, tools, tool_choice, response_format, safe_mode,
                                              parallel_tool_calls, params, sampling)
         _, events = self._stream_ids([request.prompt], params, self.tokenizer, [request.constraint])
@@ -245,8 +240,6 @@ class Engine:
 
     def _chat_request(self, messages, tools, tool_choice, response_format, safe_mode, parallel_tool_calls, params,
                       sampling):
-        from .chat_completion import prepare_chat
-
         params = self._params(params, sampling)
         request = prepare_chat(self.tokenizer, messages, tools, tool_choice, response_format, safe_mode,
                                parallel_tool_calls)
@@ -263,8 +256,6 @@ class Engine:
             raise MixtralTrtError(f"generate: {e}") from None
 
     def _stream(self, prompts, params, sampling, response_format=None) -> tuple[list, Iterator[StreamEvent]]:
-        from .chat_completion import response_constraint
-
         params = self._params(params, sampling)
         batch, _ = prompt_batch(prompts)  # every prompt's type checked (runtime/prompts.py)
         formats = list(response_format) if isinstance(response_format, list | tuple) else [response_format] * len(batch)
@@ -277,8 +268,6 @@ class Engine:
         return self._stream_ids(ids, params, tokenizer, factories)
 
     def _stream_ids(self, ids, params, tokenizer, factories) -> tuple[list, Iterator[StreamEvent]]:
-        from .generation import stream_batch
-
         return stream_batch(self, ids, params, tokenizer, [f() if f is not None else None for f in factories])
 
     def _tokenizer_if_any(self) -> Tokenizer | None:

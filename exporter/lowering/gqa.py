@@ -30,6 +30,7 @@ import onnx_ir as ir
 import onnx_ir.tape
 
 from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.dtypes import torch_dtype
 from mixtral_trt.common.errors import MixtralTrtError
 
 from .common import tidy
@@ -77,7 +78,6 @@ def _rope_tables(contract: GraphContract) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin [max_seq, D/2] in the graph dtype, the numbers the reference computes."""
     import torch
 
-    from mixtral_trt.common.dtypes import torch_dtype
     from mixtral_trt.mixtral_ref.layers import rope_cos_sin
 
     cfg = contract.config

@@ -20,6 +20,8 @@ from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.tensor_parallel import KEY, RANK_DIR, TensorParallel
 
+from ..side_files import copy_side_files
+from ..trt_build import build_trt_engine
 from .collectives import register_schemas
 from .cut import PROGRAM_FILE, cut_rank_graph
 
@@ -33,7 +35,6 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
     import onnx_ir as ir
 
     from ..lowered import kernel_info, lower_and_save, tool_versions
-    from ..side_files import copy_side_files
 
     tp = TensorParallel.of(contract)
     if not spec.tensor_parallel:
@@ -61,8 +62,6 @@ def build_sharded_engine(onnx_dir: Path, engine_dir: str | Path, spec: Backend, 
             rank_contract.save(dst)
             entry = {"dir": name, "model_file": MODEL_FILE}
             if spec.tensorrt:
-                from ..trt_build import build_trt_engine
-
                 entry["model_file"], info = build_trt_engine(dst, rank_contract, spec.plugin_nodes, progress=progress,
                                                              **trt_options)
                 infos.append(info)

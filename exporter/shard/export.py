@@ -25,11 +25,16 @@ import torch
 from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.dtypes import DTYPES, torch_dtype
 from mixtral_trt.common.progress import bar, step
+from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.common.tensor_parallel import KEY, RANK_DIR, TensorParallel, check_world_size
 
+from ..quantize import quantized_tensors
+from ..quantize_dense import quantized_linear_tensors
+from ..streaming import streamed_weights
 from ..trace import FOLD_LIMIT, WEIGHT_PREFIX, not_on_weights, quantize, trace_graph
 from . import collectives
 from .model import RankMixtral, collective_joins
+from .weights import shard_state_dict, streamed_shard_weights
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -85,11 +90,6 @@ def rank_safe_optimize(model: ir.Model) -> None:
 
 def rebind_weights(model: ir.Model, weights: Mapping[str, ir.TensorProtocol], contract: GraphContract) -> None:
     """Give every weight initializer of the rank graph (quantized or not) one rank's tensor."""
-    from mixtral_trt.common.quant import QuantScheme
-
-    from ..quantize import quantized_tensors
-    from ..quantize_dense import quantized_linear_tensors
-
     spec = contract.extra.get("quantization")
     graph = model.graph
     for name, value in list(graph.initializers.items()):
@@ -143,8 +143,6 @@ def export_model_tensor_parallel(model: Mixtral, out_dir: str | Path, contract: 
     """An in-memory model -> rank{r}/ + graph.json in the existing directory `out_dir` (tests, small models)."""
     from onnx_ir.tensor_adapters import TorchTensor
 
-    from .weights import shard_state_dict
-
     state = {k: t.detach() for k, t in model.state_dict().items()}
     tp = TensorParallel(world_size)
 
@@ -158,9 +156,6 @@ def export_model_tensor_parallel(model: Mixtral, out_dir: str | Path, contract: 
 
 def streamed_rank_weights(cfg: MixtralConfig, entries, where, dtype: str, world_size: int) -> RankWeights:
     """rank -> that rank's cut of every checkpoint tensor, streamed (weights.ShardTensor)."""
-    from ..streaming import streamed_weights
-    from .weights import streamed_shard_weights
-
     sources = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX)
     tp = TensorParallel(world_size)
     return lambda rank: streamed_shard_weights(sources, cfg, tp, rank, prefix=WEIGHT_PREFIX)

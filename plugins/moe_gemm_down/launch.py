@@ -7,6 +7,7 @@ import torch
 
 from mixtral_trt.common.dtypes import short_name
 
+from ..interpreter import fp32_under_interpreter
 from ..tiles import CPU_TACTIC, Tile, check, tile_for
 
 
@@ -26,8 +27,6 @@ def launch(kernel, inter, routing: tuple, weights, expert_weights: tuple, hidden
            out: torch.Tensor | None, **quant: int) -> torch.Tensor:
     """inter [M_max, I] -> y_pairs [T*k, H] float32 through `kernel`; `expert_weights` = (w2,) or (codes, scales)
     with `quant` = BITS, GROUP for the quantized kernel."""
-    from ..interpreter import fp32_under_interpreter
-
     (inter, *expert_weights), as_bf16 = fp32_under_interpreter(inter, *expert_weights)
     if as_bf16:  # the interpreter's bf16 tl.dot is wrong: compute in fp32 (the output is fp32 anyway)
         return launch(kernel, inter, routing, weights, tuple(expert_weights), hidden, block_size, tactic, out, **quant)

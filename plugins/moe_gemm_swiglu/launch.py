@@ -7,6 +7,7 @@ import torch
 
 from mixtral_trt.common.dtypes import short_name
 
+from ..interpreter import fp32_under_interpreter
 from ..tiles import CPU_TACTIC, Tile, check, tile_for
 
 
@@ -26,8 +27,6 @@ def launch(kernel, x, routing: tuple, weights: tuple, inter_size: int, top_k: in
            out: torch.Tensor | None, **quant: int) -> torch.Tensor:
     """x [T, H] -> inter [M_max, I] through `kernel`; `weights` = (w13,) or (codes, scales) with `quant` =
     BITS, GROUP for the quantized kernel."""
-    from ..interpreter import fp32_under_interpreter
-
     (x, *weights), as_bf16 = fp32_under_interpreter(x, *weights)
     if as_bf16:  # the interpreter's bf16 tl.dot is wrong: compute in fp32, round the result
         result = launch(kernel, x, routing, tuple(weights), inter_size, top_k, block_size, tactic, None, **quant)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ..interpreter import fp32_under_interpreter
+
 BLOCK_T = 16
 MAX_EXPERTS = 256
 
@@ -27,7 +29,6 @@ def run(router_logits: torch.Tensor, top_k: int, out: tuple[torch.Tensor, torch.
     t, e = router_logits.shape
     if not 1 <= top_k <= e:
         raise ValueError(f"MoERouter: top_k={top_k} must be in [1, {e}]")
-    from ..interpreter import fp32_under_interpreter
 
     (logits,), _ = fp32_under_interpreter(router_logits.contiguous())  # exact: the kernel works in fp32
     weights, experts = out or (torch.empty(t, top_k, dtype=torch.float32, device=logits.device),

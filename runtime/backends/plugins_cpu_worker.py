@@ -9,18 +9,18 @@ import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from mixtral_trt.common.errors import MixtralTrtError
+
+from ..distributed.wire import decode, encode
+
 
 def _error(e: BaseException) -> dict:
-    from mixtral_trt.common.errors import MixtralTrtError
-
     user = isinstance(e, MixtralTrtError)
     return {"error": str(e) if user else f"{type(e).__name__}: {e}", "user_error": user}
 
 
 def serve(model: Path, inp: Connection, out: Connection) -> int:
     import numpy as np
-
-    from ..distributed.wire import decode, encode
 
     try:
         from mixtral_trt.plugins.cpu_ops import register_cpu_ops

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from mixtral_trt.common.manifest import Manifest
 
+from .coordinator import ShardedRunner
+from .joined import joined_world_size, open_joined
+
 
 def open_runner(manifest: Manifest, directory: Path, device: str = "auto"):
     """Join the job this process is a rank of (torchrun, mpirun), or start the rank processes."""
-    from .joined import joined_world_size, open_joined
-
     if joined_world_size() == manifest.backend_info["tensor_parallel"]["world_size"]:
         return open_joined(directory, manifest, device)
-    from .coordinator import ShardedRunner
 
     return ShardedRunner(directory, manifest, device)

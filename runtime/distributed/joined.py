@@ -23,6 +23,7 @@ import numpy as np
 from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
+from mixtral_trt.common.tensor_parallel import TensorParallel
 
 from . import wire
 from .coordinator import DEFAULT_TIMEOUT, CacheHolder, RemoteCache, RemoteKV
@@ -69,8 +70,6 @@ def _close(group: Any) -> None:
 class JoinedRunner(CacheHolder):
     def __init__(self, directory: Path, manifest: Manifest, device: str = "auto") -> None:
         import torch.distributed as dist
-
-        from mixtral_trt.common.tensor_parallel import TensorParallel
 
         info = manifest.backend_info["tensor_parallel"]
         self.world_size, self.contract = int(info["world_size"]), manifest.contract

@@ -16,6 +16,8 @@ import numpy as np
 
 from mixtral_trt.common.errors import MixtralTrtError
 
+from ..backends.ort import check_ort_version, session_options
+
 
 def _torch_view(array: np.ndarray):
     import torch
@@ -28,8 +30,6 @@ def _torch_view(array: np.ndarray):
 class OrtRankProgram:
     def __init__(self, rank_dir: Path, program_file: str, world_size: int, threads: int) -> None:
         import onnxruntime as ort
-
-        from ..backends.ort import check_ort_version, session_options
 
         check_ort_version(ort.__version__)
         program = json.loads((rank_dir / program_file).read_text())

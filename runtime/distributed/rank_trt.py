@@ -18,6 +18,9 @@ from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
+from ..backends.trt import TrtRunner
+from .nccl import Communicator, unique_id
+
 
 class TrtRank:
     def __init__(self, rank_dir: Path, plan_file: str, rank: int, world_size: int, backend_info: dict[str, Any],
@@ -26,9 +29,6 @@ class TrtRank:
         import os
 
         import torch
-
-        from ..backends.trt import TrtRunner
-        from .nccl import Communicator, unique_id
 
         if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
             raise MixtralTrtError(f"{rank_dir}: a TensorRT rank needs a CUDA GPU, and none is visible")

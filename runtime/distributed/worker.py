@@ -25,9 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.dtypes import numpy_dtype
 from mixtral_trt.common.tensor_parallel import TensorParallel
 
 from . import wire
+from .rank_ort import OrtRankProgram
+from .rank_trt import TrtRank
 
 STORE_KEY = "nccl_unique_id"
 
@@ -54,12 +58,8 @@ class RankServer:
         self.rank_dir = engine_dir / entry["dir"]
         self.caches: dict[int, dict[str, Any]] = {}
         if "program" in entry:
-            from .rank_ort import OrtRankProgram
-
             self.engine = OrtRankProgram(self.rank_dir, entry["program"], world_size, threads)
         else:
-            from .rank_trt import TrtRank
-
             self.engine = TrtRank(self.rank_dir, entry["model_file"], rank, world_size, backend_info, share)
 
     def _past(self, header: dict[str, Any], arrays: dict[str, np.ndarray], batch: int) -> dict[str, Any]:
@@ -73,7 +73,6 @@ class RankServer:
             return {n: np.ascontiguousarray(arrays[n][:, mine]) if whole else arrays[n] for n in names}
         info = next(t for t in self.contract.inputs if t.role == "past_key")  # an empty cache
         shape = [batch if d == "batch" else 0 if d == "past" else d for d in info.shape]
-        from mixtral_trt.common.dtypes import numpy_dtype
 
         return {n: np.zeros(shape, numpy_dtype(info.dtype)) for n in names}
 
@@ -155,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rank_contract(engine_dir: Path, manifest, rank: int):
-    from mixtral_trt.common.contract import GraphContract
-
     entry = manifest.backend_info["tensor_parallel"]["ranks"][rank]
     return GraphContract.load(engine_dir / entry["dir"])
 
