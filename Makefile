@@ -7,9 +7,15 @@
 #   make gpu-check on an NVIDIA GPU: the `gpu` extra, then TensorRT engines of the `small` preset with and
 #                  without the plugins, parity, `pytest -m gpu`, a benchmark -> gpu-check.json
 #
+#   make lock      newest releases within pyproject's ranges in a fresh venv (.lock-venv), the suite run there,
+#                  adopted into locks/<python>-<platform>.txt only if it passes; locks/CHANGES.md records it
+#
 # torch is installed first, from TORCH_SPEC (and TORCH_INDEX if set, e.g. PyTorch's CPU wheel index),
-# so that the package's own `torch` requirement is already satisfied by the build you chose.
+# so that the package's own `torch` requirement is already satisfied by the build you chose. Every install
+# is constrained by the lock of this Python and platform (exact versions the suite passed with) when one
+# exists; USE_LOCK=0 installs the newest releases pyproject.toml's ranges allow instead.
 
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -18,20 +24,28 @@ PYTEST_ARGS ?=
 DEMO ?= demo
 DEMO_PROMPT ?= Bonjour ! Explique-moi ce qu'est un mélange d'experts, en une phrase.
 
+USE_LOCK ?= 1
+LOCK ?= locks/$(shell $(PYTHON) tools/lock.py tag).txt
+LOCK_VENV ?= .lock-venv
+
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/mixtral-export
 STAMP := $(VENV)/.installed
+CONSTRAINTS := $(if $(filter 1,$(USE_LOCK)),$(wildcard $(LOCK)))
+PIP_INSTALL = $(PY) -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: install demo test lint clean gpu-install gpu-check
+.PHONY: install demo test lint lock clean gpu-install gpu-check
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
+	$(if $(CONSTRAINTS),@echo "install: exact versions from $(CONSTRAINTS)",\
+	  @echo "install: no lock used ($(if $(filter 1,$(USE_LOCK)),$(LOCK) does not exist,USE_LOCK=$(USE_LOCK))): newest releases within pyproject.toml's ranges")
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -e ".[dev]"
-	touch $@
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP_INSTALL) -e ".[dev]"
+	echo "$(CONSTRAINTS)" > $@  # the lock this venv was installed from (tests/tools/test_lock.py reads it)
 
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
@@ -70,6 +84,15 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+lock:
+	rm -rf $(LOCK_VENV)
+	$(MAKE) install VENV=$(LOCK_VENV) USE_LOCK=0
+	$(LOCK_VENV)/bin/python tools/lock.py freeze > $(LOCK_VENV)/candidate.txt
+	set -o pipefail; status=0; \
+	$(MAKE) test VENV=$(LOCK_VENV) USE_LOCK=0 2>&1 | tee $(LOCK_VENV)/pytest.log || status=$$?; \
+	$(PYTHON) tools/lock.py adopt --lock $(LOCK) --candidate $(LOCK_VENV)/candidate.txt \
+		--log $(LOCK_VENV)/pytest.log --status $$status
+
 # ---- GPU run book (NVIDIA GPU + driver) ----------------------------------------------------------------
 # onnxruntime-gpu replaces onnxruntime (both write the same package folder): uninstall the CPU one, then
 # reinstall the GPU one over whatever the uninstall removed.
@@ -87,4 +110,4 @@ gpu-check: $(GPU_STAMP)
 	$(CLI) gpu-check --out gpu-check.json --workdir gpu-check
 
 clean:
-	rm -rf $(DEMO) .pytest_cache .ruff_cache gpu-check gpu-check.json
+	rm -rf $(DEMO) $(LOCK_VENV) .pytest_cache .ruff_cache gpu-check gpu-check.json
