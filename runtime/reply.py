@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .logprobs import TokenLogprob
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ class Completion:
     finish_reason: str  # "stop" (EOS, stop token or stop string) | "length" (max_new_tokens)
     stop_reason: int | str | None  # the id or string that stopped it
     prompt_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.logprobs is set
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # one per prompt id (the first None), when asked
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class StreamEvent:
     token_id: int
     text: str
     finish_reason: str | None = None
+    logprob: TokenLogprob | None = None  # when SamplingParams.logprobs is set
 
 
 class Reply:
@@ -51,14 +55,19 @@ class Reply:
         self.emitted = 0  # characters of `text` already streamed
         self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
+        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set by whoever prefilled the prompt
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
-    def push(self, token: int, end: bool = False) -> StreamEvent:
-        """Add a new id; `end`: the reply ends with it (its grammar is complete), as on a stop token."""
+    def push(self, token: int, end: bool = False, logprob: TokenLogprob | None = None) -> StreamEvent:
+        """Add a new id (and its logprob); `end`: the reply ends with it (its grammar is complete), as on a
+        stop token."""
         self.token_ids.append(token)
+        if self.logprobs is not None and logprob is not None:
+            self.logprobs.append(logprob)
         if token in self.stop_ids or end:
             self._finish("stop", token)
         elif self.decoder is not None:
@@ -68,11 +77,13 @@ class Reply:
             self._finish("length", None)
         end = len(self.text) if self.done else len(self.text) - self._held_back()
         delta, self.emitted = self.text[self.emitted : end], max(self.emitted, end)
-        return StreamEvent(self.index, token, delta, self.finish_reason)
+        return StreamEvent(self.index, token, delta, self.finish_reason, logprob)
 
     def completion(self) -> Completion:
         return Completion(list(self.token_ids), self.text if self.decoder is not None else None,
-                          self.finish_reason or "length", self.stop_reason, self.prompt_tokens)
+                          self.finish_reason or "length", self.stop_reason, self.prompt_tokens,
+                          None if self.logprobs is None else list(self.logprobs),
+                          None if self.prompt_logprobs is None else list(self.prompt_logprobs))
 
     def _finish(self, reason: str, stop_reason: int | None) -> None:
         if self.decoder is not None:  # bytes held back for an incomplete character

@@ -18,6 +18,8 @@ import numpy as np
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.validate import as_float, as_int, as_text
 
+from .logprobs import MAX_TOP_LOGPROBS
+
 if TYPE_CHECKING:
     from .constrained import Constraint
 
@@ -33,6 +35,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # strings that end the reply (not included in its text)
     stop_token_ids: tuple[int, ...] = ()  # ids that end the reply (kept as its last id, no text)
     ignore_eos: bool = False  # keep going past the tokenizer's EOS
+    logprobs: int | None = None  # each new token's logprob and this many top tokens' (0..20); None: none
+    prompt_logprobs: int | None = None  # the same for every prompt token (echo); its prefill skips the prefix cache
 
     def __post_init__(self) -> None:
         """Each field checked and stored as a plain Python value (common/validate.py: NumPy integers and
@@ -60,6 +64,9 @@ class SamplingParams:
         if isinstance(self.stop_token_ids, str | bytes | bytearray) or not isinstance(self.stop_token_ids, Iterable):
             raise MixtralTrtError(f"stop_token_ids={self.stop_token_ids!r}: must be a list of token ids")
         put("stop_token_ids", tuple(as_int("stop_token_ids", t, 0) for t in self.stop_token_ids))
+        for name in ("logprobs", "prompt_logprobs"):
+            if getattr(self, name) is not None:
+                put(name, as_int(name, getattr(self, name), 0, MAX_TOP_LOGPROBS))
         if not isinstance(self.ignore_eos, bool):
             raise MixtralTrtError(f"ignore_eos={self.ignore_eos!r}: must be True or False")
 
