@@ -1,6 +1,8 @@
 """One prompt entering a batch-1 KV cache: the blocks a prefix cache holds of it first, then the rest in
 chunks of at most a token budget each (the Scheduler interleaves them with its running rows' decode steps).
 
+The prefix cache is looked up when the prompt's first chunk runs (not when it is admitted), so a prompt
+admitted beside another that shares its beginning finds the blocks the other stored meanwhile.
 The chunks run as consecutive engine calls over the growing cache, so the prompt's KV and last logits are
 those of one whole prefill up to float rounding. Prompt logprobs (`prompt_logprobs`, for echo) need every
 prompt position's logits, so such a prompt computes all its tokens (no prefix-cache lookup); its logprobs
@@ -29,14 +31,23 @@ class Prefill:
                  prompt_logprobs: int | None = None) -> None:
         self.engine, self.prompt, self.prefix_cache = engine, list(prompt), prefix_cache
         self.k = prompt_logprobs
-        lookup = prefix_cache is not None and prompt_logprobs is None
-        self.match: Match | None = prefix_cache.match(self.prompt) if lookup else None
-        self.cached = self.match.tokens if self.match is not None else 0  # tokens served by the prefix cache
-        self.done = self.cached  # prompt tokens in `cache`
-        self.cache: KVCache | GQACache | None = prefix_cache.cache(self.match) if self.cached else None
+        self.started = False  # the prefix cache is looked up at the first chunk (earlier prompts stored by then)
+        self.match: Match | None = None
+        self.cached = 0  # tokens served by the prefix cache
+        self.done = 0  # prompt tokens in `cache`
+        self.cache: KVCache | GQACache | None = None
         self.logits: np.ndarray | None = None  # [V] the last prompt position's, once complete
         self.prompt_logprobs: list[TokenLogprob | None] | None = [None] if prompt_logprobs is not None else None
         self.chunks = 0
+
+    def _start(self) -> None:
+        self.started = True
+        if self.prefix_cache is None or self.k is not None:
+            return
+        self.match = self.prefix_cache.match(self.prompt)
+        self.cached = self.done = self.match.tokens
+        if self.cached:
+            self.cache = self.prefix_cache.cache(self.match)
 
     @property
     def remaining(self) -> int:
@@ -44,10 +55,12 @@ class Prefill:
 
     @property
     def complete(self) -> bool:
-        return self.remaining == 0
+        return self.started and self.remaining == 0
 
     def advance(self, budget: int | None = None) -> int:
         """Compute the next min(budget, remaining) tokens (all of them when `budget` is None); returns how many."""
+        if not self.started:
+            self._start()
         n = self.remaining if budget is None else min(budget, self.remaining)
         if n <= 0:
             return 0

@@ -1,10 +1,11 @@
-"""Choosing the next token: greedy or sampled, with the processors users know from HF transformers and vLLM.
+"""Choosing the next token: greedy or sampled, with the processors users know from HF transformers, vLLM and OpenAI.
 
-Order, as in HF `generate`: repetition penalty -> temperature -> top-k -> top-p -> draw. `temperature=0`
-is greedy (argmax after the repetition penalty). Each prompt of a batch draws from its own generator
-seeded with `seed`, so a prompt gets the same tokens alone or inside any batch (vLLM's per-request
-seed). A `constraint` (constrained.py: a grammar, or banned tokens) masks the logits before everything
-else, and then follows the drawn token. V vocab.
+Order, as vLLM applies them: repetition penalty (HF / CTRL: prompt and reply tokens) -> presence and frequency
+penalties (OpenAI: reply tokens only) -> temperature -> min-p -> top-k -> top-p -> draw. `temperature=0` is
+greedy (argmax after the penalties). Each prompt of a batch draws from its own generator seeded with `seed`,
+so a prompt gets the same tokens alone or inside any batch (vLLM's per-request seed). A `constraint`
+(constrained.py: a grammar, or banned tokens) masks the logits before everything else, and then follows the
+drawn token. V vocab.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class SamplingParams:
     top_k: int = 0  # 0: all tokens
     top_p: float = 1.0  # nucleus mass kept; 1.0: all tokens
     repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and the reply (HF / CTRL rule)
+    presence_penalty: float = 0.0  # [-2, 2]: subtracted from the logit of every token the reply already has
+    frequency_penalty: float = 0.0  # [-2, 2]: times the count of the token in the reply, subtracted
+    min_p: float = 0.0  # [0, 1]: drop tokens less likely than min_p x the most likely one (after temperature)
     seed: int | None = None  # None: fresh entropy per call
     stop: tuple[str, ...] = ()  # strings that end the reply (not included in its text)
     stop_token_ids: tuple[int, ...] = ()  # ids that end the reply (kept as its last id, no text)
@@ -51,6 +55,9 @@ class SamplingParams:
         put("top_p", as_float("top_p", self.top_p, lambda x: 0 < x <= 1, "in (0, 1]"))
         put("repetition_penalty", as_float("repetition_penalty", self.repetition_penalty, lambda x: x > 0,
                                            "a finite number > 0 (1 is none)"))
+        for name in ("presence_penalty", "frequency_penalty"):
+            put(name, as_float(name, getattr(self, name), lambda x: -2 <= x <= 2, "a number in [-2, 2] (0 is none)"))
+        put("min_p", as_float("min_p", self.min_p, lambda x: 0 <= x <= 1, "a number in [0, 1] (0 keeps every token)"))
         if self.seed is not None:
             put("seed", as_int("seed", self.seed, 0))
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop  # one string is one stop string
@@ -91,6 +98,23 @@ def _penalize(x: np.ndarray, seen: Sequence[int], penalty: float) -> None:
     ids = np.unique(np.asarray(seen, np.int64))
     picked = x[ids]
     x[ids] = np.where(picked > 0, picked / penalty, picked * penalty)
+
+
+def apply_reply_penalties(x: np.ndarray, reply: Sequence[int], presence: float, frequency: float) -> None:
+    """logits [V] in place: OpenAI's rule, logit[j] -= frequency * count[j] + presence * (count[j] > 0), count
+    over the reply's tokens so far."""
+    if (presence == 0 and frequency == 0) or not len(reply):
+        return
+    ids, counts = np.unique(np.asarray(reply, np.int64), return_counts=True)
+    x[ids] -= frequency * counts + presence
+
+
+def filter_min_p(logits: np.ndarray, p: float) -> np.ndarray:
+    """logits [V]: tokens whose probability is below p x the most likely token's set to -inf (vLLM's min-p)."""
+    if p <= 0:
+        return logits
+    # prob_j >= p * prob_max  <=>  logit_j >= logit_max + log(p)
+    return np.where(logits < logits.max() + np.log(p), -np.inf, logits)
 
 
 def filter_top_k(logits: np.ndarray, k: int) -> np.ndarray:
@@ -162,13 +186,15 @@ def draw(rng: np.random.Generator, logits: np.ndarray, work: np.ndarray | None =
 
 
 def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingParams,
-                     out: np.ndarray | None = None) -> np.ndarray:
-    """logits [V] (float64) after the repetition penalty, temperature, top-k and top-p, in HF's order. `out`: a
-    float64 [V] buffer to compute in (a Sampler keeps one: a fresh 256 KB array per token costs glibc's
+                     out: np.ndarray | None = None, reply: Sequence[int] = ()) -> np.ndarray:
+    """logits [V] (float64) after the penalties, temperature, min-p, top-k and top-p (the module's order);
+    `seen`: prompt and reply ids (repetition penalty), `reply`: the reply's ids (presence / frequency). `out`:
+    a float64 [V] buffer to compute in (a Sampler keeps one: a fresh 256 KB array per token costs glibc's
     allocator a trim and page faults, more than the arithmetic)."""
     x = np.empty(logits.shape, np.float64) if out is None else out
     np.copyto(x, logits)
     _penalize(x, seen, params.repetition_penalty)
+    apply_reply_penalties(x, reply, params.presence_penalty, params.frequency_penalty)
     if params.greedy:
         return x
     try:
@@ -179,9 +205,10 @@ def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingPa
         # a maximum of 0 (the same distribution, top-k and top-p sets), x / temperature is 0 or -inf.
         np.copyto(x, logits)
         _penalize(x, seen, params.repetition_penalty)
+        apply_reply_penalties(x, reply, params.presence_penalty, params.frequency_penalty)
         with np.errstate(over="ignore"):
             np.divide(x - x.max(), params.temperature, out=x)
-    return filter_top_p(filter_top_k(x, params.top_k), params.top_p)
+    return filter_top_p(filter_top_k(filter_min_p(x, params.min_p), params.top_k), params.top_p)
 
 
 class Sampler:
@@ -193,6 +220,7 @@ class Sampler:
     def __init__(self, params: SamplingParams, prompt: Sequence[int], constraint: Constraint | None = None) -> None:
         self.params = params
         self.seen = list(prompt)
+        self.prompt_tokens = len(self.seen)
         self.rng = np.random.default_rng(params.seed)
         self.constraint = constraint
         self._work: tuple[np.ndarray, np.ndarray] | None = None  # float64 [V] buffers, reused every token
@@ -207,7 +235,9 @@ class Sampler:
             logits = np.where(allowed, logits, -np.inf)
         if self._work is None or self._work[0].shape != logits.shape:
             self._work = (np.empty(logits.shape, np.float64), np.empty(logits.shape, np.float64))
-        x = processed_logits(logits, self.seen, self.params, out=self._work[0])
+        p = self.params
+        reply = self.seen[self.prompt_tokens :] if p.presence_penalty or p.frequency_penalty else ()
+        x = processed_logits(logits, self.seen, p, out=self._work[0], reply=reply)
         token = int(np.argmax(x)) if self.params.greedy else draw(self.rng, x, work=self._work[1])
         if self.constraint is not None:
             self.constraint.advance(token)
