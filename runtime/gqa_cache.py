@@ -123,6 +123,10 @@ class GQACache:
         cache.arrays = self.arrays
         return cache
 
+    def editable(self) -> GQACache:
+        """Itself: its numpy buffers already slice (KVCache's method of the same name)."""
+        return self
+
     # ---- one row's tokens (what a prefix cache keeps; CPU) --------------------------------------------
     def row_kv(self, row: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Row `row`'s tokens: per layer keys and values [G, L, D] (views of the buffers)."""

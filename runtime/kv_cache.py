@@ -148,6 +148,10 @@ class KVCache:
         masks = [np.pad(c.attention_mask, ((0, 0), (p - c.length, 0))) for c in caches]
         return cls(keys, values, _padding_only(np.concatenate(masks, axis=0)))
 
+    def editable(self) -> KVCache:
+        """The same cache with arrays that slice and concatenate (OrtValues copied to the host once)."""
+        return KVCache([_editable(k) for k in self.keys], [_editable(v) for v in self.values], self.mask)
+
     # ---- one row's tokens (what a prefix cache keeps) ------------------------------------------------
     def row_kv(self, row: int) -> tuple[list[Any], list[Any]]:
         """Row `row`'s real tokens, oldest first: per layer keys and values [G, L, D] (host numpy, or

@@ -19,8 +19,10 @@ G kv heads, L tokens, D head_dim, N block_size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,6 +115,15 @@ def engine_identity(engine: Engine) -> bytes:
     return hashlib.sha256("\n".join(parts).encode()).digest()
 
 
+def _locked(method):
+    """The method under the store's lock."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
 class PrefixCache:
     def __init__(self, engine: Engine, gb: float, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
         """A store of at most `gb` GiB of KV blocks of `block_size` tokens for `engine`'s prompts."""
@@ -139,6 +150,7 @@ class PrefixCache:
         self.identity = engine_identity(engine)
         self.stats = PrefixStats()
         self._blocks: OrderedDict[bytes, Block] = OrderedDict()  # least recently used first
+        self._lock = threading.RLock()  # an Engine's cache may serve generate() and a Scheduler's thread
 
     # ---- facts ------------------------------------------------------------------------------------
     @property
@@ -161,6 +173,7 @@ class PrefixCache:
         return keys
 
     # ---- lookup -----------------------------------------------------------------------------------
+    @_locked
     def match(self, tokens: Sequence[int]) -> Match:
         """The longest stored prefix of `tokens` that leaves at least one token to compute, pinned."""
         usable = (len(tokens) - 1) // self.block_size
@@ -178,6 +191,7 @@ class PrefixCache:
         self.stats.hit_tokens += match.tokens
         return match
 
+    @_locked
     def release(self, match: Match | None) -> None:
         """The request that started from `match` no longer runs: its blocks may be evicted again."""
         if match is None or match.released:
@@ -198,6 +212,7 @@ class PrefixCache:
         return KVCache.from_kv(keys, values)
 
     # ---- storing ----------------------------------------------------------------------------------
+    @_locked
     def store(self, tokens: Sequence[int], keys: Sequence[Any], values: Sequence[Any]) -> int:
         """Keep the full blocks of `tokens` whose per-layer keys / values [G, L, D] (L = len(tokens)) are
         given, evicting least recently used unpinned blocks for room; returns the blocks newly stored.
@@ -224,6 +239,7 @@ class PrefixCache:
         self.stats.stored_blocks += added
         return added
 
+    @_locked
     def clear(self) -> None:
         """Drop every unpinned block."""
         for key in [k for k, b in self._blocks.items() if not b.pins]:

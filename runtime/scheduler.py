@@ -19,6 +19,7 @@ through `on_event`, called on the scheduler's thread. B running requests, V voca
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -91,6 +92,7 @@ class Request:
         self.finished_at: float | None = None
         self.next_token: int | None = None  # sampled, not yet fed to the engine
         self.prefill: Prefill | None = None  # while its prompt enters
+        self.group: list[Request] = [self]  # the samples sharing its prefill (submit_n); the first holds it
         self._cancel = threading.Event()
         self._done = threading.Event()
 
@@ -113,7 +115,7 @@ class Request:
         return self.reply.completion()
 
 
-DEFAULT_PREFILL_CHUNK = 512  # prompt tokens per step; see README "Chunked prefill" for the measurement
+DEFAULT_PREFILL_CHUNK = 256  # prompt tokens per step: measured (bench/scheduler_load.py, README "Serving")
 
 
 class Scheduler:
@@ -156,6 +158,35 @@ class Scheduler:
         ids = check_prompts(self.engine, [prompt], params)[0]
         reply = Reply(0, len(ids), params, self.engine.config.eos_token_id, tokenizer)
         request = Request(ids, params, reply, sampler or Sampler(params, ids, constraint), on_event, on_done)
+        self._queue(request)
+        return request
+
+    def submit_n(self, prompt: Sequence[int], params: SamplingParams, n: int, *,
+                 constraints: Sequence[Constraint | None] | None = None, tokenizer=None,
+                 on_event: Callable[[StreamEvent], None] | None = None,
+                 on_done: Callable[[Request], None] | None = None) -> list[Request]:
+        """`n` independent samples of one prompt (OpenAI's `n`) sharing one prefill: they are admitted
+        together (n rows), the prompt is computed once, and each draws its own tokens from the same first
+        logits on. Sample i's seed is `params.seed + i` (vLLM's rule), so it equals that request alone;
+        its events carry index i. `constraints`: one fresh constraint per sample (None: free). Errors as
+        `submit`; n above the scheduler's max batch is one."""
+        n = as_int("n", n, 1, self.max_batch, hint=f"(each sample needs a row; the scheduler's max batch is "
+                                                     f"{self.max_batch})")
+        ids = check_prompts(self.engine, [prompt], params)[0]
+        constraints = list(constraints) if constraints is not None else [None] * n
+        if len(constraints) != n:
+            raise MixtralTrtError(f"constraints: {len(constraints)} for n={n} samples")
+        group = []
+        for i, constraint in enumerate(constraints):
+            own = params if params.seed is None else dataclasses.replace(params, seed=params.seed + i)
+            reply = Reply(i, len(ids), own, self.engine.config.eos_token_id, tokenizer)
+            group.append(Request(ids, own, reply, Sampler(own, ids, constraint), on_event, on_done))
+        for request in group:
+            request.group = group
+        self._queue(group[0])
+        return group
+
+    def _queue(self, request: Request) -> None:
         with self._lock:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")
@@ -164,12 +195,11 @@ class Scheduler:
                                 f"{self.max_queue}): retry later")
             self._waiting.append(request)
             self._lock.notify()
-        return request
 
     @property
     def waiting(self) -> int:
         """Requests waiting for a row (cancelled ones no longer count)."""
-        return sum(not r.cancelled for r in list(self._waiting))
+        return sum(not all(m.cancelled for m in r.group) for r in list(self._waiting))
 
     @property
     def alive(self) -> bool:
@@ -183,8 +213,8 @@ class Scheduler:
 
     @property
     def prefilling(self) -> int:
-        """Requests whose prompts are entering (chunked prefill)."""
-        return len(self._prefilling)
+        """Requests whose prompts are entering (chunked prefill; n samples of one prompt count n)."""
+        return sum(len(r.group) for r in self._prefilling)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def start(self) -> Scheduler:
@@ -206,7 +236,7 @@ class Scheduler:
                     break
                 time.sleep(0.01)
             with self._lock:
-                for request in [*self._waiting, *self._prefilling, *self._running]:
+                for request in [m for r in [*self._waiting, *self._prefilling] for m in r.group] + self._running:
                     request.cancel()
                 self._lock.notify()
             self._thread.join()
@@ -236,9 +266,10 @@ class Scheduler:
         on the prompts entering (finished ones join the batch), then one decode step for all rows."""
         try:
             self._leave([r for r in self._running if r.cancelled], "cancelled")
-            for request in [r for r in self._prefilling if r.cancelled]:
+            for request in [r for r in self._prefilling if all(m.cancelled for m in r.group)]:
                 self._prefilling.remove(request)
-                self._finish(request, "cancelled")
+                for member in request.group:
+                    self._finish(member, "cancelled")
             self._admit()
             self._prefill_step()
             if self._running:
@@ -248,23 +279,28 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Waiting requests take the free rows: their prompts start entering (prefix-cache blocks first)."""
-        while len(self._running) + len(self._prefilling) < self.max_batch:
+        while True:
             with self._lock:
-                if not self._waiting:
+                if not self._waiting or len(self._running) + self.prefilling + len(self._waiting[0].group) \
+                        > self.max_batch:
                     break
                 request = self._waiting.popleft()
-            if request.cancelled:
-                self._finish(request, "cancelled")
+            if all(m.cancelled for m in request.group):
+                for member in request.group:
+                    self._finish(member, "cancelled")
                 continue
-            request.status = "running"
+            for member in request.group:
+                member.status = "running"
             if request.params.max_new_tokens == 0:
-                self._finish(request, "done")
+                for member in request.group:
+                    self._finish(member, "done")
                 continue
             try:
                 request.prefill = Prefill(self.engine, request.prompt, self.prefix_cache,
                                           request.params.prompt_logprobs)
             except Exception as e:
-                self._finish(request, "failed", _message(e, "prefill failed"))
+                for member in request.group:
+                    self._finish(member, "failed", _message(e, "prefill failed"))
                 continue
             self._prefilling.append(request)
 
@@ -284,34 +320,41 @@ class Scheduler:
                 if not prefill.complete:
                     continue
                 self._prefilling.remove(request)
-                cache = self._prefilled(request)
+                rows = self._prefilled(request)
             except Exception as e:
                 if request in self._prefilling:
                     self._prefilling.remove(request)
-                self._finish(request, "failed", _message(e, "prefill failed"))
+                for member in request.group:
+                    if not member.done:
+                        self._finish(member, "failed", _message(e, "prefill failed"))
                 continue
-            if cache is not None:
+            for member, cache in rows:
                 joining.append(cache)
-                self._running.append(request)  # row order: the running batch, then the newcomers in order
+                self._running.append(member)  # row order: the running batch, then the newcomers in order
         if joining:
             caches = [c for c in (self._cache, *joining) if c is not None]
             self._cache = type(caches[0]).concat(caches)  # KVCache, or another layout with the same methods
 
-    def _prefilled(self, request: Request) -> KVCache | None:
-        """The prompt is in: its first token; the cache of its row, or None when that token already ends it."""
+    def _prefilled(self, request: Request) -> list[tuple[Request, KVCache]]:
+        """The prompt is in: each sample's first token; (sample, cache of its row) for those it does not end
+        (n samples: the same batch-1 cache, which the join's concat copies into n rows)."""
         prefill = request.prefill
         self.stats.prefills += 1
         self.stats.prompt_tokens += len(request.prompt)
         self.stats.cached_prompt_tokens += prefill.cached
-        request.reply.prompt_logprobs = prefill.prompt_logprobs
         cache, prefill.cache = prefill.cache, None
-        done = self._push(request, prefill.logits)
-        self.stats.recent.append((time.perf_counter(), 1))
-        if done:
-            self._store(request, cache, 0)
-            self._finish(request, "done")
-            return None
-        return cache
+        rows = []
+        for member in request.group:
+            if member.cancelled:
+                self._finish(member, "cancelled")
+                continue
+            member.reply.prompt_logprobs = prefill.prompt_logprobs
+            if self._push(member, prefill.logits):  # its prompt is stored already (Prefill)
+                self._finish(member, "done")
+            else:
+                rows.append((member, cache))
+        self.stats.recent.append((time.perf_counter(), len(request.group)))
+        return rows
 
     def _decode(self) -> None:
         ids = np.array([[r.next_token] for r in self._running], np.int64)  # [B, 1]
@@ -349,7 +392,8 @@ class Scheduler:
         if not requests:
             return
         gone = {id(r) for r in requests}
-        if status != "failed":  # their prompts and replies, for the next turn of their chats
+        if status != "failed" and self.prefix_cache is not None:  # their prompts and replies, for the next turn
+            self._cache = self._cache.editable()  # host arrays once for every row read and the select below
             for b, request in enumerate(self._running):
                 if id(request) in gone:
                     self._store(request, self._cache, b)
