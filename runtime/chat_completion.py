@@ -31,6 +31,7 @@ from .tool_calls import ToolCall, calls_schema, parse_calls, resolve_choice
 if TYPE_CHECKING:
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
+    from .logprobs import TokenLogprob
     from .reply import Completion, StreamEvent
 
 ConstraintFactory = Callable[[], Constraint]
@@ -53,6 +54,7 @@ class ChatCompletion:
     finish_reason: str  # "stop" | "length" | "tool_calls"
     usage: Usage
     token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.logprobs is set
 
     def message(self) -> dict[str, Any]:
         """The reply as an assistant message, ready to extend the conversation."""
@@ -69,6 +71,7 @@ class ChatChunk:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens since the previous chunk (logprobs set)
 
 
 @dataclass(frozen=True)
@@ -150,29 +153,34 @@ def finish_chat(request: ChatRequest, done: Completion, rng: np.random.Generator
     if _starts_with_calls(request, done.token_ids) and done.finish_reason != "length":
         calls = parse_calls(text, request.tool_names, rng)
         if calls is not None:
-            return ChatCompletion(None, calls, "tool_calls", usage, done.token_ids)
-    return ChatCompletion(text, (), done.finish_reason, usage, done.token_ids)
+            return ChatCompletion(None, calls, "tool_calls", usage, done.token_ids, done.logprobs)
+    return ChatCompletion(text, (), done.finish_reason, usage, done.token_ids, done.logprobs)
 
 
 def stream_chat(request: ChatRequest, events: Iterator[StreamEvent], rng: np.random.Generator) -> Iterator[ChatChunk]:
     """Content pieces as they come; a reply of tool calls is held back and given, parsed, at the end."""
     ids: list[int] = []
     held: list[str] = []
+    logprobs: list[TokenLogprob] = []  # not yet given in a chunk
     for event in events:
         ids.append(event.token_id)
+        if event.logprob is not None:
+            logprobs.append(event.logprob)
         if _starts_with_calls(request, ids):
             held.append(event.text)
         elif event.text:
-            yield ChatChunk(content=event.text)
+            yield ChatChunk(content=event.text, logprobs=tuple(logprobs))
+            logprobs.clear()
         if event.finish_reason is None:
             continue
         usage = Usage(len(request.prompt), len(ids))
         if held and event.finish_reason != "length":
             calls = parse_calls("".join(held), request.tool_names, rng)
             if calls is not None:
-                yield ChatChunk(tool_calls=calls, finish_reason="tool_calls", usage=usage)
+                yield ChatChunk(tool_calls=calls, finish_reason="tool_calls", usage=usage, logprobs=tuple(logprobs))
                 return
-        yield ChatChunk(content="".join(held), finish_reason=event.finish_reason, usage=usage)
+        yield ChatChunk(content="".join(held), finish_reason=event.finish_reason, usage=usage,
+                        logprobs=tuple(logprobs))
         return
     yield ChatChunk(finish_reason="length", usage=Usage(len(request.prompt), 0))  # max_new_tokens=0
 

@@ -91,3 +91,21 @@ def test_scheduler_reports_them_through_chunks_and_the_prefix_cache(tiny_engine,
 def test_bad_logprobs_are_one_line_errors(tiny_engine, field, value, message):
     with pytest.raises(MixtralTrtError, match=f"^{message}$"):
         tiny_engine.generate([1, 2, 3], **{field: value})
+
+
+def test_chat_completions_carry_them(tiny_engine, tiny_reference):
+    """Engine.chat_completion: one logprob per reply token (the reference's); the stream's chunks carry the
+    same entries, each token's in the chunk that gives (or follows) its text."""
+    from mixtral_trt.runtime.chat_completion import prepare_chat
+
+    messages = [{"role": "user", "content": "Name three rivers."}]
+    reply = tiny_engine.chat_completion(messages, logprobs=3, max_new_tokens=10, ignore_eos=True)
+    prompt = prepare_chat(tiny_engine.tokenizer, messages, None, None, None).prompt
+    ref = _reference(tiny_reference, prompt + reply.token_ids[:-1])
+    for j, (entry, token) in enumerate(zip(reply.logprobs, reply.token_ids, strict=True)):
+        _check(entry, ref[len(prompt) - 1 + j], token, 3, f"reply token {j}")
+    chunks = list(tiny_engine.chat_completion_stream(messages, logprobs=3, max_new_tokens=10, ignore_eos=True))
+    streamed = [e for c in chunks for e in c.logprobs]
+    assert [e.token_id for e in streamed] == reply.token_ids
+    np.testing.assert_allclose([e.logprob for e in streamed], [e.logprob for e in reply.logprobs], atol=1e-5)
+    assert tiny_engine.chat_completion(messages, max_new_tokens=2).logprobs is None
