@@ -189,3 +189,36 @@ def test_bad_inputs_are_one_line_errors(engine):
         sharded.enable_prefix_cache(0.01)
     assert Scheduler(sharded).prefix_cache is None  # by default: on where supported, off elsewhere
     assert Scheduler(engine).prefix_cache is not None
+
+
+def test_a_prompt_cancelled_or_failing_while_it_enters_frees_its_row(engine, monkeypatch):
+    sched = Scheduler(engine, max_batch=1, prefix_cache_gb=0.01, prefill_chunk=16)
+    rng = np.random.default_rng(2)
+    long_prompt = [1, *rng.integers(100, 30000, 99).tolist()]
+    gone = sched.submit(long_prompt, SamplingParams(max_new_tokens=4))
+    nxt = sched.submit([1, 7, 8, 9], SamplingParams(max_new_tokens=3, ignore_eos=True))
+    sched.step()
+    assert sched.prefilling == 1 and sched.waiting == 1  # the one row is taken by the entering prompt
+    gone.cancel()
+    sched.step()  # the cancelled prompt leaves; the next request takes the row and enters whole
+    assert gone.status == "cancelled" and not gone.reply.token_ids and sched.running == 1
+    sched.run_until_idle()
+    assert nxt.completion().token_ids == engine.generate([1, 7, 8, 9], max_new_tokens=3, ignore_eos=True).token_ids
+    forward = engine.forward
+    calls = []
+
+    def flaky(ids, cache=None, **kw):
+        calls.append(ids.shape)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return forward(ids, cache, **kw)
+
+    monkeypatch.setattr(engine, "forward", flaky)
+    broken = sched.submit(long_prompt, SamplingParams(max_new_tokens=4))
+    sched.run_until_idle()  # its second chunk fails: that request only
+    assert broken.status == "failed" and "RuntimeError: device lost" in broken.error and sched.prefilling == 0
+    monkeypatch.setattr(engine, "forward", forward)
+    again = sched.submit(long_prompt, SamplingParams(max_new_tokens=4, ignore_eos=True))
+    sched.run_until_idle()
+    assert again.completion().token_ids == engine.generate(long_prompt, max_new_tokens=4, ignore_eos=True).token_ids
+    assert all(b.pins == 0 for b in sched.prefix_cache._blocks.values())  # every match was released
