@@ -6,6 +6,11 @@
 #   make lint      ruff
 #   make gpu-check on an NVIDIA GPU: the `gpu` extra, then TensorRT engines of the `small` preset with and
 #                  without the plugins, parity, `pytest -m gpu`, a benchmark -> gpu-check.json
+#   make device-check  on a bare CUDA machine (torch, triton, numpy; no TensorRT, pip, venv or network), from the
+#                  plain checkout: kernels, TensorRT's recorded launch contract, the plugin chain ->
+#                  device-check/device_check.json (CPU stand-ins without a GPU)
+#   make device-check-launches  on a CPU machine with the dev extra: the launch file phase 3 replays
+#                  (device-check-launches/, ~6 MiB: bring it along with the checkout)
 #
 #   make lock      newest releases within pyproject's ranges in a fresh venv (.lock-venv), the suite run there,
 #                  adopted into locks/<python>-<platform>.txt only if it passes; locks/CHANGES.md records it
@@ -34,7 +39,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := $(if $(filter 1,$(USE_LOCK)),$(wildcard $(LOCK)))
 PIP_INSTALL = $(PY) -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: install demo test lint lock clean gpu-install gpu-check
+.PHONY: install demo test lint lock clean gpu-install gpu-check device-check device-check-launches
 
 install: $(STAMP)
 
@@ -109,5 +114,14 @@ $(GPU_STAMP): $(STAMP)
 gpu-check: $(GPU_STAMP)
 	$(CLI) gpu-check --out gpu-check.json --workdir gpu-check
 
+# ---- device check: needs no venv (PYTHON with torch, triton, numpy), the checkout on PYTHONPATH --------
+DEVICE_CHECK_ARGS ?=
+
+device-check:
+	PYTHONPATH=tools/pythonpath $(PYTHON) -m mixtral_trt.bench.device_check --out device-check $(DEVICE_CHECK_ARGS)
+
+device-check-launches: $(STAMP)
+	nice -n 10 $(PY) tools/record_launches.py --out device-check-launches --force
+
 clean:
-	rm -rf $(DEMO) $(LOCK_VENV) .pytest_cache .ruff_cache gpu-check gpu-check.json
+	rm -rf $(DEMO) $(LOCK_VENV) .pytest_cache .ruff_cache gpu-check gpu-check.json device-check
