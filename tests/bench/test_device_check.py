@@ -167,3 +167,57 @@ def test_rel_error_flags_unwritten_outputs():
     got[2, 1] = float("nan")
     assert cases.rel_error(got, ref) == float("inf")
     assert cases.rel_error(ref + 1e-3, ref) == pytest.approx(1e-3, rel=1e-3)
+
+
+# ---- the GPU-only pieces that can be exercised without one ---------------------------------------------------
+class FakeLibcuda:
+    """Records the driver calls `driver.Kernel.launch` makes, reading kernelParams back as the driver would."""
+
+    def __init__(self, types: list) -> None:
+        self.types, self.calls = types, []
+
+    def cuFuncSetAttribute(self, function, attribute, value):  # noqa: N802  (the driver's names)
+        self.calls.append(("cuFuncSetAttribute", attribute, value.value))
+        return 0
+
+    def cuLaunchKernel(self, function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):  # noqa: N802
+
+        values = [t.from_address(params[i]).value for i, t in enumerate(self.types)]
+        self.calls.append(("cuLaunchKernel", (gx.value, gy.value, gz.value), (bx.value, by.value, bz.value),
+                           shared.value, stream.value, values))
+        return 0
+
+
+def test_driver_launch_passes_inputs_scalars_outputs_in_order():
+    import ctypes
+
+    from mixtral_trt.bench.device_check import driver
+
+    lib = FakeLibcuda([ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int32, ctypes.c_int32, ctypes.c_uint64])
+    fake = driver.Driver.__new__(driver.Driver)
+    fake.lib = lib
+    kernel = driver.Kernel(fake, None, None, "k")
+    kernel.launch([32, 224], [128], 64 * 1024, [0x1000, 0x2000], [4096, -3], [0x3000], stream=0x77)
+    assert lib.calls == [("cuFuncSetAttribute", driver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 65536),
+                         ("cuLaunchKernel", (32, 224, 1), (128, 1, 1), 65536, 0x77,
+                          [0x1000, 0x2000, 4096, -3, 0x3000])]
+
+
+def test_layer_targets_are_checked_on_the_best_tactic(tmp_path):
+    from mixtral_trt.bench.device_check.chain import _targets
+    from mixtral_trt.bench.device_check.report import Report
+
+    def row(weights, t, tactic, ms, bw, mm):
+        return {"weights": weights, "T": t, "tactic": tactic, "ms": ms, "fraction_of_bandwidth_floor": bw,
+                "fraction_of_matmul_floor": mm}
+
+    rows = [row("bf16", 1, 1, 0.40, 0.59, 0.0), row("bf16", 1, 2, 0.38, 0.62, 0.0),
+            row("bf16", 4096, 3, 9.0, 0.1, 0.49), row("int4", 1, 1, 0.16, 0.4, 0.0)]
+    report = Report(tmp_path, "cuda", 330)
+    with report.phase("plugin chain", 100, "cuda") as phase:
+        _targets(phase, rows)
+    checks = report.data["phases"]["plugin chain"]["checks"]
+    assert [(c["value"], c["passed"]) for c in checks] == [(0.62, True), (0.49, False), (2.38, False)]
+    assert checks[0]["tactic"] == 2 and report.data["phases"]["plugin chain"]["status"] == "failed"
+    assert report.data["cpu_stand_ins"] == [] and report.data["gpu_executed"] is True
+    assert json.loads((tmp_path / "device_check.json").read_text())["phases"]["plugin chain"]["status"] == "failed"
