@@ -249,6 +249,22 @@ def check_aot_impl(phase: Phase, document: dict[str, Any], device: str) -> tuple
     return bad, kernels
 
 
+def unloadable(target: dict[str, Any], driver_version: int) -> str | None:
+    """Why this GPU and driver cannot load the recorded PTX, or None."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"sm_{major}{minor}{'a' if major >= 9 else ''}"
+    cuda = f"{driver_version // 1000}.{driver_version % 1000 // 10}"
+    if arch != target["arch"]:
+        return f"the launch file's PTX is for {target['arch']}, this GPU is {arch}: record it with --arch {arch}"
+    major, minor = (int(v) for v in target["ptx_version"].split("."))
+    if ptx.ptx_for_cuda(cuda) < 10 * major + minor:
+        return (f"this driver (CUDA {cuda}) loads PTX up to {ptx.format_ptx(ptx.ptx_for_cuda(cuda))}, the launch file "
+                f"holds PTX {target['ptx_version']}: record it with --cuda {cuda}")
+    return None
+
+
 def run_phase(phase: Phase, device: str, document: dict[str, Any] | None, why_missing: str | None) -> None:
     import torch
 
@@ -266,14 +282,17 @@ def run_phase(phase: Phase, device: str, document: dict[str, Any] | None, why_mi
         driver = Driver()
         phase.figure("driver_version", driver.version())
     replay = Replay(phase, document, device, driver)
-    if driver is not None:
+    sizes = document["sizes"] if device == "cuda" else {"tiny": document["sizes"]["tiny"][-1:]}
+    why_not = "no CUDA device: the recorded launches of the tiny layers ran the Triton kernels under the interpreter " \
+        "instead" if driver is None else unloadable(document["target"], driver.version())
+    if why_not:
+        phase.skip("driver launches of the recorded PTX (cuModuleLoadData + cuLaunchKernel)", why_not)
+        if driver is not None:
+            sizes = {}
+    elif driver is not None:
         seconds = replay.preload(list(document["kernels"]))
         phase.figure("ptx_loaded_by_driver", {"kernels": len(replay.loaded), "seconds": round(seconds, 1)})
         phase.ran(f"cuModuleLoadData of {len(replay.loaded)} PTX kernels")
-    sizes = document["sizes"] if device == "cuda" else {"tiny": document["sizes"]["tiny"][-1:]}
-    if device != "cuda":
-        phase.skip("driver launches (cuModuleLoadData + cuLaunchKernel)", "no CUDA device: the recorded launches of "
-                   "the tiny layers ran the Triton kernels under the interpreter instead")
     for shape, token_counts in sizes.items():
         for t in token_counts:
             for layer in (x for x in document["layers"] if x["shape"] == shape):

@@ -27,12 +27,19 @@ def save_plot(report: dict[str, Any], path: Path) -> str:
              title=f"MoE layer vs its floor ({report['machine']})")
     if rows:
         left.legend()
+    import numpy as np
+
     checks = report["phases"].get("kernels", {}).get("checks", [])
-    errors = [c["value"] for c in checks if isinstance(c["value"], float) and c["value"] != float("inf")]
-    if errors:
-        right.hist([max(e, 1e-9) for e in errors], bins=40)
-        right.set(xscale="log")
-    right.set(xlabel="relative error", ylabel="kernel checks", title="phase 2: kernels vs references")
+    bins = np.logspace(-9, 0, 37)
+    for dtype in ("fp32", "fp16", "bf16"):  # an unwritten output (inf) shows in the last bin
+        errors = [min(max(c["value"], 1e-9), 1.0) for c in checks
+                  if f" {dtype} " in f" {c['what']} " and isinstance(c["value"], float)]
+        if errors:
+            right.hist(errors, bins=bins, alpha=0.6, label=dtype)
+    if checks:
+        right.legend()
+    right.set(xscale="log", xlabel="relative error (max |Δ| / max |ref|)", ylabel="kernel checks",
+              title="phase 2: kernels vs references")
     fig.tight_layout()
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)

@@ -221,3 +221,14 @@ def test_layer_targets_are_checked_on_the_best_tactic(tmp_path):
     assert checks[0]["tactic"] == 2 and report.data["phases"]["plugin chain"]["status"] == "failed"
     assert report.data["cpu_stand_ins"] == [] and report.data["gpu_executed"] is True
     assert json.loads((tmp_path / "device_check.json").read_text())["phases"]["plugin chain"]["status"] == "failed"
+
+
+@pytest.mark.parametrize(("capability", "driver", "why"), [((9, 0), 13000, None), ((9, 0), 13020, None),
+                                                          ((8, 0), 13000, "record it with --arch sm_80"),
+                                                          ((9, 0), 12080, "record it with --cuda 12.8")])
+def test_recorded_ptx_this_gpu_cannot_load_is_skipped_with_the_reason(monkeypatch, capability, driver, why):
+    from mixtral_trt.bench.device_check.contract import unloadable
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: capability)
+    found = unloadable({"arch": "sm_90a", "cuda": "13.0", "ptx_version": "9.0"}, driver)
+    assert found == why or (why and why in found)
