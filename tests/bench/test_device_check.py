@@ -232,3 +232,13 @@ def test_recorded_ptx_this_gpu_cannot_load_is_skipped_with_the_reason(monkeypatc
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: capability)
     found = unloadable({"arch": "sm_90a", "cuda": "13.0", "ptx_version": "9.0"}, driver)
     assert found == why or (why and why in found)
+
+
+def test_device_check_py_at_the_checkout_root_needs_no_pythonpath(tmp_path):
+    env = {k: v for k, v in plain_checkout_env().items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-s", str(CHECKOUT / "device_check.py"), "--out", str(tmp_path),
+                             "--phases", "1", "--cpu-smoke"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    assert list(report["phases"]) == ["environment and ceilings"] and report["passed"] is True
