@@ -2,8 +2,9 @@
 
 A tool's parameters sit inside the schema of the list of calls, so their local references ("#",
 "#/$defs/C", what pydantic writes for every enum and nested model) would resolve against the list's root.
-`reroot` rewrites them to point into the place the schema is put, recursion included. `check_patterns`
-refuses regex repetition counts the grammar engine could only expand lazily, failing mid-reply.
+`reroot` rewrites them to point into the place the schema is put, recursion included. `check_schema`
+refuses what the grammar engine would only find out mid-reply: a chain of references that comes back to
+itself (it admits no value), regex repetition counts it can only expand lazily.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ def reroot(schema: Mapping[str, Any], pointer: str) -> dict[str, Any]:
     return {k: v for k, v in walk(schema).items() if k not in ("$id", "$schema")}
 
 
-def check_patterns(schema: Any, what: str) -> None:
-    """Every `pattern` of `schema` (at any depth) with repetition counts up to MAX_REPEAT."""
+def check_schema(schema: Any, what: str) -> None:
+    """No reference loop, and every `pattern` (at any depth) with repetition counts up to MAX_REPEAT; a
+    MixtralTrtError naming `what` otherwise."""
     stack = [schema]
     while stack:
         node = stack.pop()
         if isinstance(node, Mapping):
+            _check_chain(schema, node, what)
             pattern = node.get("pattern")
             if isinstance(pattern, str):
                 for low, high in _REPEAT.findall(pattern):
@@ -61,3 +64,33 @@ def check_patterns(schema: Any, what: str) -> None:
             stack.extend(v for k, v in node.items() if k not in _LITERAL)
         elif isinstance(node, list):
             stack.extend(node)
+
+
+_ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "default", "$defs", "definitions"})
+
+
+def _check_chain(root: Any, node: Mapping[str, Any], what: str) -> None:
+    """Follow the local references from `node` while each schema on the way is nothing but a `$ref`."""
+    seen: set[str] = set()
+    while isinstance(node, Mapping) and isinstance(node.get("$ref"), str) and set(node) - _ANNOTATIONS == {"$ref"}:
+        ref = node["$ref"]
+        if not (ref == "#" or ref.startswith("#/")):
+            return
+        if ref in seen:
+            raise MixtralTrtError(f"{what}: $ref {ref!r} leads back to itself: the schema admits no value")
+        seen.add(ref)
+        node = _resolve(root, ref[1:])
+
+
+def _resolve(root: Any, pointer: str) -> Any:
+    """The JSON pointer's target in `root`, or None."""
+    node = root
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node

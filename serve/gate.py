@@ -41,7 +41,7 @@ class Gate:
         try:
             if self.key is not None and scope["path"].startswith("/v1") and not self._authorized(scope):
                 raise HTTPError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
-                                headers={"WWW-Authenticate": "Bearer"})
+                                headers={"WWW-Authenticate": "Bearer", "Connection": "close"})  # body unread
             body = await self._body(scope, receive)
             await self.app(scope, _replay(body, receive), tracked)
         except HTTPError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from mixtral_trt.runtime.scheduler import Scheduler
 
 Disconnected = Callable[[], Awaitable[None]]
+_TYPES = {"str", "int", "float", "bool", "list", "dict", "none"}  # the members of a union, in pydantic's locations
 ABORT = "abort"  # finish_reason of a reply the server cut short on shutdown (vLLM's word)
 
 
@@ -169,8 +171,10 @@ class Serving:
         try:
             return model.model_validate(value)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+            # the most specific error (a union's members each report one); its field as `messages[0].role`
+            first = max(e.errors(), key=lambda error: len(error["loc"]))
+            loc = [p for p in first["loc"] if isinstance(p, int) or re.fullmatch(r"[a-z_]+", p) and p not in _TYPES]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
             message = first["msg"].removeprefix("Value error, ")
             raise HTTPError(400, f"{where or 'body'}: {message}", where or None) from None
 
