@@ -119,10 +119,11 @@ class Serving:
         except asyncio.CancelledError:  # the client left while its request was prepared: drop it once submitted
             work.add_done_callback(_cancel_admitted)
             raise
-        self.live.update(admitted.tickets)
-        for ticket in admitted.tickets:
-            if self.draining:
+        if self.draining:  # admitted while the server shuts down (a kept-alive connection)
+            for ticket in admitted.tickets:
                 ticket.cancel()
+            raise HTTPError(503, "the server is shutting down")
+        self.live.update(admitted.tickets)
         return admitted
 
     def _admit_chat(self, raw: bytes, loop: asyncio.AbstractEventLoop) -> _Admitted:
