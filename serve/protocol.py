@@ -27,12 +27,12 @@ class BadRequest(MixtralTrtError):
 
 
 # the name a runtime error starts with -> the request field it comes from
-REQUEST_FIELDS = {"max_new_tokens": "max_tokens", "chat": "messages", "constrained decoding": None}
+REQUEST_FIELDS = {"max_new_tokens": "max_tokens", "chat": "messages"}
 
 
 def param_of(error: Exception) -> str | None:
     """The request field a one-line error names: `BadRequest.param`; `messages[n]` for a runtime error about
-    message n; else the `field=value:` / `field:` it starts with."""
+    message n; else the request field its first word is (`temperature=...`, `prompt 2: ...`)."""
     if isinstance(error, BadRequest):
         return error.param
     text = str(error)
@@ -41,12 +41,9 @@ def param_of(error: Exception) -> str | None:
         return f"messages[{message.group(1)}]"
     if text.startswith(("chat: tools", "tools")):
         return "tools"
-    if re.match(r"prompt \d+:", text):
-        return "prompt"
-    found = re.match(r"([a-z_ ]+?)(?:=|:)", text)
-    if not found:
-        return None
-    return REQUEST_FIELDS.get(found.group(1), found.group(1) if " " not in found.group(1) else None)
+    word = re.match(r"[a-z_]+", text)
+    name = REQUEST_FIELDS.get(word.group(), word.group()) if word else None
+    return name if name in ChatCompletionRequest.model_fields or name in CompletionRequest.model_fields else None
 
 
 def _not_bool(value: Any) -> Any:
