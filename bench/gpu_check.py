@@ -1,8 +1,10 @@
 """The GPU run book as one function (`mixtral-export gpu-check`, `make gpu-check`): on a machine with an NVIDIA
 GPU and the `gpu` extra, build the `small` preset's TensorRT engines with and without the plugins (fp16), check
-both against the float32 reference (parity), run the `gpu` test suite, benchmark them against ONNX Runtime, and
-write everything to one JSON report. Every step runs even when an earlier one failed (a step that needs a
-missing engine reports that); the report says which passed.
+both against the float32 reference (parity), check an int8 ONNX Runtime engine's QMoE on the CUDA EP against the
+reference (onnxruntime-gpu packs its raw codes itself: common/ort_versions.py), measure the plugin engine's
+device-memory growth over 1,000 decode steps (bench/memory_growth.py, NVIDIA/TensorRT#4849), run the `gpu` test
+suite, benchmark them against ONNX Runtime, and write everything to one JSON report. Every step runs even when an
+earlier one failed (a step that needs a missing engine reports that); the report says which passed.
 
 Written against the documented APIs; it has not run on a GPU here (this project's machines have none).
 """
@@ -89,6 +91,7 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
     environment = gpu_environment()
     workdir = Path(workdir)
     ckpt, onnx_dir = workdir / f"{preset}-checkpoint", workdir / f"{preset}-onnx-fp16"
+    qmoe_onnx, qmoe_engine = workdir / f"{preset}-onnx-fp16-int8", workdir / f"{preset}-engine-ort-cuda-int8"
 
     def checkpoint() -> dict[str, Any]:
         if not ckpt.exists():
@@ -113,6 +116,30 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
             return {"logits_max_rel": report.logits.max_rel, "greedy_exact": [g.exact for g in report.greedy]}
         return run
 
+    def qmoe_cuda() -> dict[str, Any]:
+        """int8 experts (block-wise scales) as one QMoE node per layer on the CUDA EP, against the reference."""
+        from mixtral_trt import runtime
+
+        if not qmoe_onnx.exists():
+            export_checkpoint(ckpt, qmoe_onnx, dtype="fp16", max_seq=1024, max_batch=4, quantize_experts="int8",
+                              progress=progress)
+        build_engine(qmoe_onnx, qmoe_engine, "ort", overwrite=True, progress=progress, experts="moe",
+                     genai_provider="cuda")
+        runtime.load(qmoe_engine, device="cuda")  # refused if the CUDA EP cannot run its QMoE (one line)
+        report = check_engine(qmoe_engine, ckpt, greedy_steps=greedy_steps)  # device auto: the CUDA EP
+        if not report.passed:
+            raise AssertionError(f"ort CUDA QMoE parity failed: {report.failures}")
+        return {"engine": str(qmoe_engine), "device": "cuda", "logits_max_rel": report.logits.max_rel,
+                "greedy_exact": [g.exact for g in report.greedy]}
+
+    def memory_growth() -> dict[str, Any]:
+        from mixtral_trt import runtime
+
+        from .memory_growth import cuda_used_bytes, decode_steps, measure_growth
+
+        engine = runtime.load(workdir / f"{preset}-engine-trt")
+        return measure_growth(decode_steps(engine), cuda_used_bytes)
+
     def bench() -> dict[str, Any]:
         result = run_bench(BenchSettings(preset=preset, backends=("ort", *ENGINES), workdir=workdir / "bench",
                                          hf=False), progress)
@@ -125,6 +152,8 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
     steps: dict[str, Callable[[], dict[str, Any]]] = {"checkpoint and fp16 export": checkpoint}
     steps.update({f"build {b}": build(b) for b in ENGINES})
     steps.update({f"parity {b}": parity(b) for b in ENGINES})
+    steps["parity ort CUDA QMoE int8"] = qmoe_cuda
+    steps["memory growth trt, 1,000 decode steps"] = memory_growth
     if tests is not None:
         steps["pytest -m gpu"] = lambda: _pytest_gpu(tests)
     steps["bench"] = bench
