@@ -64,7 +64,8 @@ def gemm_swiglu_variant(dtype: str, top_k: int, tactic: int, block_size: int = A
     t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
     return KernelVariant("MoEGemmSwiGLU", "moe_gemm_swiglu_kernel", "moe_gemm_swiglu",
                          {"x_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
-                          "w13_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "inter_ptr": t, "TOP_K": "constexpr",
+                          "w13_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "M_MAX": "i32", "E": "i32",
+                          "inter_ptr": t, "TOP_K": "constexpr",
                           "ALIGN": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
                           "BLOCK_K": "constexpr", "IEEE": "constexpr"},
                          {"TOP_K": top_k, "ALIGN": block_size, "BLOCK_M": tile.block_m, "BLOCK_N": tile.block_n,
@@ -76,7 +77,8 @@ def gemm_down_variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK, qu
     t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
     return KernelVariant("MoEGemmDown", "moe_gemm_down_kernel", "moe_gemm_down",
                          {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
-                          "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "y_ptr": "*fp32",
+                          "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "M_MAX": "i32",
+                          "E": "i32", "y_ptr": "*fp32",
                           "ALIGN": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
                           "BLOCK_K": "constexpr", "IEEE": "constexpr"},
                          {"ALIGN": block_size, "BLOCK_M": tile.block_m, "BLOCK_N": tile.block_n,
@@ -88,7 +90,7 @@ def gemm_swiglu_q_variant(dtype: str, top_k: int, tactic: int, bits: int, group:
     base = gemm_swiglu_variant(dtype, top_k, tactic, block_size, quantized=True)
     ordered = {"x_ptr": base.signature["x_ptr"], "sorted_ptr": "*i32", "block_experts_ptr": "*i32",
                "num_padded_ptr": "*i32", "codes_ptr": "*u8", "scales_ptr": base.signature["x_ptr"], "H": "i32",
-               "INTER": "i32", "P": "i32", "inter_ptr": base.signature["x_ptr"]}
+               "INTER": "i32", "P": "i32", "M_MAX": "i32", "E": "i32", "inter_ptr": base.signature["x_ptr"]}
     ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
     return KernelVariant("MoEGemmSwiGLUQ", "moe_gemm_swiglu_q_kernel", "moe_gemm_swiglu_q", ordered,
                          {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)
@@ -100,7 +102,7 @@ def gemm_down_q_variant(dtype: str, tactic: int, bits: int, group: int, block_si
     t = base.signature["inter_ptr"]
     ordered = {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                "weights_ptr": "*fp32", "codes_ptr": "*u8", "scales_ptr": t, "H": "i32", "INTER": "i32", "P": "i32",
-               "y_ptr": "*fp32"}
+               "M_MAX": "i32", "E": "i32", "y_ptr": "*fp32"}
     ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
     return KernelVariant("MoEGemmDownQ", "moe_gemm_down_q_kernel", "moe_gemm_down_q", ordered,
                          {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)

@@ -242,7 +242,8 @@ def _define_swiglu(trt, trtp) -> None:
         hidden, inter = x.shape_expr[1], w13.shape_expr[1] // 2
         variant = aot.gemm_swiglu_variant(dtype, top_k, tactic, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k, sorted_pairs.shape_expr[0],
+                                             w13.shape_expr[0]))
 
     @trtp.impl(plugin)
     def swiglu_impl(x, sorted_pairs, block_experts, num_padded, w13, top_k: int, block_size: int, outputs,
@@ -282,7 +283,7 @@ def _define_down(trt, trtp) -> None:
         pairs = weights.shape_expr[0] * weights.shape_expr[1]
         variant = aot.gemm_down_variant(dtype, tactic, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(hidden, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter_size, pairs))
+        return _launch(trtp, variant, grid, (hidden, inter_size, pairs, sorted_pairs.shape_expr[0], w2.shape_expr[0]))
 
     @trtp.impl(plugin)
     def down_impl(inter, sorted_pairs, block_experts, num_padded, weights, w2, top_k: int, block_size: int,
@@ -321,7 +322,8 @@ def _define_swiglu_q(trt, trtp) -> None:
         group = quant_block or _constant(hidden, "MoEGemmSwiGLUQ: H")
         variant = aot.gemm_swiglu_q_variant(dtype, top_k, tactic, bits, group, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k, sorted_pairs.shape_expr[0],
+                                             w13_codes.shape_expr[0]))
 
     @trtp.impl(plugin)
     def swiglu_q_impl(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, top_k: int,
@@ -364,7 +366,8 @@ def _define_down_q(trt, trtp) -> None:
         group = quant_block or _constant(inter_size, "MoEGemmDownQ: I")
         variant = aot.gemm_down_q_variant(dtype, tactic, bits, group, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(hidden, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter_size, weights.shape_expr[0] * weights.shape_expr[1]))
+        return _launch(trtp, variant, grid, (hidden, inter_size, weights.shape_expr[0] * weights.shape_expr[1],
+                                             sorted_pairs.shape_expr[0], w2_codes.shape_expr[0]))
 
     @trtp.impl(plugin)
     def down_q_impl(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales, top_k: int,
