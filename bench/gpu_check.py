@@ -27,6 +27,10 @@ from mixtral_trt.common.progress import step
 ENGINES = ("trt", "trt-dense")  # with the sparse-dispatch plugins; the dense baseline
 
 
+class Skipped(Exception):
+    """A step that cannot run on this machine (e.g. no TensorRT): reported as skipped, with why, not failed."""
+
+
 def gpu_environment() -> dict[str, Any]:
     """What the engines will run on; a one-line error when this machine cannot build them."""
     import importlib.metadata
@@ -37,30 +41,35 @@ def gpu_environment() -> dict[str, Any]:
         raise MixtralTrtError("gpu-check needs a CUDA GPU and a CUDA build of torch; none is visible here")
     try:
         import tensorrt
-    except ImportError:
-        raise MixtralTrtError("gpu-check needs TensorRT: make gpu-install (the `gpu` extra)") from None
+    except ImportError:  # the ONNX Runtime steps still run; the TensorRT ones report why they did not
+        tensorrt = None
     import onnxruntime
 
     from mixtral_trt.plugins.aot import target
     from mixtral_trt.plugins.ptx import driver_cuda_version
     from mixtral_trt.plugins.trt_registry import check_tensorrt
 
-    check_tensorrt(tensorrt.__version__)
+    if tensorrt is not None:
+        check_tensorrt(tensorrt.__version__)
     major, minor = torch.cuda.get_device_capability()
     return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-            "cuda_driver": driver_cuda_version(), "torch": torch.__version__, "tensorrt": tensorrt.__version__,
+            "cuda_driver": driver_cuda_version(), "torch": torch.__version__,
+            "tensorrt": None if tensorrt is None else tensorrt.__version__,
             "triton": importlib.metadata.version("triton"), "onnxruntime": onnxruntime.__version__,
             "onnxruntime_providers": onnxruntime.get_available_providers(), "plugin_kernels": target().describe()}
 
 
 def run_steps(steps: dict[str, Callable[[], dict[str, Any]]], progress=None) -> dict[str, dict[str, Any]]:
-    """Each step's result with `passed` and `seconds`; an exception fails its step, not the run."""
+    """Each step's result with `passed` and `seconds`; an exception fails its step, not the run; a `Skipped`
+    step has `passed` None and `skipped` (why)."""
     results = {}
     for name, fn in steps.items():
         start = time.perf_counter()
         with step(progress, name):
             try:
                 result = {"passed": True, **fn()}
+            except Skipped as e:
+                result = {"passed": None, "skipped": str(e)}
             except Exception as e:  # recorded in the report: the run book goes on
                 result = {"passed": False, "error": f"{type(e).__name__}: {e}",
                           "traceback": traceback.format_exc(limit=8)}
@@ -149,17 +158,25 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
         return {"decode_tok_s": result["decode"], "prefill_tok_s": result["prefill"],
                 "moe_layer": result["moe_layer"]}
 
+    def needs_tensorrt(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            if environment["tensorrt"] is None:
+                raise Skipped("TensorRT is not installed here (PyPI's tensorrt wheels fetch it from NVIDIA's index)")
+            return fn()
+        return run
+
     steps: dict[str, Callable[[], dict[str, Any]]] = {"checkpoint and fp16 export": checkpoint}
-    steps.update({f"build {b}": build(b) for b in ENGINES})
-    steps.update({f"parity {b}": parity(b) for b in ENGINES})
+    steps.update({f"build {b}": needs_tensorrt(build(b)) for b in ENGINES})
+    steps.update({f"parity {b}": needs_tensorrt(parity(b)) for b in ENGINES})
     steps["parity ort CUDA QMoE int8"] = qmoe_cuda
-    steps["memory growth trt, 1,000 decode steps"] = memory_growth
+    steps["memory growth trt, 1,000 decode steps"] = needs_tensorrt(memory_growth)
     if tests is not None:
-        steps["pytest -m gpu"] = lambda: _pytest_gpu(tests)
-    steps["bench"] = bench
+        steps["pytest -m gpu"] = needs_tensorrt(lambda: _pytest_gpu(tests))
+    steps["bench"] = needs_tensorrt(bench)
     results = run_steps(steps, progress)
-    report = {"passed": all(r["passed"] for r in results.values()), "preset": preset, "environment": environment,
-              "steps": results}
+    report = {"passed": all(r["passed"] is not False for r in results.values()), "preset": preset,
+              "environment": environment, "steps": results,
+              "skipped": {name: r["skipped"] for name, r in results.items() if r["passed"] is None}}
     with atomic_file(out) as f:
         f.write(json.dumps(report, indent=2, default=str) + "\n")
     return report
