@@ -67,6 +67,11 @@ def test_engines_are_gated_per_release_and_device_in_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_an_unreadable_model_is_left_to_onnxruntime_to_report(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"not onnx")
+    check_engine_ops(tmp_path / "model.onnx", "1.30.0", cuda=True, schema=SCHEMA["1.30.0"])
+
+
 def test_the_runtime_floor_is_the_newest_gpu_wheel_line():
     check_ort_version("1.31.1")
     check_ort_version("1.32.0")
