@@ -72,7 +72,14 @@ class QuantScheme:
         grouped = self._grouped(w)
         s = np.asarray(scales, np.float32).reshape(*grouped.shape[:-1], 1)
         qmax = self.zero_point - 1
-        codes = (np.clip(np.rint(grouped / s), -qmax, qmax) + self.zero_point).astype(np.uint8).reshape(w.shape)
+        codes = np.clip(np.rint(grouped / s), -qmax, qmax) + self.zero_point
+        return self.pack(codes.astype(np.uint8).reshape(w.shape))
+
+    def pack(self, codes: np.ndarray) -> np.ndarray:
+        """Unsigned codes uint8 [..., K] (zero point 2^(bits-1)) -> the stored bytes [..., K*bits/8]. A checkpoint
+        quantized symmetrically by its own tool (GPTQ sym, compressed-tensors symmetric) is stored this way as is:
+        its codes may use 0 (-2^(bits-1)), which `encode` never writes and `dequantize` reads like any other."""
+        codes = np.asarray(codes, np.uint8)
         if self.bits == 4:
             codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
         return np.ascontiguousarray(codes)

@@ -38,11 +38,16 @@ class QuantizedLinears:
     quant: CheckpointQuant
     linears: dict[str, tuple[str, int, int]]  # key -> (module name, N, K)
     files: dict[str, Path]  # key -> file holding its first stored tensor
+    scale_dtypes: frozenset[str] = frozenset()  # safetensors dtypes of the stored scales
 
     def stored(self) -> set[str]:
         """Every stored tensor name the quantized linears account for."""
         return {name for base, _, _ in self.linears.values()
                 for name in (*stored_names(self.quant, base), *optional_names(self.quant, base))}
+
+    def stored_of(self, key: str) -> tuple[str, ...]:
+        """The stored tensors of the quantized linear `key` (those its dequantization reads)."""
+        return stored_names(self.quant, self.linears[key][0])
 
     def read(self, key: str, get: Callable[[str], torch.Tensor]) -> QuantLinear:
         base, n, k = self.linears[key]
@@ -73,7 +78,7 @@ def index_quantized(q: CheckpointQuant, path: Path, layout: str, expected: dict[
     def stored_meta(name: str):
         return meta(name) if name in where else None
 
-    linears, files = {}, {}
+    linears, files, scale_dtypes = {}, {}, set()
     for key, shape in expected.items():
         if len(shape) != 2 or key.endswith(NOT_LINEAR):
             continue
@@ -102,8 +107,10 @@ def index_quantized(q: CheckpointQuant, path: Path, layout: str, expected: dict[
             if dtype not in dtypes:
                 raise CheckpointError(f"{where[name].name}: tensor {name} has dtype {dtype}; expected "
                                       f"{' or '.join(dtypes)}")
+            if name.endswith(("scales", "weight_scale")):
+                scale_dtypes.add(dtype)
         linears[key] = (base, n, k)
         files[key] = where[stored_names(q, base)[0]]
     if not linears:
         raise CheckpointError(f"{config}: quantization_config is set but no linear is stored quantized")
-    return QuantizedLinears(q, linears, files)
+    return QuantizedLinears(q, linears, files, frozenset(scale_dtypes))
