@@ -1,10 +1,12 @@
 """A quantized checkpoint (GPTQ / AWQ / compressed-tensors) exported as it is stored: its codes and scales
 become MoEExpertsQ / LinearQ initializers as they are, never dequantized and quantized again.
 
-The storage format (common/quant.py) takes a checkpoint's integer weights as they are when they are symmetric
-(zero point 2^(bits-1): GPTQ sym, compressed-tensors symmetric), their groups are contiguous (no act-order
-g_idx) of 32 / 64 / 128 inputs or one per output channel, and the export dtype holds the stored scales
-exactly (fp32 always; fp16 / bf16 only scales stored in that dtype). Every other checkpoint takes the one
+The storage format (common/quant.py) takes a checkpoint's integer weights as they are when their groups are
+contiguous (no act-order g_idx) of 32 / 64 / 128 inputs or one per output channel, and the export dtype holds
+the stored scales exactly (fp32 always; fp16 / bf16 only scales stored in that dtype). Symmetric codes (zero
+point 2^(bits-1): GPTQ sym, compressed-tensors symmetric) become MoEExpertsQ / LinearQ; asymmetric ones (GPTQ
+asym, AWQ, compressed-tensors asymmetric) with groups become MoEExpertsQZ / LinearQZ, their zero points as
+stored (ONNX Runtime's QMoE and MatMulNBits take them as they are). Every other checkpoint takes the one
 fallback: each linear dequantized by its format (float32, mixtral_ref/quant_linear.py), cast to the export
 dtype, exported as float weights; `plan` says which and why, and the contract (hence the engine manifest)
 records it in extra["checkpoint_quantization"]. FP8 weights take that path by design: e4m3 -> float32 is
@@ -20,6 +22,8 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.mixtral_ref.quant_checkpoint import QuantizedLinears
 
+from .lowering.common import swap_in
+from .ops.spec import DOMAIN, LINEAR_Q, LINEAR_QZ, MOE_EXPERTS_Q, MOE_EXPERTS_QZ
 from .quantize import QuantizedExperts, quantize_experts
 from .quantize_dense import QuantizedLinear, quantize_linears
 from .streaming import QuantizedSpan, StreamedTensor
@@ -38,8 +42,8 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
     expert_parts = [p.key for e in entries if e.kind in ("w13", "w2") for p in e.parts]
     if q.kind == "fp8":
         reason = "FP8 weights are converted exactly to float (e4m3 x scale, float32) at export"
-    elif not q.symmetric:
-        reason = "zero points (asymmetric codes) have no place in the export's storage format yet"
+    elif not q.symmetric and not q.group_size:
+        reason = "per-channel zero points have no place in the storage format (zero points are block-wise)"
     elif q.act_order:
         reason = "act-order groups (g_idx) are not contiguous"
     elif not all(k in quantized.linears for k in expert_parts):
@@ -56,7 +60,7 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
         linears = [e.name for e in entries if e.name.endswith(DENSE) or e.name == "lm_head.weight"
                    if e.parts[0].key in quantized.linears]
     spec = {"scheme": scheme.name, "bits": scheme.bits, "block_size": scheme.block_size, "dense": bool(linears),
-            "source": "checkpoint", "linears": linears}
+            "source": "checkpoint", "linears": linears, "zero_points": not q.symmetric}
     return {**record, "exported_as": "stored (codes and scales as the checkpoint has them)"}, spec
 
 
@@ -86,6 +90,11 @@ class StoredExperts(QuantizedExperts):
     def codes(self, e: int) -> np.ndarray:
         return self.scheme.pack(np.concatenate([s.linear().codes for s in self._spans(e)]))
 
+    def zeros(self) -> np.ndarray:
+        """uint8 [E, N, ceil(G*bits/8)]: the stored zero points, packed (common/quant.py)."""
+        return np.stack([self.scheme.pack_zeros(np.concatenate([s.linear().zeros for s in self._spans(e)]))
+                         for e in range(self.e)])
+
 
 class StoredLinear(QuantizedLinear):
     """A linear's codes and scales as the checkpoint stores them."""
@@ -97,6 +106,9 @@ class StoredLinear(QuantizedLinear):
 
     def code_bands(self):
         yield self.scheme.pack(self.source.spans[0].linear().codes)
+
+    def zeros(self) -> np.ndarray:
+        return self.scheme.pack_zeros(self.source.spans[0].linear().zeros)
 
 
 def is_stored(tensor) -> bool:
@@ -110,3 +122,32 @@ def quantize_stored(model: ir.Model, spec: dict, dtype: str) -> None:
     quantize_experts(model, scheme, dtype, StoredExperts)
     if spec.get("dense"):
         quantize_linears(model, scheme, dtype, StoredLinear, only=is_stored)
+    if spec.get("zero_points"):
+        _with_zero_points(model)
+
+
+def _zeros_value(graph: ir.Graph, codes: ir.Value) -> ir.Value:
+    """The zero points beside `codes` (a CodesTensor / LinearCodes of a Stored* source), lazily."""
+    q = codes.const_value.q
+    name = codes.name.removesuffix(".codes") + ".zeros"
+    probe_groups = q.k // q.scheme.block_size
+    shape = (*((q.e,) if isinstance(q, StoredExperts) else ()), q.n, -(-probe_groups * q.scheme.bits // 8))
+    lazy = ir.LazyTensor(lambda: ir.Tensor(q.zeros()), dtype=ir.DataType.UINT8, shape=ir.Shape(shape), name=name)
+    value = ir.Value(name=name, shape=ir.Shape(shape), type=ir.TensorType(ir.DataType.UINT8), const_value=lazy)
+    graph.register_initializer(value)
+    return value
+
+
+def _with_zero_points(model: ir.Model) -> None:
+    """MoEExpertsQ -> MoEExpertsQZ and LinearQ -> LinearQZ, with the checkpoint's zero points."""
+    graph = model.graph
+    for node in list(graph):
+        if node.domain != DOMAIN or node.op_type not in (MOE_EXPERTS_Q.name, LINEAR_Q.name):
+            continue
+        if node.op_type == MOE_EXPERTS_Q.name:
+            op, zeros = MOE_EXPERTS_QZ.name, [_zeros_value(graph, node.inputs[3]), _zeros_value(graph, node.inputs[5])]
+        else:
+            op, zeros = LINEAR_QZ.name, [_zeros_value(graph, node.inputs[1])]
+        new = ir.node(op, [*node.inputs, *zeros], domain=DOMAIN, name=f"{node.name}z",
+                      attributes={k: a.as_int() for k, a in node.attributes.items()})
+        swap_in(graph, new, node.outputs[0], [node])
