@@ -151,3 +151,26 @@ def _with_zero_points(model: ir.Model) -> None:
         new = ir.node(op, [*node.inputs, *zeros], domain=DOMAIN, name=f"{node.name}z",
                       attributes={k: a.as_int() for k, a in node.attributes.items()})
         swap_in(graph, new, node.outputs[0], [node])
+
+
+def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int, str]:
+    """(bytes of the exported weights, "stored" | "float") for an export of the checkpoint in `dtype`: codes,
+    scales and zero points where `plan` keeps them, `dtype` floats for everything else."""
+    record, spec = plan(quantized, entries, dtype)
+    item = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
+    kept = set()
+    if spec is not None:
+        kept = {p.key for e in entries if e.kind in ("w13", "w2") or e.name in spec["linears"] for p in e.parts}
+    total = 0
+    for entry in entries:
+        for part in entry.parts:
+            n_elements = int(np.prod(part.shape))
+            if part.key not in kept:
+                total += n_elements * item
+                continue
+            n, k = part.shape
+            groups = k // spec["block_size"] if spec["block_size"] else 1
+            total += n * k * spec["bits"] // 8 + n * groups * item
+            if spec["zero_points"]:
+                total += n * -(-groups * spec["bits"] // 8)
+    return total, "stored" if spec is not None else "float"
