@@ -134,9 +134,9 @@ def expected_shapes(q: CheckpointQuant, base: str, n: int, k: int, where: str) -
 
 def _unpack(packed: torch.Tensor, bits: int, axis: int) -> np.ndarray:
     """int32 words -> unsigned values (lowest bits first) along `axis` (0 or 1 of a 2-D tensor): uint8."""
-    u = packed.numpy().astype(np.int64) & 0xFFFFFFFF
-    shifts = np.arange(0, 32, bits, dtype=np.int64)
-    mask = (1 << bits) - 1
+    u = np.ascontiguousarray(packed.numpy()).view(np.uint32)  # the words' bits, no widening (bounded memory)
+    shifts = np.arange(0, 32, bits, dtype=np.uint32)
+    mask = np.uint32((1 << bits) - 1)
     if axis == 0:  # [R/p, C] -> [R/p, p, C] -> [R, C]
         v = (u[:, None, :] >> shifts[None, :, None]) & mask
         return v.reshape(-1, u.shape[1]).astype(np.uint8)
