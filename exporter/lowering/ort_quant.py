@@ -26,7 +26,7 @@ import onnx_ir as ir
 
 from mixtral_trt.common.ort_versions import known
 
-from ..ops.spec import DOMAIN, LINEAR_Q
+from ..ops.spec import DOMAIN, LINEAR_Q, LINEAR_QZ
 from .common import derived_initializer, swap_in
 
 MS_DOMAIN = "com.microsoft"
@@ -69,17 +69,19 @@ def nbits_operands(graph: ir.Graph, codes: ir.Value, scales: ir.Value, bits: int
 
 
 def lower_linears(model: ir.Model) -> int:
-    """Every LinearQ node becomes MatMulNBits; returns the number lowered."""
+    """Every LinearQ / LinearQZ node becomes MatMulNBits (LinearQZ's zero points, packed uint8 [N, ceil(K/block*
+    bits/8)], are MatMulNBits' own layout); returns the number lowered."""
     graph, count = model.graph, 0
     for node in list(graph):
-        if node.domain != DOMAIN or node.op_type != LINEAR_Q.name:
+        if node.domain != DOMAIN or node.op_type not in (LINEAR_Q.name, LINEAR_QZ.name):
             continue
-        x, codes, scales = node.inputs
+        x, codes, scales, *zeros = node.inputs
         bits, block = node.attributes["bits"].as_int(), node.attributes["block_size"].as_int()
         if codes.const_value is None or scales.const_value is None or not block:
             raise ValueError(f"{node.name}: LinearQ needs constant codes and block-wise scales for MatMulNBits")
         b, s, attributes = nbits_operands(graph, codes, scales, bits, block)
-        new = ir.node("MatMulNBits", [x, b, s], domain=MS_DOMAIN, name=f"{node.name}.nbits", attributes=attributes)
+        new = ir.node("MatMulNBits", [x, b, s, *zeros], domain=MS_DOMAIN, name=f"{node.name}.nbits",
+                      attributes=attributes)
         swap_in(graph, new, node.outputs[0], [node])
         count += 1
     if count:
