@@ -34,6 +34,10 @@ PAD_ID = 0  # any id inside the vocabulary: padded slots are masked out
 
 
 def check_prompts(engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+    vocab = engine.config.vocab_size
+    outside = [t for t, _ in params.logit_bias if t >= vocab]
+    if outside:
+        raise MixtralTrtError(f"logit_bias: token id {outside[0]} is outside the vocabulary [0, {vocab})")
     out = []
     for n, prompt in enumerate(prompts):
         where = f"prompt {n}" if len(prompts) > 1 else "prompt"
@@ -84,7 +88,7 @@ def _one_batch(engine: Engine, prompts: list[list[int]], params: SamplingParams,
             if reply.done:
                 continue
             token = samplers[i](last[i])
-            logprob = token_logprob(last[i], token, k) if k is not None else None  # the engine's logits
+            logprob = token_logprob(last[i], token, k, params.logit_bias) if k is not None else None
             yield reply.push(token, end=samplers[i].finished, logprob=logprob)
             if not reply.done:
                 step[i, 0], live[i, 0] = token, 1

@@ -1,11 +1,13 @@
 """Log probabilities of tokens, as OpenAI's `logprobs` / `top_logprobs` and vLLM's `prompt_logprobs` give them.
 
-A token's logprob is the float32 log-softmax of the engine's logits at its position, before anything the
-sampler does: no temperature, top-k / top-p, repetition penalty or grammar mask. OpenAI documents logprobs
-as the model's log probabilities of the output tokens and names only `logit_bias` as changing the logits
-"prior to sampling" (not supported here); temperature and the filters shape the draw, not the reported
-distribution. This is what evaluation harnesses score (lm-eval's loglikelihood) and what vLLM reports by
-default (its raw logprobs). The log-sum-exp is accumulated in float64, so the figures are the float32
+A new token's logprob is the float32 log-softmax of the engine's logits at its position plus the request's
+`logit_bias`, before anything else the sampler does: no temperature, top-k / top-p / min-p, penalties or
+grammar mask. OpenAI documents logprobs as the model's log probabilities of the output tokens and names only
+`logit_bias` as changing the logits themselves (the bias is added to the model's logits before sampling);
+temperature and the filters shape the draw, not the reported distribution. Without a bias this is
+what evaluation harnesses score (lm-eval's loglikelihood) and what vLLM reports by default (its raw logprobs).
+Prompt logprobs are the model's own (no bias: it applies to what is sampled).
+The log-sum-exp is accumulated in float64, so the figures are the float32
 logits' exact log-softmax up to float32 rounding. `top` holds up to 20 most likely tokens (OpenAI's limit).
 T positions, V vocab.
 """
@@ -37,8 +39,13 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return (x - lse).astype(np.float32)
 
 
-def token_logprob(logits: np.ndarray, token: int, k: int) -> TokenLogprob:
-    """logits [V] -> `token`'s logprob and the top `k` (0..20) tokens' (ties: the lower id first)."""
+def token_logprob(logits: np.ndarray, token: int, k: int, bias: Sequence[tuple[int, float]] = ()) -> TokenLogprob:
+    """logits [V] (+ `bias`: (token id, added logit) pairs) -> `token`'s logprob and the top `k` (0..20)
+    tokens' (ties: the lower id first)."""
+    if bias:
+        logits = np.asarray(logits, np.float32).astype(np.float64)  # a copy
+        for t, b in bias:
+            logits[t] += b
     lp = log_softmax(logits)  # [V]
     top = np.argpartition(-lp, k - 1)[:k] if 0 < k < lp.shape[-1] else np.arange(lp.shape[-1])[: max(k, 0)]
     top = top[np.lexsort((top, -lp[top]))]

@@ -378,7 +378,7 @@ class Scheduler:
         """Sample the request's next token, hand out its event; True when the request is finished."""
         token = request.sampler(logits)
         k = request.params.logprobs
-        logprob = token_logprob(logits, token, k) if k is not None else None  # the engine's logits, unprocessed
+        logprob = token_logprob(logits, token, k, request.params.logit_bias) if k is not None else None
         event = request.reply.push(token, end=request.sampler.finished, logprob=logprob)  # a constraint may end it
         self.stats.generated_tokens += 1
         if request.first_token_at is None:

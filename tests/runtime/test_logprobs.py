@@ -18,10 +18,12 @@ TOL = 1e-4  # fp32 engine vs fp32 reference, in nats
 SAMPLED = dict(max_new_tokens=8, temperature=0.9, top_k=50, repetition_penalty=1.3, seed=3, ignore_eos=True)
 
 
-def _reference(model, ids: list[int]) -> np.ndarray:
-    """[T, V] float64 log-softmax of the reference's logits over `ids`."""
+def _reference(model, ids: list[int], bias: dict[int, float] | None = None) -> np.ndarray:
+    """[T, V] float64 log-softmax of the reference's logits over `ids` (+ a logit bias)."""
     with torch.no_grad():
         logits = model(torch.tensor([ids]))[0].double()
+    for t, b in (bias or {}).items():
+        logits[:, t] += b
     return torch.log_softmax(logits, dim=-1).numpy()
 
 
@@ -81,6 +83,21 @@ def test_scheduler_reports_them_through_chunks_and_the_prefix_cache(tiny_engine,
                                    (echo, prompts[1], 1, 0)):
         done = request.completion()
         _check_completion(done, prompt, _reference(tiny_reference, prompt + done.token_ids[:-1]), k, kp)
+
+
+def test_logit_bias_is_in_the_reported_distribution(tiny_engine, tiny_reference):
+    """OpenAI's logit_bias changes the logits before sampling, so the new tokens' logprobs are the biased
+    distribution's (the prompt's stay the model's own)."""
+    prompt = tiny_engine.tokenizer.encode("Bias the next word")
+    bias = {29871: 4.0, 450: -3.0, 1576: 6.5}
+    done = tiny_engine.generate(prompt, logprobs=4, prompt_logprobs=2, logit_bias=bias, **SAMPLED)
+    ids = prompt + done.token_ids[:-1]
+    biased, plain = _reference(tiny_reference, ids, bias), _reference(tiny_reference, ids)
+    for j, (entry, token) in enumerate(zip(done.logprobs, done.token_ids, strict=True)):
+        _check(entry, biased[len(prompt) - 1 + j], token, 4, f"new token {j}")
+    assert any(entry.top[0][0] == 1576 for entry in done.logprobs)
+    for t in range(1, len(prompt)):
+        _check(done.prompt_logprobs[t], plain[t - 1], prompt[t], 2, f"prompt token {t}")
 
 
 @pytest.mark.parametrize("field, value, message", [
