@@ -60,7 +60,4 @@ def eval_command(
         table.add_row("router / expert load", "n/a: the engine has no routing outputs (export --debug-outputs)")
     console = Console()
     console.print(table)
-    if json_path:
-        report.save_json(json_path)
-    if plot:
-        report.save_plot(plot)
+    report.save(json_path, plot)

@@ -27,6 +27,8 @@ def serve(
     grace: Annotated[float, typer.Option(help="Seconds in-flight requests get to finish on shutdown.")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     device: Device = "auto",
+    expert_load: Annotated[bool, typer.Option(help="Count tokens routed to each expert of each layer in /metrics "
+                                              "(engines exported with --debug-outputs).")] = False,
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics."""
     import signal
@@ -40,4 +42,5 @@ def serve(
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     run(engine_dir, host, port, grace=grace, log_level=log_level, api_key=api_key, max_batch=max_batch,
-        max_queue=max_queue, device=device, model_name=model_name)
+        max_queue=max_queue, device=device, model_name=model_name,
+        expert_load=expert_load)

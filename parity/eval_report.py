@@ -3,21 +3,19 @@ expert load per layer)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mixtral_trt.common.fileio import atomic_file
-
 from .divergence import Accumulator
 from .reference_file import LEVELS, ReferenceHeader
+from .report_files import ReportFiles, pyplot, save_figure
 from .windows import WindowPlan
 
 
 @dataclass
-class EvalReport:
+class EvalReport(ReportFiles):
     engine: str
     backend: str
     dtype: str
@@ -76,22 +74,10 @@ class EvalReport:
         return len(next((x for x in (self.expert_load, self.reference_expert_load, self.router_flip_rate) if x),
                         []))
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    def save_json(self, path: str | Path) -> Path:
-        with atomic_file(path) as f:
-            f.write(self.to_json())
-        return Path(path)
-
     def save_plot(self, path: str | Path) -> Path:
         """Three panels: per-token KL (histogram, log x), router flip rate per layer, tokens per expert per
         layer (engine bars, reference outlines)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 10))
         s = self.summary
         title = f"eval: {self.backend} engine ({self.dtype}), {s['tokens']} tokens, ctx {self.ctx}\n" \
@@ -123,10 +109,7 @@ class EvalReport:
         ax2.set_xlabel("layer")
         self._plot_load(ax3)
         fig.tight_layout()
-        with atomic_file(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        plt.close(fig)
-        return Path(path)
+        return save_figure(fig, path, 100)
 
     def _plot_load(self, ax) -> None:
         load = np.asarray(self.expert_load if self.expert_load else self.reference_expert_load or [[0]])

@@ -26,5 +26,5 @@ def expert_counts(sets: np.ndarray, num_experts: int) -> np.ndarray:
 
 def engine_routing(outputs: dict[str, np.ndarray], names: list[str], top_k: int) -> np.ndarray:
     """An engine call's router outputs (by contract name, each [B*T, E] or [B, T, E]) -> [B*T, L, k] sets."""
-    return np.stack([expert_sets(np.asarray(outputs[n]).reshape(-1, np.shape(outputs[n])[-1]), top_k)
-                     for n in names], axis=1)
+    experts = np.shape(outputs[names[0]])[-1]
+    return expert_sets(np.stack([np.asarray(outputs[n]).reshape(-1, experts) for n in names], axis=1), top_k)

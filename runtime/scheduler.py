@@ -29,6 +29,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from .generation import check_prompts
 from .kv_cache import KVCache
 from .reply import Completion, Reply, StreamEvent
+from .routing import engine_routing, expert_counts
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Stats:
     failed: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # rows -> steps run with that many
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))  # (time, new tokens)
+    expert_tokens: np.ndarray | None = None  # [L, E] tokens routed to each expert (Scheduler(expert_load=True))
 
     def tokens_per_second(self, window: float = 10.0) -> float:
         """Tokens generated per second over the last `window` seconds."""
@@ -102,7 +104,8 @@ class Request:
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, max_batch: int | None = None, max_queue: int = 64) -> None:
+    def __init__(self, engine: Engine, max_batch: int | None = None, max_queue: int = 64,
+                 expert_load: bool = False) -> None:
         if max_batch is not None and not 1 <= max_batch <= engine.max_batch:
             raise MixtralTrtError(f"max_batch={max_batch}: must be between 1 and the engine's max batch "
                                   f"{engine.max_batch}")
@@ -112,6 +115,11 @@ class Scheduler:
         self.max_batch = max_batch or engine.max_batch
         self.max_queue = max_queue
         self.stats = Stats()
+        # count every token's experts (prompt and generated) from the engine's router outputs (--debug-outputs)
+        self._router_names = engine.contract.names("router_logits") if expert_load else []
+        if expert_load and not self._router_names:
+            raise MixtralTrtError(f"{engine.path}: no router outputs to count expert load from (export "
+                                  "--debug-outputs)")
         self._waiting: deque[Request] = deque()
         self._running: list[Request] = []  # row b of the cache is _running[b]
         self._cache: KVCache | None = None
@@ -235,7 +243,7 @@ class Scheduler:
         if request.params.max_new_tokens == 0:
             self._finish(request, "done")
             return None
-        out, cache = self.engine.forward(np.asarray([request.prompt]))
+        out, cache = self._forward(np.asarray([request.prompt]), None)
         self.stats.prefills += 1
         self.stats.prompt_tokens += len(request.prompt)
         done = self._push(request, out["logits"][0, -1])
@@ -249,7 +257,7 @@ class Scheduler:
         ids = np.array([[r.next_token] for r in self._running], np.int64)  # [B, 1]
         self.stats.steps += 1
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1
-        out, self._cache = self.engine.forward(ids, self._cache)  # mask and positions from the cache
+        out, self._cache = self._forward(ids, self._cache)  # mask and positions from the cache
         logits = out["logits"][:, -1]  # [B, V]
         finished, failed = [], []
         for b, request in enumerate(self._running):
@@ -262,6 +270,15 @@ class Scheduler:
         self._leave(finished, "done")
         for request, message in failed:
             self._leave([request], "failed", message)
+
+    def _forward(self, ids: np.ndarray, cache):
+        if not self._router_names:
+            return self.engine.forward(ids, cache)
+        out, cache = self.engine.forward(ids, cache, outputs=("logits", "router_logits"))
+        cfg = self.engine.config
+        counts = expert_counts(engine_routing(out, self._router_names, cfg.top_k), cfg.num_experts)  # [L, E]
+        self.stats.expert_tokens = counts if self.stats.expert_tokens is None else self.stats.expert_tokens + counts
+        return out, cache
 
     def _push(self, request: Request, logits: np.ndarray) -> bool:
         """Sample the request's next token, hand out its event; True when the request is finished."""
