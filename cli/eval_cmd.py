@@ -39,7 +39,7 @@ def eval_command(
         report = eval_text(engine_dir, text, reference, ctx=ctx, stride=stride, max_tokens=max_tokens,
                            reference_logits=reference_logits, save_reference=save_reference, progress=progress)
     s = report.summary
-    table = Table(title=f"eval: {report.backend} engine ({report.dtype}) on {text}, {s['tokens']} scored tokens "
+    table = Table(title=f"eval: {report.backend} engine ({report.kind}) on {text}, {s['tokens']} scored tokens "
                   f"({report.windows} windows of {report.ctx}, stride {report.stride})")
     table.add_column("figure")
     table.add_column("value")

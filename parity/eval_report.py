@@ -18,7 +18,8 @@ from .windows import WindowPlan
 class EvalReport(ReportFiles):
     engine: str
     backend: str
-    dtype: str
+    dtype: str  # activations; quantized weights in `weights`
+    weights: str | None  # "int8" / "int4" for an export --quantize, None for float weights
     reference: str | None  # what made the reference side; None: perplexity only
     text: str
     text_sha256: str
@@ -41,11 +42,16 @@ class EvalReport(ReportFiles):
         if acc.flips is not None and acc.routed_tokens:
             flips = (acc.flips / acc.routed_tokens).tolist()
         return cls(
-            str(engine.path), engine.backend, engine.dtype, header.reference or None, text, header.text_sha256,
-            header.text_tokens, plan.ctx, plan.stride, len(plan.windows), acc.summary(), flips,
+            str(engine.path), engine.backend, engine.dtype, _weights(engine), header.reference or None, text,
+            header.text_sha256, header.text_tokens, plan.ctx, plan.stride, len(plan.windows), acc.summary(), flips,
             None if acc.load_engine is None else acc.load_engine.tolist(),
             None if acc.load_reference is None else acc.load_reference.tolist(),
             acc.kl_values, str(reference_logits) if reference_logits else None, str(saved) if saved else None)
+
+    @property
+    def kind(self) -> str:
+        """"fp32", or "fp32, int4 weights"."""
+        return self.dtype + (f", {self.weights} weights" if self.weights else "")
 
     @property
     def kl(self) -> dict | None:
@@ -53,7 +59,7 @@ class EvalReport(ReportFiles):
 
     def to_dict(self) -> dict:
         return {
-            "engine": self.engine, "backend": self.backend, "dtype": self.dtype,
+            "engine": self.engine, "backend": self.backend, "dtype": self.dtype, "weights": self.weights,
             "reference": self.reference, "reference_logits": self.reference_logits,
             "saved_reference": self.saved_reference,
             "reference_storage": {"log_probs": f"uint16, {LEVELS} steps of each token's range",
@@ -80,7 +86,7 @@ class EvalReport(ReportFiles):
         plt = pyplot()
         fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 10))
         s = self.summary
-        title = f"eval: {self.backend} engine ({self.dtype}), {s['tokens']} tokens, ctx {self.ctx}\n" \
+        title = f"eval: {self.backend} engine ({self.kind}), {s['tokens']} tokens, ctx {self.ctx}\n" \
                 f"perplexity {s['perplexity']:.4g}"
         if self.kl:
             title += (f" (reference {s['reference_perplexity']:.4g}), KL mean {self.kl['mean']:.3g} "
@@ -126,3 +132,10 @@ class EvalReport(ReportFiles):
         ax.set_xlabel("expert")
         ax.set_ylabel("tokens routed")
         ax.legend(fontsize=7, ncol=min(layers + 1, 8))
+
+
+def _weights(engine) -> str | None:
+    from mixtral_trt.mixtral_ref.quantized import scheme_of
+
+    scheme = scheme_of(engine.contract)
+    return scheme.name if scheme else None

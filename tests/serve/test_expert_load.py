@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.mixtral_ref import load_model
 from mixtral_trt.runtime.sampling import SamplingParams
 from mixtral_trt.runtime.scheduler import Scheduler
@@ -38,3 +40,9 @@ def test_off_by_default(tiny_engine):
     sched.submit(tiny_engine.tokenizer.encode("Hi"), SamplingParams(max_new_tokens=2), tokenizer=tiny_engine.tokenizer)
     sched.run_until_idle()
     assert sched.stats.expert_tokens is None and "expert_tokens" not in Metrics(sched).render().decode()
+
+
+def test_an_engine_without_router_outputs_is_refused(tiny_engine, monkeypatch):
+    monkeypatch.setattr(type(tiny_engine.contract), "names", lambda self, role: [])  # as exported without them
+    with pytest.raises(MixtralTrtError, match="no router outputs to count expert load from"):
+        Scheduler(tiny_engine, expert_load=True)
