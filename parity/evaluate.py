@@ -19,6 +19,7 @@ import numpy as np
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_file
+from mixtral_trt.common.paths import check_output_dir
 from mixtral_trt.common.progress import bar, step
 from mixtral_trt.common.validate import as_int, decode_text
 from mixtral_trt.mixtral_ref.model import Mixtral
@@ -73,8 +74,10 @@ def eval_text(
         raise MixtralTrtError("--save-reference: needs --reference (the pass whose logits it stores)")
     name = f"--text {text}" if isinstance(text, Path) else "text"
     content = read_text(text) if isinstance(text, Path) else text
-    if save_reference is not None and isinstance(text, Path) and Path(save_reference).resolve() == text.resolve():
-        raise MixtralTrtError(f"--save-reference {save_reference}: is the --text input; choose another file")
+    if save_reference is not None:  # never over or inside an input
+        paths = (reference, getattr(engine, "path", engine))  # text given as a str is the text itself
+        inputs = [x for x in paths if isinstance(x, str | Path)] + ([text] if isinstance(text, Path) else [])
+        check_output_dir(save_reference, inputs, what="--save-reference file")
     with step(progress, "load engine"):
         engine = engine if isinstance(engine, Engine) else runtime.load(engine)
     ids = np.asarray(engine.tokenizer.encode(content, bos=False), np.int64)

@@ -48,6 +48,8 @@ def test_eval_writes_the_librarys_figures(tiny_engine_dir, tiny_ckpt, tmp_path, 
     (lambda d: TEXT, ["--reference", "{d}", "--reference-logits", "{d}/r.bin"], ["give one"]),
     (lambda d: TEXT, ["--reference", "{d}/nowhere"], ["nowhere", "not a checkpoint or engine directory"]),
     (lambda d: TEXT, ["--reference-logits", str(TEXT)], ["not a reference-logits file"]),
+    (lambda d: _write(d / "t.txt", TEXT.read_bytes()), ["--reference", "{d}/nowhere", "--save-reference",
+                                                        "{d}/t.txt"], ["t.txt", "is the input"]),
 ])
 def test_bad_inputs_are_one_line_errors(tiny_engine_dir, tmp_path, cli, make, args, words):
     text = make(tmp_path)
