@@ -123,9 +123,11 @@ def build_plan(
     logger = trt.Logger(trt.Logger.WARNING)
     kernels = None
     if plugins:
-        from mixtral_trt.plugins.aot import build_target
+        from mixtral_trt.plugins.aot import build_target, check_aligned_sizes
         from mixtral_trt.plugins.trt_registry import register_plugins
 
+        # the AOT kernels' launch contract (per-rank sizes are checked again by each plugin's aot_impl)
+        check_aligned_sizes(contract.config.hidden_size, contract.config.intermediate_size, str(onnx_path))
         register_plugins()  # checks the TensorRT version too (AOT plugins; NVIDIA/TensorRT#4849)
         kernels = build_target().describe()  # what aot_impl compiles for: this GPU, PTX for this driver
     builder = trt.Builder(logger)

@@ -134,7 +134,7 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.common.progress import step
     from mixtral_trt.mixtral_ref.checkpoint import load_model
-    from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of
+    from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of, stored_of
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
     with step(progress, "load engine"):
@@ -147,11 +147,13 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     original, tolerance = None, None
     scheme = scheme_of(engine.contract)
     activations_block = engine.manifest.backend_info.get("int8_activations_block")
+    stored = stored_of(engine.contract)
     if scheme is not None:  # judge the kernels against the same quantized weights; report the rest
-        original = reference
+        # (a quantized checkpoint's codes kept by the export: the reference is already its dequantization)
+        original = reference if stored is None else None
         reference = fake_quantize_(load_model(checkpoint, dtype=torch.float32), scheme, engine.dtype,
                                    dense=dense_of(engine.contract),
-                                   activations_block=activations_block)
+                                   activations_block=activations_block, stored=stored)
         if activations_block:
             tolerance = max(TOLERANCES[engine.dtype], INT8_ACTIVATIONS, key=lambda t: t.logits_rel)
     try:

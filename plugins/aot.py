@@ -19,6 +19,14 @@ from . import ptx
 from .tiles import ALIGN_BLOCK, TACTICS, tile_for
 
 ARCHS = {"sm_90a": 90, "sm_80": 80}
+# The launch contract TensorRT's AOT launch gives the kernels, told to Triton as `tt.divisibility` hints (what its
+# JIT infers from live arguments): every buffer 16-byte aligned (TensorRT's allocations are 256-byte aligned),
+# and the hidden and intermediate sizes multiples of 16 (checked at export and build: check_aligned_sizes).
+# Without them the GEMMs load element by element and never pipeline (cp.async).
+ALIGNED_SCALARS = ("H", "INTER")
+ALIGNMENT = 16
+# TensorRT's AOT launch has no opt-in to more than the default dynamic shared memory: every variant fits it.
+MAX_SHARED = 48 * 1024
 KERNELS_FORMAT = "mixtral-trt.kernels/1"  # kernels.json: --force recognises its own output by it
 TRITON_TYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
@@ -64,7 +72,8 @@ def gemm_swiglu_variant(dtype: str, top_k: int, tactic: int, block_size: int = A
     t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
     return KernelVariant("MoEGemmSwiGLU", "moe_gemm_swiglu_kernel", "moe_gemm_swiglu",
                          {"x_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
-                          "w13_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "inter_ptr": t, "TOP_K": "constexpr",
+                          "w13_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "M_MAX": "i32", "E": "i32",
+                          "inter_ptr": t, "TOP_K": "constexpr",
                           "ALIGN": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
                           "BLOCK_K": "constexpr", "IEEE": "constexpr"},
                          {"TOP_K": top_k, "ALIGN": block_size, "BLOCK_M": tile.block_m, "BLOCK_N": tile.block_n,
@@ -76,7 +85,8 @@ def gemm_down_variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK, qu
     t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
     return KernelVariant("MoEGemmDown", "moe_gemm_down_kernel", "moe_gemm_down",
                          {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
-                          "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "y_ptr": "*fp32",
+                          "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "M_MAX": "i32",
+                          "E": "i32", "y_ptr": "*fp32",
                           "ALIGN": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
                           "BLOCK_K": "constexpr", "IEEE": "constexpr"},
                          {"ALIGN": block_size, "BLOCK_M": tile.block_m, "BLOCK_N": tile.block_n,
@@ -88,7 +98,7 @@ def gemm_swiglu_q_variant(dtype: str, top_k: int, tactic: int, bits: int, group:
     base = gemm_swiglu_variant(dtype, top_k, tactic, block_size, quantized=True)
     ordered = {"x_ptr": base.signature["x_ptr"], "sorted_ptr": "*i32", "block_experts_ptr": "*i32",
                "num_padded_ptr": "*i32", "codes_ptr": "*u8", "scales_ptr": base.signature["x_ptr"], "H": "i32",
-               "INTER": "i32", "P": "i32", "inter_ptr": base.signature["x_ptr"]}
+               "INTER": "i32", "P": "i32", "M_MAX": "i32", "E": "i32", "inter_ptr": base.signature["x_ptr"]}
     ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
     return KernelVariant("MoEGemmSwiGLUQ", "moe_gemm_swiglu_q_kernel", "moe_gemm_swiglu_q", ordered,
                          {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)
@@ -100,7 +110,7 @@ def gemm_down_q_variant(dtype: str, tactic: int, bits: int, group: int, block_si
     t = base.signature["inter_ptr"]
     ordered = {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                "weights_ptr": "*fp32", "codes_ptr": "*u8", "scales_ptr": t, "H": "i32", "INTER": "i32", "P": "i32",
-               "y_ptr": "*fp32"}
+               "M_MAX": "i32", "E": "i32", "y_ptr": "*fp32"}
     ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
     return KernelVariant("MoEGemmDownQ", "moe_gemm_down_q_kernel", "moe_gemm_down_q", ordered,
                          {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)
@@ -120,6 +130,26 @@ def default_variants(dtypes: tuple[str, ...] = ("fp16", "bf16", "fp32"), top_k: 
                 out += [gemm_swiglu_q_variant(dtype, top_k, tactic, bits, swiglu_group),
                         gemm_down_q_variant(dtype, tactic, bits, down_group)]
     return out
+
+
+def alignment_attrs(fn, signature: dict[str, str]) -> dict[tuple[int], list[list]]:
+    """Triton's ASTSource attrs: tt.divisibility 16 on every pointer and on H and INTER (keyed by argument index)."""
+    return {(fn.arg_names.index(name),): [["tt.divisibility", ALIGNMENT]] for name, kind in signature.items()
+            if kind.startswith("*") or name in ALIGNED_SCALARS}
+
+
+def check_aligned_sizes(hidden: int, inter: int, where: str) -> None:
+    """The AOT kernels assume H and I are multiples of 16 (alignment_attrs): a one-line error otherwise."""
+    for name, size in (("hidden_size", hidden), ("intermediate_size", inter)):
+        if size % ALIGNMENT:
+            raise MixtralTrtError(f"{where}: {name} {size} is not a multiple of {ALIGNMENT}, which the TensorRT "
+                                  "plugin kernels need (16-byte aligned rows for vector and async loads)")
+
+
+def check_shared(name: str, shared: int) -> None:
+    if shared > MAX_SHARED:
+        raise MixtralTrtError(f"kernel {name}: {shared} B of shared memory, above the {MAX_SHARED} B TensorRT's AOT "
+                              "launch gives; choose smaller tiles or fewer stages (plugins/tiles.py)")
 
 
 @dataclass(frozen=True)
@@ -232,13 +262,15 @@ def compile_variant(v: KernelVariant, where: Target | None = None) -> Compiled:
 
     where = where or target()
     fn = getattr(importlib.import_module(f"mixtral_trt.plugins.{v.folder}.kernel"), v.kernel)
-    src = ASTSource(fn=fn, signature=dict(v.signature), constexprs=dict(v.constexprs))
+    src = ASTSource(fn=fn, signature=dict(v.signature), constexprs=dict(v.constexprs),
+                    attrs=alignment_attrs(fn, v.signature))
     options = {"num_warps": v.num_warps, "num_stages": v.num_stages}
     if where.ptx_version is not None:
         options["ptx_version"] = where.ptx_version
     kernel = triton.compile(src, target=GPUTarget("cuda", where.capability, 32), options=options)
     meta = kernel.metadata
     _check_launchable(meta.name, meta)
+    check_shared(f"{meta.name} ({v.stem})", meta.shared)
     n_args = sum(t != "constexpr" for t in v.signature.values())
     text = ptx.strip_scratch_params(kernel.asm["ptx"], n_args, (meta.global_scratch_size, meta.profile_scratch_size))
     return Compiled(meta.name, text, kernel.asm.get("cubin"), meta.num_warps, meta.shared, ptx.written_ptx(text))

@@ -23,7 +23,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 
 from . import MOE_ALIGN, MOE_GEMM_DOWN, MOE_GEMM_DOWN_Q, MOE_GEMM_SWIGLU, MOE_GEMM_SWIGLU_Q, MOE_ROUTER
 from .spec import PluginSpec
-from .tiles import TACTICS, tile_for
+from .tiles import TACTICS, tactic_for_tokens, tile_for
 
 TRT_TYPES = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "i32": "INT32", "u8": "UINT8"}
 
@@ -107,6 +107,14 @@ def _constant(expr, what: str) -> int:
     return expr.constant_value()
 
 
+def _check_sizes(hidden, inter, plugin: str) -> None:
+    """The AOT GEMMs assume H and I multiples of 16 (aot.alignment_attrs): refuse others at build."""
+    from . import aot
+
+    aot.check_aligned_sizes(_constant(hidden, f"{plugin}: H"), _constant(inter, f"{plugin}: I"),
+                            f"TensorRT plugin {plugin}")
+
+
 def _launch(trtp, variant, grid, extra):
     """(kernel name, PTX, launch parameters, scalar arguments) of a kernel variant compiled for the build GPU."""
     from . import aot
@@ -139,10 +147,27 @@ def _codes_as_bytes(codes):
     return codes.view(torch.uint8) if codes.dtype == torch.int32 else codes
 
 
-def _combination(trtp, spec: PluginSpec, tactics: bool):
+def profile_tokens(desc) -> int | None:
+    """The token count T (dimension 0) of a GEMM input at the profile's opt point (its static size when static);
+    None where the plugin layer gives neither."""
+    shape = desc.shape
+    try:
+        tokens = int(shape.opt[0]) if shape.is_dynamic else int(shape[0])
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return None
+    return tokens if tokens > 0 else None
+
+
+def gemm_tactics(tokens: int | None) -> list[int]:
+    """One tactic chosen from the profile's T (timing on made-up index data cannot rank them: tiles.tactic_for_tokens),
+    every tactic only where T is unknown."""
+    return list(TACTICS) if tokens is None else [tactic_for_tokens(tokens)]
+
+
+def _combination(trtp, spec: PluginSpec, tactics: bool, tokens: int | None = None):
     combo = trtp.AutoTuneCombination(autotune_types(spec))
     if tactics:
-        combo.tactics(list(TACTICS))
+        combo.tactics(gemm_tactics(tokens))
     return [combo]
 
 
@@ -229,7 +254,7 @@ def _define_swiglu(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def swiglu_autotune(x, sorted_pairs, block_experts, num_padded, w13, outputs):
-        return _combination(trtp, MOE_GEMM_SWIGLU, tactics=True)
+        return _combination(trtp, MOE_GEMM_SWIGLU, tactics=True, tokens=profile_tokens(x))
 
     @trtp.aot_impl(plugin)
     def swiglu_aot(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
@@ -240,9 +265,11 @@ def _define_swiglu(trt, trtp) -> None:
         dtype = _dtype_name(trt, x.dtype)
         tile = tile_for(tactic, dtype)
         hidden, inter = x.shape_expr[1], w13.shape_expr[1] // 2
+        _check_sizes(hidden, inter, MOE_GEMM_SWIGLU.name)
         variant = aot.gemm_swiglu_variant(dtype, top_k, tactic, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k, sorted_pairs.shape_expr[0],
+                                             w13.shape_expr[0]))
 
     @trtp.impl(plugin)
     def swiglu_impl(x, sorted_pairs, block_experts, num_padded, w13, top_k: int, block_size: int, outputs,
@@ -268,7 +295,7 @@ def _define_down(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def down_autotune(inter, sorted_pairs, block_experts, num_padded, weights, w2, outputs):
-        return _combination(trtp, MOE_GEMM_DOWN, tactics=True)
+        return _combination(trtp, MOE_GEMM_DOWN, tactics=True, tokens=profile_tokens(weights))
 
     @trtp.aot_impl(plugin)
     def down_aot(inter: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
@@ -280,9 +307,10 @@ def _define_down(trt, trtp) -> None:
         tile = tile_for(tactic, dtype)
         hidden, inter_size = w2.shape_expr[1], w2.shape_expr[2]
         pairs = weights.shape_expr[0] * weights.shape_expr[1]
+        _check_sizes(hidden, inter_size, MOE_GEMM_DOWN.name)
         variant = aot.gemm_down_variant(dtype, tactic, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(hidden, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter_size, pairs))
+        return _launch(trtp, variant, grid, (hidden, inter_size, pairs, sorted_pairs.shape_expr[0], w2.shape_expr[0]))
 
     @trtp.impl(plugin)
     def down_impl(inter, sorted_pairs, block_experts, num_padded, weights, w2, top_k: int, block_size: int,
@@ -307,7 +335,7 @@ def _define_swiglu_q(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def swiglu_q_autotune(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, outputs):
-        return _combination(trtp, MOE_GEMM_SWIGLU_Q, tactics=True)
+        return _combination(trtp, MOE_GEMM_SWIGLU_Q, tactics=True, tokens=profile_tokens(x))
 
     @trtp.aot_impl(plugin)
     def swiglu_q_aot(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
@@ -318,10 +346,12 @@ def _define_swiglu_q(trt, trtp) -> None:
         dtype = _dtype_name(trt, x.dtype)
         tile = tile_for(tactic, dtype, quantized=True)
         hidden, inter = x.shape_expr[1], w13_codes.shape_expr[1] // 2
+        _check_sizes(hidden, inter, MOE_GEMM_SWIGLU_Q.name)
         group = quant_block or _constant(hidden, "MoEGemmSwiGLUQ: H")
         variant = aot.gemm_swiglu_q_variant(dtype, top_k, tactic, bits, group, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+        return _launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k, sorted_pairs.shape_expr[0],
+                                             w13_codes.shape_expr[0]))
 
     @trtp.impl(plugin)
     def swiglu_q_impl(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, top_k: int,
@@ -349,7 +379,7 @@ def _define_down_q(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def down_q_autotune(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales, outputs):
-        return _combination(trtp, MOE_GEMM_DOWN_Q, tactics=True)
+        return _combination(trtp, MOE_GEMM_DOWN_Q, tactics=True, tokens=profile_tokens(weights))
 
     @trtp.aot_impl(plugin)
     def down_q_aot(inter: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
@@ -361,10 +391,12 @@ def _define_down_q(trt, trtp) -> None:
         dtype = _dtype_name(trt, inter.dtype)
         tile = tile_for(tactic, dtype, quantized=True)
         hidden, inter_size = w2_codes.shape_expr[1], inter.shape_expr[1]
+        _check_sizes(hidden, inter_size, MOE_GEMM_DOWN_Q.name)
         group = quant_block or _constant(inter_size, "MoEGemmDownQ: I")
         variant = aot.gemm_down_q_variant(dtype, tactic, bits, group, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(hidden, tile.block_n))
-        return _launch(trtp, variant, grid, (hidden, inter_size, weights.shape_expr[0] * weights.shape_expr[1]))
+        return _launch(trtp, variant, grid, (hidden, inter_size, weights.shape_expr[0] * weights.shape_expr[1],
+                                             sorted_pairs.shape_expr[0], w2_codes.shape_expr[0]))
 
     @trtp.impl(plugin)
     def down_q_impl(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales, top_k: int,

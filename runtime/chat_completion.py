@@ -26,6 +26,7 @@ from mixtral_trt.mixtral_ref.chat_template import check_tools
 
 from .chat import chat_prompt
 from .constrained import BannedTokens, Constraint, compile_lark, json_lark
+from .json_schema import check_schema
 from .tool_calls import ToolCall, calls_schema, parse_calls, resolve_choice
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ def response_constraint(tokenizer: Tokenizer, response_format: Mapping[str, Any]
     schema = response_schema(response_format)
     if schema is None:
         return None
+    check_schema(schema, "response_format")
     return _compile(['start: " "? value', json_lark(schema)], tokenizer, "response_format")
 
 
@@ -113,6 +115,10 @@ def prepare_chat(tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]], to
     names = tuple(fn["name"] for fn in functions)
     choice = resolve_choice(tool_choice, names)
     schema = response_schema(response_format)
+    if schema is not None:
+        check_schema(schema, "response_format")
+    for fn in functions:
+        check_schema(fn["parameters"], f"tools: {fn['name']} parameters")
     prompt = chat_prompt(tokenizer, messages, safe_mode, tools)
     calls_id = tokenizer.control_tokens.get("[TOOL_CALLS]")
     if choice not in ("auto", "none") and schema is not None:

@@ -29,6 +29,10 @@ PAD_ID = 0  # any id inside the vocabulary: padded slots are masked out
 
 
 def check_prompts(engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[int]]:
+    vocab = engine.config.vocab_size
+    outside = [t for t, _ in params.logit_bias if t >= vocab]
+    if outside:
+        raise MixtralTrtError(f"logit_bias: token id {outside[0]} is outside the vocabulary [0, {vocab})")
     out = []
     for n, prompt in enumerate(prompts):
         where = f"prompt {n}" if len(prompts) > 1 else "prompt"

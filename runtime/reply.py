@@ -2,9 +2,10 @@
 
 A reply ends on EOS (unless `ignore_eos`), on one of `stop_token_ids` (both kept as the last id, adding
 no text), when its grammar has consumed EOS (constrained decoding, even with `ignore_eos`), when its text
-contains one of the `stop` strings (the text is cut before it), or after
-`max_new_tokens` ids. Streamed text never shows a stop string: text that could be the start of one is
-held back until it is known not to be.
+contains one of the `stop` strings (the text is cut before it), or after `max_new_tokens` ids. Stop strings
+are matched by an automaton fed only the new text (stop_strings.py: the cost per token does not grow with
+their number). Streamed text never shows a stop string: text that could be the start of one is held back
+until it is known not to be.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .sampling import SamplingParams
+from .stop_strings import StopMatcher
 
 if TYPE_CHECKING:
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
@@ -49,6 +51,7 @@ class Reply:
         self.token_ids: list[int] = []
         self.text = ""
         self.emitted = 0  # characters of `text` already streamed
+        self.stops = StopMatcher(params.stop) if params.stop else None
         self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
 
@@ -82,20 +85,15 @@ class Reply:
             self.finish_reason, self.stop_reason = reason, stop_reason
 
     def _check_stop_strings(self) -> None:
-        if not self.params.stop or self.done:
+        """Feed the text added since the last check to the stop-string automaton; cut at a match."""
+        if self.stops is None or self.done:
             return
-        hits = [(i, s) for s in self.params.stop if (i := self.text.find(s)) >= 0]
-        if hits:
-            at, s = min(hits)
+        found = self.stops.feed(self.text[self.stops.fed:])
+        if found is not None:
+            at, s = found
             self.text = self.text[:at]
             self.finish_reason, self.stop_reason = "stop", s
 
     def _held_back(self) -> int:
         """Length of the longest end of `text` that is the beginning of a stop string."""
-        longest = 0
-        for s in self.params.stop:
-            for n in range(min(len(s) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(s[:n]):
-                    longest = n
-                    break
-        return longest
+        return self.stops.held if self.stops is not None else 0

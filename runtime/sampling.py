@@ -4,12 +4,13 @@ Order, as in HF `generate`: repetition penalty -> temperature -> top-k -> top-p 
 is greedy (argmax after the repetition penalty). Each prompt of a batch draws from its own generator
 seeded with `seed`, so a prompt gets the same tokens alone or inside any batch (vLLM's per-request
 seed). A `constraint` (constrained.py: a grammar, or banned tokens) masks the logits before everything
-else, and then follows the drawn token. V vocab.
+else, and then follows the drawn token; `logit_bias` (OpenAI's: token id -> bias in [-100, 100]) is added to
+the logits next, before the repetition penalty. V vocab.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # strings that end the reply (not included in its text)
     stop_token_ids: tuple[int, ...] = ()  # ids that end the reply (kept as its last id, no text)
     ignore_eos: bool = False  # keep going past the tokenizer's EOS
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias in [-100, 100]) added to its logit (OpenAI's)
 
     def __post_init__(self) -> None:
         """Each field checked and stored as a plain Python value (common/validate.py: NumPy integers and
@@ -62,6 +64,15 @@ class SamplingParams:
         put("stop_token_ids", tuple(as_int("stop_token_ids", t, 0) for t in self.stop_token_ids))
         if not isinstance(self.ignore_eos, bool):
             raise MixtralTrtError(f"ignore_eos={self.ignore_eos!r}: must be True or False")
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, Mapping) else self.logit_bias
+        if isinstance(bias, str | bytes | bytearray) or not isinstance(bias, Iterable):
+            raise MixtralTrtError(f"logit_bias={self.logit_bias!r}: must map token ids to biases")
+        pairs = [tuple(p) if isinstance(p, Sequence) and not isinstance(p, str) else (p,) for p in bias]
+        if any(len(p) != 2 for p in pairs):
+            raise MixtralTrtError(f"logit_bias={self.logit_bias!r}: must map token ids to biases")
+        put("logit_bias", tuple(sorted(
+            (as_int("logit_bias", t, 0), as_float("logit_bias", b, lambda x: -100 <= x <= 100, "in [-100, 100]"))
+            for t, b in pairs)))
 
     @property
     def greedy(self) -> bool:
@@ -188,6 +199,8 @@ class Sampler:
         self.seen = list(prompt)
         self.rng = np.random.default_rng(params.seed)
         self.constraint = constraint
+        ids, biases = zip(*params.logit_bias, strict=True) if params.logit_bias else ((), ())
+        self._bias = (np.asarray(ids, np.int64), np.asarray(biases, np.float64))  # [K] ids, [K] biases
         self._work: tuple[np.ndarray, np.ndarray] | None = None  # float64 [V] buffers, reused every token
 
     @property
@@ -198,6 +211,9 @@ class Sampler:
         allowed = self.constraint.allowed() if self.constraint is not None else None  # bool [V] or None
         if allowed is not None:
             logits = np.where(allowed, logits, -np.inf)
+        if self._bias[0].size:  # added before every processor, as OpenAI's logit_bias is
+            logits = logits.astype(np.float64)  # a copy
+            np.add.at(logits, self._bias[0], self._bias[1])
         if self._work is None or self._work[0].shape != logits.shape:
             self._work = (np.empty(logits.shape, np.float64), np.empty(logits.shape, np.float64))
         x = processed_logits(logits, self.seen, self.params, out=self._work[0])

@@ -70,13 +70,17 @@ def _interleave_nodes(tape: ir.tape.Tape, w13: ir.Value) -> ir.Value:
 
 def _qmoe(graph: ir.Graph, pair) -> ir.Node:
     """com.microsoft::QMoE over the quantized experts: raw [E, N, K*bits/8] codes (weights_prepacked=0),
-    fc1 codes and scales with interleaved gate/up rows, the implicit zero point 2^(bits-1)."""
+    fc1 codes and scales with interleaved gate/up rows, the implicit zero point 2^(bits-1) or (MoEExpertsQZ)
+    the stored packed zero points (fc1's interleaved too), QMoE inputs 11 and 12."""
     bits, block_size = pair.quant
     fc1 = _interleaved_initializer(graph, pair.w13)
     fc1_scales = _interleaved_initializer(graph, pair.w13_scales)
     attributes = {**MOE_ATTRIBUTES, "k": pair.top_k, **qmoe_attributes(bits, block_size)}
-    return ir.node("QMoE", inputs=[pair.x, pair.router_logits, fc1, fc1_scales, None, pair.w2, pair.w2_scales],
-                   domain=MS_DOMAIN, attributes=attributes, name=f"{pair.experts.name}.ort_qmoe")
+    inputs = [pair.x, pair.router_logits, fc1, fc1_scales, None, pair.w2, pair.w2_scales]
+    if pair.w13_zeros is not None:
+        inputs += [None, None, None, None, _interleaved_initializer(graph, pair.w13_zeros), pair.w2_zeros]
+    return ir.node("QMoE", inputs=inputs, domain=MS_DOMAIN, attributes=attributes,
+                   name=f"{pair.experts.name}.ort_qmoe")
 
 
 def _split_moe(graph: ir.Graph, tape: ir.tape.Tape, pair, parts: int) -> ir.Node:

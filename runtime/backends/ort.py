@@ -16,18 +16,9 @@ import numpy as np
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
+from mixtral_trt.common.ort_versions import check_engine_ops, check_ort_version
 
 DEVICES = ("auto", "cpu", "cuda")
-# The first release whose com.microsoft::MoE / QMoE semantics the tests verify (docs/ARCHITECTURE.md).
-MIN_ORT = (1, 32)
-
-
-def check_ort_version(installed: str) -> None:
-    from packaging.version import Version
-
-    if Version(installed).release < MIN_ORT:
-        raise MixtralTrtError(f"onnxruntime {installed} is older than {'.'.join(map(str, MIN_ORT))}, the first release "
-                              "whose MoE semantics mixtral-trt verified: pip install -U onnxruntime")
 
 
 def providers_for(device: str) -> list[str]:
@@ -74,6 +65,7 @@ class OrtRunner:
 
         check_ort_version(ort.__version__)
         providers = providers_for(device)
+        check_engine_ops(model_path, ort.__version__, cuda=providers[0] == "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(model_path), session_options(threads, session_options_hook),
                                                 providers=providers)

@@ -3,6 +3,8 @@ define, seeds, and every invalid setting."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,33 @@ def test_invalid_settings_are_user_errors(bad):
     field = next(iter(bad))
     with pytest.raises(MixtralTrtError, match=f"^{field}="):
         SamplingParams(**bad)
+
+
+def test_logit_bias_is_added_to_the_logits_before_everything_else():
+    """Oracle: the Sampler without bias on logits to which the bias was added by hand (greedy and seeded)."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=64).astype(np.float32)  # [V]
+    bias = {3: 100.0, 5: -100, 7: 2.5}
+    seeded = dict(temperature=0.8, top_p=0.9, top_k=20, seed=11, repetition_penalty=1.3)
+    for settings in (dict(temperature=0.0), seeded):
+        biased = logits.astype(np.float64)
+        for t, b in bias.items():
+            biased[t] += b
+        expected = Sampler(SamplingParams(**settings), [1, 2])(biased)
+        got = Sampler(SamplingParams(**settings, logit_bias=bias), [1, 2])(logits)
+        assert got == expected, (settings, got, expected)
+    assert Sampler(SamplingParams(temperature=0.0, logit_bias={3: 100}), [])(logits) == 3
+    draws = {Sampler(SamplingParams(temperature=1.0, seed=s, logit_bias={3: -100}), [])(logits) for s in range(200)}
+    assert 3 not in draws and len(draws) > 10
+
+
+@pytest.mark.parametrize("bias, message", [
+    ({3: 101}, "logit_bias=101: must be in [-100, 100]"),
+    ({-1: 1}, "logit_bias=-1: must be an integer >= 0"),
+    ({True: 1}, "logit_bias=True: must be an integer >= 0"),
+    ({3: True}, "logit_bias=True: must be in [-100, 100]"),
+    ("3:1", "logit_bias='3:1': must map token ids to biases"),
+])
+def test_bad_logit_bias_is_one_line(bias, message):
+    with pytest.raises(MixtralTrtError, match=re.escape(message)):
+        SamplingParams(logit_bias=bias)
