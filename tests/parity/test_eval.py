@@ -29,23 +29,8 @@ DETECT_KL = 1e-9  # mean KL that flags an engine: 50x the fp32 engine's floor (m
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("eval")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(root):
-    return tiny_checkpoint(root)
-
-
-@pytest.fixture(scope="module")
-def fp32_engine(checkpoint, root):
-    return engine(checkpoint, root)
-
-
-@pytest.fixture(scope="module")
-def equal_run(fp32_engine, checkpoint, root):
-    return eval_text(fp32_engine, TEXT, reference=checkpoint, ctx=CTX, max_tokens=TOKENS,
+def equal_run(ort_engine, checkpoint, root):
+    return eval_text(ort_engine, TEXT, reference=checkpoint, ctx=CTX, max_tokens=TOKENS,
                      save_reference=root / "ref.bin")
 
 
@@ -115,8 +100,8 @@ def test_a_scaled_expert_is_detected(checkpoint, root, equal_run):
     assert report.router_flip_rate[0] == 0.0  # layer 0 is untouched
 
 
-def test_saved_reference_gives_the_same_figures(fp32_engine, root, equal_run):
-    again = eval_text(fp32_engine, TEXT, reference_logits=root / "ref.bin", ctx=CTX, max_tokens=TOKENS)
+def test_saved_reference_gives_the_same_figures(ort_engine, root, equal_run):
+    again = eval_text(ort_engine, TEXT, reference_logits=root / "ref.bin", ctx=CTX, max_tokens=TOKENS)
     assert again.summary == equal_run.summary
     assert again.reference_expert_load == equal_run.reference_expert_load
     header, records = read_reference(root / "ref.bin")
@@ -141,35 +126,35 @@ def test_compact_log_probs_within_the_stated_error(spread):
     assert (err <= step * 1.001).all() and (kl <= step ** 2 / 2).all()
 
 
-def test_reuse_of_another_runs_reference_is_refused(fp32_engine, root, equal_run):
+def test_reuse_of_another_runs_reference_is_refused(ort_engine, root, equal_run):
     with pytest.raises(MixtralTrtError, match=r"ref.bin: made for --ctx 64, but this run has 32"):
-        eval_text(fp32_engine, TEXT, reference_logits=root / "ref.bin", ctx=32, max_tokens=TOKENS)
+        eval_text(ort_engine, TEXT, reference_logits=root / "ref.bin", ctx=32, max_tokens=TOKENS)
     with pytest.raises(MixtralTrtError, match=r"made for the text \(sha256\)"):
-        eval_text(fp32_engine, "another text " * 100, reference_logits=root / "ref.bin", ctx=CTX, max_tokens=TOKENS)
+        eval_text(ort_engine, "another text " * 100, reference_logits=root / "ref.bin", ctx=CTX, max_tokens=TOKENS)
     cut = root / "cut.bin"
     cut.write_bytes((root / "ref.bin").read_bytes()[:-10])
     with pytest.raises(MixtralTrtError, match="cut.bin: .* truncated or damaged"):
-        eval_text(fp32_engine, TEXT, reference_logits=cut, ctx=CTX, max_tokens=TOKENS)
+        eval_text(ort_engine, TEXT, reference_logits=cut, ctx=CTX, max_tokens=TOKENS)
     with pytest.raises(MixtralTrtError, match="not a reference-logits file"):
-        eval_text(fp32_engine, TEXT, reference_logits=TEXT, ctx=CTX, max_tokens=TOKENS)
+        eval_text(ort_engine, TEXT, reference_logits=TEXT, ctx=CTX, max_tokens=TOKENS)
 
 
-def test_text_shorter_than_one_window(fp32_engine, tmp_path):
+def test_text_shorter_than_one_window(ort_engine, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Mixtral routes each token to two experts.")
     with pytest.raises(MixtralTrtError, match=r"short.txt: \d+ tokens, shorter than one window of ctx=64"):
-        eval_text(fp32_engine, short, ctx=CTX)
+        eval_text(ort_engine, short, ctx=CTX)
     with pytest.raises(MixtralTrtError, match=r"first 40 tokens, --max-tokens\): 40 tokens, shorter"):
-        eval_text(fp32_engine, TEXT, ctx=CTX, max_tokens=40)
+        eval_text(ort_engine, TEXT, ctx=CTX, max_tokens=40)
 
 
-def test_perplexity_alone_and_overlapping_windows(fp32_engine, equal_run):
+def test_perplexity_alone_and_overlapping_windows(ort_engine, equal_run):
     """Without a reference: the engine's perplexity only. stride ctx/2 scores every token after the first
     half-window once."""
-    alone = eval_text(fp32_engine, TEXT, ctx=CTX, max_tokens=TOKENS)
+    alone = eval_text(ort_engine, TEXT, ctx=CTX, max_tokens=TOKENS)
     assert alone.kl is None and alone.summary["perplexity"] == equal_run.summary["perplexity"]
     assert alone.expert_load == equal_run.expert_load
-    dense = eval_text(fp32_engine, TEXT, ctx=CTX, stride=CTX // 2, max_tokens=TOKENS)
+    dense = eval_text(ort_engine, TEXT, ctx=CTX, stride=CTX // 2, max_tokens=TOKENS)
     assert dense.summary["tokens"] == dense.windows * CTX // 2 and dense.windows == 8
 
 
