@@ -173,3 +173,13 @@ def test_window_plan(n, ctx, stride):
     ids = np.arange(n)
     w = plan.windows[-1]
     assert w.ids(ids, -1, ctx)[0] == -1 and (w.targets(ids, ctx) == w.ids(ids, -1, ctx)[-w.scored:]).all()
+
+
+def test_an_engine_as_the_reference(ort_engine, equal_run):
+    """--reference ENGINE: the same engine against itself reads the format's floor, and its routing is used."""
+    report = eval_text(ort_engine, TEXT, reference=ort_engine, ctx=CTX, max_tokens=TOKENS)
+    s = report.summary
+    assert report.reference.startswith("engine ") and "(ort, fp32)" in report.reference
+    assert s["reference_perplexity"] == pytest.approx(s["perplexity"], rel=1e-6) and s["top1_agreement"] == 1.0
+    assert report.kl["max"] < 1e-9 and report.router_flip_rate == [0.0, 0.0]
+    assert report.reference_expert_load == equal_run.expert_load
