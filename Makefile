@@ -1,6 +1,7 @@
 # mixtral-trt: `make demo` and `make test` from a clean clone; only Python is needed beforehand.
 #
 #   make demo      random tiny checkpoint -> inspect -> export -> build (ort) -> parity -> generate -> chat
+#                  -> eval (fp32 engine, then an int4 engine, against one saved reference pass)
 #                  (outputs in demo/)
 #   make test      the test suite (GPU tests skip cleanly without CUDA + TensorRT)
 #   make lint      ruff
@@ -54,7 +55,9 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
-DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity demo-generate demo-chat
+DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity demo-generate demo-chat demo-eval \
+	demo-eval-int4
+DEMO_EVAL := --text docs/eval_text.txt --ctx 256 --max-tokens 2048
 .PHONY: $(DEMO_STEPS)
 
 demo-init: $(STAMP)
@@ -78,6 +81,16 @@ demo-generate: demo-parity
 
 demo-chat: demo-generate
 	$(CLI) chat $(DEMO)/engine-ort --message "$(DEMO_PROMPT)" --safe-mode --max-new-tokens 24
+
+demo-eval: demo-chat
+	$(CLI) eval $(DEMO)/engine-ort $(DEMO_EVAL) --reference $(DEMO)/checkpoint \
+		--save-reference $(DEMO)/eval-reference.bin --json $(DEMO)/eval-fp32.json --plot $(DEMO)/eval-fp32.png
+
+demo-eval-int4: demo-eval
+	$(CLI) export $(DEMO)/checkpoint $(DEMO)/onnx-int4 --quantize int4 --max-seq 512 --max-batch 4 --debug-outputs --force
+	$(CLI) build $(DEMO)/onnx-int4 $(DEMO)/engine-ort-int4 --backend ort --force
+	$(CLI) eval $(DEMO)/engine-ort-int4 $(DEMO_EVAL) --reference-logits $(DEMO)/eval-reference.bin \
+		--json $(DEMO)/eval-int4.json --plot $(DEMO)/eval-int4.png
 
 demo: $(DEMO_STEPS)
 	@echo "demo: done, outputs in $(DEMO)/"

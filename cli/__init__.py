@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (register commands on the app)
     build_cmd,
     chat_cmd,
     device_check_cmd,
+    eval_cmd,
     export_cmd,
     generate_cmd,
     gpu_check_cmd,

@@ -31,6 +31,8 @@ def serve(
                                                 "beyond: 408.")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     device: Device = "auto",
+    expert_load: Annotated[bool, typer.Option(help="Count tokens routed to each expert of each layer in /metrics "
+                                              "(engines exported with --debug-outputs).")] = False,
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.
 
@@ -44,4 +46,4 @@ def serve(
         raise MixtralTrtError(f"--max-body-mb={max_body_mb}: must be > 0")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), header_timeout=header_timeout, body_timeout=body_timeout)
     run(engine_dir, host, port, grace=grace, log_level=log_level, api_key=api_key, max_batch=max_batch,
-        max_queue=max_queue, device=device, model_name=model_name, limits=limits)
+        max_queue=max_queue, device=device, model_name=model_name, limits=limits, expert_load=expert_load)

@@ -12,7 +12,7 @@ to the prefix cache. T prompt tokens, V vocab.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 class Prefill:
     def __init__(self, engine: Engine, prompt: Sequence[int], prefix_cache: PrefixCache | None = None,
-                 prompt_logprobs: int | None = None) -> None:
+                 prompt_logprobs: int | None = None, forward: Callable | None = None) -> None:
+        """`forward`: the call that runs the engine (the Scheduler's counts expert load), `engine.forward` if None."""
         self.engine, self.prompt, self.prefix_cache = engine, list(prompt), prefix_cache
+        self.forward = forward or engine.forward
         self.k = prompt_logprobs
         self.started = False  # the prefix cache is looked up at the first chunk (earlier prompts stored by then)
         self.match: Match | None = None
@@ -65,7 +67,7 @@ class Prefill:
         if n <= 0:
             return 0
         start = self.done
-        out, self.cache = self.engine.forward(np.asarray([self.prompt[start : start + n]]), self.cache)
+        out, self.cache = self.forward(np.asarray([self.prompt[start : start + n]]), self.cache)
         logits = out["logits"][0]  # [n, V]
         self.done += n
         self.chunks += 1

@@ -39,6 +39,7 @@ from .logprobs import token_logprob
 from .prefill import Prefill
 from .prefix_cache import DEFAULT_BUDGET_GB, GIB, PrefixCache, available_bytes, block_device, unsupported
 from .reply import Completion, Reply, StreamEvent
+from .routing import engine_routing, expert_counts
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class Stats:
     failed: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # rows -> steps run with that many
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))  # (time, new tokens)
+    expert_tokens: np.ndarray | None = None  # [L, E] tokens routed to each expert (Scheduler(expert_load=True))
 
     def tokens_per_second(self, window: float = 10.0) -> float:
         """Tokens generated per second over the last `window` seconds."""
@@ -120,11 +122,13 @@ DEFAULT_PREFILL_CHUNK = 256  # prompt tokens per step: measured (bench/scheduler
 
 class Scheduler:
     def __init__(self, engine: Engine, max_batch: int | None = None, max_queue: int = 64,
-                 prefix_cache_gb: float | None = None, prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK) -> None:
+                 prefix_cache_gb: float | None = None, prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK,
+                 expert_load: bool = False) -> None:
         """`prefix_cache_gb`: the prefix cache's budget in GiB; None: the engine's own cache when it has one
         (`Engine.enable_prefix_cache`), else DEFAULT_BUDGET_GB (at most a quarter of the free memory) where the
         engine supports one and none where it does not; 0: no prefix cache. `prefill_chunk`: the most prompt
-        tokens computed per step (None: each prompt in one step)."""
+        tokens computed per step (None: each prompt in one step). `expert_load`: count the experts of every token
+        the engine computes (prompt and generated; not those the prefix cache serves) in `stats.expert_tokens`."""
         if max_batch is not None and not 1 <= max_batch <= engine.max_batch:
             raise MixtralTrtError(f"max_batch={max_batch}: must be between 1 and the engine's max batch "
                                   f"{engine.max_batch}")
@@ -139,6 +143,11 @@ class Scheduler:
         self.prefill_chunk = prefill_chunk
         self.prefix_cache = _prefix_cache(engine, prefix_cache_gb)
         self.stats = Stats()
+        # count every token's experts (prompt and generated) from the engine's router outputs (--debug-outputs)
+        self._router_names = engine.contract.names("router_logits") if expert_load else []
+        if expert_load and not self._router_names:
+            raise MixtralTrtError(f"{engine.path}: no router outputs to count expert load from (export "
+                                  "--debug-outputs)")
         self._waiting: deque[Request] = deque()
         self._prefilling: list[Request] = []  # admitted, their prompts entering (each holds a row)
         self._running: list[Request] = []  # row b of the cache is _running[b]
@@ -297,7 +306,7 @@ class Scheduler:
                 continue
             try:
                 request.prefill = Prefill(self.engine, request.prompt, self.prefix_cache,
-                                          request.params.prompt_logprobs)
+                                          request.params.prompt_logprobs, forward=self._forward)
             except Exception as e:
                 for member in request.group:
                     self._finish(member, "failed", _message(e, "prefill failed"))
@@ -360,7 +369,7 @@ class Scheduler:
         ids = np.array([[r.next_token] for r in self._running], np.int64)  # [B, 1]
         self.stats.steps += 1
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1
-        out, self._cache = self.engine.forward(ids, self._cache)  # mask and positions from the cache
+        out, self._cache = self._forward(ids, self._cache)  # mask and positions from the cache
         logits = out["logits"][:, -1]  # [B, V]
         finished, failed = [], []
         for b, request in enumerate(self._running):
@@ -373,6 +382,15 @@ class Scheduler:
         self._leave(finished, "done")
         for request, message in failed:
             self._leave([request], "failed", message)
+
+    def _forward(self, ids: np.ndarray, cache):
+        if not self._router_names:
+            return self.engine.forward(ids, cache)
+        out, cache = self.engine.forward(ids, cache, outputs=("logits", "router_logits"))
+        cfg = self.engine.config
+        counts = expert_counts(engine_routing(out, self._router_names, cfg.top_k), cfg.num_experts)  # [L, E]
+        self.stats.expert_tokens = counts if self.stats.expert_tokens is None else self.stats.expert_tokens + counts
+        return out, cache
 
     def _push(self, request: Request, logits: np.ndarray) -> bool:
         """Sample the request's next token, hand out its event; True when the request is finished."""

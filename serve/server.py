@@ -18,8 +18,10 @@ from .limits import Limits
 
 
 def build(engine_dir: str | Path, *, api_key: str | None = None, max_batch: int | None = None,
-          max_queue: int = 64, device: str = "auto", model_name: str | None = None, limits: Limits | None = None):
-    """Load the engine, make its Scheduler and the app (not started)."""
+          max_queue: int = 64, device: str = "auto", model_name: str | None = None, limits: Limits | None = None,
+          expert_load: bool = False):
+    """Load the engine, make its Scheduler and the app (not started). `expert_load`: count the tokens routed
+    to each expert of each layer (/metrics; the engine needs router outputs, export --debug-outputs)."""
     from mixtral_trt import runtime
     from mixtral_trt.runtime.scheduler import Scheduler
 
@@ -27,7 +29,7 @@ def build(engine_dir: str | Path, *, api_key: str | None = None, max_batch: int 
 
     engine = runtime.load(engine_dir, device=device)
     engine.tokenizer  # noqa: B018 - fail now, not at the first request, when the engine has no tokenizer
-    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue)
+    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, expert_load=expert_load)
     return create_app(engine, scheduler, model_name=model_name, api_key=api_key, limits=limits)
 
 
