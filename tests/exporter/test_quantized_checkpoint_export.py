@@ -21,7 +21,6 @@ from mixtral_trt.mixtral_ref.checkpoint import load_model
 from mixtral_trt.parity import check_engine
 from support.quant_checkpoints import write_awq, write_compressed, write_gptq
 
-pytest.importorskip("compressed_tensors")
 pytest.importorskip("onnxruntime_genai")
 
 CASES = {  # name -> (writer, how the export takes it: stored codes (with zero points) or float)

@@ -22,7 +22,6 @@ from mixtral_trt.mixtral_ref.checkpoint import inspect_checkpoint, load_state_di
 from mixtral_trt.mixtral_ref.keymaps import plan
 from support.quant_checkpoints import QUANT_CFG, linear_names, write_awq, write_compressed, write_gptq
 
-pytest.importorskip("compressed_tensors")
 pytest.importorskip("onnxruntime_genai")
 
 
