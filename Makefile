@@ -22,7 +22,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/mixtral-export
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean gpu-install gpu-check
+.PHONY: install demo test lint clean gpu-install gpu-check cpu-kernels cpu-kernels-optional cpu-kernels-sanitize
 
 install: $(STAMP)
 
@@ -33,12 +33,29 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
+# ---- our CPU kernels (plugins/cpu_kernels): ONNX Runtime's headers fetched (fetch_headers.sh, or ORT_INCLUDE_DIR),
+# the C++ custom-op library compiled into plugins/cpu_kernels/_build/ (skipped when up to date)
+cpu-kernels: $(STAMP)
+	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels
+
+# what test and demo build: where the library cannot be built (no headers, no compiler) they go on without it
+# (its tests skip saying why; `build --backend ort` uses ONNX Runtime's kernels)
+cpu-kernels-optional: $(STAMP)
+	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels || echo "cpu-kernels: not built; going on without them"
+
+# the op tests over an AddressSanitizer + UndefinedBehaviorSanitizer build of the library
+cpu-kernels-sanitize: $(STAMP)
+	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels --sanitize
+	MIXTRAL_TRT_CPU_KERNELS=$(CURDIR)/plugins/cpu_kernels/_build/sanitize/libmixtral_cpu_kernels.so \
+		LD_PRELOAD="$$($${CXX:-g++} -print-file-name=libasan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider tests/plugins/test_cpu_kernels.py
+
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
 DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity demo-generate demo-chat
 .PHONY: $(DEMO_STEPS)
 
-demo-init: $(STAMP)
+demo-init: $(STAMP) cpu-kernels-optional
 	$(CLI) init --preset tiny $(DEMO)/checkpoint --seed 0 --force
 
 demo-inspect: demo-init
@@ -64,7 +81,7 @@ demo: $(DEMO_STEPS)
 	@echo "demo: done, outputs in $(DEMO)/"
 
 # ---- checks ---------------------------------------------------------------------------------------
-test: $(STAMP)
+test: $(STAMP) cpu-kernels-optional
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)
