@@ -43,11 +43,12 @@ cpu-kernels: $(STAMP)
 cpu-kernels-optional: $(STAMP)
 	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels || echo "cpu-kernels: not built; going on without them"
 
-# the op tests over an AddressSanitizer + UndefinedBehaviorSanitizer build of the library
+# the op tests over an AddressSanitizer + UndefinedBehaviorSanitizer build of the library (libstdc++ preloaded
+# with ASan: Python does not link it, and ASan's exception interceptor needs it from the start)
 cpu-kernels-sanitize: $(STAMP)
 	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels --sanitize
 	MIXTRAL_TRT_CPU_KERNELS=$(CURDIR)/plugins/cpu_kernels/_build/sanitize/libmixtral_cpu_kernels.so \
-		LD_PRELOAD="$$($${CXX:-g++} -print-file-name=libasan.so)" \
+		LD_PRELOAD="$$($${CXX:-g++} -print-file-name=libasan.so) $$($${CXX:-g++} -print-file-name=libstdc++.so)" \
 		ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider tests/plugins/test_cpu_kernels.py
 
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS

@@ -58,7 +58,11 @@ class MoEKernel {
   MoEKernel(const OpDesc& desc, const OrtKernelInfo* info) : desc_(desc) {
     Ort::ConstKernelInfo ki(info);
     name_ = ki.GetNodeName();
-    kernels_ = &select_kernels();
+    try {
+      kernels_ = &select_kernels();
+    } catch (const std::runtime_error& e) {
+      fail(e.what());
+    }
     top_k_ = static_cast<int>(ki.GetAttribute<int64_t>("k"));
     weights_.kind = desc.kind;
     int bits = 0;
