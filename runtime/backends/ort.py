@@ -64,16 +64,27 @@ def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> Or
     if unsupported and device == "cuda":
         raise MixtralTrtError(f"{directory}: ONNX Runtime's CUDA EP cannot run this engine's QMoE nodes "
                               f"({'; '.join(unsupported)}): open it with device='cpu'")
-    library = manifest.backend_info.get("cpu_kernels", {}).get("library")
-    hook = None
-    if library:  # the engine's copy of our CPU kernels' library (exporter/cpu_kernels_build.py)
-        path = directory / library
-        if not path.is_file():
-            raise MixtralTrtError(f"{directory}: its MoE layers need our CPU kernels' library {library}, missing: "
-                                  "rebuild the engine with the library built (make cpu-kernels) or --cpu-kernels ort")
-        hook = lambda so: so.register_custom_ops_library(str(path))  # noqa: E731
     return OrtRunner(directory / manifest.model_file, device="cpu" if unsupported else device,
-                     session_options_hook=hook)
+                     session_options_hook=custom_ops_hook(manifest, directory))
+
+
+def custom_ops_hook(manifest: Manifest, directory: Path, then=None):
+    """A session-options hook registering the engine's copy of our CPU kernels' library (exporter/
+    cpu_kernels_build.py) where its manifest names one, then calling `then`; `then` itself otherwise."""
+    library = manifest.backend_info.get("cpu_kernels", {}).get("library")
+    if not library:
+        return then
+    path = directory / library
+    if not path.is_file():
+        raise MixtralTrtError(f"{directory}: its MoE layers need our CPU kernels' library {library}, missing: "
+                              "rebuild the engine with the library built (make cpu-kernels) or --cpu-kernels ort")
+
+    def hook(so) -> None:
+        so.register_custom_ops_library(str(path))
+        if then is not None:
+            then(so)
+
+    return hook
 
 
 class OrtRunner:

@@ -13,6 +13,9 @@
 #include "kernels.h"
 
 namespace mixtral_cpu {
+// internal linkage: each kernels_<isa>.cc compiles its own copy with its own -m flags, and the linker must never
+// hand one ISA's copy of an inline function to another's caller
+namespace {
 namespace impl {
 
 inline float widen(float v) { return v; }
@@ -147,4 +150,5 @@ Kernels make_kernels(const char* name) {
 }
 
 }  // namespace impl
+}  // namespace
 }  // namespace mixtral_cpu
