@@ -1,8 +1,9 @@
 // The kernels of kernels.h written once over a SIMD traits class V, instantiated by kernels_<isa>.cc.
 //
 // V provides: F (a float vector of V::W lanes), zero / load / loadw (float or bf16 weights) / fma / hsum;
-// for the quantized kernels I (8 int32 lanes), Q (32 int8), F8 (8 floats), izero, load_q8 / load_q4 (signed
-// weights), load_x, dot (I += 4-byte groups of w * x), cvt, fma8 (a * scalar + c), zero8, hsum8; and the tile
+// for the quantized kernels I (8 int32 lanes), Q (32 int8), F8 (8 floats), izero, isub, load_q8 / load_q4 (signed
+// weights, or with kUnsignedCodes the codes as stored and zero_point<bits>() to dot with x and subtract), load_x,
+// dot (I += 4-byte groups of w * x), cvt, fma8 (a * scalar + c), zero8, hsum8; and the tile
 // sizes MR_F x NR_F, MR_Q x NR_Q (activation rows x weight rows computed together: each weight vector loaded
 // once per MR rows, each activation vector once per NR rows).
 #pragma once
@@ -87,18 +88,24 @@ inline void tile_quant(const QuantGemm& g, const int8_t* const* xq, const float*
     for (int j = 0; j < NR; ++j) facc[i][j] = V::zero8();
   const int groups = g.K / g.B;
   for (int b = 0; b < groups; ++b) {
-    typename V::I iacc[MR][NR];
-    for (int i = 0; i < MR; ++i)
+    typename V::I iacc[MR][NR], zp_part[MR];
+    for (int i = 0; i < MR; ++i) {
+      zp_part[i] = V::izero();
       for (int j = 0; j < NR; ++j) iacc[i][j] = V::izero();
+    }
     for (int c = 0; c < g.B; c += 32) {
       const int k = b * g.B + c;
       typename V::Q wq[NR];
       for (int j = 0; j < NR; ++j) wq[j] = BITS == 8 ? V::load_q8(w[j] + k) : V::load_q4(w[j] + k / 2);
       for (int i = 0; i < MR; ++i) {
         const typename V::Q xv = V::load_x(xq[i] + k);
+        if constexpr (V::kUnsignedCodes) zp_part[i] = V::dot(zp_part[i], V::template zero_point<BITS>(), xv);
         for (int j = 0; j < NR; ++j) iacc[i][j] = V::dot(iacc[i][j], wq[j], xv);
       }
     }
+    if constexpr (V::kUnsignedCodes)  // lane by lane: sum of (code - zp) * x, no cancellation across lanes
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) iacc[i][j] = V::isub(iacc[i][j], zp_part[i]);
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) facc[i][j] = V::fma8(V::cvt(iacc[i][j]), xs[i][b] * ws[j][b], facc[i][j]);
   }

@@ -20,8 +20,17 @@ struct Avx512 : Simd256Quant {
   }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(F a) { return _mm512_reduce_add_ps(a); }
-  // u8 x s8 dot of |w| with x carrying w's sign: exact, each int32 lane the sum of 4 adjacent products
-  static I dot(I acc, Q w, Q x) { return _mm256_dpbusd_epi32(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(x, w)); }
+  // VNNI takes the unsigned codes as they are (u8 x s8: exact int32 lanes, each the sum of 4 adjacent
+  // products); the zero point's share, zp * x lane by lane (a dot of the same x), is subtracted per block
+  static constexpr bool kUnsignedCodes = true;
+  static Q load_q8(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static Q load_q4(const uint8_t* p) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), mask = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), _mm_and_si128(bytes, mask));
+  }
+  template <int BITS>
+  static Q zero_point() { return _mm256_set1_epi8(static_cast<char>(1 << (BITS - 1))); }
+  static I dot(I acc, Q w, Q x) { return _mm256_dpbusd_epi32(acc, w, x); }
 };
 
 }  // namespace

@@ -23,7 +23,9 @@ struct Portable {
   struct I { int32_t v[8]; };
   struct Q { int8_t v[32]; };
   using F8 = F;
+  static constexpr bool kUnsignedCodes = false;
   static I izero() { return I{}; }
+  static I isub(I a, I b) { for (int l = 0; l < 8; ++l) a.v[l] -= b.v[l]; return a; }
   static Q load_q8(const uint8_t* p) { Q q; for (int l = 0; l < 32; ++l) q.v[l] = static_cast<int8_t>(p[l] - 128); return q; }
   static Q load_q4(const uint8_t* p) {
     Q q;

@@ -14,7 +14,9 @@ struct Simd256Quant {
   using I = __m256i;
   using Q = __m256i;
   using F8 = __m256;
+  static constexpr bool kUnsignedCodes = false;  // weights as signed int8: codes minus the zero point
   static I izero() { return _mm256_setzero_si256(); }
+  static I isub(I a, I b) { return _mm256_sub_epi32(a, b); }
   static Q load_q8(const uint8_t* p) {  // code - 128 as int8
     return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_set1_epi8(-128));
   }
