@@ -164,7 +164,8 @@ struct MoEOp : Ort::CustomOpBase<MoEOp, MoEKernel, true> {
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 
-  // y has x's shape; ranks checked here, at session creation
+  // y has x's shape. (onnxruntime 1.32 did not fail a session on this function's error in our tests: Compute
+  // checks the activations' shapes again on every call, with the node's name.)
   static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& ctx) {
     const auto& x = ctx.GetInputShape(0);
     const auto& logits = ctx.GetInputShape(1);
