@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.artifacts import confined_name
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.common.manifest import Manifest
+from mixtral_trt.common.manifest import MANIFEST_FILE, Manifest
 
 DEVICES = ("auto", "cpu", "cuda")
 # The first release whose com.microsoft::MoE / QMoE semantics the tests verify (docs/ARCHITECTURE.md).
@@ -74,7 +75,10 @@ def custom_ops_hook(manifest: Manifest, directory: Path, then=None):
     library = manifest.backend_info.get("cpu_kernels", {}).get("library")
     if not library:
         return then
-    path = directory / library
+    source = f"{directory / MANIFEST_FILE}"
+    path = confined_name(directory, library, source, "backend_info.cpu_kernels.library")
+    if library not in manifest.artifacts:  # loaded code must be hashed: Manifest.verify checks every artifact
+        raise MixtralTrtError(f"{source}: backend_info.cpu_kernels.library {library!r} is not among the artifacts")
     if not path.is_file():
         raise MixtralTrtError(f"{directory}: its MoE layers need our CPU kernels' library {library}, missing: "
                               "rebuild the engine with the library built (make cpu-kernels) or --cpu-kernels ort")

@@ -101,3 +101,18 @@ def test_not_for_other_backends(exports, tmp_path):
     _, _, onnx_dirs = exports
     with pytest.raises(MixtralTrtError, match="--cpu-kernels applies to the ONNX Runtime backends"):
         build_engine(onnx_dirs["fp32"], tmp_path / "engine", "portable", cpu_kernels="ours")
+
+
+@pytest.mark.parametrize(("library", "message"), [("../evil.so", "not a path inside the engine directory"),
+                                                  ("stray.so", "'stray.so' is not among the artifacts")])
+def test_manifest_cannot_point_the_runtime_at_other_code(exports, tmp_path, library, message):
+    from mixtral_trt import runtime
+
+    _, _, onnx_dirs = exports
+    engine = build_engine(onnx_dirs["fp32"], tmp_path / "engine", "ort", cpu_kernels="ours")
+    (engine / "stray.so").write_bytes((engine / "cpu_kernels.so").read_bytes())
+    manifest = json.loads((engine / "manifest.json").read_text())
+    manifest["backend_info"]["cpu_kernels"]["library"] = library
+    (engine / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MixtralTrtError, match=message):
+        runtime.load(engine)
