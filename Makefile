@@ -105,4 +105,4 @@ gpu-check: $(GPU_STAMP)
 	$(CLI) gpu-check --out gpu-check.json --workdir gpu-check
 
 clean:
-	rm -rf $(DEMO) .pytest_cache .ruff_cache gpu-check gpu-check.json
+	rm -rf $(DEMO) .pytest_cache .ruff_cache gpu-check gpu-check.json plugins/cpu_kernels/_build
