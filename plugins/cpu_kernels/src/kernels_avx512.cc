@@ -51,7 +51,8 @@ inline __m512i load_codes64(const uint8_t* p, bool half) {  // 64 (or 32) weight
 
 inline __m512 scales2(const float* p, bool half) {  // lanes 0-7: p[0], 8-15: p[1] (or 0)
   const __m512i index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m128 pair = half ? _mm_load_ss(p) : _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
+  // two floats at 4-byte alignment: movq through the unaligned integer load
+  const __m128 pair = half ? _mm_load_ss(p) : _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(pair));
 }
 
