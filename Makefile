@@ -40,7 +40,8 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := $(if $(filter 1,$(USE_LOCK)),$(wildcard $(LOCK)))
 PIP_INSTALL = $(PY) -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: install demo test lint lock clean gpu-install gpu-check device-check device-check-launches
+.PHONY: install demo test lint lock clean gpu-install gpu-check device-check device-check-launches cpu-kernels \
+	cpu-kernels-optional cpu-kernels-sanitize
 
 install: $(STAMP)
 
@@ -53,6 +54,24 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	$(PIP_INSTALL) -e ".[dev,trt-cpu]"
 	echo "$(CONSTRAINTS)" > $@  # the lock this venv was installed from (tests/tools/test_lock.py reads it)
 
+# ---- our CPU kernels (plugins/cpu_kernels): ONNX Runtime's headers fetched (fetch_headers.sh, or ORT_INCLUDE_DIR),
+# the C++ custom-op library compiled into plugins/cpu_kernels/_build/ (skipped when up to date)
+cpu-kernels: $(STAMP)
+	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels
+
+# what test and demo build: where the library cannot be built (no headers, no compiler) they go on without it
+# (its tests skip saying why; `build --backend ort` uses ONNX Runtime's kernels)
+cpu-kernels-optional: $(STAMP)
+	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels || echo "cpu-kernels: not built; going on without them"
+
+# the op tests over an AddressSanitizer + UndefinedBehaviorSanitizer build of the library (libstdc++ preloaded
+# with ASan: Python does not link it, and ASan's exception interceptor needs it from the start)
+cpu-kernels-sanitize: $(STAMP)
+	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels --sanitize
+	MIXTRAL_TRT_CPU_KERNELS=$(CURDIR)/plugins/cpu_kernels/_build/sanitize/libmixtral_cpu_kernels.so \
+		LD_PRELOAD="$$($${CXX:-g++} -print-file-name=libasan.so) $$($${CXX:-g++} -print-file-name=libstdc++.so)" \
+		ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider tests/plugins/test_cpu_kernels.py
+
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
 DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity demo-generate demo-chat demo-eval \
@@ -60,7 +79,7 @@ DEMO_STEPS := demo-init demo-inspect demo-export demo-build demo-parity demo-gen
 DEMO_EVAL := --text docs/eval_text.txt --ctx 256 --max-tokens 2048
 .PHONY: $(DEMO_STEPS)
 
-demo-init: $(STAMP)
+demo-init: $(STAMP) cpu-kernels-optional
 	$(CLI) init --preset tiny $(DEMO)/checkpoint --seed 0 --force
 
 demo-inspect: demo-init
@@ -96,7 +115,7 @@ demo: $(DEMO_STEPS)
 	@echo "demo: done, outputs in $(DEMO)/"
 
 # ---- checks ---------------------------------------------------------------------------------------
-test: $(STAMP)
+test: $(STAMP) cpu-kernels-optional
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -141,4 +160,4 @@ device-check-launches: $(STAMP)
 	nice -n 10 $(PY) tools/record_launches.py --out device-check-launches --force
 
 clean:
-	rm -rf $(DEMO) $(LOCK_VENV) .pytest_cache .ruff_cache gpu-check gpu-check.json device-check
+	rm -rf $(DEMO) $(LOCK_VENV) .pytest_cache .ruff_cache gpu-check gpu-check.json device-check plugins/cpu_kernels/_build

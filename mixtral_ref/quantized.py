@@ -91,6 +91,16 @@ def fake_quantize_(model: Mixtral, scheme: QuantScheme, dtype: str, dense: bool 
     return model
 
 
+@torch.no_grad()
+def round_experts_(model: Mixtral, dtype: str) -> Mixtral:
+    """In place: w13 and w2 of every layer rounded to `dtype` and back (an engine storing its experts in bf16
+    while computing in float32: `build --expert-dtype bf16`)."""
+    for layer in model.layers:
+        for param in (layer.moe.w13, layer.moe.w2):
+            param.copy_(param.to(torch_dtype(dtype)).to(param.dtype))
+    return model
+
+
 def scheme_of(contract) -> QuantScheme | None:
     spec = contract.extra.get("quantization")
     return QuantScheme(spec["bits"], spec["block_size"]) if spec else None

@@ -134,7 +134,7 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     from mixtral_trt.common.errors import MixtralTrtError
     from mixtral_trt.common.progress import step
     from mixtral_trt.mixtral_ref.checkpoint import load_model
-    from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of, stored_of
+    from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, round_experts_, scheme_of, stored_of
     from mixtral_trt.mixtral_ref.tokenizer import Tokenizer
 
     with step(progress, "load engine"):
@@ -156,6 +156,10 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
                                    activations_block=activations_block, stored=stored)
         if activations_block:
             tolerance = max(TOLERANCES[engine.dtype], INT8_ACTIVATIONS, key=lambda t: t.logits_rel)
+    expert_weights = engine.manifest.backend_info.get("expert_weights")
+    if expert_weights and scheme is None:  # experts stored narrower than the graph computes (--expert-dtype)
+        original = reference
+        reference = round_experts_(load_model(checkpoint, dtype=torch.float32), expert_weights)
     try:
         tokenizer = Tokenizer.from_checkpoint(checkpoint)
     except MixtralTrtError:
@@ -164,7 +168,8 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
         report = run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer,
                             tolerance=tolerance)
     if original is not None:
-        report.quantization = {"scheme": scheme.name, "logits_rel_vs_unquantized": quantization_error(
+        report.quantization = {"scheme": scheme.name if scheme else f"experts-{expert_weights}",
+                               "logits_rel_vs_unquantized": quantization_error(
             engine, original, report.prompts, seed, tokenizer)}
     return report
 

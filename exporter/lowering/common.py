@@ -92,14 +92,16 @@ def replace_pair(graph: ir.Graph, pair: MoEPair, new_nodes: list[ir.Node], new_o
         graph.remove(pair.router, safe=True)
 
 
-def derived_initializer(graph: ir.Graph, value: ir.Value, fn, shape: tuple[int, ...], suffix: str) -> ir.Value:
-    """A new initializer `{value.name}.{suffix}` = fn(value's array) of `shape`, computed lazily while saving
-    (a reshape, a split: the weights are not held twice in memory)."""
+def derived_initializer(graph: ir.Graph, value: ir.Value, fn, shape: tuple[int, ...], suffix: str,
+                        dtype: ir.DataType | None = None) -> ir.Value:
+    """A new initializer `{value.name}.{suffix}` = fn(value's array) of `shape` (and `dtype`, default value's),
+    computed lazily while saving (a reshape, a split: the weights are not held twice in memory)."""
     tensor = value.const_value
     name = f"{value.name}.{suffix}"
-    lazy = ir.LazyTensor(lambda: ir.Tensor(fn(tensor.numpy()), name=name), dtype=tensor.dtype,
+    dtype = dtype or tensor.dtype
+    lazy = ir.LazyTensor(lambda: ir.Tensor(fn(tensor.numpy()), name=name), dtype=dtype,
                          shape=ir.Shape(shape), name=name)
-    new = ir.Value(name=name, shape=ir.Shape(shape), type=value.type, const_value=lazy)
+    new = ir.Value(name=name, shape=ir.Shape(shape), type=ir.TensorType(dtype), const_value=lazy)
     graph.register_initializer(new)
     return new
 

@@ -22,6 +22,7 @@ from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 
 from .common import derived_initializer, int64_const, moe_pairs, replace_pair, tidy
+from .ort_cpu_kernels import cpu_moe_node, unsupported
 from .ort_experts import lower_experts
 from .ort_fuse import fuse_rms_norms
 from .ort_quant import lower_linears, qmoe_attributes
@@ -117,12 +118,19 @@ def expert_form(contract: GraphContract, provider: str, requested: str | None = 
     return requested
 
 
-def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PARTS) -> ir.Model:
-    """`experts`: one of EXPERT_FORMS (expert_form chooses it for a build)."""
+def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PARTS, cpu_kernels: str = "ort",
+          expert_dtype: str = "fp32") -> ir.Model:
+    """`experts`: one of EXPERT_FORMS (expert_form chooses it for a build). `cpu_kernels="ours"`: every pair our
+    library's ops can run becomes one of its nodes (ort_cpu_kernels.py; `expert_dtype` "bf16" stores float experts
+    in bf16), the others take the `experts` form."""
     graph = model.graph
     for pair in list(moe_pairs(graph)):
         tape = ir.tape.Tape()
-        if experts == "matmul":
+        if cpu_kernels == "ours" and unsupported(pair) is None:
+            node = cpu_moe_node(graph, pair, expert_dtype)
+            out, new_nodes = node.outputs[0], [node]
+            model.opset_imports[node.domain] = 1
+        elif experts == "matmul":
             out = lower_experts(graph, tape, pair)
             new_nodes = list(tape.nodes)
         else:
