@@ -63,8 +63,19 @@ def quickstart_extras() -> list[str]:
     return extras.split(",")
 
 
-def test_committed_locks_satisfy_pyproject():
-    """Every lock pins each direct requirement of the quickstart's install (dependencies and the extras the
+@pytest.fixture
+def installed_lock() -> Path:
+    """The lock `make` installed this venv from; skips where none was used (USE_LOCK=0, and `make lock`, whose
+    suite judges the newest releases before any lock holds them)."""
+    stamp = Path(sys.prefix) / ".installed"
+    used = stamp.read_text().strip() if stamp.is_file() else ""
+    if not used:
+        pytest.skip("this venv was not installed from a lock (USE_LOCK=0, `make lock`, or not by make)")
+    return ROOT / used
+
+
+def test_installed_lock_satisfies_pyproject(installed_lock):
+    """The lock pins each direct requirement of the quickstart's install (dependencies and the extras the
     Makefile installs, with those they pull in; not `gpu`) at a version inside pyproject.toml's range for it."""
     import tomllib
 
@@ -78,25 +89,19 @@ def test_committed_locks_satisfy_pyproject():
                 todo += sorted(r.extras)
             else:
                 wanted.append(r)
-    locks = sorted((ROOT / "locks").glob("cp*.txt"))
-    assert locks, "no lock committed under locks/"
-    for path in locks:
-        pinned = lock.parse(path.read_text())
-        bad = [f"{r} (lock: {pinned.get(lock.normalize(r.name), 'absent')})" for r in wanted
-               if not r.specifier.contains(pinned.get(lock.normalize(r.name), "0.dev0"), prereleases=True)]
-        assert not bad, f"{path.name} does not satisfy pyproject.toml: {bad}; run `make lock`"
+    pinned = lock.parse(installed_lock.read_text())
+    bad = [f"{r} (lock: {pinned.get(lock.normalize(r.name), 'absent')})" for r in wanted
+           if not r.specifier.contains(pinned.get(lock.normalize(r.name), "0.dev0"), prereleases=True)]
+    assert not bad, f"{installed_lock.name} does not satisfy pyproject.toml: {bad}; run `make lock`"
 
 
-def test_this_venv_is_its_lock():
-    """Where `make` installed this venv from a lock, every installed distribution is pinned there at the version
-    installed: a dependency added to pyproject.toml without `make lock` (installed unpinned) fails here."""
-    stamp = Path(sys.prefix) / ".installed"
-    used = stamp.read_text().strip() if stamp.is_file() else ""
-    if not used:
-        pytest.skip("this venv was not installed from a lock (USE_LOCK=0, `make lock`, or not by make)")
-    pinned = lock.parse((ROOT / used).read_text())
+def test_this_venv_is_its_lock(installed_lock):
+    """Every installed distribution is pinned in the lock at the version installed: a dependency added to
+    pyproject.toml without `make lock` (installed unpinned) fails here."""
+    pinned = lock.parse(installed_lock.read_text())
     installed = lock.freeze()
     unpinned = sorted(set(installed) - set(pinned))
     differ = sorted(f"{n} {installed[n]} (lock {pinned[n]})" for n in installed.keys() & pinned.keys()
                     if installed[n] != pinned[n])
-    assert not unpinned and not differ, f"{used} is stale: unpinned {unpinned}; differ {differ}; run `make lock`"
+    assert not unpinned and not differ, (f"{installed_lock.name} is stale: unpinned {unpinned}; differ {differ}; "
+                                         "run `make lock`")
