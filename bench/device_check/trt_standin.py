@@ -20,6 +20,21 @@ class Size(int):
     def constant_value(self) -> int:
         return int(self)
 
+    # arithmetic on shape expressions gives shape expressions (aot_impl checks sizes derived this way)
+    def __add__(self, other: int) -> Size:
+        return Size(int(self) + int(other))
+
+    def __sub__(self, other: int) -> Size:
+        return Size(int(self) - int(other))
+
+    def __mul__(self, other: int) -> Size:
+        return Size(int(self) * int(other))
+
+    def __floordiv__(self, other: int) -> Size:
+        return Size(int(self) // int(other))
+
+    __radd__, __rmul__ = __add__, __mul__
+
 
 class TensorDesc:
     def __init__(self, shape: list[int], dtype: str) -> None:

@@ -63,7 +63,8 @@ def test_the_launch_file_holds_every_variant(document):
                                                                                              "int4"))
     swiglu = layer["nodes"][2]["launches"][0]
     assert swiglu["tactic"] == 1 and swiglu["at"]["1"]["grid"] == [32, 14336 // 64, 1]
-    assert swiglu["at"]["1"]["scalars"] == [4096, 14336, 2] and swiglu["at"]["1"]["block"] == [128, 1, 1]
+    # scalars: H, I, k, then M_max and E (the bounds the kernel clamps made-up index data to)
+    assert swiglu["at"]["1"]["scalars"] == [4096, 14336, 2, 506, 8] and swiglu["at"]["1"]["block"] == [128, 1, 1]
 
 
 def test_recorded_launches_replay_against_the_references(document, tmp_path):
