@@ -4,7 +4,8 @@ The engine's session is opened with `enable_profiling`; after a `context`-token 
 steps run through the runtime's Engine (IO binding, cache kept as OrtValues). Each kernel event of the
 decode runs is put in a bucket by its node (the optimized graph tells which node reads which weight):
 
-    moe        MoE / QMoE, or a layer's per-expert MatMuls and their routing   lm_head   the MatMul producing `logits`
+    moe        MoE / QMoE, or per-expert MatMuls and their routing   lm_head   the MatMul producing `logits`
+               (or our library's MoE / MoEBF16 / MoEQ node)
     attn_proj  other weight MatMuls       attn_core   QK^T, softmax, AV, mask, GroupQueryAttention
     kv_concat  Concat producing present.*  norm       RMSNorm pieces or fused norms
     rotary     rotary pieces or op        router      the gate Gemm
@@ -27,7 +28,7 @@ import numpy as np
 
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.exporter.lowering.ort_experts import MOE_MARK
-from mixtral_trt.runtime.backends.ort import OrtRunner
+from mixtral_trt.runtime.backends.ort import OrtRunner, custom_ops_hook
 from mixtral_trt.runtime.engine import Engine
 
 BUCKETS = ("moe", "lm_head", "attn_proj", "attn_core", "kv_concat", "norm", "rotary", "router", "elementwise",
@@ -41,7 +42,7 @@ _ATTN = {"Softmax", "Where", "GroupQueryAttention", "MultiHeadAttention", "Atten
 def bucket_of(op: str, output: str, reads_weight: bool, name: str = "") -> str:
     """The bucket of one node: its op type, its first output's name, whether its 2nd input is a weight, its name
     (the nodes of a layer's per-expert MatMuls carry MOE_MARK: lowering/ort_experts.py)."""
-    if op in ("MoE", "QMoE") or MOE_MARK in name:
+    if op in ("MoE", "QMoE", "MoEBF16", "MoEQ") or MOE_MARK in name:  # ONNX Runtime's ops and ours (mixtral.cpu)
         return "moe"
     if op in ("MatMul", "MatMulNBits", "FusedMatMul", "Gemm"):
         if output == "logits":
@@ -98,7 +99,8 @@ def profile_decode(engine_dir: str | Path, context: int = 128, steps: int = 32, 
             so.profile_file_prefix = str(Path(tmp) / "decode")
             so.optimized_model_filepath = str(optimized)
 
-        runner = OrtRunner(engine_dir / manifest.model_file, device="cpu", threads=threads, session_options_hook=hook)
+        runner = OrtRunner(engine_dir / manifest.model_file, device="cpu", threads=threads,
+                           session_options_hook=custom_ops_hook(manifest, engine_dir, hook))
         engine = Engine(engine_dir, manifest, runner)
         rng = np.random.default_rng(seed)
         out, cache = engine.forward(rng.integers(3, engine.config.vocab_size, (1, context)))

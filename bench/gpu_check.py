@@ -1,8 +1,10 @@
 """The GPU run book as one function (`mixtral-export gpu-check`, `make gpu-check`): on a machine with an NVIDIA
 GPU and the `gpu` extra, build the `small` preset's TensorRT engines with and without the plugins (fp16), check
-both against the float32 reference (parity), run the `gpu` test suite, benchmark them against ONNX Runtime, and
-write everything to one JSON report. Every step runs even when an earlier one failed (a step that needs a
-missing engine reports that); the report says which passed.
+both against the float32 reference (parity), check an int8 ONNX Runtime engine's QMoE on the CUDA EP against the
+reference (onnxruntime-gpu packs its raw codes itself: common/ort_versions.py), measure the plugin engine's
+device-memory growth over 1,000 decode steps (bench/memory_growth.py, NVIDIA/TensorRT#4849), run the `gpu` test
+suite, benchmark them against ONNX Runtime, and write everything to one JSON report. Every step runs even when an
+earlier one failed (a step that needs a missing engine reports that); the report says which passed.
 
 Written against the documented APIs; it has not run on a GPU here (this project's machines have none).
 """
@@ -25,7 +27,13 @@ from mixtral_trt.mixtral_ref import get_preset
 from mixtral_trt.plugins.ptx import driver_cuda_version
 from mixtral_trt.plugins.trt_registry import check_tensorrt
 
+from .memory_growth import cuda_used_bytes, decode_steps, measure_growth
+
 ENGINES = ("trt", "trt-dense")  # with the sparse-dispatch plugins; the dense baseline
+
+
+class Skipped(Exception):
+    """A step that cannot run on this machine (e.g. no TensorRT): reported as skipped, with why, not failed."""
 
 
 def gpu_environment() -> dict[str, Any]:
@@ -38,28 +46,33 @@ def gpu_environment() -> dict[str, Any]:
         raise MixtralTrtError("gpu-check needs a CUDA GPU and a CUDA build of torch; none is visible here")
     try:
         import tensorrt
-    except ImportError:
-        raise MixtralTrtError("gpu-check needs TensorRT: make gpu-install (the `gpu` extra)") from None
+    except ImportError:  # the ONNX Runtime steps still run; the TensorRT ones report why they did not
+        tensorrt = None
     import onnxruntime
 
     from mixtral_trt.plugins.aot import target
 
-    check_tensorrt(tensorrt.__version__)
+    if tensorrt is not None:
+        check_tensorrt(tensorrt.__version__)
     major, minor = torch.cuda.get_device_capability()
     return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-            "cuda_driver": driver_cuda_version(), "torch": torch.__version__, "tensorrt": tensorrt.__version__,
+            "cuda_driver": driver_cuda_version(), "torch": torch.__version__,
+            "tensorrt": None if tensorrt is None else tensorrt.__version__,
             "triton": importlib.metadata.version("triton"), "onnxruntime": onnxruntime.__version__,
             "onnxruntime_providers": onnxruntime.get_available_providers(), "plugin_kernels": target().describe()}
 
 
 def run_steps(steps: dict[str, Callable[[], dict[str, Any]]], progress=None) -> dict[str, dict[str, Any]]:
-    """Each step's result with `passed` and `seconds`; an exception fails its step, not the run."""
+    """Each step's result with `passed` and `seconds`; an exception fails its step, not the run; a `Skipped`
+    step has `passed` None and `skipped` (why)."""
     results = {}
     for name, fn in steps.items():
         start = time.perf_counter()
         with step(progress, name):
             try:
                 result = {"passed": True, **fn()}
+            except Skipped as e:
+                result = {"passed": None, "skipped": str(e)}
             except Exception as e:  # recorded in the report: the run book goes on
                 result = {"passed": False, "error": f"{type(e).__name__}: {e}",
                           "traceback": traceback.format_exc(limit=8)}
@@ -89,6 +102,7 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
     environment = gpu_environment()
     workdir = Path(workdir)
     ckpt, onnx_dir = workdir / f"{preset}-checkpoint", workdir / f"{preset}-onnx-fp16"
+    qmoe_onnx, qmoe_engine = workdir / f"{preset}-onnx-fp16-int8", workdir / f"{preset}-engine-ort-cuda-int8"
 
     def checkpoint() -> dict[str, Any]:
         if not ckpt.exists():
@@ -113,6 +127,28 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
             return {"logits_max_rel": report.logits.max_rel, "greedy_exact": [g.exact for g in report.greedy]}
         return run
 
+    def qmoe_cuda() -> dict[str, Any]:
+        """int8 experts (block-wise scales) as one QMoE node per layer on the CUDA EP, against the reference."""
+        from mixtral_trt import runtime
+
+        if not qmoe_onnx.exists():
+            export_checkpoint(ckpt, qmoe_onnx, dtype="fp16", max_seq=1024, max_batch=4, quantize_experts="int8",
+                              progress=progress)
+        build_engine(qmoe_onnx, qmoe_engine, "ort", overwrite=True, progress=progress, experts="moe",
+                     genai_provider="cuda")
+        runtime.load(qmoe_engine, device="cuda")  # refused if the CUDA EP cannot run its QMoE (one line)
+        report = check_engine(qmoe_engine, ckpt, greedy_steps=greedy_steps)  # device auto: the CUDA EP
+        if not report.passed:
+            raise AssertionError(f"ort CUDA QMoE parity failed: {report.failures}")
+        return {"engine": str(qmoe_engine), "device": "cuda", "logits_max_rel": report.logits.max_rel,
+                "greedy_exact": [g.exact for g in report.greedy]}
+
+    def memory_growth() -> dict[str, Any]:
+        from mixtral_trt import runtime
+
+        engine = runtime.load(workdir / f"{preset}-engine-trt")
+        return measure_growth(decode_steps(engine), cuda_used_bytes)
+
     def bench() -> dict[str, Any]:
         result = run_bench(BenchSettings(preset=preset, backends=("ort", *ENGINES), workdir=workdir / "bench",
                                          hf=False), progress)
@@ -122,15 +158,25 @@ def run_gpu_check(out: Path, workdir: Path, preset: str = "small", tests: Path |
         return {"decode_tok_s": result.decode, "prefill_tok_s": result.prefill,
                 "moe_layer": result.to_json()["moe_layer"]}
 
+    def needs_tensorrt(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            if environment["tensorrt"] is None:
+                raise Skipped("TensorRT is not installed here (PyPI's tensorrt wheels fetch it from NVIDIA's index)")
+            return fn()
+        return run
+
     steps: dict[str, Callable[[], dict[str, Any]]] = {"checkpoint and fp16 export": checkpoint}
-    steps.update({f"build {b}": build(b) for b in ENGINES})
-    steps.update({f"parity {b}": parity(b) for b in ENGINES})
+    steps.update({f"build {b}": needs_tensorrt(build(b)) for b in ENGINES})
+    steps.update({f"parity {b}": needs_tensorrt(parity(b)) for b in ENGINES})
+    steps["parity ort CUDA QMoE int8"] = qmoe_cuda
+    steps["memory growth trt, 1,000 decode steps"] = needs_tensorrt(memory_growth)
     if tests is not None:
-        steps["pytest -m gpu"] = lambda: _pytest_gpu(tests)
-    steps["bench"] = bench
+        steps["pytest -m gpu"] = needs_tensorrt(lambda: _pytest_gpu(tests))
+    steps["bench"] = needs_tensorrt(bench)
     results = run_steps(steps, progress)
-    report = {"passed": all(r["passed"] for r in results.values()), "preset": preset, "environment": environment,
-              "steps": results}
+    report = {"passed": all(r["passed"] is not False for r in results.values()), "preset": preset,
+              "environment": environment, "steps": results,
+              "skipped": {name: r["skipped"] for name, r in results.items() if r["passed"] is None}}
     with atomic_file(out) as f:
         f.write(json.dumps(report, indent=2, default=str) + "\n")
     return report

@@ -20,7 +20,10 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.mixtral_ref import load_model
+from mixtral_trt.mixtral_ref.writer import init_checkpoint
+from mixtral_trt.plugins import cpu_kernels
 
 from . import system, timing
 from .bandwidth import last_level_cache_bytes, measure_bandwidth
@@ -39,6 +42,10 @@ if TYPE_CHECKING:
 # The Triton interpreter runs the plugin kernels in Python: far too slow for full-size decode, so the
 # plugins-cpu figures use fewer tokens (recorded in the JSON) and say nothing about GPU speed.
 INTERPRETER_LIMITS = {"new_tokens": 2, "prefill_tokens": 16}
+
+
+# expert forms the bench builds: ONNX Runtime's (lowering/ort.py EXPERT_FORMS) and our CPU kernels' node
+BENCH_FORMS = ("ours", "matmul", "moe")
 
 
 @dataclass(frozen=True)
@@ -76,18 +83,15 @@ class BenchSettings:
             raise MixtralTrtError(f"--peer {self.peer!r}: the only peer is llama.cpp")
         if self.peer and self.llama_cpp is None:
             raise MixtralTrtError("--peer llama.cpp needs --llama-cpp DIR (a llama.cpp build or install directory)")
-        from mixtral_trt.exporter.lowering.ort import EXPERT_FORMS
-
         for form in self.experts:
-            if form not in EXPERT_FORMS:
-                raise MixtralTrtError(f"--experts {form!r}: choose from {', '.join(EXPERT_FORMS)}")
+            if form not in BENCH_FORMS:
+                raise MixtralTrtError(f"--experts {form!r}: choose from {', '.join(BENCH_FORMS)}")
         if self.decode_repeats < 1:
             raise MixtralTrtError(f"--decode-repeats {self.decode_repeats}: must be >= 1")
 
 
 def _checkpoint(s: BenchSettings, progress: Progress | None) -> Path:
     from mixtral_trt.mixtral_ref import get_preset
-    from mixtral_trt.mixtral_ref.writer import init_checkpoint
 
     ckpt = s.workdir / f"{s.preset}-seed{s.seed}-checkpoint"
     if not ckpt.exists():
@@ -108,22 +112,23 @@ def _cache_dirs(s: BenchSettings, backend: str, quantize: str | None = None,
     if experts is None and get_backend(backend).lowering == "ort" and onnx_dir.is_dir():
         from mixtral_trt.exporter.lowering.ort import expert_form
 
-        experts = expert_form(GraphContract.load(onnx_dir), "cpu")
+        ours = cpu_kernels.library_path() is not None  # the build's default where our library is built
+        experts = "ours" if ours else expert_form(GraphContract.load(onnx_dir), "cpu")
     return onnx_dir, s.workdir / f"{stem}-engine-{backend}{suffix}{f'-{experts}' if experts else ''}", max_seq
 
 
 def _engine_dir(s: BenchSettings, ckpt: Path, backend: str, progress: Progress | None,
                 quantize: str | None = None, dtype: str = "fp32", experts: str | None = None) -> Path:
     """The export (quantized with `quantize`) and its `backend` engine, built once in workdir."""
-    from mixtral_trt.exporter.export import export_checkpoint
-
     onnx_dir, _, max_seq = _cache_dirs(s, backend, quantize, dtype, experts)
     if not onnx_dir.exists():
         export_checkpoint(ckpt, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=1, quantize_experts=quantize,
                           progress=progress)
     engine_dir = _cache_dirs(s, backend, quantize, dtype, experts)[1]
     if not engine_dir.exists():
-        build_engine(onnx_dir, engine_dir, backend, progress=progress, experts=experts)
+        ours = experts == "ours"
+        build_engine(onnx_dir, engine_dir, backend, progress=progress, experts=None if ours else experts,
+                     cpu_kernels="ours" if ours else None if experts is None else "ort")
     return engine_dir
 
 

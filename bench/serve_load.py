@@ -32,6 +32,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.mixtral_ref.presets import get_preset
 
 from .run import BenchSettings, _checkpoint
@@ -71,7 +72,6 @@ class ServeBenchSettings:
 def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) -> Path:
     """The preset's ORT engine (fp32, or quantized) with max batch = the most clients, built once under workdir
     (its name holds the expert form the build chooses: lowering/ort.py)."""
-    from mixtral_trt.exporter.export import export_checkpoint
     from mixtral_trt.exporter.lowering.ort import expert_form
 
     ckpt = _checkpoint(BenchSettings(preset=s.preset, workdir=s.workdir, seed=s.seed, backends=("ort",)), progress)

@@ -18,6 +18,8 @@ from . import (  # noqa: F401  (register commands on the app)
     bench_cmd,
     build_cmd,
     chat_cmd,
+    device_check_cmd,
+    eval_cmd,
     export_cmd,
     generate_cmd,
     gpu_check_cmd,

@@ -11,8 +11,10 @@ import typer
 
 from mixtral_trt.bench.plot import save_bench_plot
 from mixtral_trt.common.backends import BACKENDS
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_file
 from mixtral_trt.common.progress import make_progress
+from mixtral_trt.plugins import cpu_kernels
 
 from .app import app
 
@@ -42,7 +44,8 @@ def bench(
                                                    "holding llama-bench, llama-quantize, llama-debug and "
                                                    "convert_hf_to_gguf.py.")] = None,
     experts: Annotated[str, typer.Option(help="Expert forms of the ort / ort-gqa engines to measure, "
-                                         "comma-separated: matmul,moe (the first keeps the backend's name; "
+                                         "comma-separated: ours,matmul,moe (ours: our CPU kernels; the first "
+                                         "keeps the backend's name; "
                                          "empty: the build's default).")] = "",
 ) -> None:
     """Benchmark every available backend against the reference and HF transformers."""
@@ -112,3 +115,46 @@ def print_peer(console, peer: dict) -> None:
                       f"({'within' if f32['passed'] else 'OUTSIDE'} {f32['tolerance']:.0e})")
     else:
         console.print(f"llama.cpp logits: {f32['reason']}")
+
+
+@app.command("bench-cpu-kernels")
+def bench_cpu_kernels(
+    preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "small",
+    dtypes: Annotated[str, typer.Option(help="Expert dtypes, comma-separated.")] = "fp32,bf16,int8,int4",
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds (best and median reported).")] = 5,
+    json_path: Annotated[Path, typer.Option("--json", help="Write the results here.")] = Path("bench-cpu-kernels.json"),
+    workdir: Annotated[Path, typer.Option(help="Cache for the checkpoint, exports and engines.")] = Path("bench-out"),
+) -> None:
+    """Our CPU kernels against ONNX Runtime's, alternating on the same machine: decode at batch 1 and 8, prefill."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixtral_trt.bench.cpu_kernels import DTYPES, compare
+
+    chosen = _items(dtypes)
+    for dtype in chosen:
+        if dtype not in DTYPES:
+            raise MixtralTrtError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+    if rounds < 1 or threads < 1:
+        raise MixtralTrtError("--rounds and --threads must be >= 1")
+    cpu_kernels.require_library()
+    with make_progress(transient=True) as progress:
+        result = compare(workdir, preset, chosen, threads, rounds, progress=progress)
+    with atomic_file(json_path) as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    s = result["settings"]
+    table = Table(title=f"our CPU kernels vs ONNX Runtime's: {preset}, {threads} threads, {rounds} rounds alternating "
+                        f"(ms, best / median; load average {result['load_average'][0]:.1f})")
+    for col in ("experts", "measure", "ours", "ort", "speed-up best / median"):
+        table.add_column(col)
+    for dtype, row in result["results"].items():
+        for measure in row["speedup"]:
+            ours, ort, up = row["ours"][measure], row["ort"][measure], row["speedup"][measure]
+            label = {"decode_b1": f"decode b1 @{s['context']}", "prefill": f"prefill {s['prefill']}"}.get(
+                measure, f"decode b{s['batch']} @{s['context']}")
+            table.add_row(f"{dtype} (ort: {row['ort_engine']})" if dtype == "bf16" else dtype, label,
+                          f"{ours['best_ms']:.2f} / {ours['median_ms']:.2f}",
+                          f"{ort['best_ms']:.2f} / {ort['median_ms']:.2f}",
+                          f"{up['best']:.2f}x / {up['median']:.2f}x")
+    Console().print(table)

@@ -32,6 +32,12 @@ def build(
                                                 "the fast form on CPU) | moe (com.microsoft::MoE / QMoE, the CUDA "
                                                 "EP's); default: matmul for float fp32 experts with "
                                                 "--genai-provider cpu.")] = None,
+    cpu_kernels: Annotated[str | None, typer.Option(help="ONNX Runtime engines: ours (each MoE layer one node of "
+                                                    "our CPU kernels' library, plugins/cpu_kernels) | ort (ONNX "
+                                                    "Runtime's kernels); default: ours where the library is built, "
+                                                    "for --genai-provider cpu.")] = None,
+    expert_dtype: Annotated[str | None, typer.Option(help="With our CPU kernels: fp32 | bf16 (an fp32 export's "
+                                                     "experts stored in bf16: half the bytes).")] = None,
 ) -> None:
     """Build an engine (lowered model + manifest.json) for one backend."""
     from mixtral_trt.exporter.build import build_engine
@@ -40,5 +46,6 @@ def build(
     trt_options = {name: value for name, value in given.items() if value not in (None, False)}
     with make_progress() as progress:
         path = build_engine(onnx_dir, engine_dir, backend=backend, overwrite=force, progress=progress,
-                            genai_provider=genai_provider, experts=experts, **trt_options)
+                            genai_provider=genai_provider, experts=experts, cpu_kernels=cpu_kernels,
+                            expert_dtype=expert_dtype, **trt_options)
     typer.echo(f"built {backend} engine -> {path}")

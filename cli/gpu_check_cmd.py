@@ -28,6 +28,9 @@ def gpu_check(
     with make_progress() as progress:
         report = run_gpu_check(out, workdir, preset, tests, progress=progress)
     for name, result in report["steps"].items():
+        if result["passed"] is None:
+            typer.echo(f"skip {name}: {result['skipped']}")
+            continue
         typer.echo(f"{'ok  ' if result['passed'] else 'FAIL'} {name} ({result['seconds']} s)"
                    + ("" if result["passed"] else f": {result['error']}"))
     typer.echo(f"wrote {out}")

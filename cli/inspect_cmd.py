@@ -69,6 +69,8 @@ def inspect(
         "tied embeddings": str(cfg.tie_word_embeddings),
         "tokenizer": tokenizer_text,
     }
+    if info.quantized is not None:
+        rows.update(_quantization_rows(info))
     for key, value in rows.items():
         table.add_row(key, value)
     console = Console()
@@ -83,3 +85,29 @@ def inspect(
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+
+
+def _quantization_rows(info) -> dict[str, str]:
+    """What `inspect` says of a GPTQ / AWQ / compressed-tensors checkpoint: format, bits, groups, act-order,
+    which linears are quantized, and the bytes of an export's weights per engine dtype (codes kept or float)."""
+    from mixtral_trt.exporter.quantize_stored import weight_bytes
+    from mixtral_trt.mixtral_ref.keymaps import plan
+
+    q = info.quantized.quant
+    groups = ("per tensor" if q.group_size < 0 else "per output channel" if q.group_size == 0
+              else f"{q.group_size} inputs")
+    entries = plan(info.layout, info.config)
+    sizes = []
+    for dtype in ("fp32", "fp16", "bf16"):
+        n, how = weight_bytes(info.quantized, entries, dtype)
+        sizes.append(f"{dtype} {n / 2**20:,.1f} MiB ({how})")
+    return {
+        "quantization": f"{q.method} ({q.serialization}), {'FP8 e4m3' if q.kind == 'fp8' else f'int{q.bits}'}, "
+                        f"{'symmetric' if q.symmetric else 'asymmetric (zero points)'}"
+                        + (f", activations {q.activations} (kept float by the engines)" if q.kind == "fp8" else ""),
+        "groups / act-order": f"{groups} / {'yes (g_idx)' if q.act_order else 'no'}",
+        "quantized linears": ", ".join(f"{v} {k}" for k, v in sorted(info.quantized.kinds().items()))
+                             + " (the rest float)",
+        "export weights": "; ".join(sizes),
+    }
+

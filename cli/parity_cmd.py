@@ -56,10 +56,7 @@ def parity(
                       "reported (the reference above is the dequantized model)")
     console = Console()
     console.print(table)
-    if json_path:
-        report.save_json(json_path)
-    if plot:
-        report.save_plot(plot)
+    report.save(json_path, plot)
     if not report.passed:
         for failure in report.failures:
             console.print(f"[red]FAIL[/] {failure}", highlight=False)

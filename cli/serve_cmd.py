@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mixtral_trt.serve.server import serve as run
+from mixtral_trt.common.errors import MixtralTrtError
 
 from .app import app
 from .sampling_opts import Device
@@ -27,17 +27,24 @@ def serve(
     model_name: Annotated[str | None, typer.Option(help="Model id in responses and /v1/models (default: the "
                                                    "engine directory's name).")] = None,
     grace: Annotated[float, typer.Option(help="Seconds in-flight requests get to finish on shutdown.")] = 30.0,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB; beyond: 413.")] = 8.0,
+    header_timeout: Annotated[float, typer.Option(help="Seconds a client gets to send a request's headers.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="Seconds a client gets to send a request's body; "
+                                                "beyond: 408.")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     device: Device = "auto",
+    expert_load: Annotated[bool, typer.Option(help="Count tokens routed to each expert of each layer in /metrics "
+                                              "(engines exported with --debug-outputs).")] = False,
 ) -> None:
-    """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics."""
-    import signal
-    import threading
+    """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.
 
-    if threading.current_thread() is threading.main_thread():
-        # uvicorn shuts down gracefully on SIGINT / SIGTERM itself, then re-raises the signal: give both their
-        # default behaviour back (main() installed the write-cleanup handlers; it restores them afterwards)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    Ctrl-C and SIGTERM shut down gracefully, then exit 130 (uvicorn handles the signal, then raises it again
+    for main()'s handler)."""
+    from mixtral_trt.serve.limits import Limits
+    from mixtral_trt.serve.server import serve as run
+
+    if not max_body_mb > 0:
+        raise MixtralTrtError(f"--max-body-mb={max_body_mb}: must be > 0")
+    limits = Limits(max_body_bytes=int(max_body_mb * 2**20), header_timeout=header_timeout, body_timeout=body_timeout)
     run(engine_dir, host, port, grace=grace, log_level=log_level, api_key=api_key, max_batch=max_batch,
-        max_queue=max_queue, device=device, model_name=model_name)
+        max_queue=max_queue, device=device, model_name=model_name, limits=limits, expert_load=expert_load)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # export dtype -> numpy-style name
 SHORT_NAMES = {v: k for k, v in DTYPES.items()}  # numpy-style name -> export dtype
 SAFETENSORS_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+# what quantized checkpoints store besides floats (packed codes, group indices, FP8 weights)
+SAFETENSORS_OTHERS = {"I8": "int8", "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64",
+                      "F8_E4M3": "float8_e4m3fn", "BOOL": "bool"}
 
 
 def _long(name: str) -> str:
@@ -34,10 +37,10 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    """`fp16`, `float16` or a safetensors code (`F16`) -> torch.float16."""
+    """`fp16`, `float16` or a safetensors code (`F16`, `I32`) -> torch.float16."""
     import torch
 
-    return getattr(torch, _long(SAFETENSORS_FLOATS.get(name, name)))
+    return getattr(torch, _long(SAFETENSORS_FLOATS.get(name, SAFETENSORS_OTHERS.get(name, name))))
 
 
 def short_name(dtype: Any) -> str:

@@ -6,6 +6,7 @@ tool wrote, recognised by its own metadata, never by its name (`written_by_this_
   - an export: `graph.json` whose "format" is one of mixtral-trt's;
   - an engine: `manifest.json` whose "format" is one of mixtral-trt's;
   - compiled plugin kernels: `kernels.json` whose "format" is one of mixtral-trt's;
+  - recorded plugin launches (`make device-check-launches`): `launches.json`, likewise;
   - a checkpoint written by `init` / `save_checkpoint`: the small hidden file `.mixtral-trt.json` they put
     beside the weights (CHECKPOINT_MARKER; safetensors metadata cannot carry it: the library writes its
     keys in a random order, and checkpoints must stay byte-identical for a seed).
@@ -28,7 +29,7 @@ from .errors import MixtralTrtError
 FORMAT_PREFIX = "mixtral-trt."  # "format" of graph.json, manifest.json, kernels.json, CHECKPOINT_MARKER
 CHECKPOINT_MARKER = ".mixtral-trt.json"
 CHECKPOINT_FORMAT = "mixtral-trt.checkpoint/1"
-MARKED_JSON = ("graph.json", "manifest.json", "kernels.json", CHECKPOINT_MARKER)
+MARKED_JSON = ("graph.json", "manifest.json", "kernels.json", "launches.json", CHECKPOINT_MARKER)
 
 
 # ---- what this tool wrote ---------------------------------------------------------------------------

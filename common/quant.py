@@ -8,6 +8,13 @@ nibble. Dequantization: w ≈ (code - 2^(bits-1)) * scale.
 
     codes  uint8 [E, N, K * bits / 8]
     scales       [E, N] (per-channel) or [E, N, K / block_size] (block-wise), in the activation dtype
+
+Optional zero points (block-wise only; a GPTQ / AWQ / compressed-tensors asymmetric checkpoint's own, kept as
+stored): one unsigned zero point per group, packed like the codes along the groups (two 4-bit zero points per
+byte, the even group in the low nibble; ONNX Runtime's packed QMoE / MatMulNBits zero points); then
+w = (code - zero[group]) * scale[group].
+
+    zeros  uint8 [E, N, ceil(G * bits / 8)]     G = K / block_size
 """
 
 from __future__ import annotations
@@ -72,7 +79,14 @@ class QuantScheme:
         grouped = self._grouped(w)
         s = np.asarray(scales, np.float32).reshape(*grouped.shape[:-1], 1)
         qmax = self.zero_point - 1
-        codes = (np.clip(np.rint(grouped / s), -qmax, qmax) + self.zero_point).astype(np.uint8).reshape(w.shape)
+        codes = np.clip(np.rint(grouped / s), -qmax, qmax) + self.zero_point
+        return self.pack(codes.astype(np.uint8).reshape(w.shape))
+
+    def pack(self, codes: np.ndarray) -> np.ndarray:
+        """Unsigned codes uint8 [..., K] (zero point 2^(bits-1)) -> the stored bytes [..., K*bits/8]. A checkpoint
+        quantized symmetrically by its own tool (GPTQ sym, compressed-tensors symmetric) is stored this way as is:
+        its codes may use 0 (-2^(bits-1)), which `encode` never writes and `dequantize` reads like any other."""
+        codes = np.asarray(codes, np.uint8)
         if self.bits == 4:
             codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
         return np.ascontiguousarray(codes)
@@ -82,13 +96,26 @@ class QuantScheme:
         scales = self.scales_for(w)
         return self.encode(w, scales), scales
 
-    def dequantize(self, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-        """Inverse of `quantize` (float32 [..., N, K])."""
+    def pack_zeros(self, zeros: np.ndarray) -> np.ndarray:
+        """Unsigned zero points [..., N, G] -> the stored bytes [..., N, ceil(G*bits/8)] (4-bit: G padded to even)."""
+        zeros = np.asarray(zeros, np.uint8)
+        if self.bits == 4 and zeros.shape[-1] % 2:
+            zeros = np.concatenate([zeros, np.zeros((*zeros.shape[:-1], 1), np.uint8)], axis=-1)
+        return self.pack(zeros)
+
+    def _unpack(self, packed: np.ndarray) -> np.ndarray:
         if self.bits == 4:
-            codes = np.stack((codes & 0x0F, codes >> 4), axis=-1).reshape(*codes.shape[:-1], -1)
-        q = codes.astype(np.float32) - self.zero_point
+            return np.stack((packed & 0x0F, packed >> 4), axis=-1).reshape(*packed.shape[:-1], -1)
+        return packed
+
+    def dequantize(self, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None = None) -> np.ndarray:
+        """Inverse of `quantize` (float32 [..., N, K]); `zeros`: stored zero points (block-wise) instead of
+        2^(bits-1)."""
+        q = self._unpack(codes).astype(np.float32)
         scales = np.asarray(scales, np.float32)
         if not self.block_size:
-            return q * scales[..., None]
+            return (q - self.zero_point) * scales[..., None]
         groups = scales.shape[-1]
-        return (q.reshape(*q.shape[:-1], groups, -1) * scales[..., None]).reshape(q.shape)
+        zero = (np.float32(self.zero_point) if zeros is None
+                else self._unpack(zeros)[..., :groups, None].astype(np.float32))
+        return ((q.reshape(*q.shape[:-1], groups, -1) - zero) * scales[..., None]).reshape(q.shape)

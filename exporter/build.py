@@ -18,6 +18,7 @@ from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.tensor_parallel import RANK_DIR
 
+from .cpu_kernels_build import choose, ops_used, ship_library
 from .genai_config import PROVIDERS, write_genai_config
 from .lowered import kernel_info, lower_and_save, tool_versions
 from .lowering.ort_cuda import qmoe_cuda_problems
@@ -65,6 +66,8 @@ def build_engine(
     progress: Progress | None = None,
     genai_provider: str = "cpu",
     experts: str | None = None,
+    cpu_kernels: str | None = None,
+    expert_dtype: str | None = None,
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
@@ -72,7 +75,9 @@ def build_engine(
     ONNX Runtime engines get a genai_config.json (onnxruntime-genai opens the directory as it is) whose
     execution provider is `genai_provider` (cpu | cuda). `experts` (matmul | moe) is how the `ort` lowering
     runs the experts; by default per-expert MatMuls for fp32 CPU engines, the MoE / QMoE ops otherwise
-    (lowering/ort.py, expert_form). `trt_options` (max_prefill, timing_cache,
+    (lowering/ort.py, expert_form). `cpu_kernels` (ours | ort): the MoE layers as nodes of our CPU kernels'
+    library (default where it is built, for CPU engines: cpu_kernels_build.py) or ONNX Runtime's own kernels;
+    `expert_dtype` "bf16" stores an fp32 export's experts in bf16 (ours only). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
     spec = get_backend(backend)
     if genai_provider not in PROVIDERS:
@@ -80,17 +85,19 @@ def build_engine(
     if trt_options and not spec.tensorrt:
         option = "--" + next(iter(trt_options)).replace("_", "-")
         raise MixtralTrtError(f"{option} applies to TensorRT backends only, not --backend {backend}")
-    if experts is not None and spec.lowering != "ort":
-        raise MixtralTrtError(f"--experts applies to the ONNX Runtime backends (ort, ort-gqa), not --backend {backend}")
+    for option, value in (("--experts", experts), ("--cpu-kernels", cpu_kernels), ("--expert-dtype", expert_dtype)):
+        if value is not None and spec.lowering != "ort":
+            raise MixtralTrtError(f"{option} applies to the ONNX Runtime backends (ort, ort-gqa), "
+                                  f"not --backend {backend}")
     if spec.tensorrt:
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     check_output(engine_dir, [onnx_dir], overwrite)
     if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
-        if experts is not None:
+        if experts is not None or cpu_kernels == "ours" or expert_dtype is not None:
             raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; its ranks' experts are lowered to the MoE "
-                                  "op, without --experts")
+                                  "op, without --experts, --cpu-kernels ours or --expert-dtype")
         from .shard.build import build_sharded_engine
 
         return build_sharded_engine(Path(onnx_dir), engine_dir, spec, GraphContract.load(onnx_dir), overwrite,
@@ -105,25 +112,32 @@ def build_engine(
         from .lowering.gqa import check_gqa
 
         check_gqa(contract)
-    options, info = {}, {}
+    options, info, ours = {}, {}, False
     if spec.lowering == "ort":
         from .lowering.ort import expert_form
 
-        options = {"experts": expert_form(contract, genai_provider, experts)}
-        info = {"experts": options["experts"]}
-        if options["experts"] == "moe":
+        kernels, cpu_options = choose(cpu_kernels, expert_dtype, model, contract, genai_provider, experts)
+        ours = kernels == "ours"
+        options = {"experts": expert_form(contract, genai_provider, experts), **cpu_options}
+        info = {"experts": "cpu_kernels" if ours else options["experts"]}
+        if ours and cpu_options["expert_dtype"] == "bf16":
+            info["expert_weights"] = "bf16"
+        if options["experts"] == "moe" and not ours:
             info.update(ort_cuda_info(Path(onnx_dir), contract))
     with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
         lower_and_save(model, spec, tmp, progress, contract, **options)
         if spec.attention == "gqa":
             contract = contract.with_gqa_attention()
         copy_side_files(onnx_dir, tmp)
+        if ours:
+            info["cpu_kernels"] = ship_library(tmp, ops_used(contract, options["expert_dtype"]))
         model_file = MODEL_FILE
         info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
         if spec.genai:
-            write_genai_config(tmp, contract, model_file, read_generation_config(onnx_dir), genai_provider)
+            write_genai_config(tmp, contract, model_file, read_generation_config(onnx_dir), genai_provider,
+                               info["cpu_kernels"]["library"] if ours else None)
             info = {**info, "genai_provider": genai_provider}
         with step(progress, "hash artifacts, write manifest.json"):
             Manifest.for_directory(tmp, backend, contract, model_file, tool_versions(*spec.tools),

@@ -18,7 +18,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.progress import bar, step
 from mixtral_trt.common.quant import QuantScheme
-from mixtral_trt.mixtral_ref.checkpoint import plan_checkpoint
+from mixtral_trt.mixtral_ref.checkpoint import plan_quantized_checkpoint
 from mixtral_trt.mixtral_ref.model import Mixtral
 
 from .side_files import write_export_side_files
@@ -62,6 +62,23 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
     return dataclasses.replace(contract, extra=extra)
 
 
+def _with_checkpoint_quantization(contract: GraphContract, quantized, entries, requested: str | None,
+                                  world_size: int) -> GraphContract:
+    """The contract of a quantized checkpoint's export: how its weights go out (quantize_stored.plan)."""
+    import dataclasses
+
+    from .quantize_stored import plan
+
+    if requested is not None:
+        raise MixtralTrtError(f"--quantize {requested}: the checkpoint is already quantized "
+                              f"({quantized.quant.name}); it is exported as it is stored")
+    record, spec = plan(quantized, entries, contract.dtype, world_size)
+    extra = {**contract.extra, "checkpoint_quantization": record}
+    if spec is not None:
+        extra["quantization"] = spec
+    return dataclasses.replace(contract, extra=extra)
+
+
 def export_model(model: Mixtral, out_dir: str | Path, contract: GraphContract,
                  progress: Progress | None = None) -> Path:
     """Write `model.onnx` (+ external data) and `graph.json` for an in-memory model into an existing dir."""
@@ -93,7 +110,9 @@ def export_checkpoint(
     is copied and converted to HF files (tokenizer.json, tokenizer_config.json), with generation_config.json.
 
     `quantize_experts` ("int8" | "int4") stores the expert weights as weight-only integer codes + scales
-    (MoEExpertsQ nodes); `quant_block` sets the inputs per scale (0 = per output row).
+    (MoEExpertsQ nodes); `quant_block` sets the inputs per scale (0 = per output row). A quantized checkpoint
+    (GPTQ / AWQ / compressed-tensors) is exported as stored where the storage format takes it, else as its
+    float dequantization (quantize_stored.py); the contract's extra["checkpoint_quantization"] says which.
     `tensor_parallel` N > 1 writes one graph per rank, each with only its share of the weights
     (exporter/shard); 1 is the single-device graph.
 
@@ -109,7 +128,7 @@ def export_checkpoint(
         raise MixtralTrtError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     check_output(out_dir, [checkpoint], overwrite)  # before the minutes of tracing
     with step(progress, "validate checkpoint (headers)"):
-        cfg, entries, where = plan_checkpoint(checkpoint)
+        cfg, entries, where, quantized = plan_quantized_checkpoint(checkpoint)
         tokenizer_file(checkpoint, cfg.vocab_size)  # a bad tokenizer is refused now, not after the trace
     max_seq = max_seq or cfg.max_position_embeddings
     if not 8 <= max_seq <= cfg.max_position_embeddings:
@@ -119,17 +138,19 @@ def export_checkpoint(
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
     contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq, debug_outputs),
                                  quantize_experts, quant_block, tensor_parallel)
+    if quantized is not None:
+        contract = _with_checkpoint_quantization(contract, quantized, entries, quantize_experts, tensor_parallel)
     if tensor_parallel != 1:
         from .shard.export import streamed_rank_weights, write_ranks
 
         with atomic_dir(out_dir, overwrite, [checkpoint]) as tmp:
-            write_ranks(contract, tensor_parallel, streamed_rank_weights(cfg, entries, where, dtype, tensor_parallel),
-                        tmp, progress)
+            write_ranks(contract, tensor_parallel,
+                        streamed_rank_weights(cfg, entries, where, dtype, tensor_parallel, quantized), tmp, progress)
             with step(progress, "tokenizer files (SentencePiece, HF), generation_config.json"):
                 write_export_side_files(checkpoint, tmp, max_seq)
         return Path(out_dir)
     program = trace_graph(cfg, contract, progress)
-    weights = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX)
+    weights = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX, quantized=quantized)
     attach_weights(program, weights)
     with step(progress, f"quantize experts ({quantize_experts})" if quantize_experts else "no quantization"):
         quantize(program, contract)

@@ -23,8 +23,9 @@ _SEARCH_DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p"
 
 
 def genai_config(contract: GraphContract, model_file: str, generation: dict[str, Any] | None = None,
-                 provider: str = "cpu") -> dict[str, Any]:
-    """The genai_config.json document of an ONNX Runtime engine whose graph follows `contract`."""
+                 provider: str = "cpu", custom_ops_library: str | None = None) -> dict[str, Any]:
+    """The genai_config.json document of an ONNX Runtime engine whose graph follows `contract`;
+    `custom_ops_library`: the engine's copy of our CPU kernels' library (exporter/cpu_kernels_build.py)."""
     if provider not in PROVIDERS:
         raise MixtralTrtError(f"--genai-provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
     cfg, generation = contract.config, generation or {}
@@ -46,7 +47,8 @@ def genai_config(contract: GraphContract, model_file: str, generation: dict[str,
             "decoder": {
                 "filename": model_file,
                 "session_options": {"log_id": "onnxruntime-genai",
-                                    "provider_options": [{"cuda": {}}] if provider == "cuda" else []},
+                                    "provider_options": [{"cuda": {}}] if provider == "cuda" else [],
+                                    **({"custom_ops_library": custom_ops_library} if custom_ops_library else {})},
                 "head_size": cfg.head_dim,
                 "hidden_size": cfg.hidden_size,
                 "num_attention_heads": cfg.num_heads,
@@ -73,7 +75,8 @@ def genai_config(contract: GraphContract, model_file: str, generation: dict[str,
 
 
 def write_genai_config(engine_dir: Path, contract: GraphContract, model_file: str, generation: dict[str, Any],
-                       provider: str = "cpu") -> Path:
+                       provider: str = "cpu", custom_ops_library: str | None = None) -> Path:
     path = Path(engine_dir) / GENAI_CONFIG
-    path.write_text(json.dumps(genai_config(contract, model_file, generation, provider), indent=2) + "\n")
+    document = genai_config(contract, model_file, generation, provider, custom_ops_library)
+    path.write_text(json.dumps(document, indent=2) + "\n")
     return path

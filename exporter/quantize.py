@@ -72,16 +72,17 @@ class CodesTensor(ir.LazyTensor):
             file.write(memoryview(np.ascontiguousarray(self.q.codes(e))).cast("B"))
 
 
-def quantized_tensors(source: ir.TensorProtocol, scheme: QuantScheme, act: str,
-                      name: str) -> tuple[ir.TensorProtocol, ir.TensorProtocol]:
-    """The lazy codes `{name}.codes` and scales `{name}.scales` of the expert weight `source` [E, N, K]."""
-    q = QuantizedExperts(source, scheme, act)
+def quantized_tensors(source: ir.TensorProtocol, scheme: QuantScheme, act: str, name: str,
+                      factory=QuantizedExperts) -> tuple[ir.TensorProtocol, ir.TensorProtocol]:
+    """The lazy codes `{name}.codes` and scales `{name}.scales` of the expert weight `source` [E, N, K]
+    (`factory`: QuantizedExperts, or the codes a quantized checkpoint stores: quantize_stored.py)."""
+    q = factory(source, scheme, act)
     scales = ir.LazyTensor(lambda: ir.Tensor(q.scales()), dtype=IR_TYPES[act], shape=ir.Shape(q.scales_shape),
                            name=f"{name}.scales")
     return CodesTensor(q, f"{name}.codes"), scales
 
 
-def quantize_experts(model: ir.Model, scheme: QuantScheme, dtype: str) -> int:
+def quantize_experts(model: ir.Model, scheme: QuantScheme, dtype: str, factory=QuantizedExperts) -> int:
     """Replace every MoEExperts node by MoEExpertsQ; returns the number of nodes rewritten."""
     graph, count = model.graph, 0
     act = DTYPES[dtype]
@@ -94,7 +95,7 @@ def quantize_experts(model: ir.Model, scheme: QuantScheme, dtype: str) -> int:
             if value.const_value is None:
                 raise ValueError(f"{node.name}: expert weight {value.name} is not an initializer")
             scheme.check_dims(int(value.shape[2]), what)
-            tensors = quantized_tensors(value.const_value, scheme, act, value.name)
+            tensors = quantized_tensors(value.const_value, scheme, act, value.name, factory)
             codes, scales = (ir.Value(name=t.name, shape=t.shape, type=ir.TensorType(t.dtype), const_value=t)
                              for t in tensors)
             for v in (codes, scales):

@@ -74,10 +74,10 @@ class LinearCodes(ir.LazyTensor):
             file.write(memoryview(np.ascontiguousarray(band)).cast("B"))
 
 
-def quantized_linear_tensors(source: ir.TensorProtocol, scheme: QuantScheme, act: str,
-                             name: str) -> tuple[ir.TensorProtocol, ir.TensorProtocol]:
+def quantized_linear_tensors(source: ir.TensorProtocol, scheme: QuantScheme, act: str, name: str,
+                             factory=QuantizedLinear) -> tuple[ir.TensorProtocol, ir.TensorProtocol]:
     """The lazy codes `{name}.codes` and scales `{name}.scales` of the linear weight `source` [N, K]."""
-    q = QuantizedLinear(source, scheme, act)
+    q = factory(source, scheme, act)
     shape = ir.Shape((q.n, q.k // scheme.block_size))
     scales = ir.LazyTensor(lambda: ir.Tensor(q.scales()), dtype=IR_TYPES[act], shape=shape, name=f"{name}.scales")
     return LinearCodes(q, f"{name}.codes"), scales
@@ -99,20 +99,22 @@ def _transposed_weight(node: ir.Node) -> ir.Value | None:
     return w
 
 
-def quantize_linears(model: ir.Model, scheme: QuantScheme, dtype: str) -> int:
-    """Replace every quantizable MatMul(x, Transpose(W)) by LinearQ; returns the number replaced."""
+def quantize_linears(model: ir.Model, scheme: QuantScheme, dtype: str, factory=QuantizedLinear,
+                     only=None) -> int:
+    """Replace every quantizable MatMul(x, Transpose(W)) by LinearQ (`only`(W's tensor): those it accepts);
+    returns the number replaced."""
     if not scheme.block_size:
         raise ValueError("dense linears are quantized block-wise only (MatMulNBits needs a block size)")
     graph, count = model.graph, 0
     act = DTYPES[dtype]
     for node in list(graph):
         w = _transposed_weight(node)
-        if w is None:
+        if w is None or (only is not None and not only(w.const_value)):
             continue
         n, k = (int(d) for d in w.shape)
         scheme.check_dims(k, w.name)
         transpose = node.inputs[1].producer()
-        codes_t, scales_t = quantized_linear_tensors(w.const_value, scheme, act, w.name)
+        codes_t, scales_t = quantized_linear_tensors(w.const_value, scheme, act, w.name, factory)
         codes = ir.Value(name=f"{w.name}.codes", shape=codes_t.shape, type=ir.TensorType(ir.DataType.UINT8),
                          const_value=codes_t)
         scales = ir.Value(name=f"{w.name}.scales", shape=scales_t.shape, type=ir.TensorType(IR_TYPES[act]),

@@ -5,7 +5,9 @@ w1/w3/w2 of a layer in keymaps order), cast to the export dtype. `StreamedTensor
 ranges with positioned reads in chunks of CHUNK_BYTES, converting dtype per chunk, so peak memory does not
 grow with the checkpoint. Plain reads (not mmap) keep the checkpoint's pages out of the process's RSS.
 Entries that need a whole-tensor transform (the RoPE row permutation of mistral consolidated wq / wk)
-are materialised one at a time; they are attention matrices, small next to the experts.
+are materialised one at a time; they are attention matrices, small next to the experts. A quantized linear of a
+GPTQ / AWQ / compressed-tensors checkpoint is a `QuantizedSpan`: its stored tensors read and dequantized as its
+format does (float32), one linear at a time, so peak memory stays one expert's float weight.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from onnx_ir.tensor_adapters import TorchTensor
 from mixtral_trt.common.dtypes import torch_dtype
 from mixtral_trt.common.errors import CheckpointError
 from mixtral_trt.mixtral_ref import keymaps
+from mixtral_trt.mixtral_ref.quant_checkpoint import QuantizedLinears
+from mixtral_trt.mixtral_ref.quant_linear import QuantLinear
 
 CHUNK_BYTES = 64 << 20
 IR_DTYPES = {torch.float32: ir.DataType.FLOAT, torch.float16: ir.DataType.FLOAT16,
@@ -63,7 +67,28 @@ def read_header(path: Path) -> dict[str, Span]:
     return spans
 
 
-def _read(span: Span) -> torch.Tensor:
+@dataclass(frozen=True)
+class QuantizedSpan:
+    """One quantized linear of the checkpoint (the stored float weight `key` it replaces)."""
+
+    key: str
+    quantized: QuantizedLinears
+    stored: dict[str, Span]  # its stored tensors (qweight, scales, ...)
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+
+    def linear(self) -> QuantLinear:
+        """The unpacked codes, scales, zero points and groups."""
+        return self.quantized.read(self.key, lambda name: _read(self.stored[name]))
+
+    def read(self) -> torch.Tensor:
+        """float32 [N, K]: the format's dequantization."""
+        return torch.from_numpy(self.linear().dequantize())
+
+
+def _read(span: Span | QuantizedSpan) -> torch.Tensor:
+    if isinstance(span, QuantizedSpan):
+        return span.read()
     with open(span.file, "rb", buffering=0) as f:
         f.seek(span.begin)
         data = bytearray(span.end - span.begin)
@@ -93,6 +118,9 @@ class StreamedTensor(ir.LazyTensor):
             file.write(self._materialize().tobytes())
             return
         for span in self.spans:
+            if isinstance(span, QuantizedSpan):
+                file.write(_bytes(span.read().to(self.torch_dtype)))
+                continue
             item = torch.empty(0, dtype=span.dtype).element_size()
             step = max(CHUNK_BYTES // item * item, item)
             with open(span.file, "rb", buffering=0) as f:
@@ -113,16 +141,25 @@ def _bytes(t: torch.Tensor) -> memoryview:
 
 
 def streamed_weights(entries: list[keymaps.Entry], where: dict[str, Path], dtype: torch.dtype,
-                     prefix: str = "") -> dict[str, StreamedTensor]:
-    """Reference parameter name -> StreamedTensor, for a checkpoint validated by `plan_checkpoint`."""
+                     prefix: str = "", quantized: QuantizedLinears | None = None) -> dict[str, StreamedTensor]:
+    """Reference parameter name -> StreamedTensor, for a checkpoint validated by `plan_checkpoint`
+    (`quantized`: its quantized linears, from `plan_quantized_checkpoint`)."""
     headers: dict[Path, dict[str, Span]] = {}
+
+    def span(key: str) -> Span:
+        file = where[key]
+        if file not in headers:
+            headers[file] = read_header(file)
+        return headers[file][key]
+
     weights = {}
     for entry in entries:
         spans = []
         for part in entry.parts:
-            file = where[part.key]
-            if file not in headers:
-                headers[file] = read_header(file)
-            spans.append(headers[file][part.key])
+            if quantized is not None and part.key in quantized.linears:
+                stored = {name: span(name) for name in quantized.stored_of(part.key)}
+                spans.append(QuantizedSpan(part.key, quantized, stored, part.shape))
+            else:
+                spans.append(span(part.key))
         weights[entry.name] = StreamedTensor(entry, spans, dtype, prefix + entry.name)
     return weights

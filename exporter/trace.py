@@ -157,7 +157,13 @@ def quantize(program, contract: GraphContract) -> None:
     """Apply the contract's weight-only quantization (contract.extra["quantization"]): the experts, and the
     attention projections and LM head when it says `dense`."""
     spec = contract.extra.get("quantization")
-    if spec:
+    if spec and spec.get("source") == "checkpoint":  # a GPTQ / AWQ / compressed-tensors checkpoint's own codes
+        from .ops.functions import attach_functions
+        from .quantize_stored import quantize_stored
+
+        quantize_stored(program.model, spec, contract.dtype)
+        attach_functions(program.model)
+    elif spec:
         from .ops.functions import attach_functions
         from .quantize import quantize_experts
 

@@ -27,7 +27,7 @@ from mixtral_trt.common.contract import EXTERNAL_DATA, MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_file
 from mixtral_trt.common.progress import step
-from mixtral_trt.plugins.aot import build_target
+from mixtral_trt.plugins.aot import build_target, check_aligned_sizes
 
 from .shard.trt import configure_multi_device
 
@@ -128,6 +128,8 @@ def build_plan(
     if plugins:
         from mixtral_trt.plugins.trt_registry import register_plugins
 
+        # the AOT kernels' launch contract (per-rank sizes are checked again by each plugin's aot_impl)
+        check_aligned_sizes(contract.config.hidden_size, contract.config.intermediate_size, str(onnx_path))
         register_plugins()  # checks the TensorRT version too (AOT plugins; NVIDIA/TensorRT#4849)
         kernels = build_target().describe()  # what aot_impl compiles for: this GPU, PTX for this driver
     builder = trt.Builder(logger)

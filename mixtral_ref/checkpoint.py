@@ -24,6 +24,7 @@ from mixtral_trt.common.progress import bar
 
 from . import keymaps
 from .model import Mixtral
+from .quant_checkpoint import QuantizedLinears, index_quantized, read_checkpoint_quant
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -46,6 +47,7 @@ class CheckpointInfo:
     files: tuple[Path, ...]
     dtypes: dict[str, int]  # stored dtype (safetensors name) -> number of tensors
     nbytes: int  # total size of the weight files
+    quantized: QuantizedLinears | None = None  # GPTQ / AWQ / compressed-tensors linears (quant_checkpoint.py)
 
     @property
     def dtype(self) -> str:
@@ -131,9 +133,11 @@ class _Tensors:
         return self.handles[self.where[key]].get_tensor(key)
 
 
-def _open(path: Path, cfg: MixtralConfig | None) -> tuple[str, MixtralConfig, _Tensors, list[keymaps.Entry]]:
+def _open(path: Path, cfg: MixtralConfig | None
+          ) -> tuple[str, MixtralConfig, _Tensors, list[keymaps.Entry], QuantizedLinears | None]:
     family, files = find_weight_files(path)
     cfg = MixtralConfig.from_dir(path) if cfg is None else cfg
+    quant = read_checkpoint_quant(path)
     tensors = _Tensors(files)
     if family == "consolidated":
         layout = "consolidated"
@@ -147,8 +151,12 @@ def _open(path: Path, cfg: MixtralConfig | None) -> tuple[str, MixtralConfig, _T
         if (path / HF_INDEX).is_file():
             _check_index(path / HF_INDEX, tensors)
     entries = keymaps.plan(layout, cfg)
-    _check(path, cfg, layout, tensors, entries)
-    return layout, cfg, tensors, entries
+    expected = {part.key: part.shape for entry in entries for part in entry.parts}
+    quantized = None
+    if quant is not None:
+        quantized = index_quantized(quant, path, layout, expected, tensors.where, tensors.meta)
+    _check(path, cfg, layout, tensors, expected, quantized)
+    return layout, cfg, tensors, entries, quantized
 
 
 def _check_index(index: Path, tensors: _Tensors) -> None:
@@ -157,12 +165,13 @@ def _check_index(index: Path, tensors: _Tensors) -> None:
             raise CheckpointError(f"{index}: tensor {key} is listed in {name}, which does not contain it")
 
 
-def _check(
-    path: Path, cfg: MixtralConfig, layout: str, tensors: _Tensors, entries: list[keymaps.Entry]
-) -> None:
-    expected = {part.key: part.shape for entry in entries for part in entry.parts}
+def _check(path: Path, cfg: MixtralConfig, layout: str, tensors: _Tensors, expected: dict[str, tuple[int, ...]],
+           quantized: QuantizedLinears | None) -> None:
     config_name = "config.json" if (path / "config.json").is_file() else "params.json"
+    stored_quantized = quantized.stored() if quantized else set()
     for key, shape in expected.items():
+        if quantized and key in quantized.linears:
+            continue  # checked by index_quantized
         if key not in tensors.where:
             raise CheckpointError(
                 f"{path}: tensor {key} is missing (the config has {cfg.num_layers} layers, "
@@ -177,10 +186,11 @@ def _check(
         if dtype not in SAFETENSORS_FLOATS:
             raise CheckpointError(
                 f"{f}: tensor {key} has dtype {dtype}; expected one of "
-                f"{', '.join(SAFETENSORS_FLOATS)} (quantized checkpoints are not supported)"
+                f"{', '.join(SAFETENSORS_FLOATS)}"
+                + ("" if quantized else " (a quantized checkpoint declares it in config.json's quantization_config)")
             )
     tolerated = {"lm_head.weight", "output.weight"} if cfg.tie_word_embeddings else set()
-    unknown = sorted(set(tensors.where) - set(expected) - tolerated)
+    unknown = sorted(set(tensors.where) - set(expected) - tolerated - stored_quantized)
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise CheckpointError(
@@ -192,17 +202,23 @@ def _check(
 def plan_checkpoint(path: str | Path) -> tuple[MixtralConfig, list[keymaps.Entry], dict[str, Path]]:
     """Validated (config, entries, file of every stored tensor) from the headers alone: what a streaming
     reader needs to build each reference parameter without loading the checkpoint."""
-    _, cfg, tensors, entries = _open(Path(path), None)
-    return cfg, entries, dict(tensors.where)
+    return plan_quantized_checkpoint(path)[:3]
+
+
+def plan_quantized_checkpoint(path: str | Path
+                              ) -> tuple[MixtralConfig, list[keymaps.Entry], dict[str, Path], QuantizedLinears | None]:
+    """`plan_checkpoint` and the checkpoint's quantized linears (None for a float checkpoint)."""
+    _, cfg, tensors, entries, quantized = _open(Path(path), None)
+    return cfg, entries, dict(tensors.where), quantized
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     """Validate a checkpoint from the file headers alone (names, shapes, dtypes); reads no tensor data."""
     path = Path(path)
-    layout, cfg, tensors, _ = _open(path, None)
+    layout, cfg, tensors, _, quantized = _open(path, None)
     dtypes = Counter(tensors.meta(k)[1] for k in tensors.where)
     files = tuple(tensors.handles)
-    return CheckpointInfo(path, layout, cfg, files, dict(dtypes), sum(f.stat().st_size for f in files))
+    return CheckpointInfo(path, layout, cfg, files, dict(dtypes), sum(f.stat().st_size for f in files), quantized)
 
 
 def load_state_dict(
@@ -221,11 +237,15 @@ def load_state_dict(
 def _load(
     path: Path, cfg: MixtralConfig | None, dtype: torch.dtype | None, progress: Progress | None
 ) -> tuple[MixtralConfig, dict[str, torch.Tensor]]:
-    _, cfg, tensors, entries = _open(path, cfg)
+    _, cfg, tensors, entries, quantized = _open(path, cfg)
+
+    def get(key: str) -> torch.Tensor:  # a quantized linear is dequantized as its format does (float32)
+        return quantized.dequantized(key, tensors.get) if quantized and key in quantized.linears else tensors.get(key)
+
     state = {}
     with bar(progress, "load weights", len(entries)) as advance:
         for entry in entries:
-            t = entry.combine([tensors.get(p.key) for p in entry.parts])
+            t = entry.combine([get(p.key) for p in entry.parts])
             state[entry.name] = t if dtype is None else t.to(dtype)
             advance(1)
     return cfg, state

@@ -65,30 +65,51 @@ def dense_linears(model: Mixtral) -> list[nn.Linear]:
 
 @torch.no_grad()
 def fake_quantize_(model: Mixtral, scheme: QuantScheme, dtype: str, dense: bool = False,
-                   activations_block: int | None = None) -> Mixtral:
+                   activations_block: int | None = None, stored: list[str] | None = None) -> Mixtral:
     """In place: w13 and w2 of every layer (and with `dense` the attention projections and the LM head) become
     dequantize(encode(w)) as the export stores them; with `activations_block`, every quantized matmul also
-    rounds its inputs to int8 in blocks of that size, as the engine's kernels do."""
+    rounds its inputs to int8 in blocks of that size, as the engine's kernels do. `stored`: the model was loaded
+    from a quantized checkpoint whose codes the export kept (its weights are already the format's
+    dequantization); only those dense linears (parameter names) are quantized, and no weight changes."""
     for layer in model.layers:
         for param in (layer.moe.w13, layer.moe.w2):
-            _fake_quantize_param(param, scheme, dtype)
+            if stored is None:
+                _fake_quantize_param(param, scheme, dtype)
         if activations_block:
             moe = MoEA8.__new__(MoEA8)
             moe.__dict__.update(layer.moe.__dict__)
             moe.block = activations_block
             layer.moe = moe
     if dense:
-        for linear in dense_linears(model):
-            _fake_quantize_param(linear.weight, scheme, dtype)
+        named = {f"{name}.weight": m for name, m in model.named_modules()}
+        for linear in dense_linears(model) if stored is None else [named[n] for n in stored]:
+            if stored is None:
+                _fake_quantize_param(linear.weight, scheme, dtype)
             if activations_block:
                 linear.register_forward_pre_hook(
                     lambda _m, args, b=activations_block: (quantize_activations(args[0], b).to(args[0].dtype),))
     return model
 
 
+@torch.no_grad()
+def round_experts_(model: Mixtral, dtype: str) -> Mixtral:
+    """In place: w13 and w2 of every layer rounded to `dtype` and back (an engine storing its experts in bf16
+    while computing in float32: `build --expert-dtype bf16`)."""
+    for layer in model.layers:
+        for param in (layer.moe.w13, layer.moe.w2):
+            param.copy_(param.to(torch_dtype(dtype)).to(param.dtype))
+    return model
+
+
 def scheme_of(contract) -> QuantScheme | None:
     spec = contract.extra.get("quantization")
     return QuantScheme(spec["bits"], spec["block_size"]) if spec else None
+
+
+def stored_of(contract) -> list[str] | None:
+    """The dense linears of an export that kept a quantized checkpoint's codes (None: quantized by export)."""
+    spec = contract.extra.get("quantization") or {}
+    return list(spec.get("linears", [])) if spec.get("source") == "checkpoint" else None
 
 
 def dense_of(contract) -> bool:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mixtral_trt.common.fileio import atomic_file
-
 from .metrics import Flips, GreedyMatch, TensorError
+from .report_files import ReportFiles, pyplot, save_figure
 from .tolerance import Tolerance
 
 
@@ -21,7 +19,7 @@ class LayerParity:
 
 
 @dataclass
-class ParityReport:
+class ParityReport(ReportFiles):
     backend: str
     dtype: str
     engine: str
@@ -63,21 +61,9 @@ class ParityReport:
             "quantization": self.quantization,
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    def save_json(self, path: str | Path) -> Path:
-        with atomic_file(path) as f:
-            f.write(self.to_json())
-        return Path(path)
-
     def save_plot(self, path: str | Path) -> Path:
         """Per-layer hidden-state relative error (log scale, tolerance line) and router flips per layer."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         layers = [lp for lp in self.layers if lp.hidden is not None]
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
         verdict = "PASSED" if self.passed else "FAILED"
@@ -105,7 +91,4 @@ class ParityReport:
         ax2.legend(loc="best", fontsize=8)
         ax2.set_xticks(x)
         fig.tight_layout()
-        with atomic_file(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        plt.close(fig)
-        return Path(path)
+        return save_figure(fig, path, 110)

@@ -20,7 +20,7 @@ from mixtral_trt.common.progress import step
 from mixtral_trt.mixtral_ref.checkpoint import load_model
 from mixtral_trt.mixtral_ref.generate import greedy_steps as reference_greedy
 from mixtral_trt.mixtral_ref.model import Mixtral
-from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, scheme_of
+from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, round_experts_, scheme_of, stored_of
 from mixtral_trt.runtime.engine import Engine
 
 from .metrics import greedy_match, tensor_error, topk_flips
@@ -146,13 +146,19 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     original, tolerance = None, None
     scheme = scheme_of(engine.contract)
     activations_block = engine.manifest.backend_info.get("int8_activations_block")
+    stored = stored_of(engine.contract)
     if scheme is not None:  # judge the kernels against the same quantized weights; report the rest
-        original = reference
+        # (a quantized checkpoint's codes kept by the export: the reference is already its dequantization)
+        original = reference if stored is None else None
         reference = fake_quantize_(load_model(checkpoint, dtype=torch.float32), scheme, engine.dtype,
                                    dense=dense_of(engine.contract),
-                                   activations_block=activations_block)
+                                   activations_block=activations_block, stored=stored)
         if activations_block:
             tolerance = max(TOLERANCES[engine.dtype], INT8_ACTIVATIONS, key=lambda t: t.logits_rel)
+    expert_weights = engine.manifest.backend_info.get("expert_weights")
+    if expert_weights and scheme is None:  # experts stored narrower than the graph computes (--expert-dtype)
+        original = reference
+        reference = round_experts_(load_model(checkpoint, dtype=torch.float32), expert_weights)
     try:
         tokenizer = Tokenizer.from_checkpoint(checkpoint)
     except MixtralTrtError:
@@ -161,7 +167,8 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
         report = run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer,
                             tolerance=tolerance)
     if original is not None:
-        report.quantization = {"scheme": scheme.name, "logits_rel_vs_unquantized": quantization_error(
+        report.quantization = {"scheme": scheme.name if scheme else f"experts-{expert_weights}",
+                               "logits_rel_vs_unquantized": quantization_error(
             engine, original, report.prompts, seed, tokenizer)}
     return report
 

@@ -20,6 +20,14 @@ from .interpreter import compiler_available, require_compiler
 from .variant import KernelVariant
 
 ARCHS = {"sm_90a": 90, "sm_80": 80}
+# The launch contract TensorRT's AOT launch gives the kernels, told to Triton as `tt.divisibility` hints (what its
+# JIT infers from live arguments): every buffer 16-byte aligned (TensorRT's allocations are 256-byte aligned),
+# and the hidden and intermediate sizes multiples of 16 (checked at export and build: check_aligned_sizes).
+# Without them the GEMMs load element by element and never pipeline (cp.async).
+ALIGNED_SCALARS = ("H", "INTER")
+ALIGNMENT = 16
+# TensorRT's AOT launch has no opt-in to more than the default dynamic shared memory: every variant fits it.
+MAX_SHARED = 48 * 1024
 KERNELS_FORMAT = "mixtral-trt.kernels/1"  # kernels.json: --force recognises its own output by it
 
 
@@ -28,6 +36,26 @@ def default_variants(dtypes: tuple[str, ...] = ("fp16", "bf16", "fp32"), top_k: 
     """Mixtral's routing (8 experts, top-2): every plugin's kernels (its aot.py's `defaults`) in every dtype and
     GEMM tactic, the quantized GEMMs for int8 and int4 in export --quantize's default blocks (32 inputs per scale)."""
     return [v for spec in PLUGINS.values() for v in spec.module("aot").defaults(dtypes, top_k, num_experts)]
+
+
+def alignment_attrs(fn, signature: dict[str, str]) -> dict[tuple[int], list[list]]:
+    """Triton's ASTSource attrs: tt.divisibility 16 on every pointer and on H and INTER (keyed by argument index)."""
+    return {(fn.arg_names.index(name),): [["tt.divisibility", ALIGNMENT]] for name, kind in signature.items()
+            if kind.startswith("*") or name in ALIGNED_SCALARS}
+
+
+def check_aligned_sizes(hidden: int, inter: int, where: str) -> None:
+    """The AOT kernels assume H and I are multiples of 16 (alignment_attrs): a one-line error otherwise."""
+    for name, size in (("hidden_size", hidden), ("intermediate_size", inter)):
+        if size % ALIGNMENT:
+            raise MixtralTrtError(f"{where}: {name} {size} is not a multiple of {ALIGNMENT}, which the TensorRT "
+                                  "plugin kernels need (16-byte aligned rows for vector and async loads)")
+
+
+def check_shared(name: str, shared: int) -> None:
+    if shared > MAX_SHARED:
+        raise MixtralTrtError(f"kernel {name}: {shared} B of shared memory, above the {MAX_SHARED} B TensorRT's AOT "
+                              "launch gives; choose smaller tiles or fewer stages (plugins/tiles.py)")
 
 
 @dataclass(frozen=True)
@@ -136,13 +164,15 @@ def compile_variant(v: KernelVariant, where: Target | None = None) -> Compiled:
 
     where = where or target()
     fn = getattr(importlib.import_module(f"mixtral_trt.plugins.{v.folder}.kernel"), v.kernel)
-    src = ASTSource(fn=fn, signature=dict(v.signature), constexprs=dict(v.constexprs))
+    src = ASTSource(fn=fn, signature=dict(v.signature), constexprs=dict(v.constexprs),
+                    attrs=alignment_attrs(fn, v.signature))
     options = {"num_warps": v.num_warps, "num_stages": v.num_stages}
     if where.ptx_version is not None:
         options["ptx_version"] = where.ptx_version
     kernel = triton.compile(src, target=GPUTarget("cuda", where.capability, 32), options=options)
     meta = kernel.metadata
     _check_launchable(meta.name, meta)
+    check_shared(f"{meta.name} ({v.stem})", meta.shared)
     n_args = sum(t != "constexpr" for t in v.signature.values())
     text = ptx.strip_scratch_params(kernel.asm["ptx"], n_args, (meta.global_scratch_size, meta.profile_scratch_size))
     return Compiled(meta.name, text, kernel.asm.get("cubin"), meta.num_warps, meta.shared, ptx.written_ptx(text))

@@ -23,12 +23,25 @@ class Tile:
     num_stages: int
 
 
+# Stages: with the alignment hints (plugins/aot.py) the K loop is pipelined through shared memory, one tile set
+# per stage; TensorRT's AOT launch has no opt-in above 48 KB, so the widest tiles take 2 (3: 72 KB and 60 KB).
 TACTICS: dict[int, Tile] = {
-    1: Tile(16, 64, 128, 4, 3),  # decode: thin rows, wide K for weight streaming
+    1: Tile(16, 64, 128, 4, 2),  # decode: thin rows, wide K for weight streaming
     2: Tile(32, 64, 64, 4, 3),  # mid-size batches
-    3: Tile(64, 128, 32, 8, 3),  # prefill: weight reuse across 64 rows
+    3: Tile(64, 128, 32, 8, 2),  # prefill: weight reuse across 64 rows
 }
 CPU_TACTIC = 1  # the interpreter's cost is per program: few, thin tiles
+# Rows per expert at which the thin tiles stop paying, for Mixtral's routing (k/E = 2/8: T/4 rows per expert)
+ROWS_PER_TOKEN = 0.25
+
+
+def tactic_for_tokens(tokens: int) -> int:
+    """The tactic for an optimization profile whose opt token count (batch x seq) is `tokens`. TensorRT times
+    tactics on made-up inputs, and with index data of zeros every tile returns at once: its timings do not rank
+    the tactics, so the GEMMs offer this one per profile (plugins/trt_registry.py). Rows per expert ~ T/4:
+    up to 16 (a 16-row tile holds them: decode), up to 32, then full 64-row tiles (prefill)."""
+    rows = tokens * ROWS_PER_TOKEN
+    return 1 if rows <= 16 else 2 if rows <= 32 else 3
 
 
 def tile_for(tactic: int, dtype: str, quantized: bool = False) -> Tile:

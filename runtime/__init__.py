@@ -5,6 +5,8 @@
     logits = engine.logits(input_ids)                                  # [B, T] -> [B, T, V]
     engine.generate("The capital of France is", max_new_tokens=32).text
     engine.generate([ids_a, ids_b], temperature=0.7, top_p=0.9, seed=0)  # a batch, one Completion each
+    engine.generate(ids, logprobs=5).logprobs                          # TokenLogprob per new token
+    engine.enable_prefix_cache(gb=1.0)                                 # reuse the KV of shared prompt beginnings
     for piece in engine.chat_stream([{"role": "user", "content": "Hi"}], safe_mode=True):
         print(piece, end="")
     reply = engine.chat_completion(messages, tools=tools, tool_choice="any")   # .tool_calls, .finish_reason
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .chat_completion import ChatChunk, ChatCompletion, Usage
+from .logprobs import TokenLogprob
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
 from .tool_calls import ToolCall
@@ -45,4 +48,5 @@ def load(path: str | Path, device: str = "auto", verify: bool = True, tokenizer:
     return Engine(path, manifest, runner, Path(tokenizer) if tokenizer else None)
 
 
-__all__ = ["ChatChunk", "ChatCompletion", "Completion", "SamplingParams", "StreamEvent", "ToolCall", "Usage", "load"]
+__all__ = ["ChatChunk", "ChatCompletion", "Completion", "SamplingParams", "StreamEvent", "TokenLogprob", "ToolCall",
+           "Usage", "load"]

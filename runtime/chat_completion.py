@@ -26,11 +26,13 @@ from mixtral_trt.common.errors import MixtralTrtError
 
 from .chat import chat_prompt
 from .constrained import BannedTokens, Constraint, compile_lark, json_lark
+from .json_schema import check_schema
 from .tool_calls import ToolCall, calls_schema, parse_calls, resolve_choice
 
 if TYPE_CHECKING:
     from mixtral_trt.chat.tokenizer import Tokenizer
 
+    from .logprobs import TokenLogprob
     from .reply import Completion, StreamEvent
 
 ConstraintFactory = Callable[[], Constraint]
@@ -53,6 +55,7 @@ class ChatCompletion:
     finish_reason: str  # "stop" | "length" | "tool_calls"
     usage: Usage
     token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.logprobs is set
 
     def message(self) -> dict[str, Any]:
         """The reply as an assistant message, ready to extend the conversation."""
@@ -69,6 +72,7 @@ class ChatChunk:
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens since the previous chunk (logprobs set)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ def response_constraint(tokenizer: Tokenizer, response_format: Mapping[str, Any]
     schema = response_schema(response_format)
     if schema is None:
         return None
+    check_schema(schema, "response_format")
     return _compile(['start: " "? value', json_lark(schema)], tokenizer, "response_format")
 
 
@@ -113,6 +118,10 @@ def prepare_chat(tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]], to
     names = tuple(fn["name"] for fn in functions)
     choice = resolve_choice(tool_choice, names)
     schema = response_schema(response_format)
+    if schema is not None:
+        check_schema(schema, "response_format")
+    for fn in functions:
+        check_schema(fn["parameters"], f"tools: {fn['name']} parameters")
     prompt = chat_prompt(tokenizer, messages, safe_mode, tools)
     calls_id = tokenizer.control_tokens.get("[TOOL_CALLS]")
     if choice not in ("auto", "none") and schema is not None:
@@ -150,29 +159,34 @@ def finish_chat(request: ChatRequest, done: Completion, rng: np.random.Generator
     if _starts_with_calls(request, done.token_ids) and done.finish_reason != "length":
         calls = parse_calls(text, request.tool_names, rng)
         if calls is not None:
-            return ChatCompletion(None, calls, "tool_calls", usage, done.token_ids)
-    return ChatCompletion(text, (), done.finish_reason, usage, done.token_ids)
+            return ChatCompletion(None, calls, "tool_calls", usage, done.token_ids, done.logprobs)
+    return ChatCompletion(text, (), done.finish_reason, usage, done.token_ids, done.logprobs)
 
 
 def stream_chat(request: ChatRequest, events: Iterator[StreamEvent], rng: np.random.Generator) -> Iterator[ChatChunk]:
     """Content pieces as they come; a reply of tool calls is held back and given, parsed, at the end."""
     ids: list[int] = []
     held: list[str] = []
+    logprobs: list[TokenLogprob] = []  # not yet given in a chunk
     for event in events:
         ids.append(event.token_id)
+        if event.logprob is not None:
+            logprobs.append(event.logprob)
         if _starts_with_calls(request, ids):
             held.append(event.text)
         elif event.text:
-            yield ChatChunk(content=event.text)
+            yield ChatChunk(content=event.text, logprobs=tuple(logprobs))
+            logprobs.clear()
         if event.finish_reason is None:
             continue
         usage = Usage(len(request.prompt), len(ids))
         if held and event.finish_reason != "length":
             calls = parse_calls("".join(held), request.tool_names, rng)
             if calls is not None:
-                yield ChatChunk(tool_calls=calls, finish_reason="tool_calls", usage=usage)
+                yield ChatChunk(tool_calls=calls, finish_reason="tool_calls", usage=usage, logprobs=tuple(logprobs))
                 return
-        yield ChatChunk(content="".join(held), finish_reason=event.finish_reason, usage=usage)
+        yield ChatChunk(content="".join(held), finish_reason=event.finish_reason, usage=usage,
+                        logprobs=tuple(logprobs))
         return
     yield ChatChunk(finish_reason="length", usage=Usage(len(request.prompt), 0))  # max_new_tokens=0
 

@@ -63,13 +63,14 @@ class GrammarConstraint:
     def allowed(self) -> np.ndarray:
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         if self.matcher.is_error():
-            raise MixtralTrtError(f"constrained decoding: {self.matcher.get_error()}")
+            raise MixtralTrtError(f"constrained decoding: {_first_line(self.matcher.get_error())}")
         bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self.vocab_size]  # [V]
         return bits.view(bool)
 
     def advance(self, token: int) -> None:
         if not self.matcher.consume_token(token):
-            raise MixtralTrtError(f"constrained decoding: token {token} rejected ({self.matcher.get_error()})")
+            raise MixtralTrtError(f"constrained decoding: token {token} rejected "
+                                  f"({_first_line(self.matcher.get_error())})")
         self.terminated = token == self.eos_id
 
 
@@ -82,18 +83,25 @@ class Grammar:
 
     def constraint(self) -> GrammarConstraint:
         llg = _llguidance()
-        matcher = llg.LLMatcher(ll_tokenizer(self.tokenizer), self.source, log_level=0)
+        matcher = llg.LLMatcher(ll_tokenizer(self.tokenizer), self.source, log_level=0, limits=_limits())
         return GrammarConstraint(matcher, self.tokenizer.vocab_size, self.tokenizer.eos_id)
 
 
 def compile_lark(lark: str, tokenizer: Tokenizer, what: str) -> Grammar:
-    """Check `lark` against the tokenizer; an invalid grammar or schema is a user error naming `what`."""
+    """Check `lark` against the tokenizer; an invalid grammar or schema is a user error naming `what`. The
+    check builds a matcher and its first mask too: a grammar that fails only there (a reference loop that
+    admits no value) is refused here, not at the first generated token."""
     llg = _llguidance()
     source = llg.LLMatcher.grammar_from_lark(lark)
-    error = llg.LLMatcher.validate_grammar(source, ll_tokenizer(tokenizer))
+    error = llg.LLMatcher.validate_grammar(source, ll_tokenizer(tokenizer), limits=_limits())
     if error and not error.startswith("WARNING"):
         raise MixtralTrtError(f"{what}: {_first_line(error)}")
-    return Grammar(source, tokenizer)
+    grammar = Grammar(source, tokenizer)
+    try:
+        grammar.constraint().allowed()
+    except MixtralTrtError:
+        raise MixtralTrtError(f"{what}: the schema admits no value (a reference loop?)") from None
+    return grammar
 
 
 def json_lark(schema: Mapping[str, Any], name: str = "value") -> str:
@@ -104,8 +112,14 @@ def json_lark(schema: Mapping[str, Any], name: str = "value") -> str:
 
 
 def _first_line(error: str) -> str:
-    line = error.strip().splitlines()[0]
+    """The message of an llguidance error, without its location or state dump."""
+    line = (error.strip().splitlines() or ["grammar error"])[0].replace("<non-verbose/>", "").strip()
     return line.split(": ", 1)[1] if line.startswith("at ") and ": " in line else line
+
+
+def _limits() -> Any:
+    """llguidance's default limits, with short errors (no parser state or grammar in them)."""
+    return _llguidance().LLParserLimits(verbose_errors=False)
 
 
 # ---- the tokenizer as llguidance sees it -------------------------------------------------------------

@@ -27,6 +27,7 @@ from .chat_completion import finish_chat, prepare_chat, response_constraint, str
 from .generation import stream_batch
 from .gqa_cache import GQACache, gqa_call
 from .kv_cache import KVCache
+from .prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache
 from .prompts import prompt_batch
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
@@ -45,6 +46,7 @@ class Engine:
         self.manifest = manifest
         self.runner = runner
         self._tokenizer_file = tokenizer_file
+        self.prefix_cache: PrefixCache | None = None  # enable_prefix_cache
 
     # ---- facts ------------------------------------------------------------------------------------
     @property
@@ -177,6 +179,18 @@ class Engine:
         """Full-sequence scoring: input_ids [B, T] -> float32 logits [B, T, V]."""
         out, _ = self.forward(input_ids)
         return out["logits"]
+
+    # ---- prefix caching ---------------------------------------------------------------------------------
+    def enable_prefix_cache(self, gb: float, block_size: int = DEFAULT_BLOCK_SIZE) -> PrefixCache:
+        """Keep the KV of prompts in blocks of `block_size` tokens, at most `gb` GiB (least recently used
+        out): `generate` / `stream` / chat calls (and a Scheduler given no budget of its own) then compute
+        only what no earlier prompt of this engine started with. Raises a one-line MixtralTrtError on
+        engines that cannot (tensor-parallel, CUDA GroupQueryAttention) or for a budget above free memory."""
+        self.prefix_cache = PrefixCache(self, gb, block_size)
+        return self.prefix_cache
+
+    def disable_prefix_cache(self) -> None:
+        self.prefix_cache = None
 
     # ---- generation -------------------------------------------------------------------------------
     def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None,

@@ -123,6 +123,32 @@ class GQACache:
         cache.arrays = self.arrays
         return cache
 
+    def editable(self) -> GQACache:
+        """Itself: its numpy buffers already slice (KVCache's method of the same name)."""
+        return self
+
+    # ---- one row's tokens (what a prefix cache keeps; CPU) --------------------------------------------
+    def row_kv(self, row: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Row `row`'s tokens: per layer keys and values [G, L, D] (views of the buffers)."""
+        self._cpu_only("reading rows of")
+        n = int(self.lengths[row])
+        return [a[row, :, :n] for a in self.arrays[::2]], [a[row, :, :n] for a in self.arrays[1::2]]
+
+    @classmethod
+    def from_kv(cls, contract: GraphContract, keys: list[np.ndarray], values: list[np.ndarray]) -> GQACache:
+        """A batch-1 CPU cache holding one row's tokens: per layer [G, L, D] keys and values."""
+        n = int(keys[0].shape[1])
+        capacity = min(contract.max_seq, max(MIN_CAPACITY, n))
+        arrays = []
+        for k, v in zip(keys, values, strict=True):
+            for a in (k, v):
+                buffer = np.zeros((1, a.shape[0], capacity, a.shape[2]), a.dtype)  # [1, G, C, D]
+                buffer[0, :, :n] = a
+                arrays.append(buffer)
+        cache = cls([], [], np.array([n], np.int64), n, contract.max_seq)
+        cache._adopt(arrays)
+        return cache
+
     def _adopt(self, arrays: list[np.ndarray]) -> None:
         import onnxruntime as ort
 

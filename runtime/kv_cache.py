@@ -22,6 +22,7 @@ import numpy as np
 
 from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.dtypes import numpy_dtype
+from mixtral_trt.common.errors import MixtralTrtError
 
 
 def _shape(array: Any) -> tuple[int, ...]:
@@ -146,6 +147,25 @@ class KVCache:
                   for i in range(len(caches[0].values))]
         masks = [np.pad(c.attention_mask, ((0, 0), (p - c.length, 0))) for c in caches]
         return cls(keys, values, _padding_only(np.concatenate(masks, axis=0)))
+
+    def editable(self) -> KVCache:
+        """The same cache with arrays that slice and concatenate (OrtValues copied to the host once)."""
+        return KVCache([_editable(k) for k in self.keys], [_editable(v) for v in self.values], self.mask)
+
+    # ---- one row's tokens (what a prefix cache keeps) ------------------------------------------------
+    def row_kv(self, row: int) -> tuple[list[Any], list[Any]]:
+        """Row `row`'s real tokens, oldest first: per layer keys and values [G, L, D] (host numpy, or
+        torch tensors on their device). The row's tokens must be its last L slots (left padding only)."""
+        n, p = int(self.lengths[row]), self.length
+        if not self.attention_mask[row, p - n :].all():
+            raise MixtralTrtError(f"KV cache row {row}: its tokens are not contiguous (padding between them)")
+        return ([_editable(k)[row, :, p - n :] for k in self.keys],
+                [_editable(v)[row, :, p - n :] for v in self.values])
+
+    @classmethod
+    def from_kv(cls, keys: Sequence[Any], values: Sequence[Any]) -> KVCache:
+        """A batch-1 cache of one row's tokens: per layer [G, L, D] keys and values (row_kv's layout)."""
+        return cls([k[None] for k in keys], [v[None] for v in values])
 
     def trim(self) -> KVCache:
         """Drop the padding slots every row has in front (after the longest rows left the batch)."""

@@ -2,9 +2,10 @@
 
 A reply ends on EOS (unless `ignore_eos`), on one of `stop_token_ids` (both kept as the last id, adding
 no text), when its grammar has consumed EOS (constrained decoding, even with `ignore_eos`), when its text
-contains one of the `stop` strings (the text is cut before it), or after
-`max_new_tokens` ids. Streamed text never shows a stop string: text that could be the start of one is
-held back until it is known not to be.
+contains one of the `stop` strings (the text is cut before it), or after `max_new_tokens` ids. Stop strings
+are matched by an automaton fed only the new text (stop_strings.py: the cost per token does not grow with
+their number). Streamed text never shows a stop string: text that could be the start of one is held back
+until it is known not to be.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .logprobs import TokenLogprob
 from .sampling import SamplingParams
+from .stop_strings import StopMatcher
 
 if TYPE_CHECKING:
     from mixtral_trt.chat.tokenizer import Tokenizer
@@ -27,6 +30,8 @@ class Completion:
     finish_reason: str  # "stop" (EOS, stop token or stop string) | "length" (max_new_tokens)
     stop_reason: int | str | None  # the id or string that stopped it
     prompt_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # one per token id, when SamplingParams.logprobs is set
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # one per prompt id (the first None), when asked
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class StreamEvent:
     token_id: int
     text: str
     finish_reason: str | None = None
+    logprob: TokenLogprob | None = None  # when SamplingParams.logprobs is set
 
 
 class Reply:
@@ -49,16 +55,22 @@ class Reply:
         self.token_ids: list[int] = []
         self.text = ""
         self.emitted = 0  # characters of `text` already streamed
+        self.stops = StopMatcher(params.stop) if params.stop else None
         self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
+        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set by whoever prefilled the prompt
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
-    def push(self, token: int, end: bool = False) -> StreamEvent:
-        """Add a new id; `end`: the reply ends with it (its grammar is complete), as on a stop token."""
+    def push(self, token: int, end: bool = False, logprob: TokenLogprob | None = None) -> StreamEvent:
+        """Add a new id (and its logprob); `end`: the reply ends with it (its grammar is complete), as on a
+        stop token."""
         self.token_ids.append(token)
+        if self.logprobs is not None and logprob is not None:
+            self.logprobs.append(logprob)
         if token in self.stop_ids or end:
             self._finish("stop", token)
         elif self.decoder is not None:
@@ -68,11 +80,13 @@ class Reply:
             self._finish("length", None)
         end = len(self.text) if self.done else len(self.text) - self._held_back()
         delta, self.emitted = self.text[self.emitted : end], max(self.emitted, end)
-        return StreamEvent(self.index, token, delta, self.finish_reason)
+        return StreamEvent(self.index, token, delta, self.finish_reason, logprob)
 
     def completion(self) -> Completion:
         return Completion(list(self.token_ids), self.text if self.decoder is not None else None,
-                          self.finish_reason or "length", self.stop_reason, self.prompt_tokens)
+                          self.finish_reason or "length", self.stop_reason, self.prompt_tokens,
+                          None if self.logprobs is None else list(self.logprobs),
+                          None if self.prompt_logprobs is None else list(self.prompt_logprobs))
 
     def _finish(self, reason: str, stop_reason: int | None) -> None:
         if self.decoder is not None:  # bytes held back for an incomplete character
@@ -82,20 +96,15 @@ class Reply:
             self.finish_reason, self.stop_reason = reason, stop_reason
 
     def _check_stop_strings(self) -> None:
-        if not self.params.stop or self.done:
+        """Feed the text added since the last check to the stop-string automaton; cut at a match."""
+        if self.stops is None or self.done:
             return
-        hits = [(i, s) for s in self.params.stop if (i := self.text.find(s)) >= 0]
-        if hits:
-            at, s = min(hits)
+        found = self.stops.feed(self.text[self.stops.fed:])
+        if found is not None:
+            at, s = found
             self.text = self.text[:at]
             self.finish_reason, self.stop_reason = "stop", s
 
     def _held_back(self) -> int:
         """Length of the longest end of `text` that is the beginning of a stop string."""
-        longest = 0
-        for s in self.params.stop:
-            for n in range(min(len(s) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(s[:n]):
-                    longest = n
-                    break
-        return longest
+        return self.stops.held if self.stops is not None else 0

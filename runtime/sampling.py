@@ -1,15 +1,17 @@
-"""Choosing the next token: greedy or sampled, with the processors users know from HF transformers and vLLM.
+"""Choosing the next token: greedy or sampled, with the processors users know from HF transformers, vLLM and OpenAI.
 
-Order, as in HF `generate`: repetition penalty -> temperature -> top-k -> top-p -> draw. `temperature=0`
-is greedy (argmax after the repetition penalty). Each prompt of a batch draws from its own generator
-seeded with `seed`, so a prompt gets the same tokens alone or inside any batch (vLLM's per-request
-seed). A `constraint` (constrained.py: a grammar, or banned tokens) masks the logits before everything
-else, and then follows the drawn token. V vocab.
+Order, as vLLM applies them: repetition penalty (HF / CTRL: prompt and reply tokens) -> presence and frequency
+penalties (OpenAI: reply tokens only) -> temperature -> min-p -> top-k -> top-p -> draw. `temperature=0` is
+greedy (argmax after the penalties). Each prompt of a batch draws from its own generator seeded with `seed`,
+so a prompt gets the same tokens alone or inside any batch (vLLM's per-request seed). A `constraint`
+(constrained.py: a grammar, or banned tokens) masks the logits before everything else, and then follows the
+drawn token; `logit_bias` (OpenAI's: token id -> bias in [-100, 100]) is added to the logits next, before the
+penalties. V vocab.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,8 @@ import numpy as np
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.validate import as_float, as_int, as_text
+
+from .logprobs import MAX_TOP_LOGPROBS
 
 if TYPE_CHECKING:
     from .constrained import Constraint
@@ -29,10 +33,16 @@ class SamplingParams:
     top_k: int = 0  # 0: all tokens
     top_p: float = 1.0  # nucleus mass kept; 1.0: all tokens
     repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and the reply (HF / CTRL rule)
+    presence_penalty: float = 0.0  # [-2, 2]: subtracted from the logit of every token the reply already has
+    frequency_penalty: float = 0.0  # [-2, 2]: times the count of the token in the reply, subtracted
+    min_p: float = 0.0  # [0, 1]: drop tokens less likely than min_p x the most likely one (after temperature)
     seed: int | None = None  # None: fresh entropy per call
     stop: tuple[str, ...] = ()  # strings that end the reply (not included in its text)
     stop_token_ids: tuple[int, ...] = ()  # ids that end the reply (kept as its last id, no text)
     ignore_eos: bool = False  # keep going past the tokenizer's EOS
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias in [-100, 100]) added to its logit (OpenAI's)
+    logprobs: int | None = None  # each new token's logprob and this many top tokens' (0..20); None: none
+    prompt_logprobs: int | None = None  # the same for every prompt token (echo); its prefill skips the prefix cache
 
     def __post_init__(self) -> None:
         """Each field checked and stored as a plain Python value (common/validate.py: NumPy integers and
@@ -47,6 +57,9 @@ class SamplingParams:
         put("top_p", as_float("top_p", self.top_p, lambda x: 0 < x <= 1, "in (0, 1]"))
         put("repetition_penalty", as_float("repetition_penalty", self.repetition_penalty, lambda x: x > 0,
                                            "a finite number > 0 (1 is none)"))
+        for name in ("presence_penalty", "frequency_penalty"):
+            put(name, as_float(name, getattr(self, name), lambda x: -2 <= x <= 2, "a number in [-2, 2] (0 is none)"))
+        put("min_p", as_float("min_p", self.min_p, lambda x: 0 <= x <= 1, "a number in [0, 1] (0 keeps every token)"))
         if self.seed is not None:
             put("seed", as_int("seed", self.seed, 0))
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop  # one string is one stop string
@@ -60,8 +73,20 @@ class SamplingParams:
         if isinstance(self.stop_token_ids, str | bytes | bytearray) or not isinstance(self.stop_token_ids, Iterable):
             raise MixtralTrtError(f"stop_token_ids={self.stop_token_ids!r}: must be a list of token ids")
         put("stop_token_ids", tuple(as_int("stop_token_ids", t, 0) for t in self.stop_token_ids))
+        for name in ("logprobs", "prompt_logprobs"):
+            if getattr(self, name) is not None:
+                put(name, as_int(name, getattr(self, name), 0, MAX_TOP_LOGPROBS))
         if not isinstance(self.ignore_eos, bool):
             raise MixtralTrtError(f"ignore_eos={self.ignore_eos!r}: must be True or False")
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, Mapping) else self.logit_bias
+        if isinstance(bias, str | bytes | bytearray) or not isinstance(bias, Iterable):
+            raise MixtralTrtError(f"logit_bias={self.logit_bias!r}: must map token ids to biases")
+        pairs = [tuple(p) if isinstance(p, Sequence) and not isinstance(p, str) else (p,) for p in bias]
+        if any(len(p) != 2 for p in pairs):
+            raise MixtralTrtError(f"logit_bias={self.logit_bias!r}: must map token ids to biases")
+        put("logit_bias", tuple(sorted(
+            (as_int("logit_bias", t, 0), as_float("logit_bias", b, lambda x: -100 <= x <= 100, "in [-100, 100]"))
+            for t, b in pairs)))
 
     @property
     def greedy(self) -> bool:
@@ -84,6 +109,23 @@ def _penalize(x: np.ndarray, seen: Sequence[int], penalty: float) -> None:
     ids = np.unique(np.asarray(seen, np.int64))
     picked = x[ids]
     x[ids] = np.where(picked > 0, picked / penalty, picked * penalty)
+
+
+def apply_reply_penalties(x: np.ndarray, reply: Sequence[int], presence: float, frequency: float) -> None:
+    """logits [V] in place: OpenAI's rule, logit[j] -= frequency * count[j] + presence * (count[j] > 0), count
+    over the reply's tokens so far."""
+    if (presence == 0 and frequency == 0) or not len(reply):
+        return
+    ids, counts = np.unique(np.asarray(reply, np.int64), return_counts=True)
+    x[ids] -= frequency * counts + presence
+
+
+def filter_min_p(logits: np.ndarray, p: float) -> np.ndarray:
+    """logits [V]: tokens whose probability is below p x the most likely token's set to -inf (vLLM's min-p)."""
+    if p <= 0:
+        return logits
+    # prob_j >= p * prob_max  <=>  logit_j >= logit_max + log(p)
+    return np.where(logits < logits.max() + np.log(p), -np.inf, logits)
 
 
 def filter_top_k(logits: np.ndarray, k: int) -> np.ndarray:
@@ -155,13 +197,15 @@ def draw(rng: np.random.Generator, logits: np.ndarray, work: np.ndarray | None =
 
 
 def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingParams,
-                     out: np.ndarray | None = None) -> np.ndarray:
-    """logits [V] (float64) after the repetition penalty, temperature, top-k and top-p, in HF's order. `out`: a
-    float64 [V] buffer to compute in (a Sampler keeps one: a fresh 256 KB array per token costs glibc's
+                     out: np.ndarray | None = None, reply: Sequence[int] = ()) -> np.ndarray:
+    """logits [V] (float64) after the penalties, temperature, min-p, top-k and top-p (the module's order);
+    `seen`: prompt and reply ids (repetition penalty), `reply`: the reply's ids (presence / frequency). `out`:
+    a float64 [V] buffer to compute in (a Sampler keeps one: a fresh 256 KB array per token costs glibc's
     allocator a trim and page faults, more than the arithmetic)."""
     x = np.empty(logits.shape, np.float64) if out is None else out
     np.copyto(x, logits)
     _penalize(x, seen, params.repetition_penalty)
+    apply_reply_penalties(x, reply, params.presence_penalty, params.frequency_penalty)
     if params.greedy:
         return x
     try:
@@ -172,9 +216,10 @@ def processed_logits(logits: np.ndarray, seen: Sequence[int], params: SamplingPa
         # a maximum of 0 (the same distribution, top-k and top-p sets), x / temperature is 0 or -inf.
         np.copyto(x, logits)
         _penalize(x, seen, params.repetition_penalty)
+        apply_reply_penalties(x, reply, params.presence_penalty, params.frequency_penalty)
         with np.errstate(over="ignore"):
             np.divide(x - x.max(), params.temperature, out=x)
-    return filter_top_p(filter_top_k(x, params.top_k), params.top_p)
+    return filter_top_p(filter_top_k(filter_min_p(x, params.min_p), params.top_k), params.top_p)
 
 
 class Sampler:
@@ -186,8 +231,11 @@ class Sampler:
     def __init__(self, params: SamplingParams, prompt: Sequence[int], constraint: Constraint | None = None) -> None:
         self.params = params
         self.seen = list(prompt)
+        self.prompt_tokens = len(self.seen)
         self.rng = np.random.default_rng(params.seed)
         self.constraint = constraint
+        ids, biases = zip(*params.logit_bias, strict=True) if params.logit_bias else ((), ())
+        self._bias = (np.asarray(ids, np.int64), np.asarray(biases, np.float64))  # [K] ids, [K] biases
         self._work: tuple[np.ndarray, np.ndarray] | None = None  # float64 [V] buffers, reused every token
 
     @property
@@ -198,9 +246,14 @@ class Sampler:
         allowed = self.constraint.allowed() if self.constraint is not None else None  # bool [V] or None
         if allowed is not None:
             logits = np.where(allowed, logits, -np.inf)
+        if self._bias[0].size:  # added before every processor, as OpenAI's logit_bias is
+            logits = logits.astype(np.float64)  # a copy
+            np.add.at(logits, self._bias[0], self._bias[1])
         if self._work is None or self._work[0].shape != logits.shape:
             self._work = (np.empty(logits.shape, np.float64), np.empty(logits.shape, np.float64))
-        x = processed_logits(logits, self.seen, self.params, out=self._work[0])
+        p = self.params
+        reply = self.seen[self.prompt_tokens :] if p.presence_penalty or p.frequency_penalty else ()
+        x = processed_logits(logits, self.seen, p, out=self._work[0], reply=reply)
         token = int(np.argmax(x)) if self.params.greedy else draw(self.rng, x, work=self._work[1])
         if self.constraint is not None:
             self.constraint.advance(token)

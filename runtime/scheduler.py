@@ -1,12 +1,17 @@
 """Iteration-level batching: concurrent requests share engine steps, joining and leaving between steps.
 
 Each step feeds one token per running request as one batch over the KV cache. A request that arrives
-while others decode is prefilled alone, and its cache rows join the batch at the next step
-(`KVCache.concat`: left padding, per-row positions, attention mask); a request that finishes (or is
-cancelled) leaves at once (`KVCache.select`, then `KVCache.trim` drops padding nobody needs any
-more). Every request draws from its own Sampler (its own seeded generator, and any constraint the
-sampler applies), so its reply equals the same request served alone. Waiting requests are bounded:
-beyond `max_queue`, `submit` raises QueueFull.
+while others decode is prefilled on its own cache (`runtime/prefill.py`): first the blocks the prefix
+cache holds of its prompt (`runtime/prefix_cache.py`: a shared system prompt, the previous turn of a
+chat), then the rest in chunks of at most `prefill_chunk` prompt tokens per step, interleaved with the
+running rows' decode steps, so a long newcomer costs running rows one chunk per token instead of a whole
+prefill. Its cache rows join the batch once its prompt is in (`KVCache.concat`: left padding, per-row
+positions, attention mask); a request that finishes (or is cancelled) leaves at once (`KVCache.select`,
+then `KVCache.trim` drops padding nobody needs any more), and its prompt and reply blocks go to the prefix
+cache. Every request draws from its own Sampler (its own seeded generator, and any constraint the sampler
+applies), so its reply equals the same request served alone (up to float rounding of the cached / chunked
+prefill: the same tokens but for near-ties). Waiting requests are bounded: beyond `max_queue`, `submit`
+raises QueueFull.
 
 The scheduler knows nothing of HTTP: a server submits requests from any thread and gets each token
 through `on_event`, called on the scheduler's thread. B running requests, V vocab.
@@ -14,6 +19,7 @@ through `on_event`, called on the scheduler's thread. B running requests, V voca
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -25,10 +31,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.validate import as_int
 
 from .generation import check_prompts
 from .kv_cache import KVCache
+from .logprobs import token_logprob
+from .prefill import Prefill
+from .prefix_cache import DEFAULT_BUDGET_GB, GIB, PrefixCache, available_bytes, block_device, unsupported
 from .reply import Completion, Reply, StreamEvent
+from .routing import engine_routing, expert_counts
 from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
@@ -47,14 +58,17 @@ class ShuttingDown(MixtralTrtError):
 @dataclass
 class Stats:
     steps: int = 0  # batched decode steps
-    prefills: int = 0
+    prefills: int = 0  # prompts completed
+    prefill_chunks: int = 0  # engine calls spent on prompts
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served by the prefix cache
     generated_tokens: int = 0
     finished: int = 0
     cancelled: int = 0
     failed: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # rows -> steps run with that many
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))  # (time, new tokens)
+    expert_tokens: np.ndarray | None = None  # [L, E] tokens routed to each expert (Scheduler(expert_load=True))
 
     def tokens_per_second(self, window: float = 10.0) -> float:
         """Tokens generated per second over the last `window` seconds."""
@@ -79,6 +93,8 @@ class Request:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self.next_token: int | None = None  # sampled, not yet fed to the engine
+        self.prefill: Prefill | None = None  # while its prompt enters
+        self.group: list[Request] = [self]  # the samples sharing its prefill (submit_n); the first holds it
         self._cancel = threading.Event()
         self._done = threading.Event()
 
@@ -101,18 +117,39 @@ class Request:
         return self.reply.completion()
 
 
+DEFAULT_PREFILL_CHUNK = 256  # prompt tokens per step: measured (bench/scheduler_load.py, README "Serving")
+
+
 class Scheduler:
-    def __init__(self, engine: Engine, max_batch: int | None = None, max_queue: int = 64) -> None:
+    def __init__(self, engine: Engine, max_batch: int | None = None, max_queue: int = 64,
+                 prefix_cache_gb: float | None = None, prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK,
+                 expert_load: bool = False) -> None:
+        """`prefix_cache_gb`: the prefix cache's budget in GiB; None: the engine's own cache when it has one
+        (`Engine.enable_prefix_cache`), else DEFAULT_BUDGET_GB (at most a quarter of the free memory) where the
+        engine supports one and none where it does not; 0: no prefix cache. `prefill_chunk`: the most prompt
+        tokens computed per step (None: each prompt in one step). `expert_load`: count the experts of every token
+        the engine computes (prompt and generated; not those the prefix cache serves) in `stats.expert_tokens`."""
         if max_batch is not None and not 1 <= max_batch <= engine.max_batch:
             raise MixtralTrtError(f"max_batch={max_batch}: must be between 1 and the engine's max batch "
                                   f"{engine.max_batch}")
         if max_queue < 0:
             raise MixtralTrtError(f"max_queue={max_queue}: must be >= 0")
+        if prefill_chunk is not None:
+            prefill_chunk = as_int("prefill_chunk", prefill_chunk, 1,
+                                   hint="(prompt tokens per step; None: whole prompts)")
         self.engine = engine
         self.max_batch = max_batch or engine.max_batch
         self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
+        self.prefix_cache = _prefix_cache(engine, prefix_cache_gb)
         self.stats = Stats()
+        # count every token's experts (prompt and generated) from the engine's router outputs (--debug-outputs)
+        self._router_names = engine.contract.names("router_logits") if expert_load else []
+        if expert_load and not self._router_names:
+            raise MixtralTrtError(f"{engine.path}: no router outputs to count expert load from (export "
+                                  "--debug-outputs)")
         self._waiting: deque[Request] = deque()
+        self._prefilling: list[Request] = []  # admitted, their prompts entering (each holds a row)
         self._running: list[Request] = []  # row b of the cache is _running[b]
         self._cache: KVCache | None = None
         self._lock = threading.Condition()
@@ -130,6 +167,35 @@ class Scheduler:
         ids = check_prompts(self.engine, [prompt], params)[0]
         reply = Reply(0, len(ids), params, self.engine.config.eos_token_id, tokenizer)
         request = Request(ids, params, reply, sampler or Sampler(params, ids, constraint), on_event, on_done)
+        self._queue(request)
+        return request
+
+    def submit_n(self, prompt: Sequence[int], params: SamplingParams, n: int, *,
+                 constraints: Sequence[Constraint | None] | None = None, tokenizer=None,
+                 on_event: Callable[[StreamEvent], None] | None = None,
+                 on_done: Callable[[Request], None] | None = None) -> list[Request]:
+        """`n` independent samples of one prompt (OpenAI's `n`) sharing one prefill: they are admitted
+        together (n rows), the prompt is computed once, and each draws its own tokens from the same first
+        logits on. Sample i's seed is `params.seed + i` (vLLM's rule), so it equals that request alone;
+        its events carry index i. `constraints`: one fresh constraint per sample (None: free). Errors as
+        `submit`; n above the scheduler's max batch is one."""
+        n = as_int("n", n, 1, self.max_batch, hint=f"(each sample needs a row; the scheduler's max batch is "
+                                                     f"{self.max_batch})")
+        ids = check_prompts(self.engine, [prompt], params)[0]
+        constraints = list(constraints) if constraints is not None else [None] * n
+        if len(constraints) != n:
+            raise MixtralTrtError(f"constraints: {len(constraints)} for n={n} samples")
+        group = []
+        for i, constraint in enumerate(constraints):
+            own = params if params.seed is None else dataclasses.replace(params, seed=params.seed + i)
+            reply = Reply(i, len(ids), own, self.engine.config.eos_token_id, tokenizer)
+            group.append(Request(ids, own, reply, Sampler(own, ids, constraint), on_event, on_done))
+        for request in group:
+            request.group = group
+        self._queue(group[0])
+        return group
+
+    def _queue(self, request: Request) -> None:
         with self._lock:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")
@@ -138,12 +204,11 @@ class Scheduler:
                                 f"{self.max_queue}): retry later")
             self._waiting.append(request)
             self._lock.notify()
-        return request
 
     @property
     def waiting(self) -> int:
         """Requests waiting for a row (cancelled ones no longer count)."""
-        return sum(not r.cancelled for r in list(self._waiting))
+        return sum(not all(m.cancelled for m in r.group) for r in list(self._waiting))
 
     @property
     def alive(self) -> bool:
@@ -152,7 +217,13 @@ class Scheduler:
 
     @property
     def running(self) -> int:
+        """Requests in the decoding batch."""
         return len(self._running)
+
+    @property
+    def prefilling(self) -> int:
+        """Requests whose prompts are entering (chunked prefill; n samples of one prompt count n)."""
+        return sum(len(r.group) for r in self._prefilling)
 
     # ---- the loop ------------------------------------------------------------------------------------
     def start(self) -> Scheduler:
@@ -169,12 +240,12 @@ class Scheduler:
             self._lock.notify()
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._thread is not None:
-            while self._thread.is_alive() and (self._waiting or self._running):
+            while self._thread.is_alive() and self._busy:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 time.sleep(0.01)
             with self._lock:
-                for request in [*self._waiting, *self._running]:
+                for request in [m for r in [*self._waiting, *self._prefilling] for m in r.group] + self._running:
                     request.cancel()
                 self._lock.notify()
             self._thread.join()
@@ -183,73 +254,122 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not (self._waiting or self._running or self._stopping):
+                while not (self._busy or self._stopping):
                     self._lock.wait()
-                if self._stopping and not (self._waiting or self._running):
+                if self._stopping and not self._busy:
                     return
             self.step()
 
     def run_until_idle(self) -> None:
         """Run steps on this thread until no request waits or runs (tests, offline batches)."""
-        while self._waiting or self._running:
+        while self._busy:
             self.step()
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self._waiting or self._prefilling or self._running)
 
     # ---- one iteration ---------------------------------------------------------------------------------
     def step(self) -> None:
-        """Drop cancelled rows, admit waiting requests into free rows, then one decode step for all."""
+        """Drop cancelled requests, admit waiting ones into free rows, spend the step's prompt-token budget
+        on the prompts entering (finished ones join the batch), then one decode step for all rows."""
         try:
             self._leave([r for r in self._running if r.cancelled], "cancelled")
+            for request in [r for r in self._prefilling if all(m.cancelled for m in r.group)]:
+                self._prefilling.remove(request)
+                for member in request.group:
+                    self._finish(member, "cancelled")
             self._admit()
+            self._prefill_step()
             if self._running:
                 self._decode()
         except Exception as e:  # the engine failed: fail every request in flight, keep serving
             self._leave(list(self._running), "failed", _message(e, "engine step failed"))
 
     def _admit(self) -> None:
-        """Prefill waiting requests into the free rows; their caches join the batch in one concat."""
-        joining: list[KVCache] = []
-        while len(self._running) < self.max_batch:
+        """Waiting requests take the free rows: their prompts start entering (prefix-cache blocks first)."""
+        while True:
             with self._lock:
-                if not self._waiting:
+                if not self._waiting or len(self._running) + self.prefilling + len(self._waiting[0].group) \
+                        > self.max_batch:
                     break
                 request = self._waiting.popleft()
-            if request.cancelled:
-                self._finish(request, "cancelled")
+            if all(m.cancelled for m in request.group):
+                for member in request.group:
+                    self._finish(member, "cancelled")
+                continue
+            for member in request.group:
+                member.status = "running"
+            if request.params.max_new_tokens == 0:
+                for member in request.group:
+                    self._finish(member, "done")
                 continue
             try:
-                cache = self._prefill(request)
+                request.prefill = Prefill(self.engine, request.prompt, self.prefix_cache,
+                                          request.params.prompt_logprobs, forward=self._forward)
             except Exception as e:
-                self._finish(request, "failed", _message(e, "prefill failed"))
+                for member in request.group:
+                    self._finish(member, "failed", _message(e, "prefill failed"))
                 continue
-            if cache is not None:
+            self._prefilling.append(request)
+
+    def _prefill_step(self) -> None:
+        """At most `prefill_chunk` prompt tokens, oldest prompt first; complete prompts sample their first
+        token and join the batch in one concat."""
+        budget = self.prefill_chunk
+        joining: list[KVCache] = []
+        for request in list(self._prefilling):
+            if budget is not None and budget <= 0:
+                break
+            prefill = request.prefill
+            try:
+                n = prefill.advance(budget)
+                self.stats.prefill_chunks += 1
+                budget = None if budget is None else budget - n
+                if not prefill.complete:
+                    continue
+                self._prefilling.remove(request)
+                rows = self._prefilled(request)
+            except Exception as e:
+                if request in self._prefilling:
+                    self._prefilling.remove(request)
+                for member in request.group:
+                    if not member.done:
+                        self._finish(member, "failed", _message(e, "prefill failed"))
+                continue
+            for member, cache in rows:
                 joining.append(cache)
-                self._running.append(request)  # row order: the running batch, then the newcomers in order
+                self._running.append(member)  # row order: the running batch, then the newcomers in order
         if joining:
             caches = [c for c in (self._cache, *joining) if c is not None]
             self._cache = type(caches[0]).concat(caches)  # KVCache, or another layout with the same methods
 
-    def _prefill(self, request: Request) -> KVCache | None:
-        """The prompt alone ([1, T], no padding: exactly its solo prefill) and its first token; the cache
-        of its row, or None when that token already ends it."""
-        request.status = "running"
-        if request.params.max_new_tokens == 0:
-            self._finish(request, "done")
-            return None
-        out, cache = self.engine.forward(np.asarray([request.prompt]))
+    def _prefilled(self, request: Request) -> list[tuple[Request, KVCache]]:
+        """The prompt is in: each sample's first token; (sample, cache of its row) for those it does not end
+        (n samples: the same batch-1 cache, which the join's concat copies into n rows)."""
+        prefill = request.prefill
         self.stats.prefills += 1
         self.stats.prompt_tokens += len(request.prompt)
-        done = self._push(request, out["logits"][0, -1])
-        self.stats.recent.append((time.perf_counter(), 1))
-        if done:
-            self._finish(request, "done")
-            return None
-        return cache
+        self.stats.cached_prompt_tokens += prefill.cached
+        cache, prefill.cache = prefill.cache, None
+        rows = []
+        for member in request.group:
+            if member.cancelled:
+                self._finish(member, "cancelled")
+                continue
+            member.reply.prompt_logprobs = prefill.prompt_logprobs
+            if self._push(member, prefill.logits):  # its prompt is stored already (Prefill)
+                self._finish(member, "done")
+            else:
+                rows.append((member, cache))
+        self.stats.recent.append((time.perf_counter(), len(request.group)))
+        return rows
 
     def _decode(self) -> None:
         ids = np.array([[r.next_token] for r in self._running], np.int64)  # [B, 1]
         self.stats.steps += 1
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1
-        out, self._cache = self.engine.forward(ids, self._cache)  # mask and positions from the cache
+        out, self._cache = self._forward(ids, self._cache)  # mask and positions from the cache
         logits = out["logits"][:, -1]  # [B, V]
         finished, failed = [], []
         for b, request in enumerate(self._running):
@@ -263,10 +383,21 @@ class Scheduler:
         for request, message in failed:
             self._leave([request], "failed", message)
 
+    def _forward(self, ids: np.ndarray, cache):
+        if not self._router_names:
+            return self.engine.forward(ids, cache)
+        out, cache = self.engine.forward(ids, cache, outputs=("logits", "router_logits"))
+        cfg = self.engine.config
+        counts = expert_counts(engine_routing(out, self._router_names, cfg.top_k), cfg.num_experts)  # [L, E]
+        self.stats.expert_tokens = counts if self.stats.expert_tokens is None else self.stats.expert_tokens + counts
+        return out, cache
+
     def _push(self, request: Request, logits: np.ndarray) -> bool:
         """Sample the request's next token, hand out its event; True when the request is finished."""
         token = request.sampler(logits)
-        event = request.reply.push(token, end=request.sampler.finished)  # a constraint may end the reply
+        k = request.params.logprobs
+        logprob = token_logprob(logits, token, k, request.params.logit_bias) if k is not None else None
+        event = request.reply.push(token, end=request.sampler.finished, logprob=logprob)  # a constraint may end it
         self.stats.generated_tokens += 1
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
@@ -279,13 +410,31 @@ class Scheduler:
         if not requests:
             return
         gone = {id(r) for r in requests}
+        if status != "failed" and self.prefix_cache is not None:  # their prompts and replies, for the next turn
+            self._cache = self._cache.editable()  # host arrays once for every row read and the select below
+            for b, request in enumerate(self._running):
+                if id(request) in gone:
+                    self._store(request, self._cache, b)
         keep = [b for b, r in enumerate(self._running) if id(r) not in gone]
         self._cache = self._cache.select(keep).trim() if keep else None
         self._running = [self._running[b] for b in keep]
         for request in requests:
             self._finish(request, status, error)
 
+    def _store(self, request: Request, cache: KVCache, row: int) -> None:
+        """Give the prefix cache the tokens of `row` (the request's prompt and the reply ids fed so far)."""
+        if self.prefix_cache is None or cache is None:
+            return
+        try:
+            n = int(cache.lengths[row])
+            self.prefix_cache.store((request.prompt + request.reply.token_ids)[:n], *cache.row_kv(row))
+        except MixtralTrtError:
+            pass  # a row the cache cannot take (padding inside it): nothing is stored
+
     def _finish(self, request: Request, status: str, error: str | None = None) -> None:
+        if request.prefill is not None and self.prefix_cache is not None:
+            self.prefix_cache.release(request.prefill.match)
+        request.prefill = None
         request.status, request.error = status, error
         request.finished_at = time.perf_counter()
         counter = {"done": "finished", "cancelled": "cancelled", "failed": "failed"}[status]
@@ -293,6 +442,19 @@ class Scheduler:
         request._done.set()
         if request.on_done is not None:
             request.on_done(request)
+
+
+def _prefix_cache(engine: Engine, gb: float | None) -> PrefixCache | None:
+    """The Scheduler's prefix cache (see Scheduler.__init__)."""
+    if gb is None:
+        if engine.prefix_cache is not None:
+            return engine.prefix_cache
+        if unsupported(engine) is not None:
+            return None
+        return PrefixCache(engine, min(DEFAULT_BUDGET_GB, available_bytes(block_device(engine)) / 4 / GIB))
+    if isinstance(gb, int | float) and not isinstance(gb, bool) and gb == 0:
+        return None
+    return PrefixCache(engine, gb)
 
 
 def _message(error: Exception, what: str) -> str:

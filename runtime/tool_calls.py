@@ -18,6 +18,8 @@ import numpy as np
 from mixtral_trt.chat.messages import CALL_ID
 from mixtral_trt.common.errors import MixtralTrtError
 
+from .json_schema import reroot
+
 CHOICES = ("auto", "none", "any", "required")  # "required" is OpenAI's name for "any"
 _ID_CHARS = np.array(list(string.ascii_letters + string.digits))
 
@@ -56,11 +58,17 @@ def resolve_choice(tool_choice: str | Mapping[str, Any] | None, names: Sequence[
 
 
 def calls_schema(functions: Sequence[Mapping[str, Any]], parallel: bool = True) -> dict[str, Any]:
-    """JSON schema of the list of calls: each {"name": one of the functions, "arguments": its parameters}."""
+    """JSON schema of the list of calls: each {"name": one of the functions, "arguments": its parameters}.
+    Each function's parameters keep their own root: they live under `$defs` as `tool_<n>`, their local
+    references re-rooted there (json_schema.reroot), so `#/$defs/...` and a recursive `#` mean what they
+    meant in the tool's schema."""
+    defs = {f"tool_{n}": reroot(fn["parameters"] or {"type": "object"}, f"/$defs/tool_{n}")
+            for n, fn in enumerate(functions)}
     items = [{"type": "object",
-              "properties": {"name": {"const": fn["name"]}, "arguments": fn["parameters"] or {"type": "object"}},
-              "required": ["name", "arguments"], "additionalProperties": False} for fn in functions]
-    return {"type": "array", "items": {"anyOf": items}, "minItems": 1, **({} if parallel else {"maxItems": 1})}
+              "properties": {"name": {"const": fn["name"]}, "arguments": {"$ref": f"#/$defs/tool_{n}"}},
+              "required": ["name", "arguments"], "additionalProperties": False} for n, fn in enumerate(functions)]
+    return {"$defs": defs, "type": "array", "items": {"anyOf": items}, "minItems": 1,
+            **({} if parallel else {"maxItems": 1})}
 
 
 def parse_calls(text: str, names: Sequence[str], rng: np.random.Generator) -> tuple[ToolCall, ...] | None:

@@ -2,12 +2,15 @@
 
 From the HTTP side: requests by endpoint, error responses by status, time to first token and request
 latency histograms. From the scheduler, read at each scrape: waiting and running requests, prompt and
-generated tokens, generated tokens/s over the last `WINDOW` seconds, engine steps by batch size.
+generated tokens, generated tokens/s over the last `WINDOW` seconds, engine steps by batch size; with
+`serve --expert-load`, tokens routed to each expert of each layer (prompt and generated tokens).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from mixtral_trt.runtime.scheduler import Request, Scheduler
@@ -36,6 +39,13 @@ class _SchedulerCollector:
         for rows, count in sorted(dict(s.stats.batch_sizes).items()):
             steps.add_metric([str(rows)], count)
         yield steps
+        load = s.stats.expert_tokens  # [L, E], or None when not counted
+        if load is not None:
+            experts = CounterMetricFamily(PREFIX + "expert_tokens", "Tokens routed to each expert, by layer",
+                                          labels=["layer", "expert"])
+            for (layer, expert), count in np.ndenumerate(load):
+                experts.add_metric([str(layer), str(expert)], int(count))
+            yield experts
 
 
 class Metrics:

@@ -10,9 +10,9 @@ fields unknown to both APIs are ignored, as OpenAI-compatible servers do. `tools
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.runtime.sampling import SamplingParams
@@ -26,17 +26,34 @@ class BadRequest(MixtralTrtError):
         self.param = param
 
 
-# SamplingParams field -> the request field it comes from
-REQUEST_FIELDS = {"max_new_tokens": "max_tokens"}
+# the name a runtime error starts with -> the request field it comes from
+REQUEST_FIELDS = {"max_new_tokens": "max_tokens", "chat": "messages"}
 
 
 def param_of(error: Exception) -> str | None:
-    """The request field a one-line error names (`BadRequest.param`, or the `field=value:` a SamplingParams
-    error starts with)."""
+    """The request field a one-line error names: `BadRequest.param`; `messages[n]` for a runtime error about
+    message n; else the request field its first word is (`temperature=...`, `prompt 2: ...`)."""
     if isinstance(error, BadRequest):
         return error.param
-    found = re.match(r"(\w+)=", str(error))
-    return REQUEST_FIELDS.get(found.group(1), found.group(1)) if found else None
+    text = str(error)
+    message = re.match(r"chat: message (\d+)", text)
+    if message:
+        return f"messages[{message.group(1)}]"
+    if text.startswith(("chat: tools", "tools")):
+        return "tools"
+    word = re.match(r"[a-z_]+", text)
+    name = REQUEST_FIELDS.get(word.group(), word.group()) if word else None
+    return name if name in ChatCompletionRequest.model_fields or name in CompletionRequest.model_fields else None
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a number, not a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]  # JSON true is not 1
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 class Message(BaseModel):
@@ -61,22 +78,23 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None  # vLLM; 0 or -1: every token
-    max_tokens: int | None = None  # default: what is left of the context
+    temperature: Float | None = None
+    top_p: Float | None = None
+    top_k: Int | None = None  # vLLM; 0 or -1: every token
+    max_tokens: Int | None = None  # default: what is left of the context
     stop: str | list[str] | None = None
-    seed: int | None = None
-    random_seed: int | None = None  # Mistral's name for seed
+    seed: Int | None = None
+    random_seed: Int | None = None  # Mistral's name for seed
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM
-    repetition_penalty: float | None = None  # vLLM
-    stop_token_ids: list[int] | None = None  # vLLM
-    n: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    repetition_penalty: Float | None = None  # vLLM
+    stop_token_ids: list[Int] | None = None  # vLLM
+    n: Int | None = None
+    presence_penalty: Float | None = None
+    frequency_penalty: Float | None = None
     logprobs: bool | int | None = None
+    logit_bias: dict[str, Float] | None = None  # token id (as JSON keys are strings) -> bias in [-100, 100]
     user: str | None = None
 
     def check_unsupported(self) -> None:
@@ -102,8 +120,17 @@ class Sampling(BaseModel):
             stop=tuple(stop),
             stop_token_ids=tuple(self.stop_token_ids or ()),
             ignore_eos=self.ignore_eos,
+            logit_bias=self._logit_bias(),
         )
         return SamplingParams(**settings)  # raises MixtralTrtError naming the field
+
+    def _logit_bias(self) -> dict[int, float]:
+        bias = {}
+        for key, value in (self.logit_bias or {}).items():
+            if not re.fullmatch(r"\d{1,9}", key):
+                raise BadRequest(f"logit_bias: key {key[:20]!r} is not a token id", "logit_bias")
+            bias[int(key)] = value
+        return bias
 
     @property
     def include_usage(self) -> bool:
@@ -112,7 +139,7 @@ class Sampling(BaseModel):
 
 class ChatCompletionRequest(Sampling):
     messages: list[Message]
-    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens
+    max_completion_tokens: Int | None = None  # OpenAI's newer name for max_tokens
     safe_prompt: bool = False  # Mistral: the guardrail system prompt in front
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -120,7 +147,8 @@ class ChatCompletionRequest(Sampling):
     parallel_tool_calls: bool | None = None
 
     def chat_messages(self) -> list[dict[str, str]]:
-        """role/content dicts; content given as a list of text parts is joined."""
+        """role/content dicts; content given as a list of text parts is joined; OpenAI's `developer` role is
+        the system role."""
         out = []
         for n, m in enumerate(self.messages):
             content = m.content
@@ -134,6 +162,8 @@ class ChatCompletionRequest(Sampling):
                 content = "".join(texts)
             message = m.model_dump(exclude_none=True)
             message["content"] = content or ""
+            if message["role"] == "developer":
+                message["role"] = "system"
             out.append(message)
         return out
 
@@ -152,10 +182,10 @@ class ChatCompletionRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[int] | list[str] | list[list[int]]
+    prompt: str | list[Int] | list[str] | list[list[Int]]
     echo: bool = False
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: Int | None = None
 
     def check_unsupported(self) -> None:
         super().check_unsupported()

@@ -1,7 +1,8 @@
 """Run the app with uvicorn: `serve(engine_dir, ...)`, which `mixtral-export serve` calls.
 
 Shutdown (Ctrl-C / SIGINT or SIGTERM) is graceful: the listening socket closes, in-flight requests get up to
-`grace` seconds to finish, what remains is cancelled, then the scheduler stops.
+`grace` seconds to finish, what remains is cancelled (an open stream still ends with a final chunk and
+`data: [DONE]`), then the scheduler stops.
 """
 
 from __future__ import annotations
@@ -11,39 +12,42 @@ import socket
 import threading
 from pathlib import Path
 
+from mixtral_trt import runtime
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.runtime.scheduler import Scheduler
+
+from .limits import Limits
 
 
 def build(engine_dir: str | Path, *, api_key: str | None = None, max_batch: int | None = None,
-          max_queue: int = 64, device: str = "auto", model_name: str | None = None):
-    """Load the engine, make its Scheduler and the app (not started)."""
-    from mixtral_trt import runtime
-    from mixtral_trt.runtime.scheduler import Scheduler
-
+          max_queue: int = 64, device: str = "auto", model_name: str | None = None, limits: Limits | None = None,
+          expert_load: bool = False):
+    """Load the engine, make its Scheduler and the app (not started). `expert_load`: count the tokens routed
+    to each expert of each layer (/metrics; the engine needs router outputs, export --debug-outputs)."""
     from .app import create_app
 
     engine = runtime.load(engine_dir, device=device)
     engine.tokenizer  # noqa: B018 - fail now, not at the first request, when the engine has no tokenizer
-    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue)
-    return create_app(engine, scheduler, model_name=model_name, api_key=api_key)
+    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, expert_load=expert_load)
+    return create_app(engine, scheduler, model_name=model_name, api_key=api_key, limits=limits)
 
 
 def uvicorn_server(app, host: str = "127.0.0.1", port: int = 8000, grace: float = 30.0, log_level: str = "info"):
+    """uvicorn over an app of `create_app`, with its header deadline and the clean end of streams on shutdown."""
     try:
-        import uvicorn
+        from .uvicorn_server import make_server
     except ImportError:
         raise MixtralTrtError("serving needs the serve extra: pip install 'mixtral-trt[serve]'") from None
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace,
-                            access_log=log_level == "debug")
-    return uvicorn.Server(config)
+    return make_server(app, host, port, grace, log_level, app.state.serving.limits.header_timeout)
 
 
 def serve(engine_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, grace: float = 30.0,
           log_level: str = "info", **options) -> None:
-    """Serve until interrupted. Ctrl-C (SIGINT) returns normally after the graceful shutdown; on SIGTERM
-    uvicorn re-raises the signal once it has shut down, so the process ends by that signal."""
+    """Serve until interrupted. After the graceful shutdown uvicorn raises again the signal it handled, with
+    the handler that was there before: `mixtral-export serve`'s, which exits 130; Python's default, which
+    makes Ctrl-C return here normally and SIGTERM end the process by that signal."""
     server = uvicorn_server(build(engine_dir, **options), host, port, grace, log_level)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
 
 

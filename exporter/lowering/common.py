@@ -10,15 +10,16 @@ import onnx_ir as ir
 import onnx_ir.tape
 from onnx_ir.passes.common import RemoveUnusedFunctionsPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
 
-from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER
+from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_ROUTER
 
-EXPERT_OPS = (MOE_EXPERTS.name, MOE_EXPERTS_Q.name)
+EXPERT_OPS = (MOE_EXPERTS.name, MOE_EXPERTS_Q.name, MOE_EXPERTS_QZ.name)
 
 
 @dataclass(frozen=True)
 class MoEPair:
     """One layer's router + experts nodes and the values a lowering needs. For quantized experts
-    (MoEExpertsQ) `w13` / `w2` are the uint8 codes and `quant` is (bits, block_size)."""
+    (MoEExpertsQ, MoEExpertsQZ) `w13` / `w2` are the uint8 codes and `quant` is (bits, block_size); MoEExpertsQZ
+    adds zero points (`w13_zeros` / `w2_zeros`, None otherwise)."""
 
     router: ir.Node
     experts: ir.Node
@@ -49,6 +50,14 @@ class MoEPair:
     def w2_scales(self) -> ir.Value:  # [E, H] or [E, H, I/block]
         return self.experts.inputs[6]
 
+    @property
+    def w13_zeros(self) -> ir.Value | None:  # [E, 2I, ceil(H/block*bits/8)]
+        return self.experts.inputs[7] if self.experts.op_type == MOE_EXPERTS_QZ.name else None
+
+    @property
+    def w2_zeros(self) -> ir.Value | None:  # [E, H, ceil(I/block*bits/8)]
+        return self.experts.inputs[8] if self.experts.op_type == MOE_EXPERTS_QZ.name else None
+
 
 def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
     """Each MoEExperts node whose routing comes straight from a MoERouter node, in graph order."""
@@ -61,7 +70,7 @@ def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
                 or weights.producer() is not router:
             raise ValueError(f"{node.name}: MoEExperts routing does not come from one MoERouter node")
         quant = None
-        if node.op_type == MOE_EXPERTS_Q.name:
+        if node.op_type in (MOE_EXPERTS_Q.name, MOE_EXPERTS_QZ.name):
             quant = (node.attributes["bits"].as_int(), node.attributes["block_size"].as_int())
         yield MoEPair(router, node, router.attributes["top_k"].as_int(), quant)
 
@@ -83,14 +92,16 @@ def replace_pair(graph: ir.Graph, pair: MoEPair, new_nodes: list[ir.Node], new_o
         graph.remove(pair.router, safe=True)
 
 
-def derived_initializer(graph: ir.Graph, value: ir.Value, fn, shape: tuple[int, ...], suffix: str) -> ir.Value:
-    """A new initializer `{value.name}.{suffix}` = fn(value's array) of `shape`, computed lazily while saving
-    (a reshape, a split: the weights are not held twice in memory)."""
+def derived_initializer(graph: ir.Graph, value: ir.Value, fn, shape: tuple[int, ...], suffix: str,
+                        dtype: ir.DataType | None = None) -> ir.Value:
+    """A new initializer `{value.name}.{suffix}` = fn(value's array) of `shape` (and `dtype`, default value's),
+    computed lazily while saving (a reshape, a split: the weights are not held twice in memory)."""
     tensor = value.const_value
     name = f"{value.name}.{suffix}"
-    lazy = ir.LazyTensor(lambda: ir.Tensor(fn(tensor.numpy()), name=name), dtype=tensor.dtype,
+    dtype = dtype or tensor.dtype
+    lazy = ir.LazyTensor(lambda: ir.Tensor(fn(tensor.numpy()), name=name), dtype=dtype,
                          shape=ir.Shape(shape), name=name)
-    new = ir.Value(name=name, shape=ir.Shape(shape), type=value.type, const_value=lazy)
+    new = ir.Value(name=name, shape=ir.Shape(shape), type=ir.TensorType(dtype), const_value=lazy)
     graph.register_initializer(new)
     return new
 

@@ -22,6 +22,7 @@ from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 
 from .common import derived_initializer, int64_const, moe_pairs, replace_pair, tidy
+from .ort_cpu_kernels import cpu_moe_node, unsupported
 from .ort_experts import lower_experts
 from .ort_fuse import fuse_rms_norms
 from .ort_quant import lower_linears, qmoe_attributes
@@ -70,13 +71,17 @@ def _interleave_nodes(tape: ir.tape.Tape, w13: ir.Value) -> ir.Value:
 
 def _qmoe(graph: ir.Graph, pair) -> ir.Node:
     """com.microsoft::QMoE over the quantized experts: raw [E, N, K*bits/8] codes (weights_prepacked=0),
-    fc1 codes and scales with interleaved gate/up rows, the implicit zero point 2^(bits-1)."""
+    fc1 codes and scales with interleaved gate/up rows, the implicit zero point 2^(bits-1) or (MoEExpertsQZ)
+    the stored packed zero points (fc1's interleaved too), QMoE inputs 11 and 12."""
     bits, block_size = pair.quant
     fc1 = _interleaved_initializer(graph, pair.w13)
     fc1_scales = _interleaved_initializer(graph, pair.w13_scales)
     attributes = {**MOE_ATTRIBUTES, "k": pair.top_k, **qmoe_attributes(bits, block_size)}
-    return ir.node("QMoE", inputs=[pair.x, pair.router_logits, fc1, fc1_scales, None, pair.w2, pair.w2_scales],
-                   domain=MS_DOMAIN, attributes=attributes, name=f"{pair.experts.name}.ort_qmoe")
+    inputs = [pair.x, pair.router_logits, fc1, fc1_scales, None, pair.w2, pair.w2_scales]
+    if pair.w13_zeros is not None:
+        inputs += [None, None, None, None, _interleaved_initializer(graph, pair.w13_zeros), pair.w2_zeros]
+    return ir.node("QMoE", inputs=inputs, domain=MS_DOMAIN, attributes=attributes,
+                   name=f"{pair.experts.name}.ort_qmoe")
 
 
 def _split_moe(graph: ir.Graph, tape: ir.tape.Tape, pair, parts: int) -> ir.Node:
@@ -113,12 +118,19 @@ def expert_form(contract: GraphContract, provider: str, requested: str | None = 
     return requested
 
 
-def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PARTS) -> ir.Model:
-    """`experts`: one of EXPERT_FORMS (expert_form chooses it for a build)."""
+def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PARTS, cpu_kernels: str = "ort",
+          expert_dtype: str = "fp32") -> ir.Model:
+    """`experts`: one of EXPERT_FORMS (expert_form chooses it for a build). `cpu_kernels="ours"`: every pair our
+    library's ops can run becomes one of its nodes (ort_cpu_kernels.py; `expert_dtype` "bf16" stores float experts
+    in bf16), the others take the `experts` form."""
     graph = model.graph
     for pair in list(moe_pairs(graph)):
         tape = ir.tape.Tape()
-        if experts == "matmul":
+        if cpu_kernels == "ours" and unsupported(pair) is None:
+            node = cpu_moe_node(graph, pair, expert_dtype)
+            out, new_nodes = node.outputs[0], [node]
+            model.opset_imports[node.domain] = 1
+        elif experts == "matmul":
             out = lower_experts(graph, tape, pair)
             new_nodes = list(tape.nodes)
         else:

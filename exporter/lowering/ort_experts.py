@@ -51,9 +51,15 @@ def _linear(tape: ir.tape.Tape, graph: ir.Graph, pair: MoEPair, x: ir.Value, fc:
     if pair.quant is None:
         return tape.op("MatMul", [x, _float_weight(graph, pair.w13 if fc == 1 else pair.w2, e)], name=name)
     bits, block = pair.quant
-    codes, scales = (pair.w13, pair.w13_scales) if fc == 1 else (pair.w2, pair.w2_scales)
+    codes, scales, zeros = ((pair.w13, pair.w13_scales, pair.w13_zeros) if fc == 1
+                            else (pair.w2, pair.w2_scales, pair.w2_zeros))
     b, s, attributes = nbits_operands(graph, codes, scales, bits, block, lambda a: a[e], f"expert{e}.nbits")
-    return tape.op("MatMulNBits", [x, b, s], attributes, domain=MS_DOMAIN, name=name)
+    inputs = [x, b, s]
+    if zeros is not None:  # packed uint8 [N, ceil(K/block*bits/8)], MatMulNBits' own layout
+        z_shape = tuple(int(d) for d in zeros.shape[1:])
+        inputs.append(derived_initializer(graph, zeros, lambda a: np.ascontiguousarray(a[e]), z_shape,
+                                          f"expert{e}.nbits"))
+    return tape.op("MatMulNBits", inputs, attributes, domain=MS_DOMAIN, name=name)
 
 
 def lower_experts(graph: ir.Graph, tape: ir.tape.Tape, pair: MoEPair) -> ir.Value:

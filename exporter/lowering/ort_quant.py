@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from ..ops.spec import DOMAIN, LINEAR_Q
+from mixtral_trt.common.ort_versions import known
+
+from ..ops.spec import DOMAIN, LINEAR_Q, LINEAR_QZ
 from .common import derived_initializer, swap_in
 
 MS_DOMAIN = "com.microsoft"
@@ -34,18 +36,23 @@ MS_DOMAIN = "com.microsoft"
 ACCURACY_LEVEL = {8: 4, 4: 4}
 
 
-def activations_block(bits: int, block_size: int) -> int | None:
-    """The block size in which the ort kernels round activations to int8, or None (float activations)."""
-    return block_size if block_size and ACCURACY_LEVEL[bits] == 4 else None
+def activations_block(bits: int, block_size: int, schema: dict[str, frozenset[str]] | None = None) -> int | None:
+    """The block size in which the ort kernels round activations to int8, or None (float activations, also
+    where the installed onnxruntime's QMoE has no accuracy_level)."""
+    level = qmoe_attributes(bits, block_size, schema).get("accuracy_level", 0)
+    return block_size if block_size and level == 4 else None
 
 
-def qmoe_attributes(bits: int, block_size: int) -> dict[str, int]:
-    """QMoE attributes beyond the MoE ones: width, block (block-wise: the QNBit GEMM path), accuracy."""
+def qmoe_attributes(bits: int, block_size: int, schema: dict[str, frozenset[str]] | None = None) -> dict[str, int]:
+    """QMoE attributes beyond the MoE ones: width, block (block-wise: the QNBit GEMM path), accuracy; only those
+    the installed onnxruntime's QMoE knows (`schema`: op -> attribute names; common/ort_versions.py), which
+    then reads the codes as raw (weights_prepacked absent: before 1.28 only the CPU EP did, and the runtime
+    refuses such a QMoE on the CUDA EP)."""
     attributes = {"expert_weight_bits": bits, "weights_prepacked": 0}
     if block_size:
         attributes["block_size"] = block_size
         attributes["accuracy_level"] = ACCURACY_LEVEL[bits]
-    return attributes
+    return known("QMoE", attributes, schema)
 
 
 def nbits_operands(graph: ir.Graph, codes: ir.Value, scales: ir.Value, bits: int, block: int, pick=None,
@@ -62,17 +69,19 @@ def nbits_operands(graph: ir.Graph, codes: ir.Value, scales: ir.Value, bits: int
 
 
 def lower_linears(model: ir.Model) -> int:
-    """Every LinearQ node becomes MatMulNBits; returns the number lowered."""
+    """Every LinearQ / LinearQZ node becomes MatMulNBits (LinearQZ's zero points, packed uint8 [N, ceil(K/block*
+    bits/8)], are MatMulNBits' own layout); returns the number lowered."""
     graph, count = model.graph, 0
     for node in list(graph):
-        if node.domain != DOMAIN or node.op_type != LINEAR_Q.name:
+        if node.domain != DOMAIN or node.op_type not in (LINEAR_Q.name, LINEAR_QZ.name):
             continue
-        x, codes, scales = node.inputs
+        x, codes, scales, *zeros = node.inputs
         bits, block = node.attributes["bits"].as_int(), node.attributes["block_size"].as_int()
         if codes.const_value is None or scales.const_value is None or not block:
             raise ValueError(f"{node.name}: LinearQ needs constant codes and block-wise scales for MatMulNBits")
         b, s, attributes = nbits_operands(graph, codes, scales, bits, block)
-        new = ir.node("MatMulNBits", [x, b, s], domain=MS_DOMAIN, name=f"{node.name}.nbits", attributes=attributes)
+        new = ir.node("MatMulNBits", [x, b, s, *zeros], domain=MS_DOMAIN, name=f"{node.name}.nbits",
+                      attributes=attributes)
         swap_in(graph, new, node.outputs[0], [node])
         count += 1
     if count:

@@ -11,7 +11,7 @@ import onnx
 from onnxscript import FLOAT, INT32, INT64, UINT8, script, values
 from onnxscript import opset20 as op
 
-from .spec import DOMAIN, LINEAR_Q, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_ROUTER, OPSET_VERSION
+from .spec import DOMAIN, LINEAR_Q, LINEAR_QZ, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_ROUTER, OPSET_VERSION
 
 ONNX_OPSET = 20  # the default-domain opset of the function bodies and of the exported graph
 mixtral = values.Opset(DOMAIN, OPSET_VERSION)
@@ -63,6 +63,46 @@ def Dequantize(codes, scales, bits: int):
 
 
 @script(mixtral, default_opset=op)
+def DequantizeZ(codes, scales, zeros, bits: int):
+    """Dequantize with zero points: zeros uint8 [E, N, ceil(G*bits/8)] packed like the codes, one per group."""
+    width = op.Constant(value_int=bits)
+    shifts = op.Cast(op.Range(op.Constant(value_int=0), op.Constant(value_int=8), width), to=UINT8.dtype)
+    mask = op.Cast(op.Sub(op.Pow(op.Constant(value_int=2), width), op.Constant(value_int=1)), to=UINT8.dtype)
+    minus_one = op.Constant(value_ints=[-1])
+    unpacked = op.BitwiseAnd(op.BitShift(op.Unsqueeze(codes, minus_one), shifts, direction="RIGHT"), mask)
+    e_n = op.Shape(codes, start=0, end=2)
+    q = op.Reshape(unpacked, op.Concat(e_n, minus_one, axis=0))  # [E, N, K]
+    zunpacked = op.BitwiseAnd(op.BitShift(op.Unsqueeze(zeros, minus_one), shifts, direction="RIGHT"), mask)
+    groups = op.Reshape(op.Cast(scales, to=FLOAT.dtype), op.Concat(e_n, minus_one, axis=0))  # [E, N, G]
+    g = op.Shape(groups, start=2, end=3)
+    z = op.Slice(op.Reshape(zunpacked, op.Concat(e_n, minus_one, axis=0)), op.Constant(value_ints=[0]), g,
+                 op.Constant(value_ints=[2]))  # [E, N, G] (4-bit: the padding nibble dropped)
+    grouped = op.Reshape(op.Cast(q, to=FLOAT.dtype), op.Concat(op.Shape(groups), minus_one, axis=0))  # [E,N,G,K/G]
+    centred = op.Sub(grouped, op.Unsqueeze(op.Cast(z, to=FLOAT.dtype), minus_one))
+    w = op.Reshape(op.Mul(centred, op.Unsqueeze(groups, minus_one)), op.Shape(q))
+    weights = op.CastLike(w, scales)
+    return weights
+
+
+@script(mixtral, default_opset=op)
+def MoEExpertsQZ(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales, w13_zeros, w2_zeros, bits: int,
+                 block_size: int):
+    w13 = DequantizeZ(w13_codes, w13_scales, w13_zeros, bits=bits)  # [E, 2I, H]
+    w2 = DequantizeZ(w2_codes, w2_scales, w2_zeros, bits=bits)  # [E, H, I]
+    y = MoEExperts(x, experts, weights, w13, w2)
+    return y
+
+
+@script(mixtral, default_opset=op)
+def LinearQZ(x, codes, scales, zeros, bits: int, block_size: int):
+    one = op.Constant(value_ints=[0])
+    w = op.Squeeze(DequantizeZ(op.Unsqueeze(codes, one), op.Unsqueeze(scales, one), op.Unsqueeze(zeros, one),
+                               bits=bits), one)  # [N, K]
+    y = op.MatMul(x, op.Transpose(w, perm=[1, 0]))  # [..., N]
+    return y
+
+
+@script(mixtral, default_opset=op)
 def MoEExpertsQ(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales, bits: int, block_size: int):
     w13 = Dequantize(w13_codes, w13_scales, bits=bits)  # [E, 2I, H]
     w2 = Dequantize(w2_codes, w2_scales, bits=bits)  # [E, H, I]
@@ -79,15 +119,15 @@ def LinearQ(x, codes, scales, bits: int, block_size: int):
 
 
 _BODIES = {MOE_ROUTER.name: MoERouter, MOE_EXPERTS.name: MoEExperts, MOE_EXPERTS_Q.name: MoEExpertsQ,
-           LINEAR_Q.name: LinearQ}
-HELPERS = (Dequantize,)  # functions the bodies call, shipped alongside them
+           LINEAR_Q.name: LinearQ, MOE_EXPERTS_QZ.name: MoEExpertsQZ, LINEAR_QZ.name: LinearQZ}
+HELPERS = (Dequantize, DequantizeZ)  # functions the bodies call, shipped alongside them
 
 
 def function_protos() -> list[onnx.FunctionProto]:
     """The FunctionProto of every op, checked against its spec (names of inputs, outputs, attributes), and of
     the helper functions they call."""
     protos = [helper.to_function_proto() for helper in HELPERS]
-    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q):
+    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q, MOE_EXPERTS_QZ, LINEAR_QZ):
         proto = _BODIES[spec.name].to_function_proto()
         assert list(proto.input) == [t.name for t in spec.inputs], spec.name
         assert list(proto.output) == [t.name for t in spec.outputs], spec.name

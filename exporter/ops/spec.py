@@ -108,4 +108,26 @@ LINEAR_Q = OpSpec(
     attributes=QUANT_ATTRIBUTES,
 )
 
-OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q)}
+# with zero points: an asymmetric quantized checkpoint's codes as stored (block-wise only)
+_ZEROS_DOC = "zero points, uint8 packed like the codes along the groups (common/quant.py)"
+MOE_EXPERTS_QZ = OpSpec(
+    name="MoEExpertsQZ",
+    doc="MoEExpertsQ with one zero point per block (w = (code - zero) * scale) instead of 2^(bits-1); "
+    "block_size > 0. Written for asymmetric GPTQ / AWQ / compressed-tensors checkpoints exported as stored.",
+    inputs=(*MOE_EXPERTS_Q.inputs,
+            Tensor("w13_zeros", "tensor(uint8)", "[E, 2I, ceil(H/block_size*bits/8)]", _ZEROS_DOC),
+            Tensor("w2_zeros", "tensor(uint8)", "[E, H, ceil(I/block_size*bits/8)]", _ZEROS_DOC)),
+    outputs=MOE_EXPERTS_Q.outputs,
+    attributes=QUANT_ATTRIBUTES,
+)
+
+LINEAR_QZ = OpSpec(
+    name="LinearQZ",
+    doc="LinearQ with one zero point per block (w = (code - zero) * scale); block_size > 0.",
+    inputs=(*LINEAR_Q.inputs, Tensor("zeros", "tensor(uint8)", "[N, ceil(K/block_size*bits/8)]", _ZEROS_DOC)),
+    outputs=LINEAR_Q.outputs,
+    attributes=QUANT_ATTRIBUTES,
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q,
+                                                       MOE_EXPERTS_QZ, LINEAR_QZ)}

@@ -154,8 +154,11 @@ def export_model_tensor_parallel(model: Mixtral, out_dir: str | Path, contract: 
     return Path(out_dir)
 
 
-def streamed_rank_weights(cfg: MixtralConfig, entries, where, dtype: str, world_size: int) -> RankWeights:
-    """rank -> that rank's cut of every checkpoint tensor, streamed (weights.ShardTensor)."""
-    sources = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX)
+def streamed_rank_weights(cfg: MixtralConfig, entries, where, dtype: str, world_size: int,
+                          quantized=None) -> RankWeights:
+    """rank -> that rank's cut of every checkpoint tensor, streamed (weights.ShardTensor); a quantized
+    checkpoint's linears (`quantized`) dequantized by their format."""
+
+    sources = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX, quantized=quantized)
     tp = TensorParallel(world_size)
     return lambda rank: streamed_shard_weights(sources, cfg, tp, rank, prefix=WEIGHT_PREFIX)

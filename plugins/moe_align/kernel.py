@@ -33,6 +33,7 @@ def moe_align_kernel(
     for start in range(0, P, BLOCK_P):
         p = start + lanes
         ex = tl.load(experts_ptr + p, mask=p < P, other=-1)
+        ex = tl.where((ex >= 0) & (ex < E), ex, -1)  # ids outside [0, E) (TensorRT's timing data) match no expert
         counts += tl.sum((ex[:, None] == e_ids[None, :]).to(tl.int32), axis=0)
     padded = (counts + BLOCK - 1) // BLOCK * BLOCK  # [BLOCK_E]
     ends = tl.cumsum(padded, axis=0)  # inclusive
@@ -50,6 +51,8 @@ def moe_align_kernel(
         p = start + lanes
         ok = p < P
         ex = tl.load(experts_ptr + p, mask=ok, other=-1)
+        ex = tl.where((ex >= 0) & (ex < E), ex, -1)
+        ok = ok & (ex >= 0)
         onehot = (ex[:, None] == e_ids[None, :]).to(tl.int32)  # [BLOCK_P, BLOCK_E]
         rank = tl.cumsum(onehot, axis=0) - onehot + seen[None, :]  # exclusive, per expert
         dest = tl.sum(onehot * (starts[None, :] + rank), axis=1)  # [BLOCK_P]

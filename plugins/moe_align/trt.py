@@ -2,14 +2,14 @@
 
 from typing import Tuple  # noqa: UP035  (real annotations: plugins/trt_registry.py)
 
-from ..trt_common import aot_return, as_torch, combination, launch, torch_stream
+from .. import trt_common as tc
 from . import SPEC
 from .aot import variant as kernel_variant
 
 
 def define(trt, trtp) -> None:
     plugin = SPEC.plugin_id
-    kernel = aot_return(trtp)
+    kernel = tc.aot_return(trtp)
 
     def sizes(experts, num_experts: int, block_size: int):
         pairs = experts.shape_expr[0] * experts.shape_expr[1]
@@ -25,17 +25,17 @@ def define(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def align_autotune(experts, outputs):
-        return combination(trtp, SPEC, tactics=False)
+        return tc.combination(trtp, SPEC, tactics=False)
 
     @trtp.aot_impl(plugin)
     def align_aot(experts: trtp.TensorDesc, num_experts: int, block_size: int, outputs, tactic: int) -> kernel:
         pairs, m_max, blocks = sizes(experts, num_experts, block_size)
-        return launch(trtp, kernel_variant(num_experts, block_size), (1, 1), (pairs, num_experts, m_max, blocks))
+        return tc.launch(trtp, kernel_variant(num_experts, block_size), (1, 1), (pairs, num_experts, m_max, blocks))
 
     @trtp.impl(plugin)
     def align_impl(experts, num_experts: int, block_size: int, outputs, stream):
         from .launch import run
 
-        with torch_stream(stream):
-            ex, *outs = as_torch(experts, *outputs)
+        with tc.torch_stream(stream):
+            ex, *outs = tc.as_torch(experts, *outputs)
             run(ex, num_experts, block_size, out=tuple(outs))

@@ -11,7 +11,8 @@ def variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK, quantized: b
     t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
     return KernelVariant("MoEGemmDown", "moe_gemm_down_kernel", "moe_gemm_down",
                          {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
-                          "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "y_ptr": "*fp32",
+                          "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "M_MAX": "i32",
+                          "E": "i32", "y_ptr": "*fp32",
                           "ALIGN": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
                           "BLOCK_K": "constexpr", "IEEE": "constexpr"},
                          {"ALIGN": block_size, "BLOCK_M": tile.block_m, "BLOCK_N": tile.block_n,

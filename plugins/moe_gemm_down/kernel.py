@@ -13,17 +13,22 @@ from ..dequant import weight_tile
 
 @triton.jit
 def down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, w_ptr, s_ptr, H, INTER, P,
-              y_ptr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+              M_MAX, E, y_ptr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
               IEEE: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr):
+    # safe on any index data (TensorRT times tactics on made-up inputs): num_padded clamped to M_MAX, rows past it
+    # masked, pairs outside [0, P) and experts outside [0, E) skipped
     row0 = tl.program_id(0) * BLOCK_M
-    if row0 >= tl.load(num_padded_ptr):
+    num_padded = tl.minimum(tl.load(num_padded_ptr), M_MAX)
+    if row0 >= num_padded:
         return
     rows = row0 + tl.arange(0, BLOCK_M)  # [BM]
-    pairs = tl.load(sorted_ptr + rows)
-    valid = pairs < P
+    pairs = tl.load(sorted_ptr + rows, mask=rows < num_padded, other=-1)
+    valid = (pairs >= 0) & (pairs < P)
     if tl.max(valid.to(tl.int32), axis=0) == 0:
         return
     expert = tl.load(block_experts_ptr + row0 // ALIGN).to(tl.int64)
+    if (expert < 0) | (expert >= E):
+        return
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] hidden features
     dtype = inter_ptr.dtype.element_ty
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -55,6 +60,8 @@ def moe_gemm_down_kernel(
     H,
     INTER,
     P,
+    M_MAX,  # rows of sorted_ptr and inter_ptr
+    E,  # experts in w2
     y_ptr,  # [P, H] float32
     ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -63,4 +70,4 @@ def moe_gemm_down_kernel(
     IEEE: tl.constexpr,
 ):
     down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, w2_ptr, w2_ptr, H, INTER, P,
-              y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1)
+              M_MAX, E, y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1)

@@ -37,7 +37,7 @@ def launch(kernel, inter, routing: tuple, weights, expert_weights: tuple, hidden
     y = out if out is not None else torch.empty(p_total, hidden, dtype=torch.float32, device=inter.device)
     kernel[grid(m_max, hidden, tile)](
         inter.contiguous(), *routing, weights.contiguous().float(), *(w.contiguous() for w in expert_weights),
-        hidden, inter.shape[1], p_total, y, ALIGN=block_size, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n,
-        BLOCK_K=tile.block_k, IEEE=inter.dtype == torch.float32, num_warps=tile.num_warps,
-        num_stages=tile.num_stages, **quant)
+        hidden, inter.shape[1], p_total, m_max, expert_weights[0].shape[0], y, ALIGN=block_size,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, IEEE=inter.dtype == torch.float32,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, **quant)
     return y

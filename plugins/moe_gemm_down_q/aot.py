@@ -13,7 +13,7 @@ def variant(dtype: str, tactic: int, bits: int, group: int, block_size: int = AL
     t = base.signature["inter_ptr"]
     ordered = {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                "weights_ptr": "*fp32", "codes_ptr": "*u8", "scales_ptr": t, "H": "i32", "INTER": "i32", "P": "i32",
-               "y_ptr": "*fp32"}
+               "M_MAX": "i32", "E": "i32", "y_ptr": "*fp32"}
     ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
     return KernelVariant("MoEGemmDownQ", "moe_gemm_down_q_kernel", "moe_gemm_down_q", ordered,
                          {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)

@@ -19,6 +19,8 @@ def moe_gemm_down_q_kernel(
     H,
     INTER,
     P,
+    M_MAX,
+    E,
     y_ptr,  # [P, H] float32
     ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -29,4 +31,4 @@ def moe_gemm_down_q_kernel(
     GROUP: tl.constexpr,  # inputs per scale (= I for per-channel scales)
 ):
     down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, codes_ptr, scales_ptr, H, INTER,
-              P, y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, BITS, GROUP)
+              P, M_MAX, E, y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, BITS, GROUP)

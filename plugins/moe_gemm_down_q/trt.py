@@ -1,14 +1,14 @@
 """MoEGemmDownQ's TensorRT plugin (plugins/trt_registry.py defines it; real annotations, see there)."""
 
+from .. import trt_common as tc
 from ..tiles import tile_for
-from ..trt_common import aot_return, as_torch, codes_as_bytes, combination, constant, dtype_name, launch, torch_stream
 from . import SPEC
 from .aot import variant as kernel_variant
 
 
 def define(trt, trtp) -> None:
     plugin = SPEC.plugin_id
-    kernel = aot_return(trtp)
+    kernel = tc.aot_return(trtp)
     # w2_codes: INT32 elements packing the uint8 codes (TensorRT's ONNX parser widens UINT8), read as bytes
 
     @trtp.register(plugin)
@@ -21,28 +21,30 @@ def define(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def down_q_autotune(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales, outputs):
-        return combination(trtp, SPEC, tactics=True)
+        return tc.combination(trtp, SPEC, tactics=True, tokens=tc.profile_tokens(weights))
 
     @trtp.aot_impl(plugin)
     def down_q_aot(inter: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
                    num_padded: trtp.TensorDesc, weights: trtp.TensorDesc, w2_codes: trtp.TensorDesc,
                    w2_scales: trtp.TensorDesc, top_k: int, block_size: int, bits: int, quant_block: int, outputs,
                    tactic: int) -> kernel:
-        dtype = dtype_name(trt, inter.dtype)
+        dtype = tc.dtype_name(trt, inter.dtype)
         tile = tile_for(tactic, dtype, quantized=True)
         hidden, inter_size = w2_codes.shape_expr[1], inter.shape_expr[1]
-        group = quant_block or constant(inter_size, "MoEGemmDownQ: I")
+        tc.check_sizes(hidden, inter_size, SPEC.name)
+        group = quant_block or tc.constant(inter_size, "MoEGemmDownQ: I")
         variant = kernel_variant(dtype, tactic, bits, group, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(hidden, tile.block_n))
-        return launch(trtp, variant, grid, (hidden, inter_size, weights.shape_expr[0] * weights.shape_expr[1]))
+        return tc.launch(trtp, variant, grid, (hidden, inter_size, weights.shape_expr[0] * weights.shape_expr[1],
+                                             sorted_pairs.shape_expr[0], w2_codes.shape_expr[0]))
 
     @trtp.impl(plugin)
     def down_q_impl(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales, top_k: int,
                     block_size: int, bits: int, quant_block: int, outputs, stream, tactic: int):
         from .launch import run
 
-        with torch_stream(stream):
-            *ins, out = as_torch(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales,
+        with tc.torch_stream(stream):
+            *ins, out = tc.as_torch(inter, sorted_pairs, block_experts, num_padded, weights, w2_codes, w2_scales,
                                   outputs[0])
-            ins[5] = codes_as_bytes(ins[5])
+            ins[5] = tc.codes_as_bytes(ins[5])
             run(*ins, top_k, block_size, bits, quant_block, tactic=tactic, out=out)

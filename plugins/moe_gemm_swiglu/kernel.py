@@ -13,18 +13,24 @@ from ..dequant import weight_tile
 
 
 @triton.jit
-def swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w_ptr, s_ptr, H, INTER, P, inter_ptr,
+def swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w_ptr, s_ptr, H, INTER, P, M_MAX, E,
+                inter_ptr,
                 TOP_K: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_K: tl.constexpr, IEEE: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr):
+    # safe on any index data (TensorRT times tactics on made-up inputs): num_padded clamped to M_MAX, rows past it
+    # masked, pairs outside [0, P) and experts outside [0, E) skipped
     row0 = tl.program_id(0) * BLOCK_M
-    if row0 >= tl.load(num_padded_ptr):
+    num_padded = tl.minimum(tl.load(num_padded_ptr), M_MAX)
+    if row0 >= num_padded:
         return
     rows = row0 + tl.arange(0, BLOCK_M)  # [BM]
-    pairs = tl.load(sorted_ptr + rows)
-    valid = pairs < P
+    pairs = tl.load(sorted_ptr + rows, mask=rows < num_padded, other=-1)
+    valid = (pairs >= 0) & (pairs < P)
     if tl.max(valid.to(tl.int32), axis=0) == 0:
         return
     expert = tl.load(block_experts_ptr + row0 // ALIGN).to(tl.int64)
+    if (expert < 0) | (expert >= E):
+        return
     tokens = (pairs // TOP_K).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] output features
     dtype = inter_ptr.dtype.element_ty
@@ -61,6 +67,8 @@ def moe_gemm_swiglu_kernel(
     H,
     INTER,
     P,  # T*k real pairs; also the padding sentinel
+    M_MAX,  # rows of sorted_ptr and inter_ptr
+    E,  # experts in w13
     inter_ptr,  # [M_MAX, I]
     TOP_K: tl.constexpr,
     ALIGN: tl.constexpr,
@@ -69,5 +77,5 @@ def moe_gemm_swiglu_kernel(
     BLOCK_K: tl.constexpr,
     IEEE: tl.constexpr,  # float32 inputs: full-precision dot (no TF32)
 ):
-    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w13_ptr, w13_ptr, H, INTER, P, inter_ptr,
-                TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1)
+    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w13_ptr, w13_ptr, H, INTER, P, M_MAX, E,
+                inter_ptr, TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1)

@@ -38,7 +38,8 @@ def launch(kernel, x, routing: tuple, weights: tuple, inter_size: int, top_k: in
     # padding rows stay unwritten, as in TensorRT's output buffer
     inter = out if out is not None else torch.empty(m_max, inter_size, dtype=x.dtype, device=x.device)
     kernel[grid(m_max, inter_size, tile)](
-        x.contiguous(), *routing, *(w.contiguous() for w in weights), h, inter_size, t * top_k, inter,
+        x.contiguous(), *routing, *(w.contiguous() for w in weights), h, inter_size, t * top_k, m_max,
+        weights[0].shape[0], inter,
         TOP_K=top_k, ALIGN=block_size, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
         IEEE=x.dtype == torch.float32, num_warps=tile.num_warps, num_stages=tile.num_stages, **quant)
     return inter

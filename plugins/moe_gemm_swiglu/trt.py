@@ -1,14 +1,14 @@
 """MoEGemmSwiGLU's TensorRT plugin (plugins/trt_registry.py defines it; real annotations, see there)."""
 
+from .. import trt_common as tc
 from ..tiles import tile_for
-from ..trt_common import aot_return, as_torch, combination, dtype_name, launch, torch_stream
 from . import SPEC
 from .aot import variant as kernel_variant
 
 
 def define(trt, trtp) -> None:
     plugin = SPEC.plugin_id
-    kernel = aot_return(trtp)
+    kernel = tc.aot_return(trtp)
 
     @trtp.register(plugin)
     def swiglu_desc(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
@@ -18,24 +18,26 @@ def define(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def swiglu_autotune(x, sorted_pairs, block_experts, num_padded, w13, outputs):
-        return combination(trtp, SPEC, tactics=True)
+        return tc.combination(trtp, SPEC, tactics=True, tokens=tc.profile_tokens(x))
 
     @trtp.aot_impl(plugin)
     def swiglu_aot(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
                    num_padded: trtp.TensorDesc, w13: trtp.TensorDesc, top_k: int, block_size: int, outputs,
                    tactic: int) -> kernel:
-        dtype = dtype_name(trt, x.dtype)
+        dtype = tc.dtype_name(trt, x.dtype)
         tile = tile_for(tactic, dtype)
         hidden, inter = x.shape_expr[1], w13.shape_expr[1] // 2
+        tc.check_sizes(hidden, inter, SPEC.name)
         variant = kernel_variant(dtype, top_k, tactic, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
-        return launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+        return tc.launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k, sorted_pairs.shape_expr[0],
+                                             w13.shape_expr[0]))
 
     @trtp.impl(plugin)
     def swiglu_impl(x, sorted_pairs, block_experts, num_padded, w13, top_k: int, block_size: int, outputs,
                     stream, tactic: int):
         from .launch import run
 
-        with torch_stream(stream):
-            *ins, out = as_torch(x, sorted_pairs, block_experts, num_padded, w13, outputs[0])
+        with tc.torch_stream(stream):
+            *ins, out = tc.as_torch(x, sorted_pairs, block_experts, num_padded, w13, outputs[0])
             run(*ins, top_k, block_size, tactic=tactic, out=out)

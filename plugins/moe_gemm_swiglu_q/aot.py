@@ -12,7 +12,7 @@ def variant(dtype: str, top_k: int, tactic: int, bits: int, group: int,
     base = swiglu_variant(dtype, top_k, tactic, block_size, quantized=True)
     ordered = {"x_ptr": base.signature["x_ptr"], "sorted_ptr": "*i32", "block_experts_ptr": "*i32",
                "num_padded_ptr": "*i32", "codes_ptr": "*u8", "scales_ptr": base.signature["x_ptr"], "H": "i32",
-               "INTER": "i32", "P": "i32", "inter_ptr": base.signature["x_ptr"]}
+               "INTER": "i32", "P": "i32", "M_MAX": "i32", "E": "i32", "inter_ptr": base.signature["x_ptr"]}
     ordered.update({k: "constexpr" for k in (*base.constexprs, "BITS", "GROUP")})
     return KernelVariant("MoEGemmSwiGLUQ", "moe_gemm_swiglu_q_kernel", "moe_gemm_swiglu_q", ordered,
                          {**base.constexprs, "BITS": bits, "GROUP": group}, base.num_warps, base.num_stages)

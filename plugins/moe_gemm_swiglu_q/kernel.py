@@ -18,6 +18,8 @@ def moe_gemm_swiglu_q_kernel(
     H,
     INTER,
     P,
+    M_MAX,
+    E,
     inter_ptr,  # [M_MAX, I]
     TOP_K: tl.constexpr,
     ALIGN: tl.constexpr,
@@ -28,5 +30,6 @@ def moe_gemm_swiglu_q_kernel(
     BITS: tl.constexpr,
     GROUP: tl.constexpr,  # inputs per scale (= H for per-channel scales)
 ):
-    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, codes_ptr, scales_ptr, H, INTER, P, inter_ptr,
+    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, codes_ptr, scales_ptr, H, INTER, P, M_MAX, E,
+                inter_ptr,
                 TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, BITS, GROUP)

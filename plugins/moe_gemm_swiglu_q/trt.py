@@ -1,14 +1,14 @@
 """MoEGemmSwiGLUQ's TensorRT plugin (plugins/trt_registry.py defines it; real annotations, see there)."""
 
+from .. import trt_common as tc
 from ..tiles import tile_for
-from ..trt_common import aot_return, as_torch, codes_as_bytes, combination, constant, dtype_name, launch, torch_stream
 from . import SPEC
 from .aot import variant as kernel_variant
 
 
 def define(trt, trtp) -> None:
     plugin = SPEC.plugin_id
-    kernel = aot_return(trtp)
+    kernel = tc.aot_return(trtp)
     # w13_codes: INT32 elements packing the uint8 codes (TensorRT's ONNX parser widens UINT8), read as bytes
 
     @trtp.register(plugin)
@@ -19,27 +19,29 @@ def define(trt, trtp) -> None:
 
     @trtp.autotune(plugin)
     def swiglu_q_autotune(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, outputs):
-        return combination(trtp, SPEC, tactics=True)
+        return tc.combination(trtp, SPEC, tactics=True, tokens=tc.profile_tokens(x))
 
     @trtp.aot_impl(plugin)
     def swiglu_q_aot(x: trtp.TensorDesc, sorted_pairs: trtp.TensorDesc, block_experts: trtp.TensorDesc,
                      num_padded: trtp.TensorDesc, w13_codes: trtp.TensorDesc, w13_scales: trtp.TensorDesc,
                      top_k: int, block_size: int, bits: int, quant_block: int, outputs, tactic: int) -> kernel:
-        dtype = dtype_name(trt, x.dtype)
+        dtype = tc.dtype_name(trt, x.dtype)
         tile = tile_for(tactic, dtype, quantized=True)
         hidden, inter = x.shape_expr[1], w13_codes.shape_expr[1] // 2
-        group = quant_block or constant(hidden, "MoEGemmSwiGLUQ: H")
+        tc.check_sizes(hidden, inter, SPEC.name)
+        group = quant_block or tc.constant(hidden, "MoEGemmSwiGLUQ: H")
         variant = kernel_variant(dtype, top_k, tactic, bits, group, block_size)
         grid = (trtp.cdiv(sorted_pairs.shape_expr[0], tile.block_m), trtp.cdiv(inter, tile.block_n))
-        return launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k))
+        return tc.launch(trtp, variant, grid, (hidden, inter, x.shape_expr[0] * top_k, sorted_pairs.shape_expr[0],
+                                             w13_codes.shape_expr[0]))
 
     @trtp.impl(plugin)
     def swiglu_q_impl(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales, top_k: int,
                       block_size: int, bits: int, quant_block: int, outputs, stream, tactic: int):
         from .launch import run
 
-        with torch_stream(stream):
-            *ins, scales, out = as_torch(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales,
+        with tc.torch_stream(stream):
+            *ins, scales, out = tc.as_torch(x, sorted_pairs, block_experts, num_padded, w13_codes, w13_scales,
                                           outputs[0])
-            ins[4] = codes_as_bytes(ins[4])
+            ins[4] = tc.codes_as_bytes(ins[4])
             run(*ins, scales, top_k, block_size, bits, quant_block, tactic=tactic, out=out)

@@ -14,20 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.artifacts import confined_name
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.common.manifest import Manifest
+from mixtral_trt.common.manifest import MANIFEST_FILE, Manifest
+from mixtral_trt.common.ort_versions import check_engine_ops, check_ort_version
 
 DEVICES = ("auto", "cpu", "cuda")
-# The first release whose com.microsoft::MoE / QMoE semantics the tests verify (docs/ARCHITECTURE.md).
-MIN_ORT = (1, 32)
-
-
-def check_ort_version(installed: str) -> None:
-    from packaging.version import Version
-
-    if Version(installed).release < MIN_ORT:
-        raise MixtralTrtError(f"onnxruntime {installed} is older than {'.'.join(map(str, MIN_ORT))}, the first release "
-                              "whose MoE semantics mixtral-trt verified: pip install -U onnxruntime")
 
 
 def providers_for(device: str) -> list[str]:
@@ -64,7 +56,30 @@ def open_runner(manifest: Manifest, directory: Path, device: str = "auto") -> Or
     if unsupported and device == "cuda":
         raise MixtralTrtError(f"{directory}: ONNX Runtime's CUDA EP cannot run this engine's QMoE nodes "
                               f"({'; '.join(unsupported)}): open it with device='cpu'")
-    return OrtRunner(directory / manifest.model_file, device="cpu" if unsupported else device)
+    return OrtRunner(directory / manifest.model_file, device="cpu" if unsupported else device,
+                     session_options_hook=custom_ops_hook(manifest, directory))
+
+
+def custom_ops_hook(manifest: Manifest, directory: Path, then=None):
+    """A session-options hook registering the engine's copy of our CPU kernels' library (exporter/
+    cpu_kernels_build.py) where its manifest names one, then calling `then`; `then` itself otherwise."""
+    library = manifest.backend_info.get("cpu_kernels", {}).get("library")
+    if not library:
+        return then
+    source = f"{directory / MANIFEST_FILE}"
+    path = confined_name(directory, library, source, "backend_info.cpu_kernels.library")
+    if library not in manifest.artifacts:  # loaded code must be hashed: Manifest.verify checks every artifact
+        raise MixtralTrtError(f"{source}: backend_info.cpu_kernels.library {library!r} is not among the artifacts")
+    if not path.is_file():
+        raise MixtralTrtError(f"{directory}: its MoE layers need our CPU kernels' library {library}, missing: "
+                              "rebuild the engine with the library built (make cpu-kernels) or --cpu-kernels ort")
+
+    def hook(so) -> None:
+        so.register_custom_ops_library(str(path))
+        if then is not None:
+            then(so)
+
+    return hook
 
 
 class OrtRunner:
@@ -74,6 +89,7 @@ class OrtRunner:
 
         check_ort_version(ort.__version__)
         providers = providers_for(device)
+        check_engine_ops(model_path, ort.__version__, cuda=providers[0] == "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(model_path), session_options(threads, session_options_hook),
                                                 providers=providers)

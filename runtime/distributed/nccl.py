@@ -18,7 +18,22 @@ UNIQUE_ID_BYTES = 128
 
 
 class UniqueId(ctypes.Structure):
-    _fields_ = [("internal", ctypes.c_char * UNIQUE_ID_BYTES)]
+    # unsigned bytes: a c_char array field reads as bytes cut at the first zero byte, and an NCCL id has
+    # zeros right after its magic; read and write it whole through id_bytes / id_struct
+    _fields_ = [("internal", ctypes.c_ubyte * UNIQUE_ID_BYTES)]
+
+
+def id_bytes(uid: UniqueId) -> bytes:
+    """All 128 bytes of the id, zeros included (what rank 0 shares with the others)."""
+    return ctypes.string_at(ctypes.addressof(uid), UNIQUE_ID_BYTES)
+
+
+def id_struct(data: bytes) -> UniqueId:
+    """The id every rank passes to ncclCommInitRank, rebuilt from the shared bytes (length checked)."""
+    if len(data) != UNIQUE_ID_BYTES:
+        raise MixtralTrtError(f"NCCL unique id: {len(data)} bytes received from the rendezvous store, "
+                              f"{UNIQUE_ID_BYTES} expected")
+    return UniqueId.from_buffer_copy(data)
 
 
 def _library() -> ctypes.CDLL:
@@ -48,7 +63,7 @@ def unique_id() -> bytes:
     lib = _library()
     uid = UniqueId()
     _check(lib, lib.ncclGetUniqueId(ctypes.byref(uid)), "ncclGetUniqueId")
-    return bytes(uid.internal)
+    return id_bytes(uid)
 
 
 class Communicator:
@@ -57,8 +72,7 @@ class Communicator:
     def __init__(self, world_size: int, rank: int, uid: bytes) -> None:
         self._lib = _library()
         self.ptr = ctypes.c_void_p()
-        uid_struct = UniqueId()
-        ctypes.memmove(uid_struct.internal, uid, UNIQUE_ID_BYTES)
+        uid_struct = id_struct(uid)
         _check(self._lib, self._lib.ncclCommInitRank(ctypes.byref(self.ptr), world_size, uid_struct, rank),
                "ncclCommInitRank")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mixtral_trt.bench.gpu_check import run_steps
+from mixtral_trt.bench.gpu_check import Skipped, run_steps
 
 
 def test_steps_run_on_after_a_failure():
@@ -26,6 +26,16 @@ def test_steps_run_on_after_a_failure():
     assert results["first"]["passed"] and results["first"]["value"] == 1 and results["third"]["passed"]
     assert not results["second"]["passed"] and "logits 3.1e-1" in results["second"]["error"]
     assert all(r["seconds"] >= 0 for r in results.values())
+
+
+def test_a_step_that_cannot_run_here_is_skipped_with_why_not_failed():
+    def no_tensorrt():
+        raise Skipped("TensorRT is not installed here")
+
+    results = run_steps({"build trt": no_tensorrt, "parity ort CUDA QMoE int8": lambda: {"logits_max_rel": 0.01}})
+    skipped = results["build trt"]
+    assert skipped["passed"] is None and skipped["skipped"] == "TensorRT is not installed here"
+    assert "error" not in results["build trt"] and results["parity ort CUDA QMoE int8"]["passed"] is True
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")

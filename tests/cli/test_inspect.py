@@ -91,3 +91,26 @@ def test_inspect_chat_with_mismatched_tokenizer_is_an_error(tmp_path, cli):
     result = cli("inspect", tmp_path / "ckpt", "--chat", "hi")
     assert result.code == 2 and result.err.count("\n") == 1
     assert "tokenizer.model: 32768 tokens" in result.err and "32000" in result.err
+
+
+def test_quantized_checkpoint_summary_and_bad_field(cli, tmp_path):
+    """A GPTQ checkpoint: format, bits, groups, act-order, what is quantized and the export's bytes per dtype; a
+    3-bit config is one line, exit 2."""
+    import json
+
+    from support.quant_checkpoints import write_gptq
+
+    pytest.importorskip("onnxruntime_genai")
+    path = tmp_path / "gptq"
+    write_gptq(path, 4, 128, True, False, "gptq_v2")
+    result = cli("inspect", path)
+    assert result.code == 0, result.err
+    for part in ("gptq (gptq_v2), int4, asymmetric (zero points)", "128 inputs / yes (g_idx)",
+                 "8 attention, 24 experts (the rest float)", "fp32 3.6 MiB (float)"):
+        assert part in result.out, f"{part!r} not in\n{result.out}"
+    config = json.loads((path / "config.json").read_text())
+    config["quantization_config"]["bits"] = 3
+    (path / "config.json").write_text(json.dumps(config))
+    result = cli("inspect", path)
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "quantization_config.bits: 3 is not supported (supported: 4, 8)" in result.err

@@ -1,6 +1,6 @@
 """`mixtral-export serve`: the real command in a subprocess answers the openai client with the engine's
-own reply, takes its API key from the environment, and exits 0 on Ctrl-C (SIGINT) after shutting down;
-a bad engine directory is a one-line error with exit code 2."""
+own reply, takes its API key from the environment, and on Ctrl-C (SIGINT) or SIGTERM shuts down and exits 130
+as every command does (README, Reliability); a bad engine directory is a one-line error with exit code 2."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from support.serving import openai_client, wait_until
 
@@ -22,7 +23,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_answers_and_stops_on_ctrl_c(tiny_engine, tiny_engine_dir):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_answers_and_stops_on_a_signal(tiny_engine, tiny_engine_dir, signum):
     port = _free_port()
     cli = Path(sys.executable).with_name("mixtral-export")
     env = {**os.environ, "MIXTRAL_TRT_API_KEY": "sk-from-env"}
@@ -44,9 +46,10 @@ def test_serve_answers_and_stops_on_ctrl_c(tiny_engine, tiny_engine_dir):
                                                                         max_tokens=8, temperature=0)
         assert got.choices[0].message.content == tiny_engine.chat(messages, max_new_tokens=8)
         assert httpx.get(url + "/v1/models").status_code == 401  # the key came from the environment
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0 and "Traceback" not in err, err
+        assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
+        assert err.strip().endswith("error: interrupted"), err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -25,7 +25,8 @@ def test_manifest_records_artifacts(sliding_top3, tmp_path):
     out = build_engine(onnx_dir, tmp_path / "engine", "ort")
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     assert manifest["backend"] == "ort" and manifest["dtype"] == "fp32"
-    assert set(manifest["artifacts"]) == {MODEL_FILE, MODEL_FILE + ".data", "genai_config.json"}  # hashed too
+    ours = {"cpu_kernels.so"} if "cpu_kernels" in manifest["backend_info"] else set()  # our kernels' library copy
+    assert set(manifest["artifacts"]) == {MODEL_FILE, MODEL_FILE + ".data", "genai_config.json", *ours}  # hashed too
     for name, art in manifest["artifacts"].items():
         assert art["sha256"] == sha256(out / name) and art["size"] == (out / name).stat().st_size
     assert {"onnxruntime", "onnx", "torch", "mixtral-trt"} <= set(manifest["tool_versions"])

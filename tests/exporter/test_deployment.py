@@ -17,6 +17,7 @@ from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.exporter.genai_config import genai_config
 from mixtral_trt.parity import check_engine
+from mixtral_trt.plugins import cpu_kernels
 from support.engines import tiny_checkpoint
 
 
@@ -69,8 +70,12 @@ def test_side_files_and_genai_config(production, tmp_path):
 
 
 def test_expert_form_choice_and_refusals(production, tmp_path, cli):
-    """fp32 for the CPU: per-expert MatMuls by default; a wrong --experts is one line, exit 2, nothing written."""
-    assert Manifest.load(build_engine(production, tmp_path / "cpu", "ort")).backend_info["experts"] == "matmul"
+    """fp32 for the CPU: our CPU kernels by default where the library is built, else per-expert MatMuls; a wrong
+    --experts is one line, exit 2, nothing written."""
+    default = "cpu_kernels" if cpu_kernels.library_path() else "matmul"
+    assert Manifest.load(build_engine(production, tmp_path / "cpu", "ort")).backend_info["experts"] == default
+    ort = build_engine(production, tmp_path / "cpu-ort", "ort", cpu_kernels="ort")
+    assert Manifest.load(ort).backend_info["experts"] == "matmul"
     for args, message in ((["--experts", "fused"], "--experts 'fused': choose one of matmul, moe"),
                           (["--backend", "portable", "--experts", "moe"], "--experts applies to the ONNX Runtime")):
         result = cli("build", production, tmp_path / "bad", *args)

@@ -14,6 +14,8 @@ from mixtral_trt import runtime
 from mixtral_trt.common.contract import MODEL_FILE, GraphContract
 from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.lowering.ort import EXPERT_PARTS
+from support import bf16_eval
+from support.cpu_kernels import library_or_skip
 from support.models import SLIDING_TOP3, export_dir, feeds_for, random_model
 
 # Logits relative error (max abs error / max |fp32 reference|) allowed per engine dtype; measured on this
@@ -21,13 +23,18 @@ from support.models import SLIDING_TOP3, export_dir, feeds_for, random_model
 LOGITS_REL_TOL = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 5e-2}
 
 
-@pytest.fixture(scope="module", params=["ort matmul", "ort moe", "portable"])
+@pytest.fixture(scope="module", params=["ort matmul", "ort moe", "ort ours", "portable"])
 def engine(request, sliding_top3, tmp_path_factory):
-    """`ort` in both expert forms (per-expert MatMuls: the fp32 CPU default; com.microsoft::MoE) and `portable`."""
+    """`ort` in both of ONNX Runtime's expert forms (per-expert MatMuls; com.microsoft::MoE), with our CPU kernels
+    (H = 40 here: the kernels' SIMD tails), and `portable`."""
     model, onnx_dir = sliding_top3
     backend, _, experts = request.param.partition(" ")
     out = tmp_path_factory.mktemp(f"engine-{backend}-{experts}") / "engine"
-    build_engine(onnx_dir, out, backend, experts=experts or None)
+    if experts == "ours":
+        library_or_skip()
+        build_engine(onnx_dir, out, backend, cpu_kernels="ours")
+    else:
+        build_engine(onnx_dir, out, backend, experts=experts or None)
     return model, runtime.load(out)
 
 
@@ -48,6 +55,8 @@ def test_lowered_graph_structure(engine):
         experts = [n for n in proto.graph.node if n.op_type == "MatMul" and ".expert" in n.name]
         assert len(experts) == 2 * cfg.num_experts * cfg.num_layers, len(experts)
         assert all_ops["TopK"] == all_ops["ScatterElements"] == cfg.num_layers
+    elif eng.manifest.backend_info.get("experts") == "cpu_kernels":  # one node of our library per layer
+        assert ops == {"mixtral.cpu::MoE": model.config.num_layers}, ops
     elif eng.backend == "ort":
         assert ops == {"com.microsoft::MoE": model.config.num_layers}
         moe = next(n for n in proto.graph.node if n.op_type == "MoE")
@@ -123,10 +132,10 @@ def test_fp16_engine_matches_fp32_reference(backend, fp16_export, tmp_path_facto
 
 
 def test_bf16_graph_matches_fp32_reference(tmp_path_factory):
-    """ONNX Runtime's CPU kernels lack bf16; onnx.reference executes the bf16 portable graph instead."""
+    """ONNX Runtime's CPU kernels lack bf16; onnx.reference executes the bf16 portable graph instead, each op in
+    float32 rounded to bf16 once (support/bf16_eval.py: what bf16 kernels do, whatever ml_dtypes' promotion)."""
     import ml_dtypes
     import onnx_ir as ir
-    from onnx.reference import ReferenceEvaluator
 
     from mixtral_trt.exporter.lowering import lower
 
@@ -138,7 +147,7 @@ def test_bf16_graph_matches_fp32_reference(tmp_path_factory):
     ids = np.random.default_rng(7).integers(0, SLIDING_TOP3.vocab_size, (1, 9))
     feeds = feeds_for(contract, ids)
     feeds = {k: v.astype(ml_dtypes.bfloat16) if k.startswith("past") else v for k, v in feeds.items()}
-    (logits,) = ReferenceEvaluator(str(portable)).run(["logits"], feeds)
+    (logits,) = bf16_eval.evaluator(portable).run(["logits"], feeds)
     with torch.no_grad():
         ref = ref_model(torch.from_numpy(ids)).numpy()
     err = rel(np.asarray(logits, np.float32), ref)

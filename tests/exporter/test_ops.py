@@ -13,6 +13,7 @@ from mixtral_trt.exporter.lowering import lower
 from mixtral_trt.exporter.ops import MOE_EXPERTS, MOE_ROUTER
 from mixtral_trt.exporter.ops.layer_model import moe_layer_model
 from mixtral_trt.mixtral_ref.moe import experts_reference, router_reference
+from support import bf16_eval
 
 TORCH = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Relative tolerance (max abs error / max |reference|) of the expert output, per activation dtype.
@@ -95,7 +96,8 @@ def test_moe_graph_fp16_in_onnxruntime(target):
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_function_bodies_in_onnx_reference(dtype):
-    """onnx.reference runs bf16, which ONNX Runtime's CPU kernels do not."""
+    """onnx.reference runs bf16, which ONNX Runtime's CPU kernels do not (bf16: each op in float32, rounded once,
+    support/bf16_eval.py)."""
     import ml_dtypes
     from onnx.reference import ReferenceEvaluator
 
@@ -103,7 +105,8 @@ def test_function_bodies_in_onnx_reference(dtype):
     ref = oracle(logits, x, w13, w2, 2).numpy()
     np_dtype = np.float16 if dtype == "fp16" else ml_dtypes.bfloat16
     feeds = {"router_logits": logits, "x": x, "w13": w13, "w2": w2}
-    (y,) = ReferenceEvaluator(moe_model(dtype, 2)).run(None, {k: v.numpy().astype(np_dtype) for k, v in feeds.items()})
+    evaluate = bf16_eval.evaluator if dtype == "bf16" else ReferenceEvaluator
+    (y,) = evaluate(moe_model(dtype, 2)).run(None, {k: v.numpy().astype(np_dtype) for k, v in feeds.items()})
     err = rel_err(np.asarray(y, np.float32), ref)
     assert err < REL_TOL[dtype], f"function bodies {dtype}: relative error {err:.2e}"
 

@@ -22,6 +22,7 @@ from mixtral_trt.mixtral_ref import get_preset, load_model
 from mixtral_trt.mixtral_ref.quantized import fake_quantize_
 from mixtral_trt.parity import check_engine
 from mixtral_trt.parity.tolerance import INT8_ACTIVATIONS
+from mixtral_trt.plugins import cpu_kernels
 from support.engines import tiny_checkpoint
 
 # Logits relative error against the UNQUANTIZED fp32 model on the tiny preset (measured: int8 in blocks of 32,
@@ -100,10 +101,13 @@ def test_quantized_export_and_engines(ckpt, tmp_path, name):
                 a8: _fake_quant(ckpt, name, a8)(torch.from_numpy(ids)).numpy()}
         ref = load_model(ckpt)(torch.from_numpy(ids)).numpy()
     ort_tol = INT8_ACTIVATIONS.logits_rel if a8 else 1e-5
-    for variant, block, tol in (("ort matmul", a8, ort_tol), ("ort moe", a8, ort_tol), ("portable", None, 1e-5)):
+    variants = [("ort matmul", a8, ort_tol), ("ort moe", a8, ort_tol), ("portable", None, 1e-5)]
+    if cpu_kernels.library_path():  # our CPU kernels' MoEQ: the same int8-activation semantics
+        variants.append(("ort ours", a8, ort_tol))
+    for variant, block, tol in variants:
         backend, _, experts = variant.partition(" ")
-        eng = runtime.load(build_engine(onnx_dir, tmp_path / f"engine-{backend}-{experts}", backend,
-                                        experts=experts or None))
+        forms = {"cpu_kernels": "ours"} if experts == "ours" else {"experts": experts or None}
+        eng = runtime.load(build_engine(onnx_dir, tmp_path / f"engine-{backend}-{experts}", backend, **forms))
         assert eng.manifest.backend_info.get("int8_activations_block") == block
         got = eng.logits(ids)
         err_q = float(np.abs(got - refs[block]).max() / np.abs(refs[block]).max())
@@ -181,7 +185,8 @@ def test_quantized_export_on_group_query_attention(ckpt, tmp_path, name):
     ops = [n.op_type for n in onnx.load(str(eng / MODEL_FILE), load_external_data=False).graph.node]
     layers = get_preset("tiny").num_layers
     assert ops.count("GroupQueryAttention") == layers and ops.count("MatMulNBits") == 4 * layers + 1, ops
-    assert ops.count("QMoE") == layers  # quantized experts: QMoE by default (lowering/ort.py, expert_form)
+    # quantized experts: our library's MoEQ where it is built (the default), else QMoE (lowering/ort.py, expert_form)
+    assert ops.count("MoEQ" if cpu_kernels.library_path() else "QMoE") == layers, ops
     report = check_engine(eng, ckpt, greedy_steps=8)
     assert report.passed, report.failures
     assert report.tolerance == INT8_ACTIVATIONS and report.quantization["scheme"] == f"{name}-block32"

@@ -16,15 +16,27 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.exporter.shard.trt import PREVIEW_FLAG, configure_multi_device
 from support.models import SLIDING_TOP3, random_model
 
+# The plugin kernels' AOT launch contract: hidden and per-rank intermediate sizes multiples of 16 (plugins/aot.py)
+ALIGNED_TOP3 = SLIDING_TOP3.replace(hidden_size=48, intermediate_size=64)
+
+
+def _tp2_export(tmp_path_factory, cfg):
+    from mixtral_trt.exporter.shard.export import export_model_tensor_parallel
+
+    model = random_model(cfg, seed=2)
+    out = tmp_path_factory.mktemp("shard-trt")
+    export_model_tensor_parallel(model, out, GraphContract.for_config(cfg, "fp32", 2, 64), 2)
+    return model, out
+
 
 @pytest.fixture(scope="module")
 def tp2_export(tmp_path_factory):
-    from mixtral_trt.exporter.shard.export import export_model_tensor_parallel
+    return _tp2_export(tmp_path_factory, SLIDING_TOP3)
 
-    model = random_model(SLIDING_TOP3, seed=2)
-    out = tmp_path_factory.mktemp("shard-trt")
-    export_model_tensor_parallel(model, out, GraphContract.for_config(SLIDING_TOP3, "fp32", 2, 64), 2)
-    return model, out
+
+@pytest.fixture(scope="module")
+def tp2_aligned_export(tmp_path_factory):
+    return _tp2_export(tmp_path_factory, ALIGNED_TOP3)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="tensorrt-rtx not installed")
@@ -93,12 +105,12 @@ def test_multi_device_settings_refuse_a_tensorrt_without_dist_collective():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
-def test_tp2_trt_engine_matches_the_reference(tp2_export, tmp_path):
+def test_tp2_trt_engine_matches_the_reference(tp2_aligned_export, tmp_path):
     """On 2 GPUs: per-rank plans with the plugins and DistCollective layers, NCCL, parity with mixtral_ref."""
     from mixtral_trt import runtime
     from mixtral_trt.exporter.build import build_engine
 
-    model, out = tp2_export
+    model, out = tp2_aligned_export
     engine = runtime.load(build_engine(out, tmp_path / "engine", "trt", debug_outputs=True))
     try:
         ids = np.random.default_rng(0).integers(3, SLIDING_TOP3.vocab_size, (2, 9))

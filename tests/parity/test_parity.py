@@ -16,21 +16,6 @@ from mixtral_trt.parity.metrics import greedy_match, tensor_error, topk_flips
 from support.engines import engine, tiny_checkpoint
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("parity")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(root):
-    return tiny_checkpoint(root)
-
-
-@pytest.fixture(scope="module")
-def ort_engine(checkpoint, root):
-    return engine(checkpoint, root)
-
-
 # ---- metrics ------------------------------------------------------------------------------------------
 def test_tensor_error_figures():
     ref = np.array([[1.0, -4.0], [2.0, 0.5]], np.float32)

@@ -1,17 +1,21 @@
 """Ahead-of-time compilation without a GPU: `plugins compile` for sm_90a and sm_80 writes, per kernel, PTX with
 the matching .target, the PTX version of the `--cuda` driver, and an entry taking exactly the kernel's runtime
 arguments (what TensorRT passes: Triton's scratch parameters removed), plus a cubin that ptxas assembled from that
-PTX; every kernel fits the default 48 KB of shared memory. Runs in subprocesses (conftest.compile_cli)."""
+PTX; every kernel fits the default 48 KB of shared memory, and every GEMM, compiled with the alignment hints of the
+launch contract, loads its tiles with vector or asynchronous copies. Runs in subprocesses (conftest.compile_cli)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from mixtral_trt.plugins import ptx
 from support.aot import CUDA, compile_cli
 
+GEMMS = ("moe_gemm_swiglu_kernel", "moe_gemm_down_kernel", "moe_gemm_swiglu_q_kernel", "moe_gemm_down_q_kernel")
+WIDE_LOADS = re.compile(r"cp\.async\.c[ag]\.|ld\.global(?:\.\w+)*\.v[248]\.")
 KERNELS = {"moe_router_kernel", "moe_align_kernel", "moe_gemm_swiglu_kernel", "moe_gemm_down_kernel",
            "moe_gemm_swiglu_q_kernel", "moe_gemm_down_q_kernel"}
 
@@ -31,6 +35,9 @@ def check_kernels(out, index, arch: str, n_dtypes: int, version: str) -> None:
         assert len(params) == len(runtime_args), f"{k['stem']}: {len(params)} entry parameters, {runtime_args}"
         assert (out / f"{k['stem']}.cubin").stat().st_size > 1000, k["stem"]
         assert k["shared_bytes"] <= 48 * 1024, f"{k['stem']} needs {k['shared_bytes']} B of shared memory"
+        if k["kernel"] in GEMMS:  # without tt.divisibility hints: 0 (element-wise ld.global only)
+            wide = len(WIDE_LOADS.findall(text))
+            assert wide >= 2, f"{k['stem']}: {wide} vector / async loads"
 
 
 def test_plugins_compile_sm90a_for_a_cuda_12_8_driver(sm90a_kernels):
@@ -122,3 +129,25 @@ def test_a_process_that_interprets_compiles_in_a_worker(sm90a_kernels):
     assert (compiled.num_warps, compiled.shared, compiled.ptx_version) == (expected["num_warps"],
                                                                            expected["shared_bytes"], 87)
     assert aot.compile_variant(variant, aot.target("sm_90a", CUDA)) is compiled  # once per variant and target
+
+
+def test_alignment_hints_and_the_limits_of_the_launch_contract():
+    from mixtral_trt.common.errors import MixtralTrtError
+    from mixtral_trt.plugins import aot
+    from mixtral_trt.plugins.moe_gemm_down_q.aot import variant as gemm_down_q_variant
+    from mixtral_trt.plugins.moe_gemm_down_q.kernel import moe_gemm_down_q_kernel
+
+    variant = gemm_down_q_variant("fp16", 1, 4, 32)
+    attrs = aot.alignment_attrs(moe_gemm_down_q_kernel, variant.signature)
+    hinted = {moe_gemm_down_q_kernel.arg_names[i] for (i,) in attrs}
+    assert hinted == {"inter_ptr", "sorted_ptr", "block_experts_ptr", "num_padded_ptr", "weights_ptr", "codes_ptr",
+                      "scales_ptr", "y_ptr", "H", "INTER"}  # not P, M_MAX, E: any value
+    assert all(v == [["tt.divisibility", 16]] for v in attrs.values())
+    aot.check_aligned_sizes(4096, 14336, "x")
+    with pytest.raises(MixtralTrtError, match=r"^config.json: intermediate_size 52 is not a multiple of 16, which the "
+                                              r"TensorRT plugin kernels need") as e:
+        aot.check_aligned_sizes(64, 52, "config.json")
+    assert "\n" not in str(e.value)
+    aot.check_shared("k", 48 * 1024)
+    with pytest.raises(MixtralTrtError, match="kernel k: 73728 B of shared memory, above the 49152 B"):
+        aot.check_shared("k", 73728)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -169,3 +170,35 @@ def test_registering_again_is_a_no_op(trt):
         register_plugins()
         register_plugins()
         assert sorted(name for name in dir(plugin.op.mixtral) if not name.startswith("_")) == sorted(PLUGINS)
+
+
+@pytest.mark.parametrize(("profile", "tactic"), [((1, 1, 32), 1), ((1, 64, 512), 1), ((1, 128, 512), 2),
+                                                 ((1, 512, 4096), 3)])
+def test_gemm_tactic_is_chosen_from_the_profile_not_timed(trt, monkeypatch, profile, tactic):
+    """TensorRT times tactics on made-up index data (zeros: every tile returns at once), so each GEMM offers the
+    one tactic of its profile's opt T (tiles.tactic_for_tokens) through the real plugin layer's autotune."""
+    monkeypatch.setattr(aot, "compile_variant", lambda variant, where=None: aot.Compiled(
+        "k", ".version 8.7\n.target sm_90a\n.visible .entry k()\n{\n}\n", None, 4, 0, 87))
+    for quant in (None, "int4"):
+        nodes = drive(trt, moe_layer("fp16", quant=quant, **MIXTRAL), profile={"T": profile})
+        gemms = {n.op_type: n.tactics for n in nodes if "Gemm" in n.op_type}
+        assert len(gemms) == 2 and all(t == [tactic] for t in gemms.values()), (profile, gemms)
+
+
+def test_tactic_policy_and_the_profile_token_count(trt):
+    from mixtral_trt.plugins.tiles import tactic_for_tokens
+    from mixtral_trt.plugins.trt_common import gemm_tactics, profile_tokens
+
+    assert [tactic_for_tokens(t) for t in (1, 8, 64, 65, 128, 129, 4096)] == [1, 1, 1, 2, 2, 3, 3]
+    assert gemm_tactics(None) == [1, 2, 3] and gemm_tactics(300) == [3]
+    desc = SimpleNamespace(shape=Shape_of(trt, [-1, 4096], [[1, 4096], [96, 4096], [512, 4096]]))
+    assert profile_tokens(desc) == 96
+    assert profile_tokens(SimpleNamespace(shape=Shape_of(trt, [7, 4096], None))) == 7  # a static T
+    desc = SimpleNamespace(shape=Shape_of(trt, [-1, 4096], None))  # dynamic, no profile known: every tactic is timed
+    assert profile_tokens(desc) is None
+
+
+def Shape_of(trt, dims, bounds):  # noqa: N802  (a tensorrt.plugin Shape over a DynamicPluginTensorDesc)
+    from support.trt_plugin_layer import _dynamic_desc
+
+    return trt.plugin.Shape(_dynamic_desc(trt, trt.float16, dims, bounds))

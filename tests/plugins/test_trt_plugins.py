@@ -1,7 +1,7 @@
 """The GPU suite (`pytest -m gpu`): TensorRT engines with the sparse-dispatch plugins. Skips cleanly without
 TensorRT and a CUDA GPU — on the machines that build this project it has never run.
 
-    pip install -e ".[gpu,dev]"   # tensorrt, onnxruntime-gpu (in place of onnxruntime), cuda-python
+    make gpu-install   # a venv over the machine's TensorRT and torch: the gpu and dev extras (bench/install_plan.py)
     pytest -m gpu -v
 """
 

@@ -88,3 +88,29 @@ def test_the_scheduler_runs_on_the_shared_buffer(engines):
         settings = dict(temperature=0.9, seed=2) if n >= 2 else {}
         want = concat.generate(prompt, max_new_tokens=new, ignore_eos=True, **settings).token_ids
         assert request.completion().token_ids == want, f"request {n}"
+
+
+def test_prefix_cache_and_chunked_prefill_on_the_shared_buffer(engines):
+    """Prompts sharing a 40-token prefix, entering in chunks of 16 over GQACaches built from stored blocks
+    (GQACache.from_kv / row_kv), and Engine.generate over the same store: the concat engine's tokens."""
+    from mixtral_trt.runtime.sampling import SamplingParams
+    from mixtral_trt.runtime.scheduler import Scheduler
+
+    concat, gqa = engines
+    shared = _prompts((40,), seed=6)[0]
+    prompts = [shared + tail for tail in _prompts((5, 9, 3, 12), seed=7)]
+    want = [concat.generate(p, max_new_tokens=8, ignore_eos=True).token_ids for p in prompts]
+    sched = Scheduler(gqa, prefix_cache_gb=0.01, prefill_chunk=16)
+    first = [sched.submit(p, SamplingParams(max_new_tokens=8, ignore_eos=True)) for p in prompts[:2]]
+    sched.step()
+    later = [sched.submit(p, SamplingParams(max_new_tokens=8, ignore_eos=True)) for p in prompts[2:]]
+    sched.run_until_idle()
+    assert [r.completion().token_ids for r in first + later] == want
+    assert sched.stats.cached_prompt_tokens >= 2 * 32 and sched.stats.prefill_chunks > 4
+    gqa.enable_prefix_cache(0.01)
+    try:
+        got = gqa.generate(prompts, max_new_tokens=8, ignore_eos=True)
+        again = gqa.generate(prompts[::-1], max_new_tokens=8, ignore_eos=True)
+    finally:
+        gqa.disable_prefix_cache()
+    assert [g.token_ids for g in got] == want and [g.token_ids for g in again] == want[::-1]

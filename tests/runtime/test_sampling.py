@@ -3,6 +3,8 @@ define, seeds, and every invalid setting."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -117,9 +119,82 @@ def test_seed_reproduces_and_different_seeds_differ():
 @pytest.mark.parametrize("bad", [
     dict(max_new_tokens=-1), dict(temperature=-0.1), dict(temperature=float("nan")), dict(top_k=-2),
     dict(top_p=0.0), dict(top_p=1.5), dict(repetition_penalty=0.0), dict(seed=-3), dict(stop=("",)),
-    dict(stop_token_ids=(-1,)),
+    dict(stop_token_ids=(-1,)), dict(presence_penalty=2.5), dict(frequency_penalty=-3), dict(min_p=1.5),
+    dict(min_p=-0.1), dict(logprobs=21),
 ])
 def test_invalid_settings_are_user_errors(bad):
     field = next(iter(bad))
     with pytest.raises(MixtralTrtError, match=f"^{field}="):
         SamplingParams(**bad)
+
+
+def _openai_penalized(logits: np.ndarray, reply: list[int], presence: float, frequency: float) -> np.ndarray:
+    """OpenAI's documented rule, token by token: mu[j] - c[j] * frequency - (c[j] > 0) * presence."""
+    out = logits.astype(np.float64).copy()
+    for j in range(len(out)):
+        c = reply.count(j)
+        out[j] -= c * frequency + (1.0 if c > 0 else 0.0) * presence
+    return out
+
+
+@pytest.mark.parametrize("presence, frequency", [(0.5, 0.0), (0.0, 0.8), (1.2, -0.4), (-2.0, 2.0)])
+def test_presence_and_frequency_penalties_follow_openai(presence, frequency):
+    """Over the reply's tokens only: the prompt's tokens are not penalized (the Sampler's greedy pick shows it)."""
+    rng = np.random.default_rng(4)
+    params = SamplingParams(presence_penalty=presence, frequency_penalty=frequency, temperature=1.0)
+    for _ in range(5):
+        logits = rng.normal(0, 2, 50)
+        reply = rng.integers(0, 50, 12).tolist()
+        got = processed_logits(logits, [], params, reply=reply)
+        np.testing.assert_allclose(got, _openai_penalized(logits, reply, presence, frequency), rtol=1e-12)
+    logits = np.zeros(8)
+    logits[3] = 1.0
+    sampler = Sampler(SamplingParams(presence_penalty=2.0), prompt=[3, 3, 3])
+    assert sampler(logits) == 3  # the prompt's 3s are not counted
+    assert sampler(logits) == 0  # the reply's one 3: 1 - 2 < 0
+
+
+@pytest.mark.parametrize("min_p, temperature", [(0.05, 1.0), (0.3, 0.7), (0.9, 1.5), (1.0, 1.0)])
+def test_min_p_equals_hf_transformers(min_p, temperature):
+    from transformers import LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper
+
+    rng = np.random.default_rng(5)
+    params = SamplingParams(temperature=temperature, min_p=min_p)
+    chain = LogitsProcessorList([TemperatureLogitsWarper(temperature), MinPLogitsWarper(min_p)])
+    for trial in range(5):
+        logits = rng.normal(0, 3, 300)
+        ours = processed_logits(logits, [], params)
+        hf = chain(torch.zeros((1, 0), dtype=torch.long), torch.tensor(logits, dtype=torch.float64)[None])[0].numpy()
+        kept, hf_kept = np.isfinite(ours), np.isfinite(hf)
+        assert (kept == hf_kept).all(), f"trial {trial}: kept {np.flatnonzero(kept)} vs HF {np.flatnonzero(hf_kept)}"
+        np.testing.assert_allclose(ours[kept], hf[kept], rtol=1e-12)
+
+
+def test_logit_bias_is_added_to_the_logits_before_everything_else():
+    """Oracle: the Sampler without bias on logits to which the bias was added by hand (greedy and seeded)."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=64).astype(np.float32)  # [V]
+    bias = {3: 100.0, 5: -100, 7: 2.5}
+    seeded = dict(temperature=0.8, top_p=0.9, top_k=20, seed=11, repetition_penalty=1.3)
+    for settings in (dict(temperature=0.0), seeded):
+        biased = logits.astype(np.float64)
+        for t, b in bias.items():
+            biased[t] += b
+        expected = Sampler(SamplingParams(**settings), [1, 2])(biased)
+        got = Sampler(SamplingParams(**settings, logit_bias=bias), [1, 2])(logits)
+        assert got == expected, (settings, got, expected)
+    assert Sampler(SamplingParams(temperature=0.0, logit_bias={3: 100}), [])(logits) == 3
+    draws = {Sampler(SamplingParams(temperature=1.0, seed=s, logit_bias={3: -100}), [])(logits) for s in range(200)}
+    assert 3 not in draws and len(draws) > 10
+
+
+@pytest.mark.parametrize("bias, message", [
+    ({3: 101}, "logit_bias=101: must be in [-100, 100]"),
+    ({-1: 1}, "logit_bias=-1: must be an integer >= 0"),
+    ({True: 1}, "logit_bias=True: must be an integer >= 0"),
+    ({3: True}, "logit_bias=True: must be in [-100, 100]"),
+    ("3:1", "logit_bias='3:1': must map token ids to biases"),
+])
+def test_bad_logit_bias_is_one_line(bias, message):
+    with pytest.raises(MixtralTrtError, match=re.escape(message)):
+        SamplingParams(logit_bias=bias)

@@ -176,3 +176,30 @@ def test_a_constraint_ends_or_fails_only_its_own_row(tiny_engine):
     assert broken.status == "failed" and re.fullmatch(r"constrained decoding: token \d+ rejected", broken.error)
     assert len(broken.reply.token_ids) == 2  # the rejected third token never reached the reply
     assert free.status == "done" and free.completion().token_ids == eng.generate(PROMPTS[2], **SETTINGS[2]).token_ids
+
+
+def test_n_samples_share_one_prefill(tiny_engine):
+    """submit_n: one prefill for n rows; sample i equals the request alone with seed + i (greedy: all equal
+    the greedy reply); events carry the sample's index; n above the max batch is refused in one line."""
+    eng = tiny_engine
+    prompt = eng.tokenizer.encode(PROMPTS[4])
+    sched = Scheduler(eng, max_batch=4, prefill_chunk=8)
+    other = _submit(sched, eng, 2)
+    events = []
+    sampled = sched.submit_n(prompt, SamplingParams(max_new_tokens=9, temperature=1.0, seed=11, ignore_eos=True), 3,
+                             on_event=events.append)
+    sched.run_until_idle()
+    assert sched.stats.prefills == 2 and max(sched.stats.batch_sizes) == 4
+    for i, request in enumerate(sampled):
+        alone = eng.generate(prompt, max_new_tokens=9, temperature=1.0, seed=11 + i, ignore_eos=True).token_ids
+        assert request.completion().token_ids == alone, f"sample {i}"
+        assert [e.token_id for e in events if e.index == i] == alone
+    assert len({tuple(r.completion().token_ids) for r in sampled}) == 3
+    assert other.completion().token_ids == eng.generate(PROMPTS[2], **SETTINGS[2]).token_ids
+    greedy = sched.submit_n(prompt, SamplingParams(max_new_tokens=5, ignore_eos=True), 2)
+    sched.run_until_idle()
+    assert greedy[0].completion().token_ids == greedy[1].completion().token_ids == \
+        eng.generate(prompt, max_new_tokens=5, ignore_eos=True).token_ids
+    with pytest.raises(MixtralTrtError, match=r"^n=5: must be an integer >= 1 and <= 4 \(each sample needs a row; "
+                                              r"the scheduler's max batch is 4\)$"):
+        sched.submit_n(prompt, SamplingParams(), 5)

@@ -53,8 +53,8 @@ def test_missing_and_truncated_artifacts_and_manifest(engine_copy):
 def test_an_onnxruntime_older_than_the_verified_release_is_refused(tiny_engine_dir, monkeypatch):
     import onnxruntime
 
-    monkeypatch.setattr(onnxruntime, "__version__", "1.22.1")
-    with pytest.raises(MixtralTrtError, match=r"onnxruntime 1.22.1 is older than 1.32") as e:
+    monkeypatch.setattr(onnxruntime, "__version__", "1.30.0")
+    with pytest.raises(MixtralTrtError, match=r"onnxruntime 1.30.0 is older than 1.31") as e:
         runtime.load(tiny_engine_dir)
     _one_line(e)
 

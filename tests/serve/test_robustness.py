@@ -5,6 +5,7 @@ the grace period is over). Every case also checks that the server goes on servin
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx2 as httpx
@@ -63,14 +64,15 @@ def test_missing_or_wrong_key_is_401(server):
     (_body(top_p=0), 400, "top_p=0.0: must be in (0, 1]", "top_p"),
     (_body(max_tokens=-5), 400, "max_new_tokens=-5: must be an integer >= 0", "max_tokens"),
     (_body(n=2), 400, "n=2: this server returns one choice per request (n=1)", "n"),
-    (_body(messages=[]), 400, "chat: the conversation has no messages", None),
-    (_body(messages=[{"role": "assistant", "content": "x"}]), 400, "chat: the last message is the assistant's", None),
+    (_body(messages=[]), 400, "chat: the conversation has no messages", "messages"),
+    (_body(messages=[{"role": "assistant", "content": "x"}]), 400, "chat: the last message is the assistant's",
+     "messages"),
     (_body(max_tokens=100, messages=[{"role": "user", "content": "word " * 200}]), 400,
-     "exceed the engine's context of 256 tokens", None),
+     "exceed the engine's context of 256 tokens", "messages"),
     (_body(messages=[{"role": "user", "content": "word " * 300}]), 400,
      "tokens leave no room in the engine's context of 256 tokens", "messages"),
     (_body(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), 400,
-     "tools, tool calls and tool results need the v3 tokenizer", None),  # this engine's tokenizer is v1
+     "tools, tool calls and tool results need the v3 tokenizer", "tools"),  # this engine's tokenizer is v1
     (_body(tool_choice="sometimes"), 400, "tool_choice='sometimes': expected one of", "tool_choice"),
     ({"model": MODEL}, 400, "messages: Field required", "messages"),
     (_body(temperature="hot"), 400, "temperature: Input should be a valid number", "temperature"),
@@ -129,14 +131,38 @@ def test_shutdown_lets_in_flight_requests_finish(slow_engine):
             httpx.get(served.url + "/health")
 
 
-def test_shutdown_cancels_what_outlives_the_grace_period(slow_engine):
+def test_shutdown_ends_the_streams_that_outlive_the_grace_period(slow_engine):
+    """After the grace period every open stream gets a final chunk (finish_reason "abort", its usage) and
+    [DONE]: the openai client reads a complete stream; a plain request in flight gets 503."""
     with start(slow_engine, grace=0.5) as served:
-        with httpx.stream("POST", served.url + "/v1/chat/completions", json=_body(max_tokens=240, stream=True)) as r:
+        client = openai_client(served.url)
+        plain = {}
+        thread = threading.Thread(target=lambda: plain.update(error=_raises(lambda: client.chat.completions.create(
+            model=MODEL, messages=USER, max_tokens=240, temperature=0, extra_body={"ignore_eos": True}))))
+        with httpx.stream("POST", served.url + "/v1/chat/completions", headers=HEADERS,
+                          json=_body(max_tokens=240, stream=True)) as r:
             lines = r.iter_lines()
             next(line for line in lines if line.startswith("data: "))
+            thread.start()
+            wait_until(lambda: served.scheduler.running == 2, what="both requests running")
             served.server.server.should_exit = True
-            with pytest.raises(httpx.RemoteProtocolError):  # cut off mid-stream after the grace period
-                list(lines)
+            rest = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]  # no exception
+        assert rest[-1] == "[DONE]"
+        chunks = [json.loads(line) for line in rest[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "abort"
+        assert 0 < chunks[-1]["usage"]["completion_tokens"] < 240
+        assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+        thread.join(30)
+        assert isinstance(plain["error"], openai.InternalServerError) and plain["error"].status_code == 503
+        assert "shut down before the reply was finished" in _error(plain["error"])["message"]
         served.server.thread.join(30)
         assert not served.server.thread.is_alive() and not served.scheduler.alive
-        assert served.scheduler.stats.cancelled == 1 and served.scheduler.stats.generated_tokens < 240
+        assert served.scheduler.stats.cancelled == 2
+
+
+def _raises(call):
+    try:
+        call()
+    except Exception as e:
+        return e
+    return None

@@ -5,11 +5,14 @@ plain and streamed replies, with the openai and mistralai clients, and mixed wit
 
 from __future__ import annotations
 
+import enum
 import json
 import threading
+from typing import Annotated, Literal
 
 import jsonschema
 import pytest
+from pydantic import BaseModel, Field
 
 from support.serving import MODEL, mistral_client, openai_client, start
 
@@ -96,3 +99,142 @@ def test_constrained_and_free_requests_share_steps(v3_server):
         [json.dumps(c.arguments, ensure_ascii=False) for c in expected[0].tool_calls]
     assert [got[n].message.content for n in (1, 2)] == [expected[n].content for n in (1, 2)]
     assert [g.finish_reason for g in got] == [e.finish_reason for e in expected]
+
+
+# ---- pydantic-generated tools, as openai.pydantic_function_tool and instructor make them ---------------------
+# (bounded strings and lists: the random weights would otherwise fill them until max_tokens)
+Short = Annotated[str, Field(max_length=8)]
+
+
+class Color(str, enum.Enum):
+    red = "red"
+    green = "green"
+    blue = "blue"
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+class SetColor(BaseModel):
+    color: Color
+
+
+class MoveTo(BaseModel):
+    target: Point
+
+
+class Shape(BaseModel):
+    color: Color
+    points: Annotated[list[Point], Field(max_length=3)]
+    label: Short | None = None
+
+
+class Node(BaseModel):  # recursive: children are Nodes
+    name: Short
+    children: Annotated[list[Node], Field(max_length=2)]
+
+
+class Chain(BaseModel):  # recursive through an optional field
+    value: int
+    next: Chain | None = None
+
+
+class Person(BaseModel):
+    name: Short
+    age: Annotated[int, Field(ge=0, le=120)] | None = None
+    role: Literal["admin", "user"]
+
+
+class Item(BaseModel):
+    sku: Short
+    quantity: Annotated[int, Field(ge=1, le=9)]
+
+
+class Order(BaseModel):
+    items: Annotated[list[Item], Field(min_length=1, max_length=3)]
+    express: bool
+
+
+class Address(BaseModel):
+    city: Short
+    where: Point
+
+
+class Customer(BaseModel):
+    person: Person
+    address: Address
+
+
+class Filter(BaseModel):
+    tags: Annotated[list[Color], Field(max_length=3)]
+    limit: int | None = None
+    ratio: float
+
+
+class Cat(BaseModel):
+    kind: Literal["cat"]
+    lives: Annotated[int, Field(ge=1, le=9)]
+
+
+class Dog(BaseModel):
+    kind: Literal["dog"]
+    good: bool
+
+
+class Adopt(BaseModel):
+    pet: Cat | Dog
+
+
+PYDANTIC_MODELS = [SetColor, MoveTo, Shape, Node, Chain, Person, Order, Customer, Filter, Adopt]
+
+
+@pytest.mark.parametrize("model", PYDANTIC_MODELS, ids=lambda m: m.__name__)
+def test_pydantic_tools_forced_calls_validate(v3_server, model):
+    """Every forced call (required with two seeds, named with a third; temperature 1) finishes as a call whose arguments
+    validate against the tool's own schema ($defs, enums, nested and recursive models) and load as the model."""
+    import openai
+
+    tool = openai.pydantic_function_tool(model)
+    schema = tool["function"]["parameters"]
+    client = openai_client(v3_server.url)
+    named = {"type": "function", "function": {"name": model.__name__}}
+    for seed, choice in ((0, "required"), (1, "required"), (2, named)):
+        got = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=[tool], tool_choice=choice,
+                                             temperature=1.0, seed=seed, max_tokens=400)
+        reply = got.choices[0]
+        assert reply.finish_reason == "tool_calls", (seed, choice, reply)
+        for call in reply.message.tool_calls:
+            arguments = json.loads(call.function.arguments)
+            jsonschema.validate(arguments, schema)
+            model.model_validate(arguments)
+
+
+def test_tools_keep_their_own_root(v3_server):
+    """Two tools whose `$defs` share a name with different meanings, and one recursive through `"$ref": "#"`:
+    each call (forced, temperature 1) validates against its own tool's schema."""
+    letters = {"$defs": {"C": {"enum": ["a", "b"]}}, "type": "object", "properties": {"c": {"$ref": "#/$defs/C"}},
+               "required": ["c"], "additionalProperties": False}
+    numbers = {"$defs": {"C": {"type": "integer", "minimum": 5, "maximum": 7}}, "type": "object",
+               "properties": {"c": {"$ref": "#/$defs/C"}}, "required": ["c"], "additionalProperties": False}
+    tree = {"type": "object", "properties": {"v": {"enum": [1, 2, 3]},
+                                             "kids": {"type": "array", "items": {"$ref": "#"}, "maxItems": 1}},
+            "required": ["v", "kids"], "additionalProperties": False}
+    schemas = {"letters": letters, "numbers": numbers, "tree": tree}
+    tools = [{"type": "function", "function": {"name": name, "parameters": schema}} for name, schema in schemas.items()]
+    client, seen = openai_client(v3_server.url), set()
+    for seed in range(4):
+        got = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=tools, tool_choice="required",
+                                             parallel_tool_calls=False, temperature=1.0, seed=seed,
+                                             max_tokens=400).choices[0]
+        assert got.finish_reason == "tool_calls", got
+        for call in got.message.tool_calls:
+            jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+            seen.add(call.function.name)
+    got = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=tools, max_tokens=400, seed=9,
+                                         tool_choice={"type": "function", "function": {"name": "tree"}}).choices[0]
+    assert got.finish_reason == "tool_calls" and {c.function.name for c in got.message.tool_calls} == {"tree"}
+    for call in got.message.tool_calls:
+        jsonschema.validate(json.loads(call.function.arguments), tree)
+    assert len(seen) >= 2, seen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -12,10 +13,11 @@ from mixtral_trt.mixtral_ref.writer import init_checkpoint
 
 
 def tiny_checkpoint(root: Path, seed: int = 0, perturb_expert: tuple[int, int] | None = None,
-                    tokenizer: str = "v1") -> Path:
+                    tokenizer: str = "v1", scale: float | None = None) -> Path:
     """The `tiny` preset (real v1 tokenizer beside it; `tokenizer="v3"`: the 8x22B vocabulary of 32768 tokens
     and its tokenizer, with the tool tokens); `perturb_expert=(layer, expert)` adds noise to that expert's
-    down projection, making a checkpoint whose engine must FAIL parity against the original."""
+    down projection, making a checkpoint whose engine must FAIL parity against the original; with `scale` that
+    projection is multiplied by it instead (a small systematic change that `eval` must see)."""
     from mixtral_trt.mixtral_ref import get_preset, load_model
     from mixtral_trt.mixtral_ref.writer import save_checkpoint
 
@@ -28,8 +30,15 @@ def tiny_checkpoint(root: Path, seed: int = 0, perturb_expert: tuple[int, int] |
     model = load_model(path)
     with torch.no_grad():
         w2 = model.layers[layer].moe.w2
-        w2[expert] += 0.5 * w2[expert].std() * torch.randn_like(w2[expert])
-    return save_checkpoint(model, model.config, root / f"ckpt-{seed}-perturbed", layout="hub")
+        if scale is None:
+            w2[expert] += 0.5 * w2[expert].std() * torch.randn_like(w2[expert])
+        else:
+            w2[expert] *= scale
+    name = f"ckpt-{seed}-perturbed" + (f"-x{scale:g}" if scale is not None else "")
+    out = save_checkpoint(model, model.config, root / name, layout="hub")
+    for tokenizer_file in path.glob("tokenizer.model*"):  # the same tokenizer: eval reads text through it
+        shutil.copy(tokenizer_file, out / tokenizer_file.name)
+    return out
 
 
 def engine(checkpoint: Path, root: Path, backend: str = "ort", dtype: str = "fp32", max_seq: int = 256,

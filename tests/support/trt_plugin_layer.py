@@ -96,15 +96,19 @@ def trt_dtype(trt, value: ir.Value):
     return getattr(trt, IR_TO_TRT[value.dtype.name])
 
 
-def _dynamic_desc(trt, dtype, dims: list[int]):
+def _dynamic_desc(trt, dtype, dims: list[int], bounds: list[list[int]] | None = None):
+    """`bounds`: the profile's (min, opt, max) dims; None: the dims themselves (-1 where dynamic)."""
     d = trt.DynamicPluginTensorDesc()
     d.desc.type, d.desc.format = dtype, trt.TensorFormat.LINEAR
-    d.desc.dims = d.min = d.opt = d.max = trt.Dims(dims)
+    d.desc.dims = trt.Dims(dims)
+    d.min, d.opt, d.max = (trt.Dims(b) for b in bounds) if bounds else (trt.Dims(dims),) * 3
     return d
 
 
-def drive(trt, model: ir.Model, domain: str = "trt.plugins") -> list[PluginNode]:
-    """Every plugin node of `model` through the plugin layer; graph inputs' symbolic dims become named sizes."""
+def drive(trt, model: ir.Model, domain: str = "trt.plugins", profile: dict[str, tuple[int, int, int]] | None = None
+          ) -> list[PluginNode]:
+    """Every plugin node of `model` through the plugin layer; graph inputs' symbolic dims become named sizes.
+    `profile`: each named size's (min, opt, max), as an optimization profile gives them to `autotune`."""
     builder = SymbolicExprBuilder(trt)
     registry = trt.get_plugin_registry()
     shapes: dict[str, list[SymbolicDim]] = {}
@@ -152,8 +156,13 @@ def drive(trt, model: ir.Model, domain: str = "trt.plugins") -> list[PluginNode]
         def concrete(s):
             return [e.get_constant_value() if e.is_constant() else -1 for e in s]
 
-        in_descs = [_dynamic_desc(trt, t, concrete(s)) for t, s in zip(in_types, in_shapes, strict=True)]
-        out_descs = [_dynamic_desc(trt, t, concrete(s)) for t, s in zip(out_types, out_shapes, strict=True)]
+        def bounds(s):
+            return [[e.evaluate({k: v[i] for k, v in profile.items()}) for e in s] for i in range(3)] if profile \
+                else None
+
+        in_descs = [_dynamic_desc(trt, t, concrete(s), bounds(s)) for t, s in zip(in_types, in_shapes, strict=True)]
+        out_descs = [_dynamic_desc(trt, t, concrete(s), bounds(s)) for t, s in zip(out_types, out_shapes,
+                                                                                   strict=True)]
         flat = list(plugin.get_supported_format_combinations(in_descs + out_descs, len(in_descs)))
         n = len(in_descs) + len(out_descs)
         supported = [tuple((d.type, d.format) for d in flat[i:i + n]) for i in range(0, len(flat), n)]

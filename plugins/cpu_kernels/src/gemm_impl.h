@@ -1,0 +1,161 @@
+// The kernels of kernels.h written once over a SIMD traits class V, instantiated by kernels_<isa>.cc.
+//
+// V provides: F (a float vector of V::W lanes), zero / load / loadw (float or bf16 weights) / fma / hsum;
+// for the quantized kernels I (8 int32 lanes), Q (32 int8), F8 (8 floats), izero, isub, load_q8 / load_q4 (signed
+// weights, or with kUnsignedCodes the codes as stored and zero_point<bits>() to dot with x and subtract), load_x,
+// dot (I += 4-byte groups of w * x), cvt, fma8 (a * scalar + c), zero8, hsum8; and the tile
+// sizes MR_F x NR_F, MR_Q x NR_Q (activation rows x weight rows computed together: each weight vector loaded
+// once per MR rows, each activation vector once per NR rows).
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace mixtral_cpu {
+// internal linkage: each kernels_<isa>.cc compiles its own copy with its own -m flags, and the linker must never
+// hand one ISA's copy of an inline function to another's caller
+namespace {
+namespace impl {
+
+inline float widen(float v) { return v; }
+inline float widen(uint16_t bf16) {
+  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+// MR activation rows x NR weight rows of float / bf16 weights: y[i * ldy + j] for j < nr
+template <class V, class WT, int MR, int NR>
+inline void tile_float(const float* const* x, const WT* const* w, int K, int nr, float* y, size_t ldy) {
+  typename V::F acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = V::zero();
+  int k = 0;
+  for (; k + V::W <= K; k += V::W) {
+    typename V::F wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = V::loadw(w[j] + k);
+    for (int i = 0; i < MR; ++i) {
+      const typename V::F xv = V::load(x[i] + k);
+      for (int j = 0; j < NR; ++j) acc[i][j] = V::fma(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < nr; ++j) {
+      float s = V::hsum(acc[i][j]);
+      for (int kk = k; kk < K; ++kk) s += x[i][kk] * widen(w[j][kk]);
+      y[i * ldy + j] = s;
+    }
+}
+
+template <class V, class WT, int MR>
+inline void rows_float(const FloatGemm& g, const WT* const* w, int nr, int m) {
+  const float* x[MR];
+  for (int i = 0; i < MR; ++i) x[i] = g.x + static_cast<size_t>(g.idx[m + i]) * g.ldx;
+  tile_float<V, WT, MR, V::NR_F>(x, w, g.K, nr, g.y + static_cast<size_t>(m) * g.ldy, g.ldy);
+}
+
+template <class V, class WT>
+void gemm_float(const FloatGemm& g) {
+  constexpr int NR = V::NR_F, MR = V::MR_F;
+  const WT* weights = static_cast<const WT*>(g.w);
+  for (int n = g.n0; n < g.n1; n += NR) {
+    const int nr = std::min(NR, g.n1 - n);
+    const WT* w[NR];  // rows past n1 repeat the last one (computed, not written)
+    for (int j = 0; j < NR; ++j) w[j] = weights + static_cast<size_t>(n + std::min(j, nr - 1)) * g.K;
+    FloatGemm at = g;
+    at.y = g.y + (n - g.n0);
+    int m = 0;
+    for (; m + MR <= g.M; m += MR) rows_float<V, WT, MR>(at, w, nr, m);
+    switch (g.M - m) {  // the remaining rows, without computing padding rows
+      case 3: if constexpr (MR > 3) rows_float<V, WT, 3>(at, w, nr, m); break;
+      case 2: if constexpr (MR > 2) rows_float<V, WT, 2>(at, w, nr, m); break;
+      case 1: rows_float<V, WT, 1>(at, w, nr, m); break;
+      default: break;
+    }
+  }
+}
+
+// MR x NR dots of int8 activations with int8 / int4 weights, per block of B: int32 sums scaled by
+// x scale * w scale into float lanes
+template <class V, int BITS, int MR, int NR>
+inline void tile_quant(const QuantGemm& g, const int8_t* const* xq, const float* const* xs, const uint8_t* const* w,
+                       const float* const* ws, int nr, float* y) {
+  typename V::F8 facc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) facc[i][j] = V::zero8();
+  const int groups = g.K / g.B;
+  for (int b = 0; b < groups; ++b) {
+    typename V::I iacc[MR][NR], zp_part[MR];
+    for (int i = 0; i < MR; ++i) {
+      zp_part[i] = V::izero();
+      for (int j = 0; j < NR; ++j) iacc[i][j] = V::izero();
+    }
+    for (int c = 0; c < g.B; c += 32) {
+      const int k = b * g.B + c;
+      typename V::Q wq[NR];
+      for (int j = 0; j < NR; ++j) wq[j] = BITS == 8 ? V::load_q8(w[j] + k) : V::load_q4(w[j] + k / 2);
+      for (int i = 0; i < MR; ++i) {
+        const typename V::Q xv = V::load_x(xq[i] + k);
+        if constexpr (V::kUnsignedCodes) zp_part[i] = V::dot(zp_part[i], V::template zero_point<BITS>(), xv);
+        for (int j = 0; j < NR; ++j) iacc[i][j] = V::dot(iacc[i][j], wq[j], xv);
+      }
+    }
+    if constexpr (V::kUnsignedCodes)  // lane by lane: sum of (code - zp) * x, no cancellation across lanes
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) iacc[i][j] = V::isub(iacc[i][j], zp_part[i]);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) facc[i][j] = V::fma8(V::cvt(iacc[i][j]), xs[i][b] * ws[j][b], facc[i][j]);
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < nr; ++j) y[i * g.ldy + j] = V::hsum8(facc[i][j]);
+}
+
+template <class V, int BITS, int MR>
+inline void rows_quant(const QuantGemm& g, const uint8_t* const* w, const float* const* ws, int nr, int m,
+                       float* y) {
+  const int8_t* xq[MR];
+  const float* xs[MR];
+  for (int i = 0; i < MR; ++i) {
+    const size_t r = static_cast<size_t>(g.idx[m + i]);
+    xq[i] = g.xq + r * g.ldx;
+    xs[i] = g.xs + r * g.ldxs;
+  }
+  tile_quant<V, BITS, MR, V::NR_Q>(g, xq, xs, w, ws, nr, y + static_cast<size_t>(m) * g.ldy);
+}
+
+template <class V, int BITS>
+void gemm_quant(const QuantGemm& g) {
+  constexpr int NR = V::NR_Q, MR = V::MR_Q;
+  const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8, groups = static_cast<size_t>(g.K / g.B);
+  for (int n = g.n0; n < g.n1; n += NR) {
+    const int nr = std::min(NR, g.n1 - n);
+    const uint8_t* w[NR];
+    const float* ws[NR];
+    for (int j = 0; j < NR; ++j) {
+      const size_t row = static_cast<size_t>(n + std::min(j, nr - 1));
+      w[j] = g.w + row * row_bytes;
+      ws[j] = g.ws + row * groups;
+    }
+    float* y = g.y + (n - g.n0);
+    int m = 0;
+    for (; m + MR <= g.M; m += MR) rows_quant<V, BITS, MR>(g, w, ws, nr, m, y);
+    switch (g.M - m) {
+      case 3: if constexpr (MR > 3) rows_quant<V, BITS, 3>(g, w, ws, nr, m, y); break;
+      case 2: if constexpr (MR > 2) rows_quant<V, BITS, 2>(g, w, ws, nr, m, y); break;
+      case 1: rows_quant<V, BITS, 1>(g, w, ws, nr, m, y); break;
+      default: break;
+    }
+  }
+}
+
+template <class V>
+Kernels make_kernels(const char* name) {
+  return Kernels{name, &gemm_float<V, float>, &gemm_float<V, uint16_t>, &gemm_quant<V, 8>, &gemm_quant<V, 4>};
+}
+
+}  // namespace impl
+}  // namespace
+}  // namespace mixtral_cpu

@@ -1,0 +1,18 @@
+// Run-time choice of the kernel table (cpuid), overridable by MIXTRAL_TRT_CPU_ISA=avx512|avx2|portable.
+#pragma once
+
+#include <string>
+
+#include "kernels.h"
+
+namespace mixtral_cpu {
+
+// "avx512" (F, BW, VL, VNNI), "avx2" (AVX2 + FMA), "portable": whether this CPU (and OS) runs each
+bool isa_supported(const std::string& isa);
+// the best supported ISA, or the one MIXTRAL_TRT_CPU_ISA names; throws std::runtime_error (one line) when the
+// variable names an unknown or unsupported ISA
+const Kernels& select_kernels();
+// comma-separated supported ISAs, best first
+std::string supported_isas();
+
+}  // namespace mixtral_cpu

@@ -1,0 +1,62 @@
+// The ISA-specific matrix kernels behind the cpu_kernels ops, one table per instruction set.
+//
+// Every kernel computes y[m, n - n0] = dot(x[idx[m]], w[n]) for m < M and n0 <= n < n1: M activation rows
+// (picked from x by idx: the tokens routed to one expert) against a range of weight rows w [N, K] stored
+// row-major, exactly as the graph's initializers are (no repacking: each output row streams one contiguous
+// weight row). Activations are float32; weights float32, bf16 (widened to float32 in registers), or int8 /
+// int4 codes with one float32 scale per block of B inputs, against activations rounded to int8 per block
+// (quantize_rows). Each (m, n) dot is computed whole by one call in a fixed order, so the result does not
+// depend on how rows are split over threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mixtral_cpu {
+
+struct FloatGemm {
+  const float* x;       // activations, row r at x + r * ldx
+  size_t ldx;
+  const int32_t* idx;   // [M] rows of x
+  int M;
+  const void* w;        // float or bf16 (uint16) weights [N, K]
+  int K;
+  int n0, n1;           // weight rows [n0, n1)
+  float* y;             // y[m * ldy + (n - n0)]
+  size_t ldy;
+};
+
+struct QuantGemm {
+  const int8_t* xq;     // int8 activations, row r at xq + r * ldx (int4: each 32-chunk evens first, then odds)
+  const float* xs;      // activation scales, row r at xs + r * ldxs, one per block
+  size_t ldx, ldxs;
+  const int32_t* idx;
+  int M;
+  const uint8_t* w;     // codes [N, K * bits / 8] (unsigned, zero point 2^(bits-1))
+  const float* ws;      // weight scales [N, K / B]
+  int K, B;             // B: block size, a multiple of 32
+  int n0, n1;
+  float* y;
+  size_t ldy;
+};
+
+struct Kernels {
+  const char* name;
+  void (*gemm_f32)(const FloatGemm&);
+  void (*gemm_bf16)(const FloatGemm&);
+  void (*gemm_q8)(const QuantGemm&);
+  void (*gemm_q4)(const QuantGemm&);
+};
+
+// one per instruction set (kernels_<isa>.cc, each compiled with its own -m flags)
+const Kernels& kernels_portable();
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+
+// x [M, K] (row stride ldx) -> int8 codes and one scale per block of B: scale = max|x| / 127, code =
+// round-half-even(x / scale) (as mixtral_ref.quantized.quantize_activations); `perm4` stores each 32-chunk
+// as its even elements then its odd ones (the int4 kernels' nibble order). Portable code, any CPU.
+void quantize_rows(const float* x, size_t ldx, int M, int K, int B, bool perm4, int8_t* q, size_t ldq, float* s,
+                   size_t lds);
+
+}  // namespace mixtral_cpu

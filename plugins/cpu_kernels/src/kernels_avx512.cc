@@ -1,0 +1,141 @@
+// AVX-512 (F, BW, VL) float / bf16 kernels, 256-bit AVX512-VNNI int8 dots. Compiled with -mavx512f
+// -mavx512bw -mavx512vl -mavx512vnni -mfma; called only where cpuid says the CPU has them (isa.cc).
+#include <immintrin.h>
+
+#include "gemm_impl.h"
+#include "simd256.h"
+
+namespace mixtral_cpu {
+namespace {
+
+struct Avx512 : Simd256Quant {
+  static constexpr int W = 16, MR_F = 4, NR_F = 4, MR_Q = 4, NR_Q = 2;
+  using F = __m512;
+  static F zero() { return _mm512_setzero_ps(); }
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static F loadw(const float* p) { return _mm512_loadu_ps(p); }
+  static F loadw(const uint16_t* p) {  // 16 bf16 -> float32: the bits shifted into the high half
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(F a) { return _mm512_reduce_add_ps(a); }
+  // VNNI takes the unsigned codes as they are (u8 x s8: exact int32 lanes, each the sum of 4 adjacent
+  // products); the zero point's share, zp * x lane by lane (a dot of the same x), is subtracted per block
+  static constexpr bool kUnsignedCodes = true;
+  static Q load_q8(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static Q load_q4(const uint8_t* p) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), mask = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), _mm_and_si128(bytes, mask));
+  }
+  template <int BITS>
+  static Q zero_point() { return _mm256_set1_epi8(static_cast<char>(1 << (BITS - 1))); }
+  static I dot(I acc, Q w, Q x) { return _mm256_dpbusd_epi32(acc, w, x); }
+};
+
+// Blocks of 32 (the default): two blocks per 512-bit step, each block's int32 lanes scaled by its own
+// x scale * w scale through one vector product (lanes 0-7 block b, 8-15 block b + 1) instead of a scalar
+// broadcast per block; an odd last block runs in the low half with the high half zero.
+template <int BITS>
+inline __m512i load_codes64(const uint8_t* p, bool half) {  // 64 (or 32) weights of two (one) blocks, as u8
+  if constexpr (BITS == 8) return half ? _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))
+                                       : _mm512_loadu_si512(p);
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  const __m256i bytes = half ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))
+                             : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i lo = _mm256_and_si256(bytes, mask), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+  // [lo0 lo1 hi0 hi1] (128-bit lanes) -> [lo0 hi0 lo1 hi1]: each block's even elements, then its odd ones
+  const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  return _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+inline __m512 scales2(const float* p, bool half) {  // lanes 0-7: p[0], 8-15: p[1] (or 0)
+  const __m512i index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  // two floats at 4-byte alignment: movq through the unaligned integer load
+  const __m128 pair = half ? _mm_load_ss(p) : _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(pair));
+}
+
+template <int BITS, int MR, int NR>
+inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* const* xs, const uint8_t* const* w,
+                     const float* const* ws, int nr, float* y) {
+  const __m512i zero_point = _mm512_set1_epi8(static_cast<char>(1 << (BITS - 1)));
+  __m512 facc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) facc[i][j] = _mm512_setzero_ps();
+  const int blocks = g.K / 32;
+  for (int b = 0; b < blocks; b += 2) {
+    const bool half = b + 1 == blocks;
+    const int k = b * 32;
+    __m512i wq[NR];
+    __m512 wsv[NR];
+    for (int j = 0; j < NR; ++j) {
+      wq[j] = load_codes64<BITS>(w[j] + k * BITS / 8, half);
+      wsv[j] = scales2(ws[j] + b, half);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xv = half ? _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + k)))
+                              : _mm512_loadu_si512(xq[i] + k);
+      const __m512i zp_part = _mm512_dpbusd_epi32(_mm512_setzero_si512(), zero_point, xv);
+      const __m512 xsv = scales2(xs[i] + b, half);
+      for (int j = 0; j < NR; ++j) {
+        const __m512i dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[j], xv), zp_part);
+        facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(xsv, wsv[j]), facc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < nr; ++j) y[i * g.ldy + j] = _mm512_reduce_add_ps(facc[i][j]);
+}
+
+template <int BITS, int MR>
+inline void rows_q32(const QuantGemm& g, const uint8_t* const* w, const float* const* ws, int nr, int m, float* y) {
+  const int8_t* xq[MR];
+  const float* xs[MR];
+  for (int i = 0; i < MR; ++i) {
+    const size_t r = static_cast<size_t>(g.idx[m + i]);
+    xq[i] = g.xq + r * g.ldx;
+    xs[i] = g.xs + r * g.ldxs;
+  }
+  tile_q32<BITS, MR, Avx512::NR_Q>(g, xq, xs, w, ws, nr, y + static_cast<size_t>(m) * g.ldy);
+}
+
+template <int BITS>
+void gemm_quant(const QuantGemm& g) {
+  if (g.B != 32) return impl::gemm_quant<Avx512, BITS>(g);
+  constexpr int NR = Avx512::NR_Q, MR = Avx512::MR_Q;
+  const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8, groups = static_cast<size_t>(g.K / 32);
+  for (int n = g.n0; n < g.n1; n += NR) {
+    const int nr = std::min(NR, g.n1 - n);
+    const uint8_t* w[NR];
+    const float* ws[NR];
+    for (int j = 0; j < NR; ++j) {
+      const size_t row = static_cast<size_t>(n + std::min(j, nr - 1));
+      w[j] = g.w + row * row_bytes;
+      ws[j] = g.ws + row * groups;
+    }
+    float* y = g.y + (n - g.n0);
+    int m = 0;
+    for (; m + MR <= g.M; m += MR) rows_q32<BITS, MR>(g, w, ws, nr, m, y);
+    switch (g.M - m) {
+      case 3: rows_q32<BITS, 3>(g, w, ws, nr, m, y); break;
+      case 2: rows_q32<BITS, 2>(g, w, ws, nr, m, y); break;
+      case 1: rows_q32<BITS, 1>(g, w, ws, nr, m, y); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+const Kernels& kernels_avx512() {
+  static const Kernels k = [] {
+    Kernels table = impl::make_kernels<Avx512>("avx512");
+    table.gemm_q8 = &gemm_quant<8>;
+    table.gemm_q4 = &gemm_quant<4>;
+    return table;
+  }();
+  return k;
+}
+
+}  // namespace mixtral_cpu

@@ -1,0 +1,118 @@
+"""`build --cpu-kernels ours`: tiny engines whose MoE layers are our library's nodes, for every expert dtype,
+through parity against mixtral_ref (parity's own tolerances: fp32 1e-4 on logits, int8-activation engines 2e-2;
+the bf16 engine against the reference with its experts rounded to bf16), and the build's one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.manifest import Manifest, sha256
+from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.export import export_checkpoint
+from mixtral_trt.plugins import cpu_kernels
+from support.cpu_kernels import library_or_skip
+from support.engines import tiny_checkpoint
+
+OPS = {"fp32": "MoE", "bf16": "MoEBF16", "int8": "MoEQ", "int4": "MoEQ"}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    library_or_skip()
+    root = tmp_path_factory.mktemp("cpu-kernels")
+    checkpoint = tiny_checkpoint(root)
+    out = {}
+    for quantize in (None, "int8", "int4"):
+        out[quantize or "fp32"] = export_checkpoint(checkpoint, root / f"onnx-{quantize}", max_seq=128, max_batch=2,
+                                                    quantize_experts=quantize, debug_outputs=True)
+    return checkpoint, root, out
+
+
+def _nodes(engine_dir) -> list[tuple[str, str]]:
+    import onnx
+
+    model = onnx.load(str(engine_dir / "model.onnx"), load_external_data=False)
+    return [(n.domain, n.op_type) for n in model.graph.node]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8", "int4"])
+def test_engine_with_our_kernels_passes_parity(exports, dtype):
+    from mixtral_trt.parity.run import check_engine
+
+    checkpoint, root, onnx_dirs = exports
+    options = {"expert_dtype": "bf16"} if dtype == "bf16" else {}
+    engine = build_engine(onnx_dirs["fp32" if dtype == "bf16" else dtype], root / f"engine-{dtype}", "ort", **options)
+    info = Manifest.load(engine).backend_info
+    kernels = info["cpu_kernels"]
+    assert info["experts"] == "cpu_kernels" and kernels["ops"] == [OPS[dtype]], info
+    assert kernels["sha256"] == sha256(engine / kernels["library"]) == cpu_kernels.sha256_of(cpu_kernels.library_path())
+    assert kernels["isa"] in kernels["supported_isas"]
+    assert info.get("expert_weights") == ("bf16" if dtype == "bf16" else None)
+    genai = json.loads((engine / "genai_config.json").read_text())
+    assert genai["model"]["decoder"]["session_options"]["custom_ops_library"] == kernels["library"]
+    nodes = _nodes(engine)
+    assert nodes.count((cpu_kernels.DOMAIN, OPS[dtype])) == 2, nodes  # one node per layer, nothing per expert
+    assert not [n for n in nodes if n[1] in ("MoE", "QMoE") and n[0] == "com.microsoft"]
+    report = check_engine(engine, checkpoint, greedy_steps=8)
+    assert not report.failures, report.failures
+    if dtype == "bf16":
+        assert report.quantization["scheme"] == "experts-bf16"
+
+
+def test_ort_kernels_on_request(exports):
+    _, root, onnx_dirs = exports
+    engine = build_engine(onnx_dirs["fp32"], root / "engine-ort", "ort", cpu_kernels="ort")
+    assert "cpu_kernels" not in Manifest.load(engine).backend_info
+    assert not (engine / "cpu_kernels.so").exists()
+    assert cpu_kernels.DOMAIN not in {d for d, _ in _nodes(engine)}
+
+
+def test_missing_library_is_a_one_line_error(exports, tmp_path, monkeypatch):
+    _, _, onnx_dirs = exports
+    monkeypatch.setenv(cpu_kernels.LIBRARY_ENV, str(tmp_path / "absent.so"))
+    with pytest.raises(MixtralTrtError, match="not built: make cpu-kernels"):
+        build_engine(onnx_dirs["fp32"], tmp_path / "engine", "ort", cpu_kernels="ours")
+    # the default falls back to ONNX Runtime's kernels
+    assert "cpu_kernels" not in Manifest.load(build_engine(onnx_dirs["fp32"], tmp_path / "e2", "ort")).backend_info
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"cpu_kernels": "mine"}, "--cpu-kernels 'mine': choose one of ours, ort"),
+    ({"expert_dtype": "fp8"}, "--expert-dtype 'fp8': choose one of fp32, bf16"),
+    ({"cpu_kernels": "ort", "expert_dtype": "bf16"}, "through our CPU kernels only"),
+    ({"cpu_kernels": "ours", "experts": "matmul"}, "give it with --cpu-kernels ort"),
+])
+def test_bad_options(exports, tmp_path, options, message):
+    _, _, onnx_dirs = exports
+    with pytest.raises(MixtralTrtError, match=message):
+        build_engine(onnx_dirs["fp32"], tmp_path / "engine", "ort", **options)
+
+
+def test_bf16_experts_need_a_float_fp32_export(exports, tmp_path):
+    _, _, onnx_dirs = exports
+    with pytest.raises(MixtralTrtError, match="takes a float fp32 export.*fp32 quantized"):
+        build_engine(onnx_dirs["int8"], tmp_path / "engine", "ort", expert_dtype="bf16")
+
+
+def test_not_for_other_backends(exports, tmp_path):
+    _, _, onnx_dirs = exports
+    with pytest.raises(MixtralTrtError, match="--cpu-kernels applies to the ONNX Runtime backends"):
+        build_engine(onnx_dirs["fp32"], tmp_path / "engine", "portable", cpu_kernels="ours")
+
+
+@pytest.mark.parametrize(("library", "message"), [("../evil.so", "not a path inside the engine directory"),
+                                                  ("stray.so", "'stray.so' is not among the artifacts")])
+def test_manifest_cannot_point_the_runtime_at_other_code(exports, tmp_path, library, message):
+    from mixtral_trt import runtime
+
+    _, _, onnx_dirs = exports
+    engine = build_engine(onnx_dirs["fp32"], tmp_path / "engine", "ort", cpu_kernels="ours")
+    (engine / "stray.so").write_bytes((engine / "cpu_kernels.so").read_bytes())
+    manifest = json.loads((engine / "manifest.json").read_text())
+    manifest["backend_info"]["cpu_kernels"]["library"] = library
+    (engine / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MixtralTrtError, match=message):
+        runtime.load(engine)

@@ -1,0 +1,105 @@
+"""Quantized checkpoints (GPTQ, AWQ, compressed-tensors, written by tests/support/quant_checkpoints.py with the
+formats' own packers) through export -> ort engine -> parity against the reference loaded from the same
+checkpoint (each linear as its format dequantizes it): codes kept as stored where the storage format takes
+them, the format's float dequantization otherwise, the contract saying which; greedy decoding equal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.quant import QuantScheme
+from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.export import export_checkpoint
+from mixtral_trt.mixtral_ref.checkpoint import load_model
+from mixtral_trt.parity import check_engine
+from support.quant_checkpoints import write_awq, write_compressed, write_gptq
+
+pytest.importorskip("onnxruntime_genai")
+
+CASES = {  # name -> (writer, how the export takes it: stored codes (with zero points) or float)
+    "gptq-int4-sym-g32": (lambda p: write_gptq(p, 4, 32, False, True, "gptq"), "stored"),
+    "gptq-int8-asym-g64": (lambda p: write_gptq(p, 8, 64, False, False, "gptq"), "stored+zeros"),
+    "gptq-int4-asym-actorder-g32": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2"), "float"),
+    "awq-int4-g64": (lambda p: write_awq(p, 64), "stored+zeros"),
+    "ct-int4-sym-g32": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, True), "stored"),
+    "ct-int4-asym-g128": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 128, False), "stored+zeros"),
+    "ct-int8-sym-channel": (lambda p: write_compressed(p, "pack-quantized", 8, "channel", None, True), "stored"),
+    "ct-fp8-channel": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "float"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_quantized_checkpoint_engine_parity(name, tmp_path):
+    write, taken = CASES[name]
+    checkpoint = tmp_path / "ckpt"
+    write(checkpoint)
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    extra = json.loads((onnx_dir / "graph.json").read_text())["extra"]
+    assert extra["checkpoint_quantization"]["exported_as"].startswith(taken.split("+")[0]), extra
+    assert ("quantization" in extra) == taken.startswith("stored")
+    if "quantization" in extra:
+        assert extra["quantization"]["zero_points"] == taken.endswith("zeros")
+    engine_dir = build_engine(onnx_dir, tmp_path / "engine", "ort")
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    assert manifest["contract"]["extra"]["checkpoint_quantization"] == extra["checkpoint_quantization"]
+    report = check_engine(engine_dir, checkpoint, greedy_steps=8)
+    assert not report.failures, report.failures
+    assert all(g.exact for g in report.greedy), [(g.matched, g.steps) for g in report.greedy]
+
+
+def test_stored_codes_are_the_checkpoints(tmp_path):
+    """The exported MoEExpertsQ / LinearQ initializers dequantize to exactly the weights the reference loads
+    from the checkpoint: the codes and scales went out as stored, not re-quantized."""
+    checkpoint = tmp_path / "ckpt"
+    write_gptq(checkpoint, 4, 32, False, True, "gptq_v2")
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    inits = {i.name: i for i in onnx.load(onnx_dir / "model.onnx", load_external_data=True).graph.initializer}
+    reference = load_model(checkpoint, dtype=torch.float32)
+    scheme = QuantScheme(4, 32)
+    for i, layer in enumerate(reference.layers):
+        for what, param in (("w13", layer.moe.w13), ("w2", layer.moe.w2)):
+            codes, scales = (numpy_helper.to_array(inits[f"model.layers.{i}.moe.{what}.{s}"])
+                             for s in ("codes", "scales"))
+            assert np.array_equal(scheme.dequantize(codes, scales), param.detach().numpy()), (i, what)
+        name = f"model.layers.{i}.attn.wq.weight"
+        codes, scales = (numpy_helper.to_array(inits[f"{name}.{s}"]) for s in ("codes", "scales"))
+        assert np.array_equal(scheme.dequantize(codes, scales), layer.attn.wq.weight.detach().numpy())
+
+
+def test_stored_zero_points_are_the_checkpoints(tmp_path):
+    """AWQ's codes and zero points go out as MoEExpertsQZ / LinearQZ initializers that dequantize (with the zero
+    points) to exactly the reference's weights; the portable lowering (the ops' ONNX function bodies) runs them
+    to parity, and the trt lowering refuses them in one line."""
+    checkpoint = tmp_path / "ckpt"
+    write_awq(checkpoint, 32)
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
+    assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsQZ", "LinearQZ"}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    reference = load_model(checkpoint, dtype=torch.float32)
+    scheme = QuantScheme(4, 32)
+    for i, layer in enumerate(reference.layers):
+        for name, param in ((f"model.layers.{i}.moe.w13", layer.moe.w13), (f"model.layers.{i}.moe.w2", layer.moe.w2),
+                            (f"model.layers.{i}.attn.wo.weight", layer.attn.wo.weight)):
+            got = scheme.dequantize(*(inits[f"{name}.{s}"] for s in ("codes", "scales", "zeros")))
+            assert np.array_equal(got, param.detach().numpy()), name
+    report = check_engine(build_engine(onnx_dir, tmp_path / "portable", "portable"), checkpoint, greedy_steps=4)
+    assert not report.failures and report.logits.max_rel < 1e-5, report.logits
+    with pytest.raises(MixtralTrtError, match=r"zero points .* no TensorRT plugin variant yet; build for ort"):
+        build_engine(onnx_dir, tmp_path / "plugins", "plugins-cpu")
+    assert not (tmp_path / "plugins").exists()
+
+
+def test_quantize_option_refused_on_quantized_checkpoint(tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    write_compressed(checkpoint, "pack-quantized", 4, "group", 32, True)
+    with pytest.raises(MixtralTrtError, match=r"--quantize int4: the checkpoint is already quantized"):
+        export_checkpoint(checkpoint, tmp_path / "onnx", quantize_experts="int4")
+    assert not (tmp_path / "onnx").exists()
