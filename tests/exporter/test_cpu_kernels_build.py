@@ -116,3 +116,23 @@ def test_manifest_cannot_point_the_runtime_at_other_code(exports, tmp_path, libr
     (engine / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MixtralTrtError, match=message):
         runtime.load(engine)
+
+
+def test_zero_point_experts_stay_on_onnx_runtime(tmp_path):
+    """A quantized checkpoint's asymmetric codes (MoEExpertsQZ, AWQ here) are not our ops' format: the default
+    build keeps ONNX Runtime's QMoE (with zero points) and passes parity; asking for ours is one line naming why."""
+    from mixtral_trt.parity.run import check_engine
+    from support.quant_checkpoints import write_awq
+
+    library_or_skip()
+    checkpoint = tmp_path / "awq"
+    write_awq(checkpoint, 64)
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    with pytest.raises(MixtralTrtError, match="--cpu-kernels ours: .*zero points"):
+        build_engine(onnx_dir, tmp_path / "ours", "ort", cpu_kernels="ours")
+    assert not (tmp_path / "ours").exists()
+    engine = build_engine(onnx_dir, tmp_path / "engine", "ort")
+    assert "cpu_kernels" not in Manifest.load(engine).backend_info
+    assert ("com.microsoft", "QMoE") in _nodes(engine)
+    report = check_engine(engine, checkpoint, greedy_steps=8)
+    assert not report.failures, report.failures
