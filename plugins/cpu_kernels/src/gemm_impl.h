@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -113,22 +114,11 @@ inline void tile_quant(const QuantGemm& g, const int8_t* const* xq, const float*
     for (int j = 0; j < nr; ++j) y[i * g.ldy + j] = V::hsum8(facc[i][j]);
 }
 
-template <class V, int BITS, int MR>
-inline void rows_quant(const QuantGemm& g, const uint8_t* const* w, const float* const* ws, int nr, int m,
-                       float* y) {
-  const int8_t* xq[MR];
-  const float* xs[MR];
-  for (int i = 0; i < MR; ++i) {
-    const size_t r = static_cast<size_t>(g.idx[m + i]);
-    xq[i] = g.xq + r * g.ldx;
-    xs[i] = g.xs + r * g.ldxs;
-  }
-  tile_quant<V, BITS, MR, V::NR_Q>(g, xq, xs, w, ws, nr, y + static_cast<size_t>(m) * g.ldy);
-}
-
-template <class V, int BITS>
-void gemm_quant(const QuantGemm& g) {
-  constexpr int NR = V::NR_Q, MR = V::MR_Q;
+// The loop every quantized GEMM shares: NR weight rows at a time (their codes and scales), MR activation rows at a
+// time (their int8 codes and scales gathered through g.idx), then the 3 / 2 / 1 rows left over;
+// tile(mr, xq, xs, w, ws, nr, y) computes one block (mr: std::integral_constant<int, rows in the block>).
+template <int NR, int MR, int BITS, class Tile>
+void quant_gemm_loop(const QuantGemm& g, Tile&& tile) {
   const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8, groups = static_cast<size_t>(g.K / g.B);
   for (int n = g.n0; n < g.n1; n += NR) {
     const int nr = std::min(NR, g.n1 - n);
@@ -140,15 +130,33 @@ void gemm_quant(const QuantGemm& g) {
       ws[j] = g.ws + row * groups;
     }
     float* y = g.y + (n - g.n0);
+    auto rows = [&](auto mr, int m) {
+      constexpr int R = decltype(mr)::value;
+      const int8_t* xq[R];
+      const float* xs[R];
+      for (int i = 0; i < R; ++i) {
+        const size_t r = static_cast<size_t>(g.idx[m + i]);
+        xq[i] = g.xq + r * g.ldx;
+        xs[i] = g.xs + r * g.ldxs;
+      }
+      tile(mr, xq, xs, w, ws, nr, y + static_cast<size_t>(m) * g.ldy);
+    };
     int m = 0;
-    for (; m + MR <= g.M; m += MR) rows_quant<V, BITS, MR>(g, w, ws, nr, m, y);
+    for (; m + MR <= g.M; m += MR) rows(std::integral_constant<int, MR>{}, m);
     switch (g.M - m) {
-      case 3: if constexpr (MR > 3) rows_quant<V, BITS, 3>(g, w, ws, nr, m, y); break;
-      case 2: if constexpr (MR > 2) rows_quant<V, BITS, 2>(g, w, ws, nr, m, y); break;
-      case 1: rows_quant<V, BITS, 1>(g, w, ws, nr, m, y); break;
+      case 3: if constexpr (MR > 3) rows(std::integral_constant<int, 3>{}, m); break;
+      case 2: if constexpr (MR > 2) rows(std::integral_constant<int, 2>{}, m); break;
+      case 1: rows(std::integral_constant<int, 1>{}, m); break;
       default: break;
     }
   }
+}
+
+template <class V, int BITS>
+void gemm_quant(const QuantGemm& g) {
+  quant_gemm_loop<V::NR_Q, V::MR_Q, BITS>(g, [&](auto mr, auto xq, auto xs, auto w, auto ws, int nr, float* y) {
+    tile_quant<V, BITS, decltype(mr)::value, V::NR_Q>(g, xq, xs, w, ws, nr, y);
+  });
 }
 
 template <class V>

@@ -88,42 +88,13 @@ inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* c
     for (int j = 0; j < nr; ++j) y[i * g.ldy + j] = _mm512_reduce_add_ps(facc[i][j]);
 }
 
-template <int BITS, int MR>
-inline void rows_q32(const QuantGemm& g, const uint8_t* const* w, const float* const* ws, int nr, int m, float* y) {
-  const int8_t* xq[MR];
-  const float* xs[MR];
-  for (int i = 0; i < MR; ++i) {
-    const size_t r = static_cast<size_t>(g.idx[m + i]);
-    xq[i] = g.xq + r * g.ldx;
-    xs[i] = g.xs + r * g.ldxs;
-  }
-  tile_q32<BITS, MR, Avx512::NR_Q>(g, xq, xs, w, ws, nr, y + static_cast<size_t>(m) * g.ldy);
-}
-
 template <int BITS>
 void gemm_quant(const QuantGemm& g) {
   if (g.B != 32) return impl::gemm_quant<Avx512, BITS>(g);
-  constexpr int NR = Avx512::NR_Q, MR = Avx512::MR_Q;
-  const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8, groups = static_cast<size_t>(g.K / 32);
-  for (int n = g.n0; n < g.n1; n += NR) {
-    const int nr = std::min(NR, g.n1 - n);
-    const uint8_t* w[NR];
-    const float* ws[NR];
-    for (int j = 0; j < NR; ++j) {
-      const size_t row = static_cast<size_t>(n + std::min(j, nr - 1));
-      w[j] = g.w + row * row_bytes;
-      ws[j] = g.ws + row * groups;
-    }
-    float* y = g.y + (n - g.n0);
-    int m = 0;
-    for (; m + MR <= g.M; m += MR) rows_q32<BITS, MR>(g, w, ws, nr, m, y);
-    switch (g.M - m) {
-      case 3: rows_q32<BITS, 3>(g, w, ws, nr, m, y); break;
-      case 2: rows_q32<BITS, 2>(g, w, ws, nr, m, y); break;
-      case 1: rows_q32<BITS, 1>(g, w, ws, nr, m, y); break;
-      default: break;
-    }
-  }
+  impl::quant_gemm_loop<Avx512::NR_Q, Avx512::MR_Q, BITS>(
+      g, [&](auto mr, auto xq, auto xs, auto w, auto ws, int nr, float* y) {
+        tile_q32<BITS, decltype(mr)::value, Avx512::NR_Q>(g, xq, xs, w, ws, nr, y);
+      });
 }
 
 }  // namespace
