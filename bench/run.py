@@ -61,6 +61,7 @@ class BenchSettings:
     hf: bool = True
     quantize: tuple[str, ...] = ()  # weight-only expert schemes to add (ONNX Runtime engines): int8, int4
     fp16: bool = False  # also an fp16 export on the ort backend
+    bf16: bool = False  # also bf16 experts on our CPU kernels (ort backend; measured too with a peer)
     decode_repeats: int = 3  # decode runs per implementation; the best is reported (noise only slows)
     peer: str | None = None  # "llama.cpp": measure it on the same checkpoint (needs `llama_cpp`)
     llama_cpp: Path | None = None  # a llama.cpp build or install directory
@@ -101,7 +102,8 @@ def _checkpoint(s: BenchSettings, progress: Progress | None) -> Path:
 
 
 def _cache_dirs(s: BenchSettings, backend: str, quantize: str | None = None,
-                dtype: str = "fp32", experts: str | None = None) -> tuple[Path, Path, int]:
+                dtype: str = "fp32", experts: str | None = None,
+                expert_dtype: str | None = None) -> tuple[Path, Path, int]:
     """Where the export and the engine are cached, and their max_seq (in the names: a longer --context
     re-exports instead of reusing a shorter engine; so is an `ort`-lowered engine's expert form, the build's
     default one resolved once the export exists)."""
@@ -114,21 +116,24 @@ def _cache_dirs(s: BenchSettings, backend: str, quantize: str | None = None,
 
         ours = cpu_kernels.library_path() is not None  # the build's default where our library is built
         experts = "ours" if ours else expert_form(GraphContract.load(onnx_dir), "cpu")
-    return onnx_dir, s.workdir / f"{stem}-engine-{backend}{suffix}{f'-{experts}' if experts else ''}", max_seq
+    engine = f"{stem}-engine-{backend}{suffix}{f'-{experts}' if experts else ''}"
+    return onnx_dir, s.workdir / (engine + (f"-{expert_dtype}-experts" if expert_dtype else "")), max_seq
 
 
 def _engine_dir(s: BenchSettings, ckpt: Path, backend: str, progress: Progress | None,
-                quantize: str | None = None, dtype: str = "fp32", experts: str | None = None) -> Path:
-    """The export (quantized with `quantize`) and its `backend` engine, built once in workdir."""
+                quantize: str | None = None, dtype: str = "fp32", experts: str | None = None,
+                expert_dtype: str | None = None) -> Path:
+    """The export (quantized with `quantize`) and its `backend` engine (experts stored as `expert_dtype`: our
+    CPU kernels), built once in workdir."""
     onnx_dir, _, max_seq = _cache_dirs(s, backend, quantize, dtype, experts)
     if not onnx_dir.exists():
         export_checkpoint(ckpt, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=1, quantize_experts=quantize,
                           progress=progress)
-    engine_dir = _cache_dirs(s, backend, quantize, dtype, experts)[1]
+    engine_dir = _cache_dirs(s, backend, quantize, dtype, experts, expert_dtype)[1]
     if not engine_dir.exists():
         ours = experts == "ours"
         build_engine(onnx_dir, engine_dir, backend, progress=progress, experts=None if ours else experts,
-                     cpu_kernels="ours" if ours else None if experts is None else "ort")
+                     cpu_kernels="ours" if ours else None if experts is None else "ort", expert_dtype=expert_dtype)
     return engine_dir
 
 
@@ -197,6 +202,8 @@ def run_bench(s: BenchSettings, progress: Progress | None = None) -> BenchResult
     constrained = _measure_engines(figures, ckpt, prompts, progress)
     if s.fp16:
         _measure_fp16(figures, ckpt, prompts, progress)
+    if s.bf16 or s.peer:
+        _measure_bf16(figures, ckpt, prompts, progress)
     _measure_references(figures, reference, ckpt, prompts, progress)
     quantized = _measure_quantized(figures, ckpt, prompts, progress)
     with step(progress, "MoE layer: sparse vs dense"):
@@ -252,6 +259,19 @@ def _measure_fp16(figures: Figures, ckpt: Path, prompts: Prompts, progress: Prog
                        # to float32 at session load, so the fp16 engine reads as many bytes as the fp32 one
                        timing.engine_prefill(engine, prompts.long_prompt), step_bytes(figures.config),
                        kv_value_bytes=2)
+
+
+def _measure_bf16(figures: Figures, ckpt: Path, prompts: Prompts, progress: Progress | None) -> None:
+    """bf16 experts on our CPU kernels (the fp32 export, built with --expert-dtype bf16): the peer's bf16 row."""
+    s = figures.settings
+    if cpu_kernels.library_path() is None:
+        figures.skipped["ort_bf16"] = "bf16 experts need our CPU kernels (python -m mixtral_trt.plugins.cpu_kernels)"
+        return
+    engine = runtime.load(_engine_dir(s, ckpt, "ort", progress, experts="ours", expert_dtype="bf16"), verify=False)
+    with step(progress, "ort bf16 experts (our kernels): decode and prefill"):
+        figures.record("ort_bf16", _decode(lambda: timing.engine_decode(engine, prompts.context, s.new_tokens),
+                                           s.decode_repeats),
+                       timing.engine_prefill(engine, prompts.long_prompt), step_bytes(figures.config, experts=2))
 
 
 def _measure_references(figures: Figures, reference, ckpt: Path, prompts: Prompts,
@@ -359,18 +379,22 @@ def _dir_bytes(path: Path) -> int | None:
 
 def _ours_for_peer(decode: dict[str, float], prefill: dict[str, float],
                    quantized: dict[str, dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, str]]:
-    """Our figure for each row of the peer comparison: the best of our ONNX Runtime backends measured in this
-    run (fp32: ort / ort-gqa in each expert form measured; int8 / int4: their quantized engines), and which
-    backend gave it."""
+    """Our figure for each row of the peer comparison ("KIND decode", "KIND prefill"): the best of our ONNX Runtime
+    backends measured in this run (fp32: ort / ort-gqa in each expert form measured; fp16, bf16: their engines;
+    int8 / int4: their quantized engines), and which backend gave it."""
     ours = [name for name in decode if name.split(" ")[0] in ORT_BACKENDS]  # "ort", "ort-gqa (moe)", ...
     candidates: dict[str, dict[str, float]] = {
-        "fp32": {b: decode[b] for b in ours},
-        "fp16": {"ort": decode["ort_fp16"]} if "ort_fp16" in decode else {},
-        "prefill": {b: prefill[b] for b in ours if b in prefill},
+        "fp32 decode": {b: decode[b] for b in ours},
+        "fp32 prefill": {b: prefill[b] for b in ours if b in prefill},
     }
+    for kind in ("fp16", "bf16"):
+        if f"ort_{kind}" in decode:
+            candidates[f"{kind} decode"] = {"ort": decode[f"ort_{kind}"]}
+            candidates[f"{kind} prefill"] = {"ort": prefill[f"ort_{kind}"]}
     for key, q in quantized.items():
         backend, name = key.rsplit(" ", 1)  # "ort int8", "ort (moe) int8"
-        candidates.setdefault(name, {})[backend] = q["decode_tok_s"]
+        candidates.setdefault(f"{name} decode", {})[backend] = q["decode_tok_s"]
+        candidates.setdefault(f"{name} prefill", {})[backend] = q["prefill_tok_s"]
     best = {kind: max(figs, key=figs.get) for kind, figs in candidates.items() if figs}
     return {kind: candidates[kind][b] for kind, b in best.items()}, best
 

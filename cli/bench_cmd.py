@@ -38,6 +38,8 @@ def bench(
     quantize: Annotated[str, typer.Option(help="Also measure ONNX Runtime engines with weight-only quantized "
                                           "experts, comma-separated: int8,int4 (empty: none).")] = "int8,int4",
     fp16: Annotated[bool, typer.Option(help="Also measure an fp16 export on the ort backend.")] = False,
+    bf16: Annotated[bool, typer.Option(help="Also measure bf16 experts on our CPU kernels (ort backend; always "
+                                       "with --peer).")] = False,
     decode_repeats: Annotated[int, typer.Option(help="Decode runs per implementation (the best is kept).")] = 3,
     peer: Annotated[str | None, typer.Option(help="Also measure a peer on the same checkpoint: llama.cpp.")] = None,
     llama_cpp: Annotated[Path | None, typer.Option("--llama-cpp", help="llama.cpp directory (build or install) "
@@ -56,7 +58,7 @@ def bench(
 
     settings = BenchSettings(preset=preset, backends=_items(backends), context=context, new_tokens=new_tokens,
                              prefill_tokens=prefill_tokens, workdir=workdir, threads=threads, hf=hf,
-                             quantize=_items(quantize), fp16=fp16, decode_repeats=decode_repeats, peer=peer,
+                             quantize=_items(quantize), fp16=fp16, bf16=bf16, decode_repeats=decode_repeats, peer=peer,
                              llama_cpp=llama_cpp, experts=_items(experts))
     with make_progress(transient=True) as progress:
         result = run_bench(settings, progress).to_json()

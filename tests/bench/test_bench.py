@@ -61,14 +61,24 @@ def test_active_weight_bytes_counts_top_k_experts_and_lm_head():
 
 def test_the_peer_is_compared_with_our_best_onnx_runtime_backend():
     decode, prefill = {"ort": 100.0, "ort-gqa": 110.0, "torch_ref": 500.0}, {"ort": 2000.0, "ort-gqa": 1900.0}
-    quantized = {"ort int8": {"decode_tok_s": 300.0}, "ort-gqa int8": {"decode_tok_s": 280.0},
-                 "ort-gqa int4": {"decode_tok_s": 450.0}}
+    quantized = {"ort int8": {"decode_tok_s": 300.0, "prefill_tok_s": 900.0},
+                 "ort-gqa int8": {"decode_tok_s": 280.0, "prefill_tok_s": 950.0},
+                 "ort-gqa int4": {"decode_tok_s": 450.0, "prefill_tok_s": 800.0}}
     ours, backend = _ours_for_peer(decode, prefill, quantized)
-    assert ours == {"fp32": 110.0, "prefill": 2000.0, "int8": 300.0, "int4": 450.0}
-    assert backend == {"fp32": "ort-gqa", "prefill": "ort", "int8": "ort", "int4": "ort-gqa"}
+    assert ours == {"fp32 decode": 110.0, "fp32 prefill": 2000.0, "int8 decode": 300.0, "int8 prefill": 950.0,
+                    "int4 decode": 450.0, "int4 prefill": 800.0}
+    assert backend == {"fp32 decode": "ort-gqa", "fp32 prefill": "ort", "int8 decode": "ort",
+                       "int8 prefill": "ort-gqa", "int4 decode": "ort-gqa", "int4 prefill": "ort-gqa"}
     # both expert forms measured (bench --experts matmul,moe): the best of every ONNX Runtime engine counts
     decode["ort-gqa (moe)"], prefill["ort-gqa (moe)"] = 120.0, 1800.0
-    quantized["ort (moe) int8"] = {"decode_tok_s": 320.0}
+    quantized["ort (moe) int8"] = {"decode_tok_s": 320.0, "prefill_tok_s": 100.0}
     ours, backend = _ours_for_peer(decode, prefill, quantized)
-    assert ours == {"fp32": 120.0, "prefill": 2000.0, "int8": 320.0, "int4": 450.0}
-    assert backend == {"fp32": "ort-gqa (moe)", "prefill": "ort", "int8": "ort (moe)", "int4": "ort-gqa"}
+    assert ours["fp32 decode"] == 120.0 and ours["fp32 prefill"] == 2000.0 and ours["int8 decode"] == 320.0
+    assert backend["fp32 decode"] == "ort-gqa (moe)" and backend["int8 decode"] == "ort (moe)"
+    assert backend["int8 prefill"] == "ort-gqa"
+    # the bf16-expert engine (our kernels) and the fp16 one are their own rows, never the fp32 row's candidates
+    decode.update(ort_bf16=150.0, ort_fp16=90.0)
+    prefill.update(ort_bf16=2500.0, ort_fp16=1000.0)
+    ours, backend = _ours_for_peer(decode, prefill, quantized)
+    assert ours["fp32 decode"] == 120.0 and ours["fp32 prefill"] == 2000.0
+    assert (ours["bf16 decode"], ours["bf16 prefill"], ours["fp16 decode"]) == (150.0, 2500.0, 90.0)

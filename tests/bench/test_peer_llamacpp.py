@@ -13,7 +13,9 @@ import pytest
 
 from mixtral_trt.bench.peer_llamacpp import (
     FP32_LOGITS_TOLERANCE,
+    LlamaCppTools,
     compare_logits,
+    convert_checkpoint,
     find_llama_cpp,
     llama_bench_command,
     parse_llama_bench,
@@ -46,19 +48,28 @@ def test_parse_llama_bench_output():
 
 def test_ratios_and_targets():
     peer = {"fp32": {"decode": {"best": 100.0}, "prefill": {"best": 1000.0}}, "int8": {"decode": {"best": 300.0}},
-            "int4": {"decode": {"best": 400.0}}}
-    rows = peer_ratios({"fp32": 120.0, "int8": 200.0, "int4": 360.0, "fp16": None, "prefill": 900.0}, peer)
+            "int4": {"decode": {"best": 400.0}, "prefill": {"best": 500.0}},
+            "bf16": {"decode": {"best": 160.0}, "prefill": {"best": 800.0}}}
+    ours = {"fp32 decode": 120.0, "int8 decode": 200.0, "int4 decode": 360.0, "fp16 decode": None,
+            "fp32 prefill": 900.0, "int4 prefill": 600.0, "bf16 decode": 200.0, "bf16 prefill": 640.0}
+    rows = peer_ratios(ours, peer)
     assert rows["fp32 decode"]["ratio"] == pytest.approx(1.2) and rows["fp32 decode"]["llama_cpp_type"] == "f32"
     assert rows["int8 decode"]["ratio"] == pytest.approx(2 / 3) and rows["int4 decode"]["ratio"] == pytest.approx(0.9)
     assert rows["fp16 decode"]["ratio"] is None and rows["fp32 prefill"]["ratio"] == pytest.approx(0.9)
-    assert peer_targets(rows) == {"fp32 decode >= 1.0x": True, "int8 decode >= 0.8x": False,
-                                  "int4 decode >= 0.8x": True, "fp32 prefill >= 1.0x": False}
+    assert rows["bf16 decode"]["llama_cpp_type"] == "bf16" and rows["bf16 decode"]["ratio"] == pytest.approx(1.25)
+    assert rows["bf16 prefill"]["ratio"] == pytest.approx(0.8) and rows["int4 prefill"]["ratio"] == pytest.approx(1.2)
+    assert rows["int8 prefill"] == {"ours": None, "llama_cpp": None, "llama_cpp_type": "q8_0", "ratio": None}
+    assert peer_targets(rows) == {
+        "fp32 decode >= 1.0x": True, "bf16 decode >= 1.0x": True, "int8 decode >= 1.0x": False,
+        "int4 decode >= 1.0x": False, "fp32 prefill >= 1.0x": False, "bf16 prefill >= 1.0x": False,
+        "int8 prefill >= 1.0x": None, "int4 prefill >= 1.0x": True}
 
 
 def test_peer_bytes_per_step():
     cfg = get_preset("small")
     assert peer_step_bytes(cfg, "fp32") == step_bytes(cfg)
     assert peer_step_bytes(cfg, "fp16").total == pytest.approx(step_bytes(cfg).total / 2, rel=1e-3)
+    assert peer_step_bytes(cfg, "bf16") == peer_step_bytes(cfg, "fp16")
     q8, q4 = peer_step_bytes(cfg, "int8"), peer_step_bytes(cfg, "int4")
     assert q8.experts == pytest.approx(step_bytes(cfg).experts * 34 / 32 / 4)
     assert q4.experts == pytest.approx(step_bytes(cfg).experts * 18 / 32 / 4) and q8.fixed > q4.fixed
@@ -87,6 +98,32 @@ def test_find_llama_cpp(tmp_path):
                        "-o", "json"]
 
 
+def test_convert_writes_each_type_once(tmp_path):
+    """f32 / bf16 / q8_0 through convert_hf_to_gguf.py --outtype, q4_0 through llama-quantize of the f32 file;
+    the GGUFs are cached (a stand-in convert script and quantize tool record their arguments)."""
+
+    log = tmp_path / "calls.txt"
+    convert = tmp_path / "convert_hf_to_gguf.py"
+    convert.write_text("import sys\n"
+                       f"open({str(log)!r}, 'a').write('convert ' + ' '.join(sys.argv[2:]) + '\\n')\n"
+                       "open(sys.argv[sys.argv.index('--outfile') + 1], 'w').write('gguf')\n")
+    quantize = tmp_path / "llama-quantize"
+    quantize.write_text(f"#!/bin/sh\necho quantize $2 $3 >> {log}\ncp $1 $2\n")
+    quantize.chmod(0o755)
+    tools = LlamaCppTools(tmp_path, tmp_path / "llama-bench", quantize, convert, None, None)
+    paths = convert_checkpoint(tools, tmp_path / "ckpt", tmp_path / "gguf", ("fp32", "bf16", "int8", "int4"))
+    assert {k: p.name for k, p in paths.items()} == {"fp32": "model-f32.gguf", "bf16": "model-bf16.gguf",
+                                                      "int8": "model-q8_0.gguf", "int4": "model-q4_0.gguf"}
+    calls = log.read_text().splitlines()
+    gguf = tmp_path / "gguf"
+    assert calls == [f"convert --outtype f32 --outfile {gguf}/model-f32.tmp.gguf",
+                     f"convert --outtype bf16 --outfile {gguf}/model-bf16.tmp.gguf",
+                     f"convert --outtype q8_0 --outfile {gguf}/model-q8_0.tmp.gguf",
+                     f"quantize {gguf}/model-q4_0.tmp.gguf q4_0"]
+    assert convert_checkpoint(tools, tmp_path / "ckpt", gguf, ("bf16",)) == {"bf16": paths["bf16"]}
+    assert len(log.read_text().splitlines()) == 4
+
+
 def test_debug_logits_files_and_comparison(tmp_path):
     ids = np.array([1, 415, 5565], np.int32)
     logits = np.linspace(-3, 5, 32, dtype=np.float32)
@@ -113,5 +150,5 @@ def test_live_peer_on_tiny(cli, tmp_path):
     assert result.code == 0, result.out + result.err
     peer = json.loads(out.read_text())["peer"]
     assert peer["logits"]["fp32"]["relative_error"] < FP32_LOGITS_TOLERANCE, peer["logits"]["fp32"]
-    for row in ("fp32 decode", "int8 decode", "int4 decode", "fp32 prefill"):
+    for row in ("fp32 decode", "int8 decode", "int4 decode", "fp32 prefill", "bf16 decode", "bf16 prefill"):
         assert peer["ratios"][row]["ratio"] > 0, row
