@@ -24,8 +24,11 @@ from mixtral_trt.common.errors import MixtralTrtError
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
 LIBRARY = "libmixtral_cpu_kernels.so"
+AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma"]
 ISA_FLAGS = {
-    "kernels_avx512.cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma"],
+    "kernels_avx512.cc": AVX512,
+    "kernels_avx512bf16.cc": [*AVX512, "-mavx512bf16"],
+    "kernels_amx.cc": [*AVX512, "-mavx512bf16", "-mamx-tile", "-mamx-bf16"],
     "kernels_avx2.cc": ["-mavx2", "-mfma"],
     "kernels_portable.cc": ["-ffp-contract=off"],
 }

@@ -2,7 +2,8 @@
 mixtral_ref's oracles (support/cpu_kernels.py), and their errors at session creation.
 
 Tolerances, relative to max |reference| of the case: fp32 and bf16 1e-5 for every element (only float32
-summation order differs). int8 / int4: the op and the reference round the same activations to int8, but their
+summation order differs; the avx512bf16 and amx paths dot bf16 weights with each activation split into two bf16
+parts, hi + lo, which stand for it to 2^-18 relative: still within 1e-5 of the float32 reference). int8 / int4: the op and the reference round the same activations to int8, but their
 SwiGLU outputs can differ in the last bit, which now and then puts one value on the other side of a rounding
 boundary: one such flip moves its token's outputs by one activation step times a weight (< 5e-3 here), so the
 99.9th percentile of the error is held to 1e-5 and the maximum to 5e-3.
@@ -23,8 +24,14 @@ CASES = {
     "k=E": Case(T=6, H=64, I=96, E=4, k=4, seed=3),
     "prefill": Case(T=300, H=128, I=96, E=8, k=2, seed=4),
 }
+# T = 4096 rows on the fast paths (every ISA's float kernels; 8-32 s on the portable path is left out)
+LONG = Case(T=4096, H=64, I=64, E=4, k=1, seed=9)
 # float weights also take H and I that no SIMD width divides (tails); quantized ones need multiples of the block
-FLOAT_ONLY = {"tails": Case(T=3, H=40, I=24, E=3, k=2, seed=5)}
+FLOAT_ONLY = {
+    "tails": Case(T=3, H=40, I=24, E=3, k=2, seed=5),
+    # 16-row weight blocks and a last odd one (amx: tiles and the vector kernel's rows; 16+ tokens per expert)
+    "odd-rows": Case(T=70, H=96, I=168, E=3, k=2, seed=8),
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,10 @@ def _check(ex, got: np.ndarray) -> None:
         assert np.quantile(err, 0.999) <= 1e-5 and err.max() <= 5e-3, figures
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+ISAS = ["amx", "avx512bf16", "avx512", "avx2", "portable"]
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [*CASES, *FLOAT_ONLY])
 def test_op_matches_reference(library, isas, monkeypatch, isa, dtype, case):
@@ -64,12 +74,45 @@ def test_op_matches_reference(library, isas, monkeypatch, isa, dtype, case):
     _check(ex, run_op(ex, library))
 
 
+@pytest.mark.parametrize("isa", ["amx", "avx512bf16", "avx512"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_thread_counts_give_the_same_result(library, dtype):
-    ex = make_experts(Case(T=37, H=64, I=192, E=8, k=2, seed=6), dtype)
-    one = run_op(ex, library, threads=1)
-    for threads in (2, 3, 4):
-        np.testing.assert_array_equal(run_op(ex, library, threads=threads), one, err_msg=f"{threads} threads")
+def test_long_prefill(library, isas, monkeypatch, isa, dtype):
+    if isa not in isas:
+        pytest.skip(f"this CPU does not run the {isa} path (it runs {', '.join(isas)})")
+    monkeypatch.setenv(cpu_kernels.ISA_ENV, isa)
+    ex = make_experts(LONG, dtype)
+    _check(ex, run_op(ex, library))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thread_counts_give_the_same_result(library, isas, monkeypatch, isa, dtype):
+    if isa not in isas:
+        pytest.skip(f"this CPU does not run the {isa} path (it runs {', '.join(isas)})")
+    monkeypatch.setenv(cpu_kernels.ISA_ENV, isa)
+    ex = make_experts(Case(T=37, H=64, I=192, E=8, k=2, seed=6), dtype)  # ~9 tokens per expert: no amx tiles
+    # ~45 tokens per expert (amx tiles for bf16); float: I = 200 = 12 x 16 + 8 rows
+    ex_many = make_experts(Case(T=90, H=64, I=200 if dtype in ("fp32", "bf16") else 192, E=4, k=2, seed=6), dtype)
+    for e in (ex, ex_many):
+        one = run_op(e, library, threads=1)
+        for threads in (2, 3, 4):
+            np.testing.assert_array_equal(run_op(e, library, threads=threads), one, err_msg=f"{threads} threads")
+
+
+def test_bf16_split_paths_agree_with_the_widened_path(library, isas, monkeypatch):
+    """avx512bf16 and amx (bf16 hi + lo activations) against avx512 (weights widened to float32): the same
+    numbers to float32 summation order, far inside bf16 activation rounding (2^-9 ~ 2e-3)."""
+    if "amx" not in isas and "avx512bf16" not in isas:
+        pytest.skip(f"this CPU has no AVX512-BF16 (it runs {', '.join(isas)})")
+    ex = make_experts(CASES["prefill"], "bf16")
+    results = {}
+    for isa in [i for i in ("amx", "avx512bf16", "avx512") if i in isas]:
+        monkeypatch.setenv(cpu_kernels.ISA_ENV, isa)
+        results[isa] = run_op(ex, library)
+    scale = float(np.abs(results["avx512"]).max())
+    for isa, got in results.items():
+        err = float(np.abs(got - results["avx512"]).max()) / scale
+        assert err <= 1e-5, f"{isa}: {err:.2e} relative to the widened path"
 
 
 def test_isas_agree_on_quantized_results(library, isas, monkeypatch):

@@ -1,16 +1,26 @@
 #include "isa.h"
 
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <stdexcept>
 
 namespace mixtral_cpu {
 namespace {
 
 struct Features {
-  bool avx2 = false, fma = false, avx512 = false;
+  bool avx2 = false, fma = false, avx512 = false, avx512bf16 = false, amx = false;
 };
+
+// AMX tile data is off for a process until it asks the kernel (Linux >= 5.16): once, at the first cpuid probe
+bool request_amx() {
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
 
 unsigned long long xgetbv0() {
   unsigned eax, edx;
@@ -28,9 +38,13 @@ Features detect() {
   const bool ymm = (xcr0 & 0x6) == 0x6, zmm = (xcr0 & 0xe6) == 0xe6;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
   const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
-  const bool vnni = c & (1u << 11);
+  const bool vnni = c & (1u << 11), amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
   f.avx2 = f.fma = ymm && avx2 && fma;
   f.avx512 = f.avx2 && zmm && avx512f && avx512bw && avx512vl && vnni;
+  if (!f.avx512 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return f;
+  f.avx512bf16 = a & (1u << 5);
+  const bool tiles = (xcr0 & (3ull << 17)) == (3ull << 17);  // XTILECFG, XTILEDATA enabled by the OS
+  f.amx = f.avx512bf16 && amx_bf16 && amx_tile && tiles && request_amx();
   return f;
 }
 
@@ -41,8 +55,12 @@ const Features& features() {
 
 }  // namespace
 
+constexpr const char* kIsas[] = {"amx", "avx512bf16", "avx512", "avx2", "portable"};  // best first
+
 bool isa_supported(const std::string& isa) {
   if (isa == "portable") return true;
+  if (isa == "amx") return features().amx;
+  if (isa == "avx512bf16") return features().avx512bf16;
   if (isa == "avx2") return features().avx2;
   if (isa == "avx512") return features().avx512;
   return false;
@@ -50,7 +68,7 @@ bool isa_supported(const std::string& isa) {
 
 std::string supported_isas() {
   std::string out;
-  for (const char* isa : {"avx512", "avx2", "portable"})
+  for (const char* isa : kIsas)
     if (isa_supported(isa)) out += (out.empty() ? "" : ",") + std::string(isa);
   return out;
 }
@@ -58,11 +76,18 @@ std::string supported_isas() {
 const Kernels& select_kernels() {
   const char* env = std::getenv("MIXTRAL_TRT_CPU_ISA");
   std::string isa = env && *env ? env : "";
-  if (isa.empty()) isa = features().avx512 ? "avx512" : features().avx2 ? "avx2" : "portable";
-  if (isa != "avx512" && isa != "avx2" && isa != "portable")
-    throw std::runtime_error("MIXTRAL_TRT_CPU_ISA=" + isa + ": choose one of avx512, avx2, portable");
+  if (isa.empty())
+    for (const char* best : kIsas)
+      if (isa_supported(best)) {
+        isa = best;
+        break;
+      }
+  if (std::find(std::begin(kIsas), std::end(kIsas), isa) == std::end(kIsas))
+    throw std::runtime_error("MIXTRAL_TRT_CPU_ISA=" + isa + ": choose one of amx, avx512bf16, avx512, avx2, portable");
   if (!isa_supported(isa))
     throw std::runtime_error("MIXTRAL_TRT_CPU_ISA=" + isa + ": this CPU runs only " + supported_isas());
+  if (isa == "amx") return kernels_amx();
+  if (isa == "avx512bf16") return kernels_avx512bf16();
   if (isa == "avx512") return kernels_avx512();
   if (isa == "avx2") return kernels_avx2();
   return kernels_portable();

@@ -1,4 +1,5 @@
-// Run-time choice of the kernel table (cpuid), overridable by MIXTRAL_TRT_CPU_ISA=avx512|avx2|portable.
+// Run-time choice of the kernel table (cpuid), overridable by
+// MIXTRAL_TRT_CPU_ISA=amx|avx512bf16|avx512|avx2|portable.
 #pragma once
 
 #include <string>
@@ -7,7 +8,8 @@
 
 namespace mixtral_cpu {
 
-// "avx512" (F, BW, VL, VNNI), "avx2" (AVX2 + FMA), "portable": whether this CPU (and OS) runs each
+// "amx" (avx512bf16 + AMX-TILE, AMX-BF16, the process's permission for tile data), "avx512bf16" (avx512 +
+// AVX512-BF16), "avx512" (F, BW, VL, VNNI), "avx2" (AVX2 + FMA), "portable": whether this CPU (and OS) runs each
 bool isa_supported(const std::string& isa);
 // the best supported ISA, or the one MIXTRAL_TRT_CPU_ISA names; throws std::runtime_error (one line) when the
 // variable names an unknown or unsupported ISA

@@ -52,6 +52,8 @@ struct Kernels {
 const Kernels& kernels_portable();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+const Kernels& kernels_avx512bf16();  // avx512 + AVX512-BF16 bf16 dots (bf16_split.h)
+const Kernels& kernels_amx();         // avx512bf16 + AMX-BF16 tiles for bf16 GEMMs of several tokens
 
 // x [M, K] (row stride ldx) -> int8 codes and one scale per block of B: scale = max|x| / 127, code =
 // round-half-even(x / scale) (as mixtral_ref.quantized.quantize_activations); `perm4` stores each 32-chunk
