@@ -1,14 +1,21 @@
-// AMX-BF16 tiles for the bf16 GEMMs of several tokens (prefill, batches): the avx512bf16 table otherwise.
+// AMX-BF16 tiles for the float32 and bf16 GEMMs of several tokens (prefill, batches): the avx512 table otherwise.
 // Compiled with -mamx-tile -mamx-bf16 besides the avx512bf16 flags; called only where cpuid, XCR0 and the
 // kernel's permission (arch_prctl ARCH_REQ_XCOMP_PERM, requested once per process by isa.cc) allow it.
 //
-// C[n, m] += W[n, k] X[m, k]: the A tile is 16 weight rows x 32 bf16 read in place (row-major, as stored: no
-// weight repacking), the B tiles the activations' bf16 hi and lo parts (bf16_split.h) packed per call in AMX's
-// pair layout (B[k / 2][m][k % 2], 16 tokens per tile), C 16 weight rows x 16 tokens in float32. Each output is one
-// tile element accumulated in a fixed order (per 32 inputs: hi, then lo), so the split of rows over threads does not
-// change it. Used when a call has >= kMinTokens tokens, K a multiple of 32 and >= 16 weight rows; the rows past the
-// last whole 16 and every other call run avx512bf16's kernel on the same split activations.
+// C[m, n] += X[m, k] W[n, k] on AMX-BF16 tiles, for the float32 and bf16 GEMMs of several tokens. The activations
+// are split into bf16 hi + lo parts (bf16_split.h: together within 2^-18 of each value); bf16 weights are exact in
+// bf16, float32 weights are split the same way and the products hi.hi + lo.hi + hi.lo kept (the dropped lo.lo and
+// the parts' rounding leave each product within ~1e-5 relative: float32-level results, not bf16 ones).
+// A tiles: 16 tokens x 32 inputs of one activation part, read in place from the split rows; B tiles: 32 inputs x 16
+// weight rows in AMX's pair layout (B[k / 2][n][k % 2]), packed per call from the rows as stored (each weight is
+// packed once per layer, however many tokens); C: 16 tokens x 16 weight rows in float32, stored straight into y.
+// Each output is one tile element accumulated in a fixed order (per 32 inputs, the products above in that order),
+// so the split of rows over threads does not change it. Used when a call has >= kMinTokens tokens, K a multiple of
+// 32 and >= 16 weight rows; the rows past the last whole 16 and every other call run the avx512 kernels (decode
+// reads weights from memory: tiles would not make it faster).
 #include <immintrin.h>
+
+#include <type_traits>
 
 #include "bf16_split.h"
 
@@ -23,10 +30,11 @@ struct TileConfig {  // palette 1 (the layout LDTILECFG reads)
   uint8_t rows[16] = {};
 };
 
-// tmm0, tmm1: C of two token blocks; tmm2: A (weights); tmm3 / tmm4: B hi / lo of block 0; tmm5 / tmm6: of block 1
+// tmm0, tmm1: C of two 16-row weight blocks; tmm2 / tmm3: A hi / lo (16 tokens); tmm4 / tmm5: B hi / lo of block
+// 0, tmm6 / tmm7 of block 1 (bf16 weights: hi only)
 void configure() {
   TileConfig cfg;
-  for (int t = 0; t < 7; ++t) {
+  for (int t = 0; t < 8; ++t) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
@@ -34,83 +42,111 @@ void configure() {
 }
 
 struct AmxScratch {
-  std::vector<uint16_t> hi, lo;
-  std::vector<uint32_t> packed;  // [blocks][2 (hi, lo)][Kp / 32][16 pairs][16 tokens]
-  float c[2][16][16];
+  std::vector<uint16_t> hi, lo;   // [M rounded up to 16][K]: rows past M zero
+  std::vector<uint32_t> packed;   // [2 blocks][2 parts][K / 32 chunks][16 pairs][16 rows]
+  float c[16][16];
 };
 
-// the split rows (M x Kp bf16) -> tiles of 16 tokens (zero past M): tile (b, part, chunk) row p, column t holds
-// the pair k = chunk * 32 + 2p, 2p + 1 of token b * 16 + t
-void pack(const uint16_t* hi, const uint16_t* lo, int M, int Kp, uint32_t* out) {
-  const int chunks = Kp / 32, blocks = (M + 15) / 16;
-  const size_t tile = 256, per_part = static_cast<size_t>(chunks) * tile;
-  for (int b = 0; b < blocks; ++b)
-    for (int part = 0; part < 2; ++part) {
-      const uint16_t* src = part ? lo : hi;
-      uint32_t* dst = out + (static_cast<size_t>(b) * 2 + part) * per_part;
-      for (int t = 0; t < 16; ++t) {
-        const int m = b * 16 + t;
-        if (m >= M) {
-          for (int c = 0; c < chunks; ++c)
-            for (int p = 0; p < 16; ++p) dst[c * tile + p * 16 + t] = 0;
-          continue;
-        }
-        const uint32_t* row = reinterpret_cast<const uint32_t*>(src + static_cast<size_t>(m) * Kp);
-        for (int c = 0; c < chunks; ++c)
-          for (int p = 0; p < 16; ++p) dst[c * tile + p * 16 + t] = row[c * 16 + p];
-      }
+// 16 weight rows (row stride K) -> their B tiles: tile c row p, column r holds the pair k = 32c + 2p, +1 of row r
+void pack(const uint16_t* w, int K, uint32_t* hi, uint32_t* /*lo: bf16 weights are exact*/) {
+  const int chunks = K / 32;
+  for (int r = 0; r < 16; ++r) {
+    const uint32_t* row = reinterpret_cast<const uint32_t*>(w + static_cast<size_t>(r) * K);
+    for (int c = 0; c < chunks; ++c)
+      for (int p = 0; p < 16; ++p) hi[c * 256 + p * 16 + r] = row[c * 16 + p];
+  }
+}
+
+void pack(const float* w, int K, uint32_t* hi, uint32_t* lo) {  // float32 rows: their hi and lo parts
+  const int chunks = K / 32;
+  const __m512i columns = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                             _mm512_set1_epi32(16));
+  for (int r = 0; r < 16; ++r) {
+    const float* row = w + static_cast<size_t>(r) * K;
+    for (int c = 0; c < chunks; ++c) {
+      const __m512 v0 = _mm512_loadu_ps(row + c * 32), v1 = _mm512_loadu_ps(row + c * 32 + 16);
+      const __m512i h = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0));  // k = 0..31 in order
+      const __m512 r0 = _mm512_sub_ps(v0, bf16::widen16(_mm512_castsi512_si256(h)));
+      const __m512 r1 = _mm512_sub_ps(v1, bf16::widen16(_mm512_extracti64x4_epi64(h, 1)));
+      const __m512i l = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(r1, r0));
+      _mm512_i32scatter_epi32(hi + c * 256 + r, columns, h, 4);
+      _mm512_i32scatter_epi32(lo + c * 256 + r, columns, l, 4);
     }
+  }
 }
 
-inline void store(const float (&c)[16][16], int tokens, float* y, size_t ldy) {
-  for (int t = 0; t < tokens; ++t)
-    for (int r = 0; r < 16; ++r) y[t * ldy + r] = c[r][t];
+// the first `tokens` rows of C (16 tokens x 16 rows) stored to the scratch, into y
+inline void copy_rows(const AmxScratch& s, int tokens, float* y, size_t ldy) {
+  for (int m = 0; m < tokens; ++m) std::copy(s.c[m], s.c[m] + 16, y + m * ldy);
 }
 
-void gemm_bf16(const FloatGemm& g) {
+// tile T (a literal: the intrinsics name their tile in the instruction) to y: straight when all 16 tokens are
+// real, else through the scratch
+#define MIXTRAL_STORE_TILE(T, tokens, y, ldy)                      \
+  do {                                                             \
+    if ((tokens) == 16) {                                          \
+      _tile_stored(T, (y), (ldy) * sizeof(float));                 \
+    } else {                                                       \
+      _tile_stored(T, s.c, 64);                                    \
+      copy_rows(s, (tokens), (y), (ldy));                          \
+    }                                                              \
+  } while (0)
+
+template <class WT>
+void gemm_tiles(const FloatGemm& g, void (*vector_kernel)(const FloatGemm&)) {
+  constexpr bool split_weights = std::is_same_v<WT, float>;
   const int rows = g.n1 - g.n0;
-  if (g.M < kMinTokens || g.K % 32 != 0 || rows < 16) return bf16::gemm(g);
+  if (g.M < kMinTokens || g.K % 32 != 0 || rows < 16) return vector_kernel(g);
   thread_local AmxScratch s;
-  const int Kp = g.K, chunks = Kp / 32, blocks = (g.M + 15) / 16;
-  s.hi.resize(static_cast<size_t>(g.M) * Kp);
-  s.lo.resize(static_cast<size_t>(g.M) * Kp);
-  bf16::split_rows(g, Kp, s.hi.data(), s.lo.data());
+  const int K = g.K, chunks = K / 32, blocks = (g.M + 15) / 16;
+  const size_t padded = static_cast<size_t>(blocks) * 16 * K, real = static_cast<size_t>(g.M) * K;
   const size_t per_part = static_cast<size_t>(chunks) * 256;
-  s.packed.resize(static_cast<size_t>(blocks) * 2 * per_part);
-  pack(s.hi.data(), s.lo.data(), g.M, Kp, s.packed.data());
+  s.hi.resize(padded);
+  s.lo.resize(padded);
+  std::fill(s.hi.begin() + real, s.hi.end(), 0);
+  std::fill(s.lo.begin() + real, s.lo.end(), 0);
+  bf16::split_rows(g, K, s.hi.data(), s.lo.data());
+  s.packed.resize(4 * per_part);
+  uint32_t* b0 = s.packed.data();  // block 0 hi, lo; block 1 hi, lo
+  uint32_t* b1 = b0 + 2 * per_part;
 
   configure();
-  const uint16_t* weights = static_cast<const uint16_t*>(g.w);
-  const size_t stride = static_cast<size_t>(g.K) * sizeof(uint16_t);
+  const WT* weights = static_cast<const WT*>(g.w);
+  const size_t stride = static_cast<size_t>(K) * sizeof(uint16_t);
   const int whole = rows / 16 * 16;
-  for (int n = g.n0; n < g.n0 + whole; n += 16) {
-    const uint16_t* a = weights + static_cast<size_t>(n) * g.K;
-    float* y = g.y + (n - g.n0);
-    for (int b = 0; b < blocks; b += 2) {
-      const bool two = b + 1 < blocks;
-      const uint32_t* b0 = s.packed.data() + static_cast<size_t>(b) * 2 * per_part;
-      const uint32_t* b1 = b0 + 2 * per_part;
+  for (int n = g.n0; n < g.n0 + whole; n += 32) {
+    const bool two = n + 16 < g.n0 + whole;
+    pack(weights + static_cast<size_t>(n) * K, K, b0, b0 + per_part);
+    if (two) pack(weights + static_cast<size_t>(n + 16) * K, K, b1, b1 + per_part);
+    for (int b = 0; b < blocks; ++b) {
+      const uint16_t* hi = s.hi.data() + static_cast<size_t>(b) * 16 * K;
+      const uint16_t* lo = s.lo.data() + static_cast<size_t>(b) * 16 * K;
       _tile_zero(0);
       _tile_zero(1);
       for (int c = 0; c < chunks; ++c) {
-        _tile_loadd(2, a + c * 32, stride);
-        _tile_loadd(3, b0 + c * 256, 64);
-        _tile_loadd(4, b0 + per_part + c * 256, 64);
-        _tile_dpbf16ps(0, 2, 3);
+        _tile_loadd(2, hi + c * 32, stride);
+        _tile_loadd(3, lo + c * 32, stride);
+        _tile_loadd(4, b0 + c * 256, 64);
         _tile_dpbf16ps(0, 2, 4);
+        _tile_dpbf16ps(0, 3, 4);
+        if constexpr (split_weights) {
+          _tile_loadd(5, b0 + per_part + c * 256, 64);
+          _tile_dpbf16ps(0, 2, 5);
+        }
         if (two) {
-          _tile_loadd(5, b1 + c * 256, 64);
-          _tile_loadd(6, b1 + per_part + c * 256, 64);
-          _tile_dpbf16ps(1, 2, 5);
+          _tile_loadd(6, b1 + c * 256, 64);
           _tile_dpbf16ps(1, 2, 6);
+          _tile_dpbf16ps(1, 3, 6);
+          if constexpr (split_weights) {
+            _tile_loadd(7, b1 + per_part + c * 256, 64);
+            _tile_dpbf16ps(1, 2, 7);
+          }
         }
       }
-      _tile_stored(0, s.c[0], 64);
-      store(s.c[0], std::min(16, g.M - b * 16), y + static_cast<size_t>(b) * 16 * g.ldy, g.ldy);
-      if (two) {
-        _tile_stored(1, s.c[1], 64);
-        store(s.c[1], std::min(16, g.M - (b + 1) * 16), y + static_cast<size_t>(b + 1) * 16 * g.ldy, g.ldy);
-      }
+      const int tokens = std::min(16, g.M - b * 16);
+      float* y = g.y + static_cast<size_t>(b) * 16 * g.ldy + (n - g.n0);
+      MIXTRAL_STORE_TILE(0, tokens, y, g.ldy);
+      if (two) MIXTRAL_STORE_TILE(1, tokens, y + 16, g.ldy);
     }
   }
   _tile_release();
@@ -118,16 +154,20 @@ void gemm_bf16(const FloatGemm& g) {
     FloatGemm tail = g;
     tail.n0 = g.n0 + whole;
     tail.y = g.y + whole;
-    bf16::gemm_split(tail, s.hi.data(), s.lo.data(), Kp);
+    vector_kernel(tail);
   }
 }
+
+void gemm_f32(const FloatGemm& g) { gemm_tiles<float>(g, kernels_avx512().gemm_f32); }
+void gemm_bf16(const FloatGemm& g) { gemm_tiles<uint16_t>(g, kernels_avx512().gemm_bf16); }
 
 }  // namespace
 
 const Kernels& kernels_amx() {
   static const Kernels k = [] {
-    Kernels table = kernels_avx512bf16();
+    Kernels table = kernels_avx512();
     table.name = "amx";
+    table.gemm_f32 = &gemm_f32;
     table.gemm_bf16 = &gemm_bf16;
     return table;
   }();
