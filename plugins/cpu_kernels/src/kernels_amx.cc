@@ -47,31 +47,52 @@ struct AmxScratch {
   float c[16][16];
 };
 
+// out[p] (16 dwords each) = column p of the 16 x 16 dword matrix whose rows are r[0..16)
+inline void transpose16(const __m512i (&r)[16], uint32_t* out) {
+  __m512i u[4][4];  // u[g][j], 128-bit lane L: rows 4g .. 4g + 3 of column 4L + j
+  for (int g = 0; g < 4; ++g) {
+    const __m512i t0 = _mm512_unpacklo_epi32(r[4 * g], r[4 * g + 1]), t1 = _mm512_unpackhi_epi32(r[4 * g], r[4 * g + 1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(r[4 * g + 2], r[4 * g + 3]);
+    const __m512i t3 = _mm512_unpackhi_epi32(r[4 * g + 2], r[4 * g + 3]);
+    u[g][0] = _mm512_unpacklo_epi64(t0, t2);
+    u[g][1] = _mm512_unpackhi_epi64(t0, t2);
+    u[g][2] = _mm512_unpacklo_epi64(t1, t3);
+    u[g][3] = _mm512_unpackhi_epi64(t1, t3);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i x01 = _mm512_shuffle_i32x4(u[0][j], u[1][j], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i x23 = _mm512_shuffle_i32x4(u[0][j], u[1][j], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i y01 = _mm512_shuffle_i32x4(u[2][j], u[3][j], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i y23 = _mm512_shuffle_i32x4(u[2][j], u[3][j], _MM_SHUFFLE(3, 2, 3, 2));
+    _mm512_storeu_si512(out + (0 + j) * 16, _mm512_shuffle_i32x4(x01, y01, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_si512(out + (4 + j) * 16, _mm512_shuffle_i32x4(x01, y01, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_si512(out + (8 + j) * 16, _mm512_shuffle_i32x4(x23, y23, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_si512(out + (12 + j) * 16, _mm512_shuffle_i32x4(x23, y23, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+}
+
 // 16 weight rows (row stride K) -> their B tiles: tile c row p, column r holds the pair k = 32c + 2p, +1 of row r
 void pack(const uint16_t* w, int K, uint32_t* hi, uint32_t* /*lo: bf16 weights are exact*/) {
-  const int chunks = K / 32;
-  for (int r = 0; r < 16; ++r) {
-    const uint32_t* row = reinterpret_cast<const uint32_t*>(w + static_cast<size_t>(r) * K);
-    for (int c = 0; c < chunks; ++c)
-      for (int p = 0; p < 16; ++p) hi[c * 256 + p * 16 + r] = row[c * 16 + p];
+  __m512i rows[16];
+  for (int c = 0; c < K / 32; ++c) {
+    for (int r = 0; r < 16; ++r) rows[r] = _mm512_loadu_si512(w + static_cast<size_t>(r) * K + c * 32);
+    transpose16(rows, hi + c * 256);
   }
 }
 
 void pack(const float* w, int K, uint32_t* hi, uint32_t* lo) {  // float32 rows: their hi and lo parts
-  const int chunks = K / 32;
-  const __m512i columns = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                             _mm512_set1_epi32(16));
-  for (int r = 0; r < 16; ++r) {
-    const float* row = w + static_cast<size_t>(r) * K;
-    for (int c = 0; c < chunks; ++c) {
-      const __m512 v0 = _mm512_loadu_ps(row + c * 32), v1 = _mm512_loadu_ps(row + c * 32 + 16);
-      const __m512i h = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0));  // k = 0..31 in order
-      const __m512 r0 = _mm512_sub_ps(v0, bf16::widen16(_mm512_castsi512_si256(h)));
-      const __m512 r1 = _mm512_sub_ps(v1, bf16::widen16(_mm512_extracti64x4_epi64(h, 1)));
-      const __m512i l = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(r1, r0));
-      _mm512_i32scatter_epi32(hi + c * 256 + r, columns, h, 4);
-      _mm512_i32scatter_epi32(lo + c * 256 + r, columns, l, 4);
+  __m512i h[16], l[16];
+  for (int c = 0; c < K / 32; ++c) {
+    for (int r = 0; r < 16; ++r) {
+      const float* row = w + static_cast<size_t>(r) * K + c * 32;
+      const __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16);
+      h[r] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0));  // k = 0..31 in order
+      const __m512 r0 = _mm512_sub_ps(v0, bf16::widen16(_mm512_castsi512_si256(h[r])));
+      const __m512 r1 = _mm512_sub_ps(v1, bf16::widen16(_mm512_extracti64x4_epi64(h[r], 1)));
+      l[r] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(r1, r0));
     }
+    transpose16(h, hi + c * 256);
+    transpose16(l, lo + c * 256);
   }
 }
 
