@@ -31,6 +31,9 @@ FLOAT_ONLY = {
     "tails": Case(T=3, H=40, I=24, E=3, k=2, seed=5),
     # 16-row weight blocks and a last odd one (amx: tiles and the vector kernel's rows; 16+ tokens per expert)
     "odd-rows": Case(T=70, H=96, I=168, E=3, k=2, seed=8),
+    # gate/up items of 48 rows (amx: a pair of 16-row blocks, then one), 17-33 tokens per expert (a pair of token
+    # blocks, one partial); I not a multiple of 32 (amx: the down GEMM on the vector kernel)
+    "wide": Case(T=50, H=64, I=1040, E=2, k=1, seed=10),
 }
 
 

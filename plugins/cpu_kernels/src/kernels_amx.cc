@@ -30,11 +30,11 @@ struct TileConfig {  // palette 1 (the layout LDTILECFG reads)
   uint8_t rows[16] = {};
 };
 
-// tmm0, tmm1: C of two 16-row weight blocks; tmm2 / tmm3: A hi / lo (16 tokens); tmm4 / tmm5: B hi / lo of block
-// 0, tmm6 / tmm7 of block 1 (bf16 weights: hi only)
+// tmm0..3: C of two token blocks x two 16-row weight blocks (C[2 * m + n]); tmm4: A (one part of one token block);
+// tmm5, tmm6: B (one part of the two weight blocks). Four independent accumulations keep the tile unit busy.
 void configure() {
   TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
+  for (int t = 0; t < 7; ++t) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
@@ -139,35 +139,48 @@ void gemm_tiles(const FloatGemm& g, void (*vector_kernel)(const FloatGemm&)) {
     const bool two = n + 16 < g.n0 + whole;
     pack(weights + static_cast<size_t>(n) * K, K, b0, b0 + per_part);
     if (two) pack(weights + static_cast<size_t>(n + 16) * K, K, b1, b1 + per_part);
-    for (int b = 0; b < blocks; ++b) {
-      const uint16_t* hi = s.hi.data() + static_cast<size_t>(b) * 16 * K;
-      const uint16_t* lo = s.lo.data() + static_cast<size_t>(b) * 16 * K;
+    for (int b = 0; b < blocks; b += 2) {
+      const bool two_m = b + 1 < blocks;
+      const size_t part_rows = static_cast<size_t>(16) * K;  // one token block of one part
+      const uint16_t* hi = s.hi.data() + static_cast<size_t>(b) * part_rows;
+      const uint16_t* lo = s.lo.data() + static_cast<size_t>(b) * part_rows;
       _tile_zero(0);
       _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      // per 32 inputs: every C gets A hi . B hi, A lo . B hi (and float32 weights: A hi . B lo), in that order
+#define MIXTRAL_AMX_ROW(C0, C1, A)                \
+  do {                                            \
+    _tile_loadd(4, (A), stride);                  \
+    _tile_dpbf16ps(C0, 4, 5);                     \
+    if (two) _tile_dpbf16ps(C1, 4, 6);            \
+  } while (0)
       for (int c = 0; c < chunks; ++c) {
-        _tile_loadd(2, hi + c * 32, stride);
-        _tile_loadd(3, lo + c * 32, stride);
-        _tile_loadd(4, b0 + c * 256, 64);
-        _tile_dpbf16ps(0, 2, 4);
-        _tile_dpbf16ps(0, 3, 4);
+        _tile_loadd(5, b0 + c * 256, 64);
+        if (two) _tile_loadd(6, b1 + c * 256, 64);
+        MIXTRAL_AMX_ROW(0, 1, hi + c * 32);
+        MIXTRAL_AMX_ROW(0, 1, lo + c * 32);
+        if (two_m) {
+          MIXTRAL_AMX_ROW(2, 3, hi + part_rows + c * 32);
+          MIXTRAL_AMX_ROW(2, 3, lo + part_rows + c * 32);
+        }
         if constexpr (split_weights) {
           _tile_loadd(5, b0 + per_part + c * 256, 64);
-          _tile_dpbf16ps(0, 2, 5);
-        }
-        if (two) {
-          _tile_loadd(6, b1 + c * 256, 64);
-          _tile_dpbf16ps(1, 2, 6);
-          _tile_dpbf16ps(1, 3, 6);
-          if constexpr (split_weights) {
-            _tile_loadd(7, b1 + per_part + c * 256, 64);
-            _tile_dpbf16ps(1, 2, 7);
-          }
+          if (two) _tile_loadd(6, b1 + per_part + c * 256, 64);
+          MIXTRAL_AMX_ROW(0, 1, hi + c * 32);
+          if (two_m) MIXTRAL_AMX_ROW(2, 3, hi + part_rows + c * 32);
         }
       }
-      const int tokens = std::min(16, g.M - b * 16);
+#undef MIXTRAL_AMX_ROW
       float* y = g.y + static_cast<size_t>(b) * 16 * g.ldy + (n - g.n0);
+      const int tokens = std::min(16, g.M - b * 16);
       MIXTRAL_STORE_TILE(0, tokens, y, g.ldy);
       if (two) MIXTRAL_STORE_TILE(1, tokens, y + 16, g.ldy);
+      if (two_m) {
+        const int more = std::min(16, g.M - (b + 1) * 16);
+        MIXTRAL_STORE_TILE(2, more, y + 16 * g.ldy, g.ldy);
+        if (two) MIXTRAL_STORE_TILE(3, more, y + 16 * g.ldy + 16, g.ldy);
+      }
     }
   }
   _tile_release();
