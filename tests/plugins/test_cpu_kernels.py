@@ -2,11 +2,12 @@
 mixtral_ref's oracles (support/cpu_kernels.py), and their errors at session creation.
 
 Tolerances, relative to max |reference| of the case: fp32 and bf16 1e-5 for every element (only float32
-summation order differs; the avx512bf16 and amx paths dot bf16 weights with each activation split into two bf16
-parts, hi + lo, which stand for it to 2^-18 relative: still within 1e-5 of the float32 reference). int8 / int4: the op and the reference round the same activations to int8, but their
-SwiGLU outputs can differ in the last bit, which now and then puts one value on the other side of a rounding
-boundary: one such flip moves its token's outputs by one activation step times a weight (< 5e-3 here), so the
-99.9th percentile of the error is held to 1e-5 and the maximum to 5e-3.
+summation order differs; the amx path, for fp32 and bf16, and avx512bf16, for bf16, multiply bf16 parts: each
+activation, and each float32 weight, split into hi + lo bf16 that stand for it to 2^-18 relative, the lo.lo
+product dropped: still within 1e-5 of the float32 reference). int8 / int4: the op and the reference round the
+same activations to int8, but their SwiGLU outputs can differ in the last bit, which now and then puts one value
+on the other side of a rounding boundary: one such flip moves its token's outputs by one activation step times a
+weight (< 5e-3 here), so the 99.9th percentile of the error is held to 1e-5 and the maximum to 5e-3.
 """
 
 from __future__ import annotations
