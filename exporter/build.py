@@ -68,6 +68,7 @@ def build_engine(
     experts: str | None = None,
     cpu_kernels: str | None = None,
     expert_dtype: str | None = None,
+    cpu_linears: str | None = None,
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
@@ -77,7 +78,9 @@ def build_engine(
     runs the experts; by default per-expert MatMuls for fp32 CPU engines, the MoE / QMoE ops otherwise
     (lowering/ort.py, expert_form). `cpu_kernels` (ours | ort): the MoE layers as nodes of our CPU kernels'
     library (default where it is built, for CPU engines: cpu_kernels_build.py) or ONNX Runtime's own kernels;
-    `expert_dtype` "bf16" stores an fp32 export's experts in bf16 (ours only). `trt_options` (max_prefill, timing_cache,
+    `expert_dtype` "bf16" stores an fp32 export's experts in bf16 (ours only; the float LM head and projections our
+    ops run too). `cpu_linears`: which linears run on our ops (lm_head, projections, comma-separated, or none;
+    cpu_kernels_build.py). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
     spec = get_backend(backend)
     if genai_provider not in PROVIDERS:
@@ -85,7 +88,8 @@ def build_engine(
     if trt_options and not spec.tensorrt:
         option = "--" + next(iter(trt_options)).replace("_", "-")
         raise MixtralTrtError(f"{option} applies to TensorRT backends only, not --backend {backend}")
-    for option, value in (("--experts", experts), ("--cpu-kernels", cpu_kernels), ("--expert-dtype", expert_dtype)):
+    for option, value in (("--experts", experts), ("--cpu-kernels", cpu_kernels), ("--expert-dtype", expert_dtype),
+                          ("--cpu-linears", cpu_linears)):
         if value is not None and spec.lowering != "ort":
             raise MixtralTrtError(f"{option} applies to the ONNX Runtime backends (ort, ort-gqa), "
                                   f"not --backend {backend}")
@@ -95,7 +99,7 @@ def build_engine(
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     check_output(engine_dir, [onnx_dir], overwrite)
     if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
-        if experts is not None or cpu_kernels == "ours" or expert_dtype is not None:
+        if experts is not None or cpu_kernels == "ours" or expert_dtype is not None or cpu_linears is not None:
             raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; its ranks' experts are lowered to the MoE "
                                   "op, without --experts, --cpu-kernels ours or --expert-dtype")
         from .shard.build import build_sharded_engine
@@ -116,12 +120,15 @@ def build_engine(
     if spec.lowering == "ort":
         from .lowering.ort import expert_form
 
-        kernels, cpu_options = choose(cpu_kernels, expert_dtype, model, contract, genai_provider, experts)
+        kernels, cpu_options = choose(cpu_kernels, expert_dtype, model, contract, genai_provider, experts,
+                                      cpu_linears)
         ours = kernels == "ours"
         options = {"experts": expert_form(contract, genai_provider, experts), **cpu_options}
         info = {"experts": "cpu_kernels" if ours else options["experts"]}
         if ours and cpu_options["expert_dtype"] == "bf16":
             info["expert_weights"] = "bf16"
+            if cpu_options["cpu_linears"]:  # the float linears our ops run, stored in bf16 as well
+                info["linear_weights"] = "bf16"
         if options["experts"] == "moe" and not ours:
             info.update(ort_cuda_info(Path(onnx_dir), contract))
     with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
@@ -130,7 +137,7 @@ def build_engine(
             contract = contract.with_gqa_attention()
         copy_side_files(onnx_dir, tmp)
         if ours:
-            info["cpu_kernels"] = ship_library(tmp, ops_used(contract, options["expert_dtype"]))
+            info["cpu_kernels"] = ship_library(tmp, ops_used(tmp / MODEL_FILE), options["cpu_linears"])
         model_file = MODEL_FILE
         info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:

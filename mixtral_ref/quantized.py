@@ -101,6 +101,20 @@ def round_experts_(model: Mixtral, dtype: str) -> Mixtral:
     return model
 
 
+@torch.no_grad()
+def round_linears_(model: Mixtral, dtype: str, kinds: tuple[str, ...] = ("lm_head", "projections")) -> Mixtral:
+    """In place: the dense linears of `kinds` ("projections": the attention projections; "lm_head": an untied LM
+    head) rounded to `dtype` and back (an engine whose own kernels store them in bf16: `build --expert-dtype bf16`
+    with our CPU linears)."""
+    linears = dense_linears(model)
+    picked = [lin for lin in linears[: 4 * len(model.layers)] if "projections" in kinds]
+    if "lm_head" in kinds and model.lm_head is not None:
+        picked.append(model.lm_head)
+    for linear in picked:
+        linear.weight.copy_(linear.weight.to(torch_dtype(dtype)).to(linear.weight.dtype))
+    return model
+
+
 def scheme_of(contract) -> QuantScheme | None:
     spec = contract.extra.get("quantization")
     return QuantScheme(spec["bits"], spec["block_size"]) if spec else None

@@ -20,7 +20,14 @@ from mixtral_trt.common.progress import step
 from mixtral_trt.mixtral_ref.checkpoint import load_model
 from mixtral_trt.mixtral_ref.generate import greedy_steps as reference_greedy
 from mixtral_trt.mixtral_ref.model import Mixtral
-from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, round_experts_, scheme_of, stored_of
+from mixtral_trt.mixtral_ref.quantized import (
+    dense_of,
+    fake_quantize_,
+    round_experts_,
+    round_linears_,
+    scheme_of,
+    stored_of,
+)
 from mixtral_trt.runtime.engine import Engine
 
 from .metrics import greedy_match, tensor_error, topk_flips
@@ -159,6 +166,10 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     if expert_weights and scheme is None:  # experts stored narrower than the graph computes (--expert-dtype)
         original = reference
         reference = round_experts_(load_model(checkpoint, dtype=torch.float32), expert_weights)
+        linear_weights = engine.manifest.backend_info.get("linear_weights")  # same dtype as the experts
+        if linear_weights:  # our CPU linears storing the float LM head / projections narrower too
+            kinds = tuple(engine.manifest.backend_info.get("cpu_kernels", {}).get("linears", ()))
+            reference = round_linears_(reference, linear_weights, kinds)
     try:
         tokenizer = Tokenizer.from_checkpoint(checkpoint)
     except MixtralTrtError:
@@ -167,7 +178,8 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
         report = run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer,
                             tolerance=tolerance)
     if original is not None:
-        report.quantization = {"scheme": scheme.name if scheme else f"experts-{expert_weights}",
+        narrowed = "experts+linears" if engine.manifest.backend_info.get("linear_weights") else "experts"
+        report.quantization = {"scheme": scheme.name if scheme else f"{narrowed}-{expert_weights}",
                                "logits_rel_vs_unquantized": quantization_error(
             engine, original, report.prompts, seed, tokenizer)}
     return report
