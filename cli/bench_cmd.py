@@ -125,28 +125,35 @@ def bench_cpu_kernels(
     rounds: Annotated[int, typer.Option(help="Alternating rounds (best and median reported).")] = 5,
     json_path: Annotated[Path, typer.Option("--json", help="Write the results here.")] = Path("bench-cpu-kernels.json"),
     workdir: Annotated[Path, typer.Option(help="Cache for the checkpoint, exports and engines.")] = Path("bench-out"),
+    baseline: Annotated[str, typer.Option(help="ort (ONNX Runtime's kernels throughout) | ort-linears (ours, with "
+                                          "the LM head and projections on ONNX Runtime's: our linears alone).")
+                        ] = "ort",
+    linears: Annotated[str | None, typer.Option(help="Our engine's --cpu-linears (default: the build's).")] = None,
 ) -> None:
     """Our CPU kernels against ONNX Runtime's, alternating on the same machine: decode at batch 1 and 8, prefill."""
     from rich.console import Console
     from rich.table import Table
 
-    from mixtral_trt.bench.cpu_kernels import DTYPES, compare
+    from mixtral_trt.bench.cpu_kernels import BASELINES, DTYPES, compare
 
     chosen = _items(dtypes)
     for dtype in chosen:
         if dtype not in DTYPES:
             raise MixtralTrtError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+    if baseline not in BASELINES:
+        raise MixtralTrtError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
     if rounds < 1 or threads < 1:
         raise MixtralTrtError("--rounds and --threads must be >= 1")
     cpu_kernels.require_library()
     with make_progress(transient=True) as progress:
-        result = compare(workdir, preset, chosen, threads, rounds, progress=progress)
+        result = compare(workdir, preset, chosen, threads, rounds, progress=progress, linears=linears,
+                         baseline=baseline)
     with atomic_file(json_path) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     s = result["settings"]
     table = Table(title=f"our CPU kernels vs ONNX Runtime's: {preset}, {threads} threads, {rounds} rounds alternating "
                         f"(ms, best / median; load average {result['load_average'][0]:.1f})")
-    for col in ("experts", "measure", "ours", "ort", "speed-up best / median"):
+    for col in ("experts", "measure", "ours", baseline, "speed-up best / median"):
         table.add_column(col)
     for dtype, row in result["results"].items():
         for measure in row["speedup"]:
