@@ -165,3 +165,41 @@ def bench_cpu_kernels(
                           f"{ort['best_ms']:.2f} / {ort['median_ms']:.2f}",
                           f"{up['best']:.2f}x / {up['median']:.2f}x")
     Console().print(table)
+
+
+@app.command("bench-cpu-linears")
+def bench_cpu_linears(
+    preset: Annotated[str, typer.Option(help="Model preset: the linears' shapes.")] = "small",
+    formats: Annotated[str, typer.Option(help="Weight formats, comma-separated.")] = "fp32,bf16,int8,int4",
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds (best and median reported).")] = 30,
+    rows: Annotated[str, typer.Option(help="Rows of x (T), comma-separated.")] = "1,8,512",
+    json_path: Annotated[Path, typer.Option("--json", help="Write the results here.")] = Path("bench-cpu-linears.json"),
+) -> None:
+    """Our linear ops against ONNX Runtime's MatMul / MatMulNBits, one node each, alternating."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixtral_trt.bench.cpu_linears import FORMATS, compare_linears
+
+    chosen = _items(formats)
+    for fmt in chosen:
+        if fmt not in FORMATS:
+            raise MixtralTrtError(f"--formats {fmt!r}: choose from {', '.join(FORMATS)}")
+    if rounds < 1 or threads < 1:
+        raise MixtralTrtError("--rounds and --threads must be >= 1")
+    cpu_kernels.require_library()
+    with make_progress(transient=True) as progress:
+        result = compare_linears(preset, tuple(chosen), threads, rounds, tuple(int(r) for r in _items(rows)),
+                                 progress=progress)
+    with atomic_file(json_path) as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"our linears vs ONNX Runtime's: {preset}, {threads} threads, {rounds} rounds alternating "
+                        f"(ms per call, best / median; load average {result['load_average'][0]:.1f})")
+    for col in ("linear", "ours", "ort", "speed-up best / median"):
+        table.add_column(col)
+    for name, row in result["results"].items():
+        ours, ort, up = row["ours"], row["ort"], row["speedup"]
+        table.add_row(name, f"{ours['best_ms']:.3f} / {ours['median_ms']:.3f}",
+                      f"{ort['best_ms']:.3f} / {ort['median_ms']:.3f}", f"{up['best']:.2f}x / {up['median']:.2f}x")
+    Console().print(table)

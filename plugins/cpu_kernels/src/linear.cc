@@ -11,6 +11,8 @@
 namespace mixtral_cpu {
 namespace {
 
+constexpr int64_t kMinChunkBytes = 64 * 1024;
+
 struct Scratch {  // per calling thread, reused across calls
   std::vector<int32_t> iota;
   std::vector<int8_t> xq;
@@ -42,9 +44,13 @@ void linear_forward(const Kernels& kernels, const LinearWeights& w, const float*
     parallel_for(parallel, static_cast<size_t>((T + 15) / 16), body);
   }
 
-  // items: row blocks x chunks of weight rows (a multiple of 16 rows), at least ~64 items where N allows
+  // items: row blocks x chunks of weight rows (a multiple of 16 rows): ~64 items where N allows, but no chunk
+  // under kMinChunkBytes of weights (a small projection is a few items, not 64 thread hand-offs)
   const int64_t row_blocks = (T + kRowBlock - 1) / kRowBlock;
-  const int64_t want_chunks = std::max<int64_t>(1, (64 + row_blocks - 1) / row_blocks);
+  const int64_t row_bytes = quant ? static_cast<int64_t>(K) * (q4 ? 4 : 8) / 8 + static_cast<int64_t>(groups) * 4
+                                  : static_cast<int64_t>(K) * (w.kind == WeightKind::f32 ? 4 : 2);
+  const int64_t by_size = std::max<int64_t>(1, static_cast<int64_t>(N) * row_bytes / kMinChunkBytes);
+  const int64_t want_chunks = std::min(by_size, std::max<int64_t>(1, (64 + row_blocks - 1) / row_blocks));
   int64_t chunk = (N + want_chunks - 1) / want_chunks;
   chunk = std::max<int64_t>(16, (chunk + 15) / 16 * 16);
   const int64_t chunks = (N + chunk - 1) / chunk;
