@@ -31,10 +31,11 @@ CHOICES = ("ours", "ort")
 ENGINE_LIBRARY = "cpu_kernels.so"  # the copy in the engine directory
 NO_LINEARS = "none"
 # per weight format of the dense linears (a quantized export's LinearQ; float fp32; float stored in bf16 with
-# --expert-dtype bf16): the linears our ops run by default
-DEFAULT_LINEARS: dict[str, tuple[str, ...]] = {"quantized": ("lm_head", "projections"),
-                                               "fp32": ("lm_head", "projections"),
-                                               "bf16": ("lm_head", "projections")}
+# --expert-dtype bf16): the linears our ops run by default. Measured on `small` (2026-12-07, a loaded shared
+# 2-core machine; docs/BENCHMARKS.md): bf16 decodes faster with ours at batch 1 and 8 (LinearBF16 reads half
+# the bytes of ONNX Runtime's fp32 MatMul) in every run; int8 / int4 LinearQ did not beat MatMulNBits and fp32
+# Linear did not beat MatMul reproducibly; prefill is slower with ours for every format.
+DEFAULT_LINEARS: dict[str, tuple[str, ...]] = {"quantized": (), "fp32": (), "bf16": ("lm_head", "projections")}
 
 
 def linears_format(contract: GraphContract, expert_dtype: str | None) -> str:

@@ -74,11 +74,12 @@ def test_engine_with_our_kernels_passes_parity(exports, dtype):
         assert report.quantization["scheme"] == ("experts+linears-bf16" if linears else "experts-bf16")
 
 
-@pytest.mark.parametrize(("dtype", "linears", "count"), [("int4", "lm_head", 1), ("fp32", "projections", PROJECTIONS),
-                                                         ("int8", "none", 0)])
+@pytest.mark.parametrize(("dtype", "linears", "count"), [("int8", "lm_head,projections", 1 + PROJECTIONS),
+                                                         ("int4", "lm_head", 1), ("fp32", "projections", PROJECTIONS),
+                                                         ("fp32", "lm_head", 1), ("int4", "none", 0)])
 def test_cpu_linears_picks_the_linears(exports, dtype, linears, count):
-    """Each kind alone: our node for exactly those linears, ONNX Runtime's MatMulNBits / MatMul for the rest,
-    parity either way."""
+    """Our node for exactly the linears asked for (whatever the defaults), ONNX Runtime's MatMulNBits / MatMul for
+    the rest; parity either way (int8 / int4: the int8-activation reference)."""
     from mixtral_trt.parity.run import check_engine
 
     checkpoint, root, onnx_dirs = exports
@@ -88,7 +89,7 @@ def test_cpu_linears_picks_the_linears(exports, dtype, linears, count):
     if dtype != "fp32":
         assert nodes.count(("com.microsoft", "MatMulNBits")) == 1 + PROJECTIONS - count, nodes
     kernels = Manifest.load(engine).backend_info["cpu_kernels"]
-    assert kernels["linears"] == ([] if linears == "none" else [linears]), kernels
+    assert kernels["linears"] == ([] if linears == "none" else linears.split(",")), kernels
     assert (LINEAR_OPS[dtype] in kernels["ops"]) == bool(count), kernels
     report = check_engine(engine, checkpoint, greedy_steps=4)
     assert not report.failures, report.failures
