@@ -23,6 +23,20 @@ def _items(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _chosen(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    """A comma-separated option's items, each one of `allowed` (else a one-line error naming `option`)."""
+    chosen = _items(text)
+    for item in chosen:
+        if item not in allowed:
+            raise MixtralTrtError(f"{option} {item!r}: choose from {', '.join(allowed)}")
+    return chosen
+
+
+def _check_counts(rounds: int, threads: int) -> None:
+    if rounds < 1 or threads < 1:
+        raise MixtralTrtError("--rounds and --threads must be >= 1")
+
+
 @app.command("bench")
 def bench(
     preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "small",
@@ -136,14 +150,10 @@ def bench_cpu_kernels(
 
     from mixtral_trt.bench.cpu_kernels import BASELINES, DTYPES, compare
 
-    chosen = _items(dtypes)
-    for dtype in chosen:
-        if dtype not in DTYPES:
-            raise MixtralTrtError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+    chosen = _chosen(dtypes, DTYPES, "--dtypes")
     if baseline not in BASELINES:
         raise MixtralTrtError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
-    if rounds < 1 or threads < 1:
-        raise MixtralTrtError("--rounds and --threads must be >= 1")
+    _check_counts(rounds, threads)
     cpu_kernels.require_library()
     with make_progress(transient=True) as progress:
         result = compare(workdir, preset, chosen, threads, rounds, progress=progress, linears=linears,
@@ -182,15 +192,14 @@ def bench_cpu_linears(
 
     from mixtral_trt.bench.cpu_linears import FORMATS, compare_linears
 
-    chosen = _items(formats)
-    for fmt in chosen:
-        if fmt not in FORMATS:
-            raise MixtralTrtError(f"--formats {fmt!r}: choose from {', '.join(FORMATS)}")
-    if rounds < 1 or threads < 1:
-        raise MixtralTrtError("--rounds and --threads must be >= 1")
+    chosen = _chosen(formats, FORMATS, "--formats")
+    _check_counts(rounds, threads)
+    counts = _items(rows)
+    if not counts or not all(r.isdigit() for r in counts):
+        raise MixtralTrtError(f"--rows {rows!r}: comma-separated row counts (0 or more)")
     cpu_kernels.require_library()
     with make_progress(transient=True) as progress:
-        result = compare_linears(preset, tuple(chosen), threads, rounds, tuple(int(r) for r in _items(rows)),
+        result = compare_linears(preset, chosen, threads, rounds, tuple(int(r) for r in counts),
                                  progress=progress)
     with atomic_file(json_path) as f:
         f.write(json.dumps(result, indent=2) + "\n")

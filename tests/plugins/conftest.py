@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mixtral_trt.plugins import cpu_kernels
 from mixtral_trt.plugins.interpreter import require_interpreter
 from support.aot import CUDA, compile_cli
+from support.cpu_kernels import library_or_skip
 
 require_interpreter()
 
@@ -22,3 +24,27 @@ def sm90a_kernels(tmp_path_factory) -> tuple[Path, dict]:
     result = compile_cli("--arch", "sm_90a", "--cuda", CUDA, "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     return out, json.loads((out / "kernels.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def library() -> Path:
+    """The cpu_kernels library (built now, or the sanitizer build; skips where it cannot be built)."""
+    return library_or_skip()
+
+
+@pytest.fixture(scope="session")
+def isas(library) -> list[str]:
+    """The instruction sets this CPU runs the library's kernels with."""
+    return cpu_kernels.supported_isas(library)
+
+
+@pytest.fixture
+def use_isa(isas, monkeypatch):
+    """use_isa(name): force the kernels' instruction set (MIXTRAL_TRT_CPU_ISA), skipping where the CPU lacks it."""
+
+    def use(isa: str) -> None:
+        if isa not in isas:
+            pytest.skip(f"this CPU does not run the {isa} path (it runs {', '.join(isas)})")
+        monkeypatch.setenv(cpu_kernels.ISA_ENV, isa)
+
+    return use

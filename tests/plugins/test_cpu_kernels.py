@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
-from support.cpu_kernels import DTYPES, Case, library_or_skip, make_experts, moe_model, oracle, run_op, session
+from support.cpu_kernels import DTYPES, Case, make_experts, moe_model, oracle, run_op, session
 
 CASES = {
     "decode": Case(T=1, H=64, I=96, E=8, k=2),  # 6 experts get no rows
@@ -25,16 +25,6 @@ CASES = {
 }
 # float weights also take H and I that no SIMD width divides (tails); quantized ones need multiples of the block
 FLOAT_ONLY = {"tails": Case(T=3, H=40, I=24, E=3, k=2, seed=5)}
-
-
-@pytest.fixture(scope="module")
-def library():
-    return library_or_skip()
-
-
-@pytest.fixture(scope="module")
-def isas(library):
-    return cpu_kernels.supported_isas(library)
 
 
 def _check(ex, got: np.ndarray) -> None:
@@ -53,12 +43,10 @@ def _check(ex, got: np.ndarray) -> None:
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [*CASES, *FLOAT_ONLY])
-def test_op_matches_reference(library, isas, monkeypatch, isa, dtype, case):
-    if isa not in isas:
-        pytest.skip(f"this CPU does not run the {isa} path (it runs {', '.join(isas)})")
+def test_op_matches_reference(library, use_isa, isa, dtype, case):
     if case in FLOAT_ONLY and dtype not in ("fp32", "bf16"):
         pytest.skip("quantized weights need H and I multiples of the block")
-    monkeypatch.setenv(cpu_kernels.ISA_ENV, isa)
+    use_isa(isa)
     assert cpu_kernels.isa(library) == isa
     ex = make_experts({**CASES, **FLOAT_ONLY}[case], dtype)
     _check(ex, run_op(ex, library))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
-from support.cpu_kernels import DTYPES, library_or_skip, linear_model, linear_oracle, make_linear, run_linear, session
+from support.cpu_kernels import DTYPES, linear_model, linear_oracle, make_linear, run_linear, session
 
 # x shape, N
 CASES = {
@@ -24,16 +24,6 @@ CASES = {
     "1-D": ((64,), 17),
 }
 FLOAT_ONLY = {"tails": ((3, 40), 24)}  # K that no SIMD width divides: float weights only
-
-
-@pytest.fixture(scope="module")
-def library():
-    return library_or_skip()
-
-
-@pytest.fixture(scope="module")
-def isas(library):
-    return cpu_kernels.supported_isas(library)
 
 
 def _check(lin, got: np.ndarray) -> None:
@@ -48,12 +38,11 @@ def _check(lin, got: np.ndarray) -> None:
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [*CASES, *FLOAT_ONLY])
-def test_linear_matches_reference(library, isas, monkeypatch, isa, dtype, case):
-    if isa not in isas:
-        pytest.skip(f"this CPU does not run the {isa} path (it runs {', '.join(isas)})")
+def test_linear_matches_reference(library, use_isa, isa, dtype, case):
     if case in FLOAT_ONLY and dtype not in ("fp32", "bf16"):
         pytest.skip("quantized weights need K a multiple of the block")
-    monkeypatch.setenv(cpu_kernels.ISA_ENV, isa)
+    use_isa(isa)
+    assert cpu_kernels.isa(library) == isa
     shape, n = {**CASES, **FLOAT_ONLY}[case]
     lin = make_linear(shape, n, dtype, seed=len(case))
     _check(lin, run_linear(lin, library))
