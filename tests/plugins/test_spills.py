@@ -1,0 +1,41 @@
+"""`plugins spills` (plugins/spills.py) reads ptxas -v correctly: a tile known to spill (the fp32 SwiGLU decode tile
+of before the retiling, 16 x 64 x 64 on 4 warps: 255 registers and ~800 B/thread of spills on sm_80) is reported
+as spilling, and today's tile of the same variant is not. That no default variant spills is checked on every
+`plugins compile` of the AOT tests (test_aot.check_no_spills, sm_90a all dtypes, sm_80 fp16 and fp32); all of
+them on both architectures: `make plugins-spills`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mixtral_trt.plugins import aot, spills
+from mixtral_trt.plugins.moe_gemm_swiglu.aot import variant as swiglu_variant
+
+
+def test_ptxas_log_is_parsed():
+    log = ("ptxas info    : 0 bytes gmem\nptxas info    : Compiling entry function 'k' for 'sm_80'\n"
+           "ptxas info    : Function properties for k\n"
+           "    832 bytes stack frame, 440 bytes spill stores, 392 bytes spill loads\n"
+           "ptxas info    : Used 255 registers, used 1 barriers, 832 bytes cumulative stack size, 360 bytes cmem[0]\n")
+    assert aot.parse_ptxas_log(log) == aot.Usage(255, 440, 392, 832, 0)
+    with pytest.raises(ValueError, match="no register count"):
+        aot.parse_ptxas_log("ptxas fatal : Unsupported .version 9.4")
+
+
+def test_a_spilling_tile_is_reported_and_todays_is_not():
+    today = swiglu_variant("fp32", 2, 1)
+    before = replace(today, constexprs={**today.constexprs, "BLOCK_K": 64}, num_warps=4)
+    rows = spills.measure([before, today], ("sm_80",), "12.4")  # compiled in worker processes
+    by_warps = {r.num_warps: r for r in rows}
+    assert by_warps[4].usage.spills > 100 and by_warps[4].usage.registers == 255, by_warps[4]
+    assert by_warps[today.num_warps].usage.spills == 0, by_warps[today.num_warps]
+    assert [r.num_warps for r in spills.spilling(rows)] == [4]
+    table = spills.markdown_table(rows)
+    assert "| moe_gemm_swiglu | sm_80 | fp32 | float | 16x64x64 | 4 | 2 | 255 |" in table, table
+
+
+def test_spills_cli_rejects_an_unknown_arch(cli):
+    result = cli("plugins", "spills", "--arch", "sm_75")
+    assert result.code == 2 and "--arch: 'sm_75'" in result.out + result.err
