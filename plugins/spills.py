@@ -82,3 +82,23 @@ def markdown_table(rows: list[SpillRow]) -> str:
                      f"{r.num_warps} | {r.num_stages} | {r.usage.registers} | {r.usage.spill_stores} / "
                      f"{r.usage.spill_loads} | {r.shared} |")
     return "\n".join(lines)
+
+
+def jit_usage(fn) -> list[dict]:
+    """Registers and spills of the variants Triton's JIT compiled and loaded for the @triton.jit `fn` in this
+    process, as the CUDA driver reports them at load (`CompiledKernel.n_regs`, `n_spills`: local memory bytes per
+    thread): the same check on a GPU, for the Triton there. [] where this Triton keeps its kernels elsewhere."""
+    rows = []
+    for cache in getattr(fn, "device_caches", {}).values():
+        kernels = cache[0] if isinstance(cache, tuple) and cache and isinstance(cache[0], dict) else {}
+        for k in kernels.values():
+            if getattr(k, "n_regs", None) is None:  # compiled, never loaded
+                continue
+            constants = getattr(getattr(k, "src", None), "constants", {}) or {}
+            names = getattr(fn, "arg_names", [])
+            constexprs = {names[i[0]]: v for i, v in constants.items() if isinstance(i, tuple) and len(i) == 1
+                          and i[0] < len(names) and names[i[0]].isupper()}
+            rows.append({"kernel": getattr(fn, "__name__", str(fn)), "constexprs": constexprs,
+                         "num_warps": k.metadata.num_warps, "num_stages": k.metadata.num_stages,
+                         "shared": k.metadata.shared, "registers": int(k.n_regs), "spills": int(k.n_spills)})
+    return rows

@@ -39,3 +39,24 @@ def test_a_spilling_tile_is_reported_and_todays_is_not():
 def test_spills_cli_rejects_an_unknown_arch(cli):
     result = cli("plugins", "spills", "--arch", "sm_75")
     assert result.code == 2 and "--arch: 'sm_75'" in result.out + result.err
+
+
+def test_jit_usage_reads_what_the_driver_reported_at_load():
+    """On a GPU the device check reads registers and spills of Triton's JIT-compiled GEMMs (bench/device_check,
+    phase 2). No GPU here: a kernel cache laid out as Triton's (JITFunction.device_caches[device] = (kernels by key,
+    kernel keys, target, backend, binder); CompiledKernel.n_regs / n_spills set when the driver loads it)."""
+    from types import SimpleNamespace
+
+    from mixtral_trt.plugins.moe_gemm_down.kernel import moe_gemm_down_kernel as fn
+
+    names = fn.arg_names
+    meta = SimpleNamespace(num_warps=4, num_stages=3, shared=20480)
+    loaded = SimpleNamespace(metadata=meta, n_regs=96, n_spills=8,
+                             src=SimpleNamespace(constants={(names.index("BLOCK_M"),): 16, (names.index("H"),): 1}))
+    unloaded = SimpleNamespace(metadata=meta, n_regs=None, n_spills=None, src=None)
+    fake = SimpleNamespace(__name__="moe_gemm_down_kernel", arg_names=names,
+                           device_caches={0: ({"a": loaded, "b": unloaded}, {}, None, None, None)})
+    assert spills.jit_usage(fake) == [{"kernel": "moe_gemm_down_kernel", "constexprs": {"BLOCK_M": 16},
+                                       "num_warps": 4, "num_stages": 3, "shared": 20480, "registers": 96,
+                                       "spills": 8}]
+    assert spills.jit_usage(fn) == []  # nothing compiled in this (interpreting) process
