@@ -95,9 +95,9 @@ def jit_usage(fn) -> list[dict]:
             if getattr(k, "n_regs", None) is None:  # compiled, never loaded
                 continue
             constants = getattr(getattr(k, "src", None), "constants", {}) or {}
-            names = getattr(fn, "arg_names", [])
+            names, declared = getattr(fn, "arg_names", []), set(getattr(fn, "constexprs", ()))  # constexpr indices
             constexprs = {names[i[0]]: v for i, v in constants.items() if isinstance(i, tuple) and len(i) == 1
-                          and i[0] < len(names) and names[i[0]].isupper()}
+                          and i[0] in declared}  # (not the arguments Triton specialised, e.g. an int equal to 1)
             rows.append({"kernel": getattr(fn, "__name__", str(fn)), "constexprs": constexprs,
                          "num_warps": k.metadata.num_warps, "num_stages": k.metadata.num_stages,
                          "shared": k.metadata.shared, "registers": int(k.n_regs), "spills": int(k.n_spills)})

@@ -55,6 +55,7 @@ def test_jit_usage_reads_what_the_driver_reported_at_load():
                              src=SimpleNamespace(constants={(names.index("BLOCK_M"),): 16, (names.index("H"),): 1}))
     unloaded = SimpleNamespace(metadata=meta, n_regs=None, n_spills=None, src=None)
     fake = SimpleNamespace(__name__="moe_gemm_down_kernel", arg_names=names,
+                           constexprs=[names.index(a) for a in ("ALIGN", "BLOCK_M", "BLOCK_N", "BLOCK_K", "IEEE")],
                            device_caches={0: ({"a": loaded, "b": unloaded}, {}, None, None, None)})
     assert spills.jit_usage(fake) == [{"kernel": "moe_gemm_down_kernel", "constexprs": {"BLOCK_M": 16},
                                        "num_warps": 4, "num_stages": 3, "shared": 20480, "registers": 96,
