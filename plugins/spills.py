@@ -1,8 +1,8 @@
 """Registers and spills of the AOT kernels, as ptxas assembles the PTX TensorRT gets (`mixtral-export plugins
 spills`): per default variant and architecture, `ptxas -v`'s registers per thread, spill stores and loads (bytes
 per thread of local memory) and the dynamic shared memory Triton reserves. Every default variant must assemble
-without spills (tests/plugins/test_spills.py): a spill on the decode path is a local-memory round trip on every
-K step of every layer of every token."""
+without spills (tests/plugins/test_aot.py, check_no_spills): a spill on the decode path is a local-memory round
+trip on every K step of every layer of every token."""
 
 from __future__ import annotations
 

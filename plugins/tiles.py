@@ -55,7 +55,7 @@ FP32_WARPS = 8
 
 def tile_for(tactic: int, dtype: str, quantized: bool = False) -> Tile:
     """The tile of `tactic` for this activation dtype and weight kind; every one assembles without register spills
-    on sm_90a and sm_80 (tests/plugins/test_spills.py). fp32 tiles take half the K step (16 when the weights are
+    on sm_90a and sm_80 (tests/plugins/test_aot.py). fp32 tiles take half the K step (16 when the weights are
     dequantized in the kernel, whose fp32 weight tiles are staged in shared memory), two stages and 8 warps: every
     variant then fits the default 48 KB of shared memory, so no launch needs the large-shared-memory opt-in
     (tests/plugins/test_aot.py). The quantized decode tile is QUANT_DECODE."""
