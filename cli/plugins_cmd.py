@@ -94,7 +94,8 @@ def spill_report(
     bad = [a for a in archs if a not in ARCHS]
     if bad or not archs:
         raise MixtralTrtError(f"--arch: {bad[0] if bad else arch!r} is not one of {', '.join(ARCHS)}")
-    rows = measure(default_variants(_dtypes(dtypes)), archs, cuda, jobs)
+    with make_progress(transient=True) as progress:
+        rows = measure(default_variants(_dtypes(dtypes)), archs, cuda, jobs, progress)
     typer.echo(markdown_table(rows))
     if json_out is not None:
         with atomic_file(json_out) as tmp:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from mixtral_trt.common.progress import bar
+
 from .aot import Usage, assemble, compile_variant, target
 from .variant import KernelVariant
 
@@ -48,8 +50,8 @@ def _measure_args(args: tuple[dict, str, str | None]) -> SpillRow:
     return measure_one(KernelVariant(**fields), arch, cuda)
 
 
-def measure(variants: list[KernelVariant], archs: tuple[str, ...], cuda: str | None = None, jobs: int = 2
-            ) -> list[SpillRow]:
+def measure(variants: list[KernelVariant], archs: tuple[str, ...], cuda: str | None = None, jobs: int = 2,
+            progress=None) -> list[SpillRow]:
     """measure_one for every (variant, arch), over `jobs` processes of their own (Triton compiles or interprets
     per process: these compile), in the order given."""
     import multiprocessing
@@ -59,8 +61,12 @@ def measure(variants: list[KernelVariant], archs: tuple[str, ...], cuda: str | N
     work = [(asdict(v), arch, cuda) for arch in archs for v in variants]
     interpret = os.environ.pop("TRITON_INTERPRET", None)  # the workers compile, whatever this process does
     try:
-        with ProcessPoolExecutor(max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            return list(pool.map(_measure_args, work))
+        with ProcessPoolExecutor(max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool, \
+                bar(progress, f"ptxas -v ({', '.join(archs)})", len(work)) as advance:
+            futures = [pool.submit(_measure_args, w) for w in work]
+            for f in futures:
+                f.add_done_callback(lambda _: advance(1))
+            return [f.result() for f in futures]
     finally:
         if interpret is not None:
             os.environ["TRITON_INTERPRET"] = interpret

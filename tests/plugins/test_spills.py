@@ -24,16 +24,23 @@ def test_ptxas_log_is_parsed():
         aot.parse_ptxas_log("ptxas fatal : Unsupported .version 9.4")
 
 
-def test_a_spilling_tile_is_reported_and_todays_is_not():
+def test_a_spilling_tile_is_reported_and_todays_is_not(cli, monkeypatch, tmp_path):
+    """`plugins spills` over two variants (compiled in worker processes): the table, the JSON, exit 1."""
+    import json
+
     today = swiglu_variant("fp32", 2, 1)
     before = replace(today, constexprs={**today.constexprs, "BLOCK_K": 64}, num_warps=4)
-    rows = spills.measure([before, today], ("sm_80",), "12.4")  # compiled in worker processes
+    monkeypatch.setattr(aot, "default_variants", lambda *args: [before, today])
+    result = cli("plugins", "spills", "--arch", "sm_80", "--cuda", "12.4", "--json", tmp_path / "spills.json")
+    assert result.code == 1, result.out + result.err
+    assert f"1 of 2 variants spill; worst: {before.stem} (sm_80)" in result.out, result.out
+    assert "| moe_gemm_swiglu | sm_80 | fp32 | float | 16x64x64 | 4 | 2 | 255 |" in result.out, result.out
+    rows = [spills.SpillRow(**{**r, "usage": aot.Usage(**r["usage"])})
+            for r in json.loads((tmp_path / "spills.json").read_text())]
     by_warps = {r.num_warps: r for r in rows}
     assert by_warps[4].usage.spills > 100 and by_warps[4].usage.registers == 255, by_warps[4]
     assert by_warps[today.num_warps].usage.spills == 0, by_warps[today.num_warps]
-    assert [r.num_warps for r in spills.spilling(rows)] == [4]
-    table = spills.markdown_table(rows)
-    assert "| moe_gemm_swiglu | sm_80 | fp32 | float | 16x64x64 | 4 | 2 | 255 |" in table, table
+    assert [r.stem for r in spills.spilling(rows)] == [before.stem]
 
 
 def test_spills_cli_rejects_an_unknown_arch(cli):
