@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,15 +60,19 @@ def second_turn_ttft(engine: Engine, prefix: int = 2048, question: int = 24, rep
 
 
 def join_latency(engine: Engine, chunks: tuple[int | str | None, ...] = (None, 256, 128, 64, 32, 16, AUTO),
-                 rows: int = 3, long: int = 2048, repeats: int = 1) -> list[dict[str, Any]]:
+                 rows: int = 3, long: int = 2048, repeats: int = 1,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """One row per `prefill_chunk`; with `repeats` > 1 the chunk sizes alternate, each measured `repeats`
-    times, and the row holds the best (lowest p99 ratio) and the median of each figure."""
+    times, and the row holds the best (lowest p99 ratio) and the median of each figure. `progress` gets each
+    run's figures as it ends."""
     rng = np.random.default_rng(1)
     long_prompt = [1, *rng.integers(3, engine.config.vocab_size, long - 1).tolist()]
     runs: dict[int | str | None, list[dict[str, Any]]] = {c: [] for c in chunks}
     for _ in range(repeats):
         for chunk in chunks:
             runs[chunk].append(_join_once(engine, chunk, rows, long_prompt, rng))
+            if progress is not None:
+                progress({"prefill_chunk": chunk, **runs[chunk][-1]})
     results = []
     for chunk, measured in runs.items():
         best = min(measured, key=lambda r: r["p99_over_steady"])
@@ -105,6 +111,11 @@ def _join_once(engine: Engine, chunk: int | str | None, rows: int, long_prompt: 
             "chunks": sched.stats.prefill_chunks, "chunk_sizes": sizes}
 
 
+def _log(run: dict[str, Any]) -> None:
+    brief = {k: round(v, 3) if isinstance(v, float) else v for k, v in run.items() if k != "chunk_sizes"}
+    print(json.dumps(brief), file=sys.stderr, flush=True)
+
+
 def _gaps_since(stamps: list[float], start: float) -> np.ndarray:
     """Gaps between a row's tokens from its last token before `start` on."""
     before = [t for t in stamps if t < start]
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, Any] = {"engine": str(engine.path)}
     if not args.skip_second_turn:
         figures["second_turn"] = second_turn_ttft(engine, args.prefix)
-    figures["join"] = join_latency(engine, chunks, long=args.prefix, repeats=args.repeats)
+    figures["join"] = join_latency(engine, chunks, long=args.prefix, repeats=args.repeats, progress=_log)
     text = json.dumps(figures, indent=1)
     print(text)
     if args.out is not None:
