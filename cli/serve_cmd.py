@@ -37,7 +37,7 @@ def serve(
                                               "(engines exported with --debug-outputs).")] = False,
     prefix_cache_gb: Annotated[float | None, typer.Option(
         help="Memory for the prefix cache in GiB (KV blocks of earlier prompts reused by later ones); 0: off. "
-             "Default: the engine's own, else min(2, a quarter of the free memory).")] = None,
+             "Default: the engine's own, else 1 GiB (at most a quarter of the free memory).")] = None,
     prefill_chunk: Annotated[str, typer.Option(
         help="Prompt tokens computed per step while other rows decode (chunked prefill): a number, 'auto' (sized "
              "from measured step times so a step with a chunk costs under 2 decode steps) or 'none' (whole "
