@@ -40,8 +40,8 @@ def serve(
              "Default: the engine's own, else 1 GiB (at most a quarter of the free memory).")] = None,
     prefill_chunk: Annotated[str, typer.Option(
         help="Prompt tokens computed per step while other rows decode (chunked prefill): a number, 'auto' (sized "
-             "from measured step times so a step with a chunk costs under 2 decode steps) or 'none' (whole "
-             "prompts).")] = "auto",
+             "from measured step times so a step with a chunk costs under 2 decode steps where a chunk can) or "
+             "'none' (whole prompts).")] = "256",
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.
 

@@ -120,7 +120,10 @@ class Request:
 AUTO = "auto"  # prefill_chunk sized from measured step times (Scheduler.chunk_budget)
 AUTO_TARGET = 0.75  # an "auto" chunk costs at most this fraction of a decode step: a mixed step stays under 2x
 AUTO_MIN, AUTO_MAX = 16, 512  # "auto" chunk bounds (tokens); AUTO_MAX also when no row decodes
-DEFAULT_PREFILL_CHUNK: int | str = AUTO  # measured (bench/scheduler_load.py, README "Serving")
+# Measured (bench/scheduler_load.py, README "Serving"): on a CPU any chunk of 16+ tokens reads every expert, more
+# than a decode step does, so "auto" sits at AUTO_MIN there, for 6x the newcomer's first-token time and more work
+# in all; 256 keeps both low. "auto" is for engines where a chunk costs less than a decode step.
+DEFAULT_PREFILL_CHUNK: int | str = 256
 
 
 class Scheduler:

@@ -50,7 +50,8 @@ def test_serve_bench_multi_turn(cli, tmp_path):
     ratio (a benchmark figure, not asserted: the tiny preset's prompts cost little either way)."""
     out = tmp_path / "serve.json"
     result = cli("serve-bench", "--preset", "tiny", "--clients", "1", "--rounds", "1", "--max-tokens", "4",
-                 "--repeats", "1", "--max-seq", "256", "--multi-turn", "160", "--json", out, "--workdir", tmp_path / "w")
+                 "--repeats", "1", "--max-seq", "256", "--multi-turn", "160", "--json", out,
+                 "--workdir", tmp_path / "w")
     assert result.code == 0, result.out + result.err
     m = json.loads(out.read_text())["multi_turn"]
     assert m["prefix_tokens"] == 160 and m["repeats"] == 1

@@ -206,12 +206,12 @@ def test_n_samples_share_one_prefill(tiny_engine):
 
 
 def test_auto_prefill_chunk_fits_its_share_of_a_decode_step(tiny_engine):
-    """prefill_chunk="auto" (the default): the most tokens while no row decodes; the floor until both step times
+    """prefill_chunk="auto": the most tokens while no row decodes; the floor until both step times
     are measured; then as many prompt tokens as cost AUTO_TARGET of a decode step at the measured time per
     prompt token, within [AUTO_MIN, AUTO_MAX]; and the replies stay the solo ones (greedy)."""
     from mixtral_trt.runtime import scheduler as sch
 
-    sched = Scheduler(tiny_engine)
+    sched = Scheduler(tiny_engine, prefill_chunk=sch.AUTO)
     assert sched.prefill_chunk == sch.AUTO and sched.chunk_budget() == sch.AUTO_MAX  # nobody decodes yet
     first = _submit(sched, tiny_engine, 2)
     sched.step()
