@@ -1,7 +1,8 @@
 """Token logprobs in OpenAI's two shapes, from the runtime's `TokenLogprob`s (runtime/logprobs.py).
 
-- chat completions: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob",
-  "bytes"}]}], "refusal": null}`, one entry per generated token, the top list `top_logprobs` long;
+- chat completions: `{"content": [{"token", "logprob", "bytes", "token_id", "top_logprobs": [{"token",
+  "logprob", "bytes", "token_id"}]}], "refusal": null}`, one entry per generated token, the top list
+  `top_logprobs` long (`token_id` is Mistral's field, which its client requires; OpenAI's ignores it);
 - completions (the legacy shape lm-eval reads): `{"tokens", "token_logprobs", "top_logprobs", "text_offset"}`,
   parallel lists; each `top_logprobs` entry maps token text -> logprob for the `logprobs` most likely tokens and
   always the chosen one (so up to logprobs + 1 entries, as OpenAI documents); with `echo` the prompt's tokens
@@ -35,7 +36,8 @@ class TokenTexts:
         self.text = [b.decode("utf-8", "backslashreplace") for b in self.bytes]
 
     def chat_entry(self, token: int, logprob: float) -> dict[str, Any]:
-        return {"token": self.text[token], "logprob": _finite(logprob), "bytes": list(self.bytes[token])}
+        return {"token": self.text[token], "logprob": _finite(logprob), "bytes": list(self.bytes[token]),
+                "token_id": token}
 
     def chat(self, logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
         """A chat choice's (or chunk's) `logprobs` object."""

@@ -166,10 +166,17 @@ class ChatCompletionRequest(Sampling):
     logprobs: bool | None = None
     top_logprobs: Int | None = None  # 0..20, with logprobs: true
     echo: bool = False  # vLLM's chat echo: refused
+    prompt_logprobs: bool | Int | None = None  # Mistral's / vLLM's: refused (completions' echo gives them)
+    min_tokens: Int | None = None  # Mistral's / vLLM's: refused unless 0
 
     def check_unsupported(self) -> None:
         if self.echo:
             raise BadRequest("echo: not supported by chat completions (use /v1/completions)", "echo")
+        if self.prompt_logprobs not in (None, False):
+            raise BadRequest("prompt_logprobs: not supported by chat completions (use /v1/completions with echo "
+                             "and logprobs)", "prompt_logprobs")
+        if self.min_tokens not in (None, 0):
+            raise BadRequest(f"min_tokens={self.min_tokens}: not supported", "min_tokens")
         if self.top_logprobs is not None:
             if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
                 raise BadRequest(f"top_logprobs={self.top_logprobs}: must be between 0 and {MAX_TOP_LOGPROBS}",

@@ -117,3 +117,18 @@ def test_chat_completions_carry_them(tiny_engine, tiny_reference):
     assert [e.token_id for e in streamed] == reply.token_ids
     np.testing.assert_allclose([e.logprob for e in streamed], [e.logprob for e in reply.logprobs], atol=1e-5)
     assert tiny_engine.chat_completion(messages, max_new_tokens=2).logprobs is None
+
+
+def test_max_new_tokens_0_gives_only_the_prompts_logprobs(tiny_engine, tiny_reference):
+    """The scoring request of evaluation harnesses (echo, max_tokens 0): the prompt computed, nothing sampled,
+    through generate and the Scheduler."""
+    prompt = tiny_engine.tokenizer.encode("Two plus two equals four")
+    ref = reference_logprobs(tiny_reference, prompt)
+    done = tiny_engine.generate(prompt, max_new_tokens=0, prompt_logprobs=2, logprobs=0)
+    sched = Scheduler(tiny_engine, prefill_chunk=3)
+    queued = sched.submit(prompt, SamplingParams(max_new_tokens=0, prompt_logprobs=2, logprobs=0))
+    sched.run_until_idle()
+    for got in (done, queued.completion()):
+        assert got.token_ids == [] and got.finish_reason == "length"
+        _check_completion(got, prompt, ref, 0, 2)
+    assert queued.status == "done" and sched.stats.prefill_chunks > 1 and sched.stats.generated_tokens == 0

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from mixtral_trt.runtime.chat import chat_prompt
-from support.serving import MODEL, openai_client
+from support.serving import MODEL, mistral_client, openai_client
 
 MESSAGES = [{"role": "user", "content": "Tell me a story about a fox."}]
 SEEDED = dict(temperature=1.0, seed=11)
@@ -51,6 +51,23 @@ def test_n_samples_share_a_prefill_and_reproduce(server):
     want = [eng.generate(eng.tokenizer.encode(p), max_new_tokens=6, temperature=1.0, seed=5 + i,
                          ignore_eos=True).text for p in prompts for i in range(2)]
     assert [c.text for c in sorted(done.choices, key=lambda c: c.index)] == want
+
+
+def test_mistral_client_fields(server):
+    """Mistral's client: n, presence / frequency penalties, random_seed, logprobs + top_logprobs (its shape needs
+    token_id) map to the same fields."""
+    client, eng = mistral_client(server.url), server.engine
+    got = client.chat.complete(model=MODEL, messages=MESSAGES, max_tokens=8, temperature=1.0, random_seed=3, n=2,
+                               presence_penalty=0.5, frequency_penalty=0.5, logprobs=True, top_logprobs=2)
+    for i, choice in enumerate(sorted(got.choices, key=lambda c: c.index)):
+        want = eng.generate(chat_prompt(eng.tokenizer, MESSAGES), max_new_tokens=8, temperature=1.0, seed=3 + i,
+                            presence_penalty=0.5, frequency_penalty=0.5, logprobs=2)
+        assert choice.message.content == want.text
+        assert [e.token_id for e in choice.logprobs.content] == want.token_ids
+        assert [e.logprob for e in choice.logprobs.content] == pytest.approx([e.logprob for e in want.logprobs],
+                                                                             abs=1e-5)
+        assert [[t.token_id for t in e.top_logprobs] for e in choice.logprobs.content] == \
+            [[t for t, _ in e.top] for e in want.logprobs]
 
 
 @pytest.mark.parametrize("fields", [
@@ -92,6 +109,8 @@ BAD = [
     ("chat", dict(extra_body={"min_p": 1.5}), "min_p"),
     ("chat", dict(extra_body={"repetition_penalty": 0}), "repetition_penalty"),
     ("chat", dict(logit_bias={"5": 101}), "logit_bias"),
+    ("chat", dict(extra_body={"prompt_logprobs": True}), "prompt_logprobs"),
+    ("chat", dict(extra_body={"min_tokens": 3}), "min_tokens"),
     ("completions", dict(logprobs=21), "logprobs"),
     ("completions", dict(logprobs=True), "logprobs"),
     ("completions", dict(n=9), "n"),
