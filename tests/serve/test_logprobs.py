@@ -84,7 +84,10 @@ def test_completions_echo_gives_the_prompts_logprobs(server, tiny_reference):
     assert got.usage.prompt_tokens == len(prompt) and got.usage.completion_tokens == 4
 
     chunks = list(client.completions.create(model=MODEL, prompt=text, max_tokens=4, temperature=0, logprobs=3,
-                                            echo=True, stream=True, extra_body={"ignore_eos": True}))
+                                            echo=True, stream=True, stream_options={"include_usage": True},
+                                            extra_body={"ignore_eos": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == got.usage.model_dump()
+    chunks = chunks[:-1]
     assert "".join(c.choices[0].text for c in chunks) == choice.text
     joined: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
     for c in chunks:
