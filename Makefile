@@ -53,7 +53,7 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP_INSTALL) -e ".[dev,trt-cpu]"
+	$(PIP_INSTALL) -e ".[dev,trt-cpu,eval-harness]"
 	echo "$(CONSTRAINTS)" > $@  # the lock this venv was installed from (tests/tools/test_lock.py reads it)
 
 # ---- our CPU kernels (plugins/cpu_kernels): ONNX Runtime's headers fetched (fetch_headers.sh, or ORT_INCLUDE_DIR),
