@@ -10,6 +10,9 @@ B batch, G kv heads, T tokens, D head_dim.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from .model import Mixtral
@@ -40,3 +43,16 @@ def int8_kv_(model: Mixtral) -> Mixtral:
     for layer in model.layers:
         layer.attn.kv_rounding = fake_quantize_kv
     return model
+
+
+@contextmanager
+def float_kv(model: Mixtral) -> Iterator[Mixtral]:
+    """`model` with a float cache for the duration (parity's error against the float-cache reference)."""
+    saved = [layer.attn.kv_rounding for layer in model.layers]
+    for layer in model.layers:
+        layer.attn.kv_rounding = None
+    try:
+        yield model
+    finally:
+        for layer, rounding in zip(model.layers, saved, strict=True):
+            layer.attn.kv_rounding = rounding
