@@ -114,11 +114,11 @@ def build_engine(
         if value is not None and spec.lowering != "ort":
             raise MixtralTrtError(f"{option} applies to the ONNX Runtime backends (ort, ort-gqa), "
                                   f"not --backend {backend}")
+    check_kv_cache(kv_cache, backend, Path(onnx_dir))
     if spec.tensorrt:
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
-    check_kv_cache(kv_cache, backend, Path(onnx_dir))
     check_output(engine_dir, [onnx_dir], overwrite)
     if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
         if experts is not None or cpu_kernels == "ours" or expert_dtype is not None:
