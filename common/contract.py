@@ -169,6 +169,11 @@ class GraphContract:
         for key in ("max_batch", "max_seq"):  # the runtime sizes caches and checks calls with these
             if not is_int(d.get(key)) or d[key] < 1:
                 raise MixtralTrtError(f"{source}: {key}: expected a positive integer, got {d.get(key)!r}")
+        extra = d.get("extra") if isinstance(d.get("extra"), dict) else {}
+        kv_cache = extra.get("kv_cache", "float")
+        if kv_cache not in KV_CACHE_KINDS:  # the runtime would allocate the wrong cache tensors
+            raise MixtralTrtError(f"{source}: extra.kv_cache {kv_cache!r}: this mixtral-trt keeps "
+                                  f"{' or '.join(KV_CACHE_KINDS)} caches (a newer build's engine?)")
         try:
             return cls(
                 config=MixtralConfig.from_hf_dict(d["config"], source=source),

@@ -5,6 +5,7 @@ and every combination it does not support is refused in one line with nothing wr
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import onnx
@@ -13,6 +14,7 @@ import torch
 
 from mixtral_trt import runtime
 from mixtral_trt.common.contract import MODEL_FILE
+from mixtral_trt.common.manifest import MANIFEST_FILE
 from mixtral_trt.common.tensor_parallel import RANK_DIR
 from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.mixtral_ref.kv_quant import int8_kv_
@@ -53,3 +55,13 @@ def test_tensor_parallel_exports_are_refused(tmp_path, cli):
     (export / RANK_DIR.format(rank=0)).mkdir(parents=True)
     one_line_error(cli("build", export, tmp_path / "e", "--kv-cache", "int8"), 2, "tensor-parallel", "--kv-cache")
     assert not (tmp_path / "e").exists()
+
+
+def test_an_unknown_cache_kind_in_the_manifest_is_refused(sliding_top3, tmp_path, cli):
+    """An engine whose contract names a cache kind this runtime does not know (a newer build's) is one line."""
+    _, onnx_dir = sliding_top3
+    out = build_engine(onnx_dir, tmp_path / "e", "portable", kv_cache="int8")
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    manifest["contract"]["extra"]["kv_cache"] = "fp8"
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+    one_line_error(cli("generate", out, "--prompt", "hi"), 2, "kv_cache 'fp8'", MANIFEST_FILE)
