@@ -31,6 +31,17 @@ def test_graph_io_is_the_contracts_and_matches_the_reference(sliding_top3, tmp_p
         got = {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name for v in io}
         assert got == {t.name: t.dtype for t in tensors}
     assert not (tmp_path / "e" / "genai_config.json").exists()  # onnxruntime-genai knows no scale tensors
+    users = {}  # tensor -> the op types reading it
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    for i in range(c.config.num_layers):  # the scales fold into scores and probabilities: no [.., S, D] multiply
+        for kind, chain in (("key", ["Cast", "Transpose", "MatMul"]), ("value", ["Cast", "MatMul"])):
+            name, ops = f"present.{i}.{kind}", []
+            while len(users.get(name, [])) == 1 and len(ops) < len(chain):
+                ops.append(users[name][0].op_type)
+                name = users[name][0].output[0]
+            assert ops == chain, (i, kind, ops)
     ids = np.random.default_rng(4).integers(3, model.config.vocab_size, (1, 60))  # beyond the window
     with torch.inference_mode():
         ref = int8_kv_(copy.deepcopy(model))(torch.from_numpy(ids)).numpy()
