@@ -19,6 +19,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
 from mixtral_trt.mixtral_ref.checkpoint import load_model
 from mixtral_trt.mixtral_ref.generate import greedy_steps as reference_greedy
+from mixtral_trt.mixtral_ref.kv_quant import float_kv, int8_kv_
 from mixtral_trt.mixtral_ref.model import Mixtral
 from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, round_experts_, scheme_of, stored_of
 from mixtral_trt.runtime.engine import Engine
@@ -159,6 +160,9 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     if expert_weights and scheme is None:  # experts stored narrower than the graph computes (--expert-dtype)
         original = reference
         reference = round_experts_(load_model(checkpoint, dtype=torch.float32), expert_weights)
+    kv_int8 = engine.contract.kv_cache == "int8"
+    if kv_int8:  # the reference rounds its cache as the engine does (mixtral_ref/kv_quant.py)
+        int8_kv_(reference)
     try:
         tokenizer = Tokenizer.from_checkpoint(checkpoint)
     except MixtralTrtError:
@@ -170,6 +174,10 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
         report.quantization = {"scheme": scheme.name if scheme else f"experts-{expert_weights}",
                                "logits_rel_vs_unquantized": quantization_error(
             engine, original, report.prompts, seed, tokenizer)}
+    if kv_int8:
+        with float_kv(reference):
+            report.kv_cache = {"kind": "int8", "logits_rel_vs_float_kv": quantization_error(
+                engine, reference, report.prompts, seed, tokenizer)}
     return report
 
 
