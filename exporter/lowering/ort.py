@@ -130,7 +130,7 @@ def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PART
             node = cpu_moe_node(graph, pair, expert_dtype)
             out, new_nodes = node.outputs[0], [node]
             model.opset_imports[node.domain] = 1
-        elif experts == "matmul":
+        elif experts == "matmul" or pair.w13_order is not None:  # QMoE takes no per-expert input order
             out = lower_experts(graph, tape, pair)
             new_nodes = list(tape.nodes)
         else:

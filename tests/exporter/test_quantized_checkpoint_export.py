@@ -26,7 +26,10 @@ pytest.importorskip("onnxruntime_genai")
 CASES = {  # name -> (writer, how the export takes it: stored codes (with zero points) or float)
     "gptq-int4-sym-g32": (lambda p: write_gptq(p, 4, 32, False, True, "gptq"), "stored"),
     "gptq-int8-asym-g64": (lambda p: write_gptq(p, 8, 64, False, False, "gptq"), "stored+zeros"),
-    "gptq-int4-asym-actorder-g32": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2"), "float"),
+    "gptq-int4-asym-actorder-g32": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2"), "stored+zeros"),
+    "gptq-int8-sym-actorder-g64": (lambda p: write_gptq(p, 8, 64, True, True, "gptq", lm_head=True), "stored"),
+    "gptq-int4-actorder-split-orders": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2", split_orders=True),
+                                        "float"),
     "awq-int4-g64": (lambda p: write_awq(p, 64), "stored+zeros"),
     "ct-int4-sym-g32": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, True), "stored"),
     "ct-int4-asym-g128": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 128, False), "stored+zeros"),
