@@ -46,6 +46,7 @@ def write_checkpoint(out: Path, layers: int = 1, act_order: bool = False, seed: 
     cfg = get_preset("mixtral-8x7b").replace(num_layers=layers)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    weight_map: dict[str, str] = {}
     h, i, kv = cfg.hidden_size, cfg.intermediate_size, cfg.kv_size
     layer_bytes = 0
     for n_layer in range(layers):
@@ -66,12 +67,17 @@ def write_checkpoint(out: Path, layers: int = 1, act_order: bool = False, seed: 
                                                                                 ).astype(np.float16)
         for norm in ("input_layernorm", "post_attention_layernorm"):
             tensors[f"{prefix}.{norm}.weight"] = np.ones(h, np.float16)
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, out / f"layer{n_layer}.safetensors")
+        name = f"model-{n_layer + 1:05d}-of-{layers + 1:05d}.safetensors"
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, out / name)
+        weight_map |= dict.fromkeys(tensors, name)
         del tensors
     embed = {"model.embed_tokens.weight": (rng.standard_normal((cfg.vocab_size, h), np.float32) * 0.02),
              "lm_head.weight": (rng.standard_normal((cfg.vocab_size, h), np.float32) * 0.02),
              "model.norm.weight": np.ones(h, np.float32)}
-    save_file({k: v.astype(np.float16) for k, v in embed.items()}, out / "embed.safetensors")
+    name = f"model-{layers + 1:05d}-of-{layers + 1:05d}.safetensors"
+    save_file({k: v.astype(np.float16) for k, v in embed.items()}, out / name)
+    weight_map |= dict.fromkeys(embed, name)
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     config = cfg.to_hf_dict() | {"quantization_config": {
         "quant_method": "gptq", "bits": BITS, "group_size": GROUP, "desc_act": act_order, "sym": False,
         "checkpoint_format": "gptq_v2", "lm_head": False}}

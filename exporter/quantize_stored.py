@@ -73,8 +73,9 @@ def _act_order_refusal(quantized: QuantizedLinears, entries, orders: dict | None
 def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int = 1, orders: dict | None = None
          ) -> tuple[dict, dict | None]:
     """(extra["checkpoint_quantization"], extra["quantization"] or None when the weights go out as float).
-    `orders`: the act-order input orders (mixtral_ref.checkpoint.input_orders), checked when given (an export); without them (inspect)
-    an act-order checkpoint is assumed to have one order per expert's w1 and w3, as GPTQ gives."""
+    `orders`: the act-order input orders (mixtral_ref.checkpoint.input_orders), checked when given (an export);
+    without them (inspect) an act-order checkpoint is assumed to have one order per expert's w1 and w3, as GPTQ
+    gives."""
     q = quantized.quant
     record = {**q.summary(), "quantized": quantized.kinds()}
     reason = None
@@ -266,8 +267,8 @@ def _with_zero_points(model: ir.Model, zero_points: bool, input_order: bool) -> 
 
 
 def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int, str]:
-    """(bytes of the exported weights, how: "stored[, act-order inputs reordered]" | "float") for an export of the checkpoint in `dtype`: codes,
-    scales and zero points where `plan` keeps them, `dtype` floats for everything else."""
+    """(bytes of the exported weights, how: "stored[, act-order inputs reordered]" | "float") for an export of
+    the checkpoint in `dtype`: codes, scales and zero points where `plan` keeps them, `dtype` floats for the rest."""
     record, spec = plan(quantized, entries, dtype)
     item = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
     kept = set()

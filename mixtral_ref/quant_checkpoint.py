@@ -17,8 +17,15 @@ from mixtral_trt.common.fileio import read_json_object
 from mixtral_trt.common.paths import confined
 
 from .quant_config import CheckpointQuant, parse_quantization
-from .quant_linear import (QuantLinear, expected_shapes, input_order, is_quantized, optional_names, read_linear,
-                           stored_names)
+from .quant_linear import (
+    QuantLinear,
+    expected_shapes,
+    input_order,
+    is_quantized,
+    optional_names,
+    read_linear,
+    stored_names,
+)
 
 NOT_LINEAR = ("norm.weight", "embed_tokens.weight")  # 2-D float weights that are not linears (never quantized)
 

@@ -124,8 +124,9 @@ def fake_quantize_(model: Mixtral, scheme: QuantScheme, dtype: str, dense: bool 
             if stored is None:
                 _fake_quantize_param(linear.weight, scheme, dtype)
             if activations_block:
+                order = dense_orders.get(name)
                 linear.register_forward_pre_hook(
-                    lambda _m, args, b=activations_block, o=dense_orders.get(name):
+                    lambda _m, args, b=activations_block, o=order:
                     (quantize_activations(args[0], b, o).to(args[0].dtype),))
     return model
 

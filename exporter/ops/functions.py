@@ -11,8 +11,17 @@ import onnx
 from onnxscript import FLOAT, INT32, INT64, UINT8, script, values
 from onnxscript import opset20 as op
 
-from .spec import (DOMAIN, LINEAR_Q, LINEAR_QZ, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_EXPERTS_QZP, MOE_ROUTER,
-                   OPSET_VERSION)
+from .spec import (
+    DOMAIN,
+    LINEAR_Q,
+    LINEAR_QZ,
+    MOE_EXPERTS,
+    MOE_EXPERTS_Q,
+    MOE_EXPERTS_QZ,
+    MOE_EXPERTS_QZP,
+    MOE_ROUTER,
+    OPSET_VERSION,
+)
 
 ONNX_OPSET = 20  # the default-domain opset of the function bodies and of the exported graph
 mixtral = values.Opset(DOMAIN, OPSET_VERSION)
