@@ -52,6 +52,8 @@ def test_quantized_checkpoint_engine_parity(name, tmp_path):
     engine_dir = build_engine(onnx_dir, tmp_path / "engine", "ort")
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     assert manifest["contract"]["extra"]["checkpoint_quantization"] == extra["checkpoint_quantization"]
+    if extra.get("quantization", {}).get("input_order"):  # act-order codes: QMoE takes no per-expert input order
+        assert manifest["backend_info"]["experts"] == "matmul", manifest["backend_info"]
     report = check_engine(engine_dir, checkpoint, greedy_steps=8)
     assert not report.failures, report.failures
     assert all(g.exact for g in report.greedy), [(g.matched, g.steps) for g in report.greedy]
