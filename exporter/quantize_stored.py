@@ -150,11 +150,11 @@ class StoredExperts(QuantizedExperts):
         return np.concatenate(out)
 
     def scales(self) -> np.ndarray:
-        if self._scales is None:
-            stacked = np.stack([self._stacked(e, "scales") for e in range(self.e)])  # [E, N, G]
-            self._scales = _checked_scales(stacked if self.scheme.block_size else stacked[..., 0],
-                                           self.scale_dtype, self.source.name)
-        return self._scales
+        """Not cached (unlike QuantizedExperts', whose codes need them): read once, while the scales are written,
+        so no layer's scales stay in memory for the rest of the export."""
+        stacked = np.stack([self._stacked(e, "scales") for e in range(self.e)])  # [E, N, G]
+        return _checked_scales(stacked if self.scheme.block_size else stacked[..., 0], self.scale_dtype,
+                               self.source.name)
 
     def codes(self, e: int) -> np.ndarray:
         return self.scheme.pack(self._stacked(e, "codes", columns=True))
