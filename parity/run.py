@@ -17,7 +17,7 @@ from mixtral_trt import runtime
 from mixtral_trt.chat.tokenizer import Tokenizer
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
-from mixtral_trt.mixtral_ref.checkpoint import load_model
+from mixtral_trt.mixtral_ref.checkpoint import input_orders, load_model
 from mixtral_trt.mixtral_ref.generate import greedy_steps as reference_greedy
 from mixtral_trt.mixtral_ref.kv_quant import float_kv, int8_kv_
 from mixtral_trt.mixtral_ref.model import Mixtral
@@ -151,9 +151,10 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     if scheme is not None:  # judge the kernels against the same quantized weights; report the rest
         # (a quantized checkpoint's codes kept by the export: the reference is already its dequantization)
         original = reference if stored is None else None
+        orders = input_orders(checkpoint) if activations_block and stored is not None else None
         reference = fake_quantize_(load_model(checkpoint, dtype=torch.float32), scheme, engine.dtype,
                                    dense=dense_of(engine.contract),
-                                   activations_block=activations_block, stored=stored)
+                                   activations_block=activations_block, stored=stored, input_orders=orders)
         if activations_block:
             tolerance = max(TOLERANCES[engine.dtype], INT8_ACTIVATIONS, key=lambda t: t.logits_rel)
     expert_weights = engine.manifest.backend_info.get("expert_weights")
