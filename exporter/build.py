@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from mixtral_trt.chat.tokenizer import tokenizer_file
 from mixtral_trt.common.backends import get_backend
-from mixtral_trt.common.contract import MODEL_FILE, GraphContract
+from mixtral_trt.common.contract import KV_CACHE_KINDS, MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.manifest import Manifest
@@ -58,6 +58,28 @@ def ort_cuda_info(onnx_dir: Path, contract: GraphContract) -> dict:
     return {"cuda_unsupported": problems}
 
 
+def check_kv_cache(kv_cache: str, backend: str, onnx_dir: Path) -> None:
+    """Refuse a cache kind the backend cannot keep, before any work (contract.py KV_CACHE_KINDS)."""
+    if kv_cache not in KV_CACHE_KINDS:
+        raise MixtralTrtError(f"--kv-cache {kv_cache!r}: choose one of {', '.join(KV_CACHE_KINDS)}")
+    if kv_cache == "float":
+        return
+    spec = get_backend(backend)
+    if spec.tensorrt:
+        raise MixtralTrtError(f"--kv-cache int8 applies to ONNX Runtime engines (ort, portable), not --backend "
+                              f"{backend}: TensorRT engines keep a float cache (the FP8 KV design: docs/GPU.md)")
+    if spec.attention == "gqa":
+        raise MixtralTrtError("--kv-cache int8 is not supported with --backend ort-gqa: onnxruntime's "
+                              "GroupQueryAttention quantizes its cache with fixed per-tensor or per-channel scales "
+                              "(k_scale / v_scale inputs), not per-token ones; use --backend ort")
+    if spec.runner != "ort":
+        raise MixtralTrtError(f"--kv-cache int8 applies to ONNX Runtime engines (ort, portable), not --backend "
+                              f"{backend}")
+    if (onnx_dir / RANK_DIR.format(rank=0)).is_dir():
+        raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; --kv-cache int8 is not supported for its "
+                              "rank engines (their caches live in the rank processes)")
+
+
 def build_engine(
     onnx_dir: str | Path,
     engine_dir: str | Path,
@@ -69,6 +91,7 @@ def build_engine(
     cpu_kernels: str | None = None,
     expert_dtype: str | None = None,
     cpu_linears: str | None = None,
+    kv_cache: str = "float",
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
@@ -80,7 +103,9 @@ def build_engine(
     library (default where it is built, for CPU engines: cpu_kernels_build.py) or ONNX Runtime's own kernels;
     `expert_dtype` "bf16" stores an fp32 export's experts in bf16 (ours only; the float LM head and projections our
     ops run too). `cpu_linears`: which linears run on our ops (lm_head, projections, comma-separated, or none;
-    cpu_kernels_build.py). `trt_options` (max_prefill, timing_cache,
+    cpu_kernels_build.py). `kv_cache` "int8": the cache as
+    int8 codes + per-token scales (lowering/kv_int8.py; ort and portable; no genai_config.json, whose decoder
+    knows no scale tensors). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
     spec = get_backend(backend)
     if genai_provider not in PROVIDERS:
@@ -93,6 +118,7 @@ def build_engine(
         if value is not None and spec.lowering != "ort":
             raise MixtralTrtError(f"{option} applies to the ONNX Runtime backends (ort, ort-gqa), "
                                   f"not --backend {backend}")
+    check_kv_cache(kv_cache, backend, Path(onnx_dir))
     if spec.tensorrt:
         from .trt_build import build_trt_engine, import_tensorrt
 
@@ -132,9 +158,11 @@ def build_engine(
         if options["experts"] == "moe" and not ours:
             info.update(ort_cuda_info(Path(onnx_dir), contract))
     with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
-        lower_and_save(model, spec, tmp, progress, contract, **options)
+        lower_and_save(model, spec, tmp, progress, contract, kv_cache=kv_cache, **options)
         if spec.attention == "gqa":
             contract = contract.with_gqa_attention()
+        if kv_cache == "int8":
+            contract = contract.with_int8_kv()
         copy_side_files(onnx_dir, tmp)
         if ours:
             info["cpu_kernels"] = ship_library(tmp, ops_used(tmp / MODEL_FILE), options["cpu_linears"])
@@ -142,7 +170,7 @@ def build_engine(
         info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
-        if spec.genai:
+        if spec.genai and contract.kv_cache == "float":
             write_genai_config(tmp, contract, model_file, read_generation_config(onnx_dir), genai_provider,
                                info["cpu_kernels"]["library"] if ours else None)
             info = {**info, "genai_provider": genai_provider}

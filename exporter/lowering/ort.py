@@ -106,12 +106,17 @@ def expert_form(contract: GraphContract, provider: str, requested: str | None = 
     call: ort_experts.py) and the MoE / QMoE ops for the rest: fp16 / bf16 engines are the CUDA EP's, whose fused
     kernels are the fast form, and the CPU QMoE runs block-wise experts as prepacked QNBit GEMMs already (its
     per-expert MatMulNBits form measured slower: docs/ARCHITECTURE.md); per-channel experts have no MatMulNBits
-    layout at all."""
+    layout at all. Act-order experts (MoEExpertsQZP) run per expert only: QMoE takes no per-expert input order."""
     spec = contract.extra.get("quantization") or {}
     if requested is None:
+        if spec.get("input_order"):
+            return "matmul"
         return "matmul" if contract.dtype == "fp32" and provider == "cpu" and not spec else "moe"
     if requested not in EXPERT_FORMS:
         raise MixtralTrtError(f"--experts {requested!r}: choose one of {', '.join(EXPERT_FORMS)}")
+    if requested == "moe" and spec.get("input_order"):
+        raise MixtralTrtError("--experts moe: act-order experts (each expert's own input order) have no QMoE form "
+                              "(it takes no per-expert input permutation); build with --experts matmul")
     if requested == "matmul" and spec and not spec.get("block_size"):
         raise MixtralTrtError("--experts matmul: per-channel quantized experts (--quant-block 0) run as QMoE only; "
                               "export with a block size or build with --experts moe")
@@ -131,7 +136,7 @@ def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PART
             node = cpu_moe_node(graph, pair, expert_dtype)
             out, new_nodes = node.outputs[0], [node]
             model.opset_imports[node.domain] = 1
-        elif experts == "matmul":
+        elif experts == "matmul" or pair.w13_order is not None:  # QMoE takes no per-expert input order
             out = lower_experts(graph, tape, pair)
             new_nodes = list(tape.nodes)
         else:

@@ -45,6 +45,8 @@ def unsupported(pair: MoEPair) -> str | None:
         return f"activations are {pair.x.dtype}, the ops take float32"
     if pair.w13.const_value is None or pair.w2.const_value is None:
         return "expert weights are not constant initializers"
+    if pair.w13_order is not None:  # an act-order checkpoint's codes (MoEExpertsQZP)
+        return "act-order experts: the ops take no per-expert input order"
     if pair.w13_zeros is not None:  # a quantized checkpoint's asymmetric codes (MoEExpertsQZ)
         return "zero points: the ops take symmetric block-wise codes"
     if pair.quant is not None:

@@ -1,8 +1,13 @@
 """The plugin kernels run under Triton's interpreter: TRITON_INTERPRET=1 before triton is imported. Ahead-of-time
-compilation therefore runs in subprocesses (support/aot.py), once per session for the default sm_90a set."""
+compilation therefore runs in subprocesses (support/aot.py), once per session for the default sm_90a set.
+
+Every kernel module is imported here, under the interpreter, once: the launchers import theirs lazily, and a
+test that runs a launcher's GPU path (TRITON_INTERPRET unset for the call, test_trt_plugin_layer.py) would
+otherwise import the ones not yet loaded as compiled kernels for the rest of the session."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -14,6 +19,10 @@ from support.aot import CUDA, compile_cli
 from support.cpu_kernels import library_or_skip
 
 require_interpreter()
+_PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+for _kernel in sorted(_PLUGINS.glob("*/kernel.py")):
+    importlib.import_module(f"mixtral_trt.plugins.{_kernel.parent.name}.kernel")
+importlib.import_module("mixtral_trt.plugins.dequant")
 
 
 @pytest.fixture(scope="session")
