@@ -12,6 +12,8 @@
 #                  device-check/device_check.json (CPU stand-ins without a GPU)
 #   make device-check-launches  on a CPU machine with the dev extra: the launch file phase 3 replays
 #                  (device-check-launches/, ~6 MiB: bring it along with the checkout)
+#   make plugins-spills  every default AOT kernel variant assembled by ptxas -v for sm_90a and sm_80: registers,
+#                  spills, shared memory (plugins-spills.json; exit 1 if any spills; no GPU needed)
 #
 #   make lock      newest releases within pyproject's ranges in a fresh venv (.lock-venv), the suite run there,
 #                  adopted into locks/<python>-<platform>.txt only if it passes; locks/CHANGES.md records it
@@ -40,7 +42,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := $(if $(filter 1,$(USE_LOCK)),$(wildcard $(LOCK)))
 PIP_INSTALL = $(PY) -m pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: install demo test lint lock clean gpu-install gpu-check device-check device-check-launches cpu-kernels \
+.PHONY: install demo test lint lock clean gpu-install gpu-check device-check device-check-launches plugins-spills cpu-kernels \
 	cpu-kernels-optional cpu-kernels-sanitize
 
 install: $(STAMP)
@@ -51,7 +53,7 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 	$(PIP_INSTALL) "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP_INSTALL) -e ".[dev,trt-cpu]"
+	$(PIP_INSTALL) -e ".[dev,trt-cpu,eval-harness]"
 	echo "$(CONSTRAINTS)" > $@  # the lock this venv was installed from (tests/tools/test_lock.py reads it)
 
 # ---- our CPU kernels (plugins/cpu_kernels): ONNX Runtime's headers fetched (fetch_headers.sh, or ORT_INCLUDE_DIR),
@@ -70,7 +72,8 @@ cpu-kernels-sanitize: $(STAMP)
 	nice -n 10 $(PY) -m mixtral_trt.plugins.cpu_kernels --sanitize
 	MIXTRAL_TRT_CPU_KERNELS=$(CURDIR)/plugins/cpu_kernels/_build/sanitize/libmixtral_cpu_kernels.so \
 		LD_PRELOAD="$$($${CXX:-g++} -print-file-name=libasan.so) $$($${CXX:-g++} -print-file-name=libstdc++.so)" \
-		ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider tests/plugins/test_cpu_kernels.py
+		ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q -p no:cacheprovider tests/plugins/test_cpu_kernels.py \
+		tests/plugins/test_cpu_kernels_linear.py
 
 # ---- demo: a chain of steps, each depending on the one before. A new step: add it to DEMO_STEPS
 # (here, above the `demo:` rule), give it the previous step as prerequisite, and write under $(DEMO)/.
@@ -159,5 +162,8 @@ device-check:
 device-check-launches: $(STAMP)
 	nice -n 10 $(PY) tools/record_launches.py --out device-check-launches --force
 
+plugins-spills: $(STAMP)
+	nice -n 10 $(VENV)/bin/mixtral-export plugins spills --arch sm_90a,sm_80 --jobs 2 --json plugins-spills.json
+
 clean:
-	rm -rf $(DEMO) $(LOCK_VENV) .pytest_cache .ruff_cache gpu-check gpu-check.json device-check plugins/cpu_kernels/_build
+	rm -rf $(DEMO) $(LOCK_VENV) .pytest_cache .ruff_cache gpu-check gpu-check.json device-check plugins-spills.json plugins/cpu_kernels/_build

@@ -10,6 +10,10 @@ side and measured in turn, round after round, so both see the same load on a sha
 
 Each figure is reported as best and median over the rounds (noise only slows: the best is the kernels' speed,
 the median what a loaded machine gave), with ours / ort speed-ups of both.
+
+`baseline="ort-linears"` measures our linears alone: the baseline engine is then ours too (same experts) with
+the LM head and projections on ONNX Runtime's MatMul / MatMulNBits (`--cpu-linears none`), and `linears` picks
+which of ours the other engine runs (`--cpu-linears`; default: the build's).
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from mixtral_trt.plugins import cpu_kernels
 DTYPES = ("fp32", "bf16", "int8", "int4")
 
 
-def _engines(workdir: Path, preset: str, dtype: str, max_seq: int, batch: int, progress) -> dict[str, Path]:
+BASELINES = ("ort", "ort-linears")
+
+
+def _engines(workdir: Path, preset: str, dtype: str, max_seq: int, batch: int, progress, linears: str | None = None,
+             baseline: str = "ort") -> dict[str, Path]:
     from mixtral_trt.exporter.export import export_checkpoint
     from mixtral_trt.mixtral_ref.writer import init_checkpoint
 
@@ -46,10 +54,17 @@ def _engines(workdir: Path, preset: str, dtype: str, max_seq: int, batch: int, p
                           progress=progress)
     out = {}
     for kernels in ("ours", "ort"):
-        expert_dtype = "bf16" if dtype == "bf16" and kernels == "ours" else None
-        engine = workdir / f"{preset}-s{max_seq}-b{batch}-engine-{dtype}-{kernels}"
+        options: dict[str, Any] = {"cpu_kernels": kernels}
+        if dtype == "bf16" and (kernels == "ours" or baseline == "ort-linears"):
+            options["expert_dtype"] = "bf16"
+        if kernels == "ours" and linears is not None:
+            options["cpu_linears"] = linears
+        if kernels == "ort" and baseline == "ort-linears":
+            options.update(cpu_kernels="ours", cpu_linears="none")
+        tag = "-".join(f"{k}={v}".replace(",", "+") for k, v in sorted(options.items()) if k != "cpu_kernels")
+        engine = workdir / f"{preset}-s{max_seq}-b{batch}-engine-{dtype}-{kernels}{'-' + tag if tag else ''}"
         if not engine.exists():
-            build_engine(onnx_dir, engine, "ort", progress=progress, cpu_kernels=kernels, expert_dtype=expert_dtype)
+            build_engine(onnx_dir, engine, "ort", progress=progress, **options)
         out[kernels] = engine
     return out
 
@@ -76,14 +91,14 @@ def _summary(samples: list[float]) -> dict[str, float]:
 
 def compare(workdir: Path, preset: str = "small", dtypes: tuple[str, ...] = DTYPES, threads: int = 2,
             rounds: int = 5, context: int = 128, steps: int = 16, batch: int = 8, prefill: int = 512,
-            progress=None) -> dict[str, Any]:
+            progress=None, linears: str | None = None, baseline: str = "ort") -> dict[str, Any]:
     os.environ["MIXTRAL_TRT_THREADS"] = str(threads)  # runtime/backends/ort.py session_options
     workdir.mkdir(parents=True, exist_ok=True)
     max_seq = max(context + steps, prefill) + 8
     rng = np.random.default_rng(0)
     results: dict[str, Any] = {}
     for dtype in dtypes:
-        paths = _engines(workdir, preset, dtype, max_seq, batch, progress)
+        paths = _engines(workdir, preset, dtype, max_seq, batch, progress, linears, baseline)
         engines = {k: runtime.load(p, verify=False) for k, p in paths.items()}
         vocab = engines["ours"].config.vocab_size
         prompt1 = rng.integers(0, vocab, (1, context), dtype=np.int64)
@@ -100,14 +115,18 @@ def compare(workdir: Path, preset: str = "small", dtypes: tuple[str, ...] = DTYP
                     samples[kernels][f"decode_b{batch}"].append(_decode_ms(engine, prompt8, steps))
                     samples[kernels]["prefill"].append(_prefill_ms(engine, long))
         row: dict[str, Any] = {k: {m: _summary(v) for m, v in s.items()} for k, s in samples.items()}
-        row["ort_engine"] = "fp32 (ONNX Runtime has no bf16 CPU kernels)" if dtype == "bf16" else dtype
+        if baseline == "ort-linears":
+            row["ort_engine"] = f"{dtype}, ours with ONNX Runtime's linears"
+        else:
+            row["ort_engine"] = "fp32 (ONNX Runtime has no bf16 CPU kernels)" if dtype == "bf16" else dtype
         row["ort_experts"] = engines["ort"].manifest.backend_info.get("experts")
+        row["ours_linears"] = engines["ours"].manifest.backend_info.get("cpu_kernels", {}).get("linears")
         row["speedup"] = {m: {stat: row["ort"][m][f"{stat}_ms"] / row["ours"][m][f"{stat}_ms"]
                               for stat in ("best", "median")} for m in samples["ours"]}
         results[dtype] = row
         del engines
     library = cpu_kernels.library_path()
     return {"settings": {"preset": preset, "threads": threads, "rounds": rounds, "context": context, "steps": steps,
-                         "batch": batch, "prefill": prefill},
+                         "batch": batch, "prefill": prefill, "baseline": baseline, "linears": linears},
             "cpu_kernels": {"library": str(library), "isa": cpu_kernels.isa(library)},
             "load_average": os.getloadavg(), "results": results}

@@ -5,8 +5,8 @@ steps run through the runtime's Engine (IO binding, cache kept as OrtValues). Ea
 decode runs is put in a bucket by its node (the optimized graph tells which node reads which weight):
 
     moe        MoE / QMoE, or per-expert MatMuls and their routing   lm_head   the MatMul producing `logits`
-               (or our library's MoE / MoEBF16 / MoEQ node)
-    attn_proj  other weight MatMuls       attn_core   QK^T, softmax, AV, mask, GroupQueryAttention
+               (or our library's MoE / MoEBF16 / MoEQ node)                      (or our Linear* node)
+    attn_proj  other weight MatMuls (ours: Linear*)  attn_core   QK^T, softmax, AV, mask, GroupQueryAttention
     kv_concat  Concat producing present.*  norm       RMSNorm pieces or fused norms
     rotary     rotary pieces or op        router      the gate Gemm
     elementwise Add / Mul (residuals)     glue        shape ops, casts, the rest
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mixtral_trt.common.manifest import Manifest
+from mixtral_trt.exporter.lowering.ort_cpu_kernels import LINEAR_OPS
 from mixtral_trt.exporter.lowering.ort_experts import MOE_MARK
 from mixtral_trt.runtime.backends.ort import OrtRunner, custom_ops_hook
 from mixtral_trt.runtime.engine import Engine
@@ -44,7 +45,7 @@ def bucket_of(op: str, output: str, reads_weight: bool, name: str = "") -> str:
     (the nodes of a layer's per-expert MatMuls carry MOE_MARK: lowering/ort_experts.py)."""
     if op in ("MoE", "QMoE", "MoEBF16", "MoEQ") or MOE_MARK in name:  # ONNX Runtime's ops and ours (mixtral.cpu)
         return "moe"
-    if op in ("MatMul", "MatMulNBits", "FusedMatMul", "Gemm"):
+    if op in ("MatMul", "MatMulNBits", "FusedMatMul", "Gemm", *LINEAR_OPS):  # ours (mixtral.cpu) too
         if output == "logits":
             return "lm_head"
         if op == "Gemm":

@@ -57,6 +57,7 @@ class ServeBenchSettings:
     threads: int | None = None  # ONNX Runtime threads of the server (default: all cores)
     quantize: str | None = None  # weight-only scheme of the served engine (int8, int4; default fp32)
     seed: int = 0
+    multi_turn: int = 0  # tokens of the first turn of serve_multiturn.py's scenario (the CLI runs it); 0: none
 
     def __post_init__(self) -> None:
         get_preset(self.preset)
@@ -64,6 +65,9 @@ class ServeBenchSettings:
             QuantScheme.parse(self.quantize)
         if not self.clients or min(self.clients) < 1:
             raise MixtralTrtError(f"--clients {','.join(map(str, self.clients))}: give client counts >= 1")
+        if self.multi_turn < 0 or (self.multi_turn and self.max_seq < self.multi_turn + 64):
+            raise MixtralTrtError(f"--multi-turn {self.multi_turn}: must be >= 0 (tokens of the first turn) and leave "
+                                  f"64 tokens of --max-seq ({self.max_seq}) for its reply and the second question")
         for name in ("rounds", "max_tokens", "repeats"):
             if getattr(self, name) < 1:
                 raise MixtralTrtError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
@@ -108,13 +112,15 @@ def engine_scaling(engine_dir: Path, batches: tuple[int, ...], prompt: int = 32,
 class ServerProcess:
     """`serve(engine_dir)` in a subprocess on a free port of 127.0.0.1; stopped with SIGINT (graceful)."""
 
-    def __init__(self, engine_dir: Path, max_batch: int, threads: int | None) -> None:
+    def __init__(self, engine_dir: Path, max_batch: int, threads: int | None, **options: Any) -> None:
+        """`options`: more keyword arguments of `serve` (prefix_cache_gb, prefill_chunk), as Python literals."""
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
+        more = "".join(f", {name}={value!r}" for name, value in options.items())
         code = ("from mixtral_trt.serve.server import serve\n"
                 f"serve({str(engine_dir)!r}, port={self.port}, max_batch={max_batch}, max_queue=1024, "
-                "log_level='warning')\n")
+                f"log_level='warning'{more})\n")
         env = {**os.environ, **({"MIXTRAL_TRT_THREADS": str(threads)} if threads else {})}
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=env)
 
@@ -143,10 +149,12 @@ class ServerProcess:
             self.proc.wait()
 
 
-def chat_request(port: int, n: int, s: ServeBenchSettings, max_tokens: int | None = None) -> dict[str, Any]:
-    """One streamed chat completion; its token count (from usage), latency, TTFT and token gaps."""
+def chat_request(port: int, n: int, s: ServeBenchSettings, max_tokens: int | None = None,
+                 messages: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """One streamed chat completion (of `messages`, else a short question of its own); its token count (from
+    usage), latency, TTFT, token gaps and text."""
     words = " ".join(WORDS[(n + k) % len(WORDS)] for k in range(12 + n % 13))
-    body = {"model": "bench", "messages": [{"role": "user", "content": words}], "stream": True,
+    body = {"model": "bench", "messages": messages or [{"role": "user", "content": words}], "stream": True,
             "max_tokens": max_tokens or s.max_tokens, "temperature": s.temperature, "seed": n, "ignore_eos": True}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     start = time.perf_counter()
@@ -154,19 +162,20 @@ def chat_request(port: int, n: int, s: ServeBenchSettings, max_tokens: int | Non
     response = conn.getresponse()
     if response.status != 200:
         raise RuntimeError(f"request {n}: HTTP {response.status}: {response.read()[:300]!r}")
-    arrivals, tokens = [], 0
+    arrivals, tokens, text = [], 0, []
     while line := response.readline():
         if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
             continue
         chunk = json.loads(line[6:])
         if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
             arrivals.append(time.perf_counter())
+            text.append(chunk["choices"][0]["delta"]["content"])
         if chunk.get("usage"):
             tokens = chunk["usage"]["completion_tokens"]
     end = time.perf_counter()
     conn.close()
     return {"tokens": tokens, "latency": end - start, "ttft": (arrivals[0] if arrivals else end) - start,
-            "gaps": np.diff(arrivals).tolist()}
+            "gaps": np.diff(arrivals).tolist(), "text": "".join(text)}
 
 
 def load_run(port: int, clients: int, s: ServeBenchSettings, first_id: int) -> dict[str, Any]:

@@ -23,6 +23,20 @@ def _items(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _chosen(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    """A comma-separated option's items, each one of `allowed` (else a one-line error naming `option`)."""
+    chosen = _items(text)
+    for item in chosen:
+        if item not in allowed:
+            raise MixtralTrtError(f"{option} {item!r}: choose from {', '.join(allowed)}")
+    return chosen
+
+
+def _check_counts(rounds: int, threads: int) -> None:
+    if rounds < 1 or threads < 1:
+        raise MixtralTrtError("--rounds and --threads must be >= 1")
+
+
 @app.command("bench")
 def bench(
     preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "small",
@@ -127,28 +141,31 @@ def bench_cpu_kernels(
     rounds: Annotated[int, typer.Option(help="Alternating rounds (best and median reported).")] = 5,
     json_path: Annotated[Path, typer.Option("--json", help="Write the results here.")] = Path("bench-cpu-kernels.json"),
     workdir: Annotated[Path, typer.Option(help="Cache for the checkpoint, exports and engines.")] = Path("bench-out"),
+    baseline: Annotated[str, typer.Option(help="ort (ONNX Runtime's kernels throughout) | ort-linears (ours, with "
+                                          "the LM head and projections on ONNX Runtime's: our linears alone).")
+                        ] = "ort",
+    linears: Annotated[str | None, typer.Option(help="Our engine's --cpu-linears (default: the build's).")] = None,
 ) -> None:
     """Our CPU kernels against ONNX Runtime's, alternating on the same machine: decode at batch 1 and 8, prefill."""
     from rich.console import Console
     from rich.table import Table
 
-    from mixtral_trt.bench.cpu_kernels import DTYPES, compare
+    from mixtral_trt.bench.cpu_kernels import BASELINES, DTYPES, compare
 
-    chosen = _items(dtypes)
-    for dtype in chosen:
-        if dtype not in DTYPES:
-            raise MixtralTrtError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
-    if rounds < 1 or threads < 1:
-        raise MixtralTrtError("--rounds and --threads must be >= 1")
+    chosen = _chosen(dtypes, DTYPES, "--dtypes")
+    if baseline not in BASELINES:
+        raise MixtralTrtError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    _check_counts(rounds, threads)
     cpu_kernels.require_library()
     with make_progress(transient=True) as progress:
-        result = compare(workdir, preset, chosen, threads, rounds, progress=progress)
+        result = compare(workdir, preset, chosen, threads, rounds, progress=progress, linears=linears,
+                         baseline=baseline)
     with atomic_file(json_path) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     s = result["settings"]
     table = Table(title=f"our CPU kernels vs ONNX Runtime's: {preset}, {threads} threads, {rounds} rounds alternating "
                         f"(ms, best / median; load average {result['load_average'][0]:.1f})")
-    for col in ("experts", "measure", "ours", "ort", "speed-up best / median"):
+    for col in ("experts", "measure", "ours", baseline, "speed-up best / median"):
         table.add_column(col)
     for dtype, row in result["results"].items():
         for measure in row["speedup"]:
@@ -159,4 +176,41 @@ def bench_cpu_kernels(
                           f"{ours['best_ms']:.2f} / {ours['median_ms']:.2f}",
                           f"{ort['best_ms']:.2f} / {ort['median_ms']:.2f}",
                           f"{up['best']:.2f}x / {up['median']:.2f}x")
+    Console().print(table)
+
+
+@app.command("bench-cpu-linears")
+def bench_cpu_linears(
+    preset: Annotated[str, typer.Option(help="Model preset: the linears' shapes.")] = "small",
+    formats: Annotated[str, typer.Option(help="Weight formats, comma-separated.")] = "fp32,bf16,int8,int4",
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds (best and median reported).")] = 30,
+    rows: Annotated[str, typer.Option(help="Rows of x (T), comma-separated.")] = "1,8,512",
+    json_path: Annotated[Path, typer.Option("--json", help="Write the results here.")] = Path("bench-cpu-linears.json"),
+) -> None:
+    """Our linear ops against ONNX Runtime's MatMul / MatMulNBits, one node each, alternating."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixtral_trt.bench.cpu_linears import FORMATS, compare_linears
+
+    chosen = _chosen(formats, FORMATS, "--formats")
+    _check_counts(rounds, threads)
+    counts = _items(rows)
+    if not counts or not all(r.isdigit() for r in counts):
+        raise MixtralTrtError(f"--rows {rows!r}: comma-separated row counts (0 or more)")
+    cpu_kernels.require_library()
+    with make_progress(transient=True) as progress:
+        result = compare_linears(preset, chosen, threads, rounds, tuple(int(r) for r in counts),
+                                 progress=progress)
+    with atomic_file(json_path) as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"our linears vs ONNX Runtime's: {preset}, {threads} threads, {rounds} rounds alternating "
+                        f"(ms per call, best / median; load average {result['load_average'][0]:.1f})")
+    for col in ("linear", "ours", "ort", "speed-up best / median"):
+        table.add_column(col)
+    for name, row in result["results"].items():
+        ours, ort, up = row["ours"], row["ort"], row["speedup"]
+        table.add_row(name, f"{ours['best_ms']:.3f} / {ours['median_ms']:.3f}",
+                      f"{ort['best_ms']:.3f} / {ort['median_ms']:.3f}", f"{up['best']:.2f}x / {up['median']:.2f}x")
     Console().print(table)

@@ -37,7 +37,14 @@ def build(
                                                     "Runtime's kernels); default: ours where the library is built, "
                                                     "for --genai-provider cpu.")] = None,
     expert_dtype: Annotated[str | None, typer.Option(help="With our CPU kernels: fp32 | bf16 (an fp32 export's "
-                                                     "experts stored in bf16: half the bytes).")] = None,
+                                                     "experts stored in bf16: half the bytes; so are the "
+                                                     "float linears our kernels run).")] = None,
+    cpu_linears: Annotated[str | None, typer.Option(help="With our CPU kernels: which linears run on them too: "
+                                                    "lm_head, projections (comma-separated) or none; default: "
+                                                    "those measured faster than ONNX Runtime's.")] = None,
+    kv_cache: Annotated[str, typer.Option(help="ONNX Runtime engines (ort, portable): float (the graph dtype) | "
+                                          "int8 (codes + a float32 scale per token and kv head: about half an "
+                                          "fp16 cache's bytes, a quarter of fp32's).")] = "float",
 ) -> None:
     """Build an engine (lowered model + manifest.json) for one backend."""
     from mixtral_trt.exporter.build import build_engine
@@ -47,5 +54,6 @@ def build(
     with make_progress() as progress:
         path = build_engine(onnx_dir, engine_dir, backend=backend, overwrite=force, progress=progress,
                             genai_provider=genai_provider, experts=experts, cpu_kernels=cpu_kernels,
-                            expert_dtype=expert_dtype, **trt_options)
+                            expert_dtype=expert_dtype, cpu_linears=cpu_linears, kv_cache=kv_cache,
+                            **trt_options)
     typer.echo(f"built {backend} engine -> {path}")

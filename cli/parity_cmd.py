@@ -54,6 +54,10 @@ def parity(
         table.add_row("quantization", f"{report.quantization['scheme']}: logits rel. error vs the unquantized "
                       f"model {report.quantization['logits_rel_vs_unquantized']:.2e}",
                       "reported (the reference above is the dequantized model)")
+    if report.kv_cache:
+        table.add_row("KV cache", f"{report.kv_cache['kind']}: logits rel. error vs the float-cache reference "
+                      f"{report.kv_cache['logits_rel_vs_float_kv']:.2e}",
+                      "reported (the reference above rounds its cache the same way)")
     console = Console()
     console.print(table)
     report.save(json_path, plot)

@@ -1,4 +1,4 @@
-"""`mixtral-export plugins list | compile`: the sparse-dispatch plugins and their kernels."""
+"""`mixtral-export plugins list | compile | spills`: the sparse-dispatch plugins and their kernels."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def list_plugins() -> None:
     Console().print(table)
 
 
+def _dtypes(dtypes: str) -> tuple[str, ...]:
+    from mixtral_trt.plugins.variant import TRITON_TYPES
+
+    chosen = tuple(d.strip() for d in dtypes.split(",") if d.strip())
+    bad = [d for d in chosen if d not in TRITON_TYPES]
+    if bad or not chosen:
+        raise MixtralTrtError(f"--dtypes: {bad[0] if bad else dtypes!r} is not one of {', '.join(TRITON_TYPES)}")
+    return chosen
+
+
 @plugins_app.command("compile")
 def compile_plugins(
     arch: Annotated[str, typer.Option(help="Target GPU architecture: sm_90a (H100/H200) or sm_80 (A100).")],
@@ -48,12 +58,8 @@ def compile_plugins(
     """Compile every kernel ahead of time (no GPU needed): one PTX (and cubin) per kernel variant, at the PTX
     version a driver of CUDA version --cuda loads."""
     from mixtral_trt.plugins.aot import compile_all, default_variants
-    from mixtral_trt.plugins.variant import TRITON_TYPES
 
-    chosen = tuple(d.strip() for d in dtypes.split(",") if d.strip())
-    bad = [d for d in chosen if d not in TRITON_TYPES]
-    if bad or not chosen:
-        raise MixtralTrtError(f"--dtypes: {bad[0] if bad else dtypes!r} is not one of {', '.join(TRITON_TYPES)}")
+    chosen = _dtypes(dtypes)
     if not 1 <= top_k <= num_experts <= 256:
         raise MixtralTrtError(f"--top-k {top_k} / --num-experts {num_experts}: need 1 <= top_k <= num_experts <= 256")
     with make_progress() as progress:
@@ -65,3 +71,37 @@ def compile_plugins(
     if cuda is None and version is not None and version > 90:
         typer.echo(f"note: no --cuda given and no NVIDIA driver found: PTX {version // 10}.{version % 10} is Triton's "
                    "newest, which older drivers reject; pass --cuda with the driver's CUDA version", err=True)
+
+
+@plugins_app.command("spills")
+def spill_report(
+    arch: Annotated[str, typer.Option(help="Architectures, comma-separated.")] = "sm_90a,sm_80",
+    dtypes: Annotated[str, typer.Option(help="Activation dtypes, comma-separated.")] = "fp16,bf16,fp32",
+    cuda: Annotated[str, typer.Option(help="CUDA version of the driver the PTX is written for.")] = "12.8",
+    jobs: Annotated[int, typer.Option(help="Compile processes.")] = 2,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+) -> None:
+    """Registers, spills and shared memory of every default kernel variant as ptxas -v assembles its AOT PTX (no
+    GPU needed); exit 1 when any variant spills."""
+    import json
+    from dataclasses import asdict
+
+    from mixtral_trt.common.fileio import atomic_file
+    from mixtral_trt.plugins.aot import ARCHS, default_variants
+    from mixtral_trt.plugins.spills import markdown_table, measure, spilling
+
+    archs = tuple(a.strip() for a in arch.split(",") if a.strip())
+    bad = [a for a in archs if a not in ARCHS]
+    if bad or not archs:
+        raise MixtralTrtError(f"--arch: {bad[0] if bad else arch!r} is not one of {', '.join(ARCHS)}")
+    with make_progress(transient=True) as progress:
+        rows = measure(default_variants(_dtypes(dtypes)), archs, cuda, jobs, progress)
+    typer.echo(markdown_table(rows))
+    if json_out is not None:
+        with atomic_file(json_out) as tmp:
+            tmp.write(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+    bad_rows = spilling(rows)
+    typer.echo(f"{len(bad_rows)} of {len(rows)} variants spill" + (
+        f"; worst: {bad_rows[0].stem} ({bad_rows[0].arch}) {bad_rows[0].usage.spills} B" if bad_rows else ""))
+    if bad_rows:
+        raise typer.Exit(1)

@@ -31,12 +31,16 @@ def serve_bench(
     workdir: Annotated[Path, typer.Option(help="Cache for the checkpoint, export and engine.")] = Path("bench-out"),
     threads: Annotated[int | None, typer.Option(help="Server CPU threads (default: all cores).")] = None,
     quantize: Annotated[str | None, typer.Option(help="Serve a weight-only quantized engine: int8 or int4.")] = None,
+    multi_turn: Annotated[int, typer.Option(help="Also time a chat's second turn after a first turn of this many "
+                                            "tokens, with the prefix cache off and on (0: skip; needs --max-seq "
+                                            "above it).")] = 0,
 ) -> None:
     """Throughput and latency of the HTTP server with 1..N concurrent streaming clients."""
     from rich.console import Console
     from rich.table import Table
 
     from mixtral_trt.bench.serve_load import ServeBenchSettings, run_serve_bench
+    from mixtral_trt.bench.serve_multiturn import multi_turn as run_multi_turn
 
     try:
         counts = tuple(int(c) for c in clients.split(",") if c.strip())
@@ -44,9 +48,11 @@ def serve_bench(
         raise MixtralTrtError(f"--clients {clients!r}: expected comma-separated integers") from None
     settings = ServeBenchSettings(preset=preset, clients=counts, rounds=rounds, max_tokens=max_tokens,
                                   temperature=temperature, repeats=repeats, max_seq=max_seq, workdir=workdir,
-                                  threads=threads, quantize=quantize)
+                                  threads=threads, quantize=quantize, multi_turn=multi_turn)
     with make_progress(transient=True) as progress:
         result = run_serve_bench(settings, progress)
+        if multi_turn:
+            result["multi_turn"] = run_multi_turn(Path(result["engine_dir"]), settings, progress)
     with atomic_file(json_path) as f:
         f.write(json.dumps(result, indent=2) + "\n")
     plot_path = save_serve_plot(result, plot or json_path.with_suffix(".png"))
@@ -62,6 +68,11 @@ def serve_bench(
                       f"{r['ttft_s']['p50']:.3f} / {r['ttft_s']['p90']:.3f}", f"{r['token_gap_s']['p50'] * 1e3:.1f}")
     console = Console()
     console.print(table)
+    if "multi_turn" in result:
+        m = result["multi_turn"]
+        console.print(f"multi-turn, {m['prefix_tokens']}-token first turn: second-turn TTFT "
+                      f"{m['without_cache']['second_turn_ttft_s']:.3f} s without the prefix cache, "
+                      f"{m['with_cache']['second_turn_ttft_s']:.3f} s with it ({m['second_turn_speedup']:.1f}x)")
     if "targets" in result:
         console.print(f"targets: {result['targets']}")
     console.print(f"wrote {json_path} and {plot_path}")

@@ -35,6 +35,13 @@ def serve(
     device: Device = "auto",
     expert_load: Annotated[bool, typer.Option(help="Count tokens routed to each expert of each layer in /metrics "
                                               "(engines exported with --debug-outputs).")] = False,
+    prefix_cache_gb: Annotated[float | None, typer.Option(
+        help="Memory for the prefix cache in GiB (KV blocks of earlier prompts reused by later ones); 0: off. "
+             "Default: the engine's own, else 1 GiB (at most a quarter of the free memory).")] = None,
+    prefill_chunk: Annotated[str, typer.Option(
+        help="Prompt tokens computed per step while other rows decode (chunked prefill): a number, 'auto' (sized "
+             "from measured step times so a step with a chunk costs under 2 decode steps where a chunk can) or "
+             "'none' (whole prompts).")] = "256",
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.
 
@@ -46,5 +53,27 @@ def serve(
     if not max_body_mb > 0:
         raise MixtralTrtError(f"--max-body-mb={max_body_mb}: must be > 0")
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), header_timeout=header_timeout, body_timeout=body_timeout)
-    run(engine_dir, host, port, grace=grace, log_level=log_level, api_key=api_key, max_batch=max_batch,
-        max_queue=max_queue, device=device, model_name=model_name, limits=limits, expert_load=expert_load)
+    chunk = _prefill_chunk(prefill_chunk)
+    try:
+        run(engine_dir, host, port, grace=grace, log_level=log_level, api_key=api_key, max_batch=max_batch,
+            max_queue=max_queue, device=device, model_name=model_name, limits=limits, expert_load=expert_load,
+            prefix_cache_gb=prefix_cache_gb, prefill_chunk=chunk)
+    except MixtralTrtError as e:  # the Scheduler names its arguments; the user gave options
+        message = str(e)
+        for name in ("prefix_cache_gb", "prefill_chunk"):
+            if message.startswith(name):
+                raise MixtralTrtError("--" + name.replace("_", "-") + message[len(name):]) from None
+        raise
+
+
+def _prefill_chunk(value: str) -> int | str | None:
+    """--prefill-chunk: 'auto', 'none' or a number of tokens >= 1."""
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    try:
+        tokens = int(value)
+    except ValueError:
+        tokens = 0
+    if tokens < 1:
+        raise MixtralTrtError(f"--prefill-chunk={value}: expected a number of tokens >= 1, 'auto' or 'none'")
+    return tokens

@@ -7,6 +7,7 @@ tokens), `past + seq` (all key slots).
 The debug outputs (`hidden.{i}`, `router_logits.{i}`: parity's per-layer report) are in the graph only when
 export is asked for them (`export --debug-outputs`); a deployment graph carries logits and the cache only.
 `extra["attention"]` says how an engine's graph attends (`build` sets it; absent = "concat"): see ATTENTION.
+`extra["kv_cache"]` says how its cache stores keys and values (absent = "float"): see KV_CACHE_KINDS.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ DEBUG_ROLES = ("hidden", "router_logits")
 #   position is its slot), the past may be a shared [batch, kv_heads, capacity, head_dim] buffer written in
 #   place (present = past), rotary inside the op; no position_ids input.
 ATTENTION_KINDS = ("concat", "gqa")
+# How an engine's cache stores keys and values, recorded in contract.extra["kv_cache"] by build:
+# - "float": past/present keys and values in the graph dtype;
+# - "int8": `build --kv-cache int8`: the past/present keys and values are int8 codes [batch, kv_heads, slots,
+#   head_dim] beside float32 scales [batch, kv_heads, slots, 1] (roles past_key_scale, present_key_scale, ...;
+#   names `past_key_values.{i}.key_scale`, `present.{i}.key_scale`): symmetric, one scale per (row, kv head,
+#   token) = max |x| / 127 over head_dim, written when a token enters the cache and dequantized (codes * scale)
+#   wherever attention reads it.
+KV_CACHE_KINDS = ("float", "int8")
+KV_SCALE_DTYPE = "float32"
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,8 @@ class TensorInfo:
     dtype: str  # numpy-style name: int64, float32, float16, bfloat16
     shape: tuple[int | str, ...]
     role: str  # input_ids | attention_mask | position_ids | past_key | past_value | logits | present_key
-    #            | present_value | hidden | router_logits
+    #            | present_value | hidden | router_logits; an int8 cache adds past_key_scale | past_value_scale
+    #            | present_key_scale | present_value_scale
     layer: int | None = None
 
 
@@ -97,9 +108,35 @@ class GraphContract:
                         if t.role in ("present_key", "present_value") else t for t in self.outputs)
         return dataclasses.replace(self, inputs=inputs, outputs=outputs, extra={**self.extra, "attention": "gqa"})
 
+    def with_int8_kv(self) -> GraphContract:
+        """The contract of this graph after the int8-KV lowering (KV_CACHE_KINDS): int8 past/present keys and
+        values, a float32 scale tensor [batch, kv_heads, slots, 1] beside each, extra["kv_cache"] = "int8"."""
+        import dataclasses
+
+        def int8(tensors: tuple[TensorInfo, ...], prefix: str) -> tuple[TensorInfo, ...]:
+            codes = tuple(dataclasses.replace(t, dtype="int8") if t.role in (f"{prefix}_key", f"{prefix}_value")
+                          else t for t in tensors)
+            scales = tuple(TensorInfo(f"{t.name}_scale", KV_SCALE_DTYPE, (*t.shape[:3], 1), f"{t.role}_scale",
+                                      t.layer) for t in tensors if t.role in (f"{prefix}_key", f"{prefix}_value"))
+            return codes + scales
+
+        return dataclasses.replace(self, inputs=int8(self.inputs, "past"), outputs=int8(self.outputs, "present"),
+                                   extra={**self.extra, "kv_cache": "int8"})
+
     @property
     def attention(self) -> str:
         return self.extra.get("attention", "concat")
+
+    @property
+    def kv_cache(self) -> str:
+        """How the cache stores keys and values: "float" (the graph dtype) or "int8" (codes + scales)."""
+        return self.extra.get("kv_cache", "float")
+
+    def cache_names(self, kind: str, io: str = "outputs") -> list[str]:
+        """The cache tensors of `kind` ("key" or "value") in `io`, in the order a KVCache holds them: every
+        layer's tensor, then (int8 cache) every layer's scales. inputs: past_*, outputs: present_*."""
+        prefix = "past" if io == "inputs" else "present"
+        return self.names(f"{prefix}_{kind}", io) + self.names(f"{prefix}_{kind}_scale", io)
 
     @property
     def debug_outputs(self) -> bool:
@@ -132,6 +169,11 @@ class GraphContract:
         for key in ("max_batch", "max_seq"):  # the runtime sizes caches and checks calls with these
             if not is_int(d.get(key)) or d[key] < 1:
                 raise MixtralTrtError(f"{source}: {key}: expected a positive integer, got {d.get(key)!r}")
+        extra = d.get("extra") if isinstance(d.get("extra"), dict) else {}
+        kv_cache = extra.get("kv_cache", "float")
+        if kv_cache not in KV_CACHE_KINDS:  # the runtime would allocate the wrong cache tensors
+            raise MixtralTrtError(f"{source}: extra.kv_cache {kv_cache!r}: this mixtral-trt keeps "
+                                  f"{' or '.join(KV_CACHE_KINDS)} caches (a newer build's engine?)")
         try:
             return cls(
                 config=MixtralConfig.from_hf_dict(d["config"], source=source),

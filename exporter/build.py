@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from mixtral_trt.chat.tokenizer import tokenizer_file
 from mixtral_trt.common.backends import get_backend
-from mixtral_trt.common.contract import MODEL_FILE, GraphContract
+from mixtral_trt.common.contract import KV_CACHE_KINDS, MODEL_FILE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.manifest import Manifest
@@ -58,6 +58,28 @@ def ort_cuda_info(onnx_dir: Path, contract: GraphContract) -> dict:
     return {"cuda_unsupported": problems}
 
 
+def check_kv_cache(kv_cache: str, backend: str, onnx_dir: Path) -> None:
+    """Refuse a cache kind the backend cannot keep, before any work (contract.py KV_CACHE_KINDS)."""
+    if kv_cache not in KV_CACHE_KINDS:
+        raise MixtralTrtError(f"--kv-cache {kv_cache!r}: choose one of {', '.join(KV_CACHE_KINDS)}")
+    if kv_cache == "float":
+        return
+    spec = get_backend(backend)
+    if spec.tensorrt:
+        raise MixtralTrtError(f"--kv-cache int8 applies to ONNX Runtime engines (ort, portable), not --backend "
+                              f"{backend}: TensorRT engines keep a float cache (the FP8 KV design: docs/GPU.md)")
+    if spec.attention == "gqa":
+        raise MixtralTrtError("--kv-cache int8 is not supported with --backend ort-gqa: onnxruntime's "
+                              "GroupQueryAttention quantizes its cache with fixed per-tensor or per-channel scales "
+                              "(k_scale / v_scale inputs), not per-token ones; use --backend ort")
+    if spec.runner != "ort":
+        raise MixtralTrtError(f"--kv-cache int8 applies to ONNX Runtime engines (ort, portable), not --backend "
+                              f"{backend}")
+    if (onnx_dir / RANK_DIR.format(rank=0)).is_dir():
+        raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; --kv-cache int8 is not supported for its "
+                              "rank engines (their caches live in the rank processes)")
+
+
 def build_engine(
     onnx_dir: str | Path,
     engine_dir: str | Path,
@@ -68,6 +90,8 @@ def build_engine(
     experts: str | None = None,
     cpu_kernels: str | None = None,
     expert_dtype: str | None = None,
+    cpu_linears: str | None = None,
+    kv_cache: str = "float",
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
@@ -77,7 +101,11 @@ def build_engine(
     runs the experts; by default per-expert MatMuls for fp32 CPU engines, the MoE / QMoE ops otherwise
     (lowering/ort.py, expert_form). `cpu_kernels` (ours | ort): the MoE layers as nodes of our CPU kernels'
     library (default where it is built, for CPU engines: cpu_kernels_build.py) or ONNX Runtime's own kernels;
-    `expert_dtype` "bf16" stores an fp32 export's experts in bf16 (ours only). `trt_options` (max_prefill, timing_cache,
+    `expert_dtype` "bf16" stores an fp32 export's experts in bf16 (ours only; the float LM head and projections our
+    ops run too). `cpu_linears`: which linears run on our ops (lm_head, projections, comma-separated, or none;
+    cpu_kernels_build.py). `kv_cache` "int8": the cache as
+    int8 codes + per-token scales (lowering/kv_int8.py; ort and portable; no genai_config.json, whose decoder
+    knows no scale tensors). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
     spec = get_backend(backend)
     if genai_provider not in PROVIDERS:
@@ -85,17 +113,19 @@ def build_engine(
     if trt_options and not spec.tensorrt:
         option = "--" + next(iter(trt_options)).replace("_", "-")
         raise MixtralTrtError(f"{option} applies to TensorRT backends only, not --backend {backend}")
-    for option, value in (("--experts", experts), ("--cpu-kernels", cpu_kernels), ("--expert-dtype", expert_dtype)):
+    for option, value in (("--experts", experts), ("--cpu-kernels", cpu_kernels), ("--expert-dtype", expert_dtype),
+                          ("--cpu-linears", cpu_linears)):
         if value is not None and spec.lowering != "ort":
             raise MixtralTrtError(f"{option} applies to the ONNX Runtime backends (ort, ort-gqa), "
                                   f"not --backend {backend}")
+    check_kv_cache(kv_cache, backend, Path(onnx_dir))
     if spec.tensorrt:
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     check_output(engine_dir, [onnx_dir], overwrite)
     if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
-        if experts is not None or cpu_kernels == "ours" or expert_dtype is not None:
+        if experts is not None or cpu_kernels == "ours" or expert_dtype is not None or cpu_linears is not None:
             raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; its ranks' experts are lowered to the MoE "
                                   "op, without --experts, --cpu-kernels ours or --expert-dtype")
         from .shard.build import build_sharded_engine
@@ -116,26 +146,31 @@ def build_engine(
     if spec.lowering == "ort":
         from .lowering.ort import expert_form
 
-        kernels, cpu_options = choose(cpu_kernels, expert_dtype, model, contract, genai_provider, experts)
+        kernels, cpu_options = choose(cpu_kernels, expert_dtype, model, contract, genai_provider, experts,
+                                      cpu_linears)
         ours = kernels == "ours"
         options = {"experts": expert_form(contract, genai_provider, experts), **cpu_options}
         info = {"experts": "cpu_kernels" if ours else options["experts"]}
         if ours and cpu_options["expert_dtype"] == "bf16":
             info["expert_weights"] = "bf16"
+            if cpu_options["cpu_linears"]:  # the float linears our ops run, stored in bf16 as well
+                info["linear_weights"] = "bf16"
         if options["experts"] == "moe" and not ours:
             info.update(ort_cuda_info(Path(onnx_dir), contract))
     with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
-        lower_and_save(model, spec, tmp, progress, contract, **options)
+        lower_and_save(model, spec, tmp, progress, contract, kv_cache=kv_cache, **options)
         if spec.attention == "gqa":
             contract = contract.with_gqa_attention()
+        if kv_cache == "int8":
+            contract = contract.with_int8_kv()
         copy_side_files(onnx_dir, tmp)
         if ours:
-            info["cpu_kernels"] = ship_library(tmp, ops_used(contract, options["expert_dtype"]))
+            info["cpu_kernels"] = ship_library(tmp, ops_used(tmp / MODEL_FILE), options["cpu_linears"])
         model_file = MODEL_FILE
         info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
-        if spec.genai:
+        if spec.genai and contract.kv_cache == "float":
             write_genai_config(tmp, contract, model_file, read_generation_config(onnx_dir), genai_provider,
                                info["cpu_kernels"]["library"] if ours else None)
             info = {**info, "genai_provider": genai_provider}

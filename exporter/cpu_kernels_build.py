@@ -5,7 +5,12 @@ cpu`, single-rank exports) wherever it is built and runs every MoE layer of the 
 is not built, or where a layer cannot use it, is a one-line error. The engine carries a copy of the library
 (`cpu_kernels.so`, hashed in the manifest like every artifact, registered by runtime.load and named in
 genai_config.json), so it runs wherever it is copied; backend_info["cpu_kernels"] records the file, its sha256,
-the ops used and the instruction set the build machine's kernels use.
+the ops used, the linears lowered to ours and the instruction set the build machine's kernels use.
+
+`--cpu-linears` picks which linears run on our ops too (ort_cpu_kernels.lower_linears_ours): `lm_head`,
+`projections` (the attention projections), both comma-separated, or `none`. The default per weight format,
+DEFAULT_LINEARS, is what measured faster than ONNX Runtime's MatMul / MatMulNBits on `small`
+(docs/ARCHITECTURE.md has the figures).
 """
 
 from __future__ import annotations
@@ -24,10 +29,40 @@ if TYPE_CHECKING:
 
 CHOICES = ("ours", "ort")
 ENGINE_LIBRARY = "cpu_kernels.so"  # the copy in the engine directory
+NO_LINEARS = "none"
+# per weight format of the dense linears (a quantized export's LinearQ; float fp32; float stored in bf16 with
+# --expert-dtype bf16): the linears our ops run by default. Measured on `small` (2026-12-07, a loaded shared
+# 2-core machine; docs/BENCHMARKS.md): bf16 decodes faster with ours at batch 1 and 8 (LinearBF16 reads half
+# the bytes of ONNX Runtime's fp32 MatMul) in every run; int8 / int4 LinearQ did not beat MatMulNBits and fp32
+# Linear did not beat MatMul reproducibly; prefill is slower with ours for every format.
+DEFAULT_LINEARS: dict[str, tuple[str, ...]] = {"quantized": (), "fp32": (), "bf16": ("lm_head", "projections")}
+
+
+def linears_format(contract: GraphContract, expert_dtype: str | None) -> str:
+    """The dense linears' weight format as our ops would run them: "quantized" | "fp32" | "bf16"."""
+    if (contract.extra.get("quantization") or {}).get("dense"):
+        return "quantized"
+    return "bf16" if expert_dtype == "bf16" else "fp32"
+
+
+def parse_linears(requested: str | None, fmt: str) -> tuple[str, ...]:
+    """`--cpu-linears` (comma-separated LINEAR_KINDS, or "none"; None: DEFAULT_LINEARS[fmt]) -> kinds."""
+    from .lowering.ort_cpu_kernels import LINEAR_KINDS
+
+    if requested is None:
+        return DEFAULT_LINEARS[fmt]
+    if requested.strip() == NO_LINEARS:
+        return ()
+    kinds = tuple(k.strip() for k in requested.split(","))
+    wrong = [k for k in kinds if k not in LINEAR_KINDS]
+    if wrong or not kinds:
+        raise MixtralTrtError(f"--cpu-linears {requested!r}: comma-separated {', '.join(LINEAR_KINDS)}, or "
+                              f"{NO_LINEARS}")
+    return tuple(k for k in LINEAR_KINDS if k in kinds)
 
 
 def choose(requested: str | None, expert_dtype: str | None, model: ir.Model, contract: GraphContract,
-           genai_provider: str, experts: str | None) -> tuple[str, dict]:
+           genai_provider: str, experts: str | None, linears: str | None = None) -> tuple[str, dict]:
     """("ours" | "ort", lowering options) for an `ort`-lowered build."""
     from .lowering.common import moe_pairs
     from .lowering.ort_cpu_kernels import EXPERT_DTYPES, unsupported
@@ -45,6 +80,9 @@ def choose(requested: str | None, expert_dtype: str | None, model: ir.Model, con
         if expert_dtype == "bf16":
             raise MixtralTrtError("--expert-dtype bf16 runs through our CPU kernels only: "
                                   "build with --cpu-kernels ours")
+        if linears is not None:
+            raise MixtralTrtError("--cpu-linears chooses among our CPU kernels' linears: give it with "
+                                  "--cpu-kernels ours")
         return "ort", {}
     if experts is not None:
         raise MixtralTrtError("--experts chooses among ONNX Runtime's kernels: give it with --cpu-kernels ort")
@@ -56,19 +94,24 @@ def choose(requested: str | None, expert_dtype: str | None, model: ir.Model, con
     if expert_dtype == "bf16" and (contract.dtype != "fp32" or quantized):
         raise MixtralTrtError(f"--expert-dtype bf16 takes a float fp32 export (experts rounded to bf16 at build); "
                               f"this one is {contract.dtype}" + (" quantized" if quantized else ""))
-    return "ours", {"cpu_kernels": "ours", "expert_dtype": expert_dtype or "fp32"}
+    fmt = linears_format(contract, expert_dtype)
+    kinds = parse_linears(linears, fmt)
+    return "ours", {"cpu_kernels": "ours", "expert_dtype": expert_dtype or "fp32", "cpu_linears": kinds,
+                    "linear_dtype": "bf16" if fmt == "bf16" else "fp32"}
 
 
-def ops_used(contract: GraphContract, expert_dtype: str) -> list[str]:
-    """The library's ops an engine of this export uses (ort_cpu_kernels.cpu_moe_node's choice)."""
-    if contract.extra.get("quantization"):
-        return ["MoEQ"]
-    return ["MoEBF16" if expert_dtype == "bf16" else "MoE"]
+def ops_used(model_file: Path) -> list[str]:
+    """The library's ops the lowered model's nodes use, sorted (its graph only: the weights are not read)."""
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    return sorted({n.op_type for n in model.graph.node if n.domain == cpu_kernels.DOMAIN})
 
 
-def ship_library(engine_dir: Path, ops: list[str]) -> dict:
+def ship_library(engine_dir: Path, ops: list[str], linears: tuple[str, ...] = ()) -> dict:
     """Copy the library into the engine directory; the manifest's backend_info["cpu_kernels"]."""
     library = cpu_kernels.require_library()
     shutil.copyfile(library, engine_dir / ENGINE_LIBRARY)
     return {"library": ENGINE_LIBRARY, "sha256": cpu_kernels.sha256_of(library), "isa": cpu_kernels.isa(library),
-            "supported_isas": cpu_kernels.supported_isas(library), "domain": cpu_kernels.DOMAIN, "ops": ops}
+            "supported_isas": cpu_kernels.supported_isas(library), "domain": cpu_kernels.DOMAIN, "ops": ops,
+            "linears": list(linears)}

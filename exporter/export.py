@@ -18,7 +18,7 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.fileio import atomic_dir, check_output
 from mixtral_trt.common.progress import bar, step
 from mixtral_trt.common.quant import QuantScheme
-from mixtral_trt.mixtral_ref.checkpoint import plan_quantized_checkpoint
+from mixtral_trt.mixtral_ref.checkpoint import input_orders, plan_quantized_checkpoint
 from mixtral_trt.mixtral_ref.model import Mixtral
 
 from .side_files import write_export_side_files
@@ -62,7 +62,7 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
     return dataclasses.replace(contract, extra=extra)
 
 
-def _with_checkpoint_quantization(contract: GraphContract, quantized, entries, requested: str | None,
+def _with_checkpoint_quantization(contract: GraphContract, quantized, entries, checkpoint, requested: str | None,
                                   world_size: int) -> GraphContract:
     """The contract of a quantized checkpoint's export: how its weights go out (quantize_stored.plan)."""
     import dataclasses
@@ -72,7 +72,7 @@ def _with_checkpoint_quantization(contract: GraphContract, quantized, entries, r
     if requested is not None:
         raise MixtralTrtError(f"--quantize {requested}: the checkpoint is already quantized "
                               f"({quantized.quant.name}); it is exported as it is stored")
-    record, spec = plan(quantized, entries, contract.dtype, world_size)
+    record, spec = plan(quantized, entries, contract.dtype, world_size, input_orders(checkpoint))
     extra = {**contract.extra, "checkpoint_quantization": record}
     if spec is not None:
         extra["quantization"] = spec
@@ -139,7 +139,8 @@ def export_checkpoint(
     contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq, debug_outputs),
                                  quantize_experts, quant_block, tensor_parallel)
     if quantized is not None:
-        contract = _with_checkpoint_quantization(contract, quantized, entries, quantize_experts, tensor_parallel)
+        contract = _with_checkpoint_quantization(contract, quantized, entries, checkpoint, quantize_experts,
+                                                 tensor_parallel)
     if tensor_parallel != 1:
         from .shard.export import streamed_rank_weights, write_ranks
 

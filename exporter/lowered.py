@@ -34,9 +34,10 @@ def tool_versions(*packages: str) -> dict[str, str]:
 
 
 def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: Progress | None = None,
-                   contract: GraphContract | None = None, **options) -> Path:
-    """Apply the backend's lowering (and the GroupQueryAttention one for its `attention="gqa"`), fold constants,
-    and save model.onnx + external data into out_dir. `options` go to the lowering beside the backend's own."""
+                   contract: GraphContract | None = None, kv_cache: str = "float", **options) -> Path:
+    """Apply the backend's lowering (and the GroupQueryAttention one for its `attention="gqa"`, the int8 KV cache
+    one for `kv_cache="int8"`), fold constants, and save model.onnx + external data into out_dir. `options` go to
+    the lowering beside the backend's own."""
     import onnx_ir as ir
     import onnxscript.optimizer
 
@@ -49,6 +50,13 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
             raise ValueError("the GroupQueryAttention lowering needs the graph contract")
         with step(progress, "lower attention to GroupQueryAttention"):
             model = lower_attention(model, contract)
+    if kv_cache == "int8":
+        from .lowering.kv_int8 import lower_kv_int8
+
+        if contract is None:
+            raise ValueError("the int8 KV cache lowering needs the graph contract")
+        with step(progress, "store the KV cache as int8 codes + per-token scales"):
+            model = lower_kv_int8(model, contract)
     with step(progress, "optimize (constant folding, dead code)"):
         onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):

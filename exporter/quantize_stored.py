@@ -6,14 +6,29 @@ contiguous (no act-order g_idx) of 32 / 64 / 128 inputs or one per output channe
 the stored scales exactly (fp32 always; fp16 / bf16 only scales stored in that dtype). Symmetric codes (zero
 point 2^(bits-1): GPTQ sym, compressed-tensors symmetric) become MoEExpertsQ / LinearQ; asymmetric ones (GPTQ
 asym, AWQ, compressed-tensors asymmetric) with groups become MoEExpertsQZ / LinearQZ, their zero points as
-stored (ONNX Runtime's QMoE and MatMulNBits take them as they are). Every other checkpoint takes the one
-fallback: each linear dequantized by its format (float32, mixtral_ref/quant_linear.py), cast to the export
+stored (ONNX Runtime's QMoE and MatMulNBits take them as they are). Act-order checkpoints (GPTQ desc_act,
+compressed-tensors actorder group: a g_idx out of order) are kept as codes too, their input channels sorted by
+group so that the groups become contiguous blocks, which changes no product:
+
+    W x = W[:, p] x[p]        p = argsort(g_idx) (stable), the inputs of group j at positions [j*gs, (j+1)*gs)
+
+  experts' w2     p2[e] over I is folded into the rows of expert e's w1 and w3 (their outputs are w2's inputs:
+                  rows reordered with their scales and zero points), so it costs nothing at run time;
+  experts' w1/w3  one order per expert (w1 and w3 see the same inputs, so GPTQ's Hessian order is the same:
+                  checked; else the fallback), kept as MoEExpertsQZP's w13_order (the lowering gathers each
+                  expert's tokens' features in that order);
+  attention / LM  a Gather of the activations' features before LinearQ / LinearQZ.
+
+Act-order experts are always MoEExpertsQZP (zero points 2^(bits-1) when symmetric). Every other checkpoint takes
+the one fallback: each linear dequantized by its format (float32, mixtral_ref/quant_linear.py), cast to the export
 dtype, exported as float weights; `plan` says which and why, and the contract (hence the engine manifest)
 records it in extra["checkpoint_quantization"]. FP8 weights take that path by design: e4m3 -> float32 is
 exact, and so is the product with a bf16 / fp16 scale. E experts, N output rows, K input features.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import onnx_ir as ir
@@ -23,7 +38,7 @@ from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.mixtral_ref.quant_checkpoint import QuantizedLinears
 
 from .lowering.common import swap_in
-from .ops.spec import DOMAIN, LINEAR_Q, LINEAR_QZ, MOE_EXPERTS_Q, MOE_EXPERTS_QZ
+from .ops.spec import DOMAIN, LINEAR_Q, LINEAR_QZ, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_EXPERTS_QZP
 from .quantize import QuantizedExperts, quantize_experts
 from .quantize_dense import QuantizedLinear, quantize_linears
 from .streaming import QuantizedSpan, StreamedTensor
@@ -33,19 +48,45 @@ EXACT_SCALES = {"fp32": {"F32", "F16", "BF16"}, "fp16": {"F16"}, "bf16": {"BF16"
 DENSE = ("attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight")
 
 
-def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int = 1
+def _down_key(up_key: str) -> str:
+    """The stored key of the down projection (w2) of the expert whose gate projection (w1) is `up_key`."""
+    return up_key.removesuffix(".w1.weight") + ".w2.weight"
+
+
+def _act_order_refusal(quantized: QuantizedLinears, entries, orders: dict | None) -> str | None:
+    """Why an act-order checkpoint cannot be kept as codes (groups not whole blocks, or an expert's w1 and w3 in
+    different input orders), or None. `orders` (key -> input order): None when not read."""
+    gs = quantized.quant.group_size
+    if gs > 0 and any(k % gs for _, _, k in quantized.linears.values()):
+        return f"act-order groups of {gs} do not tile every linear's inputs"
+    for entry in entries if orders is not None else ():
+        if entry.kind != "w13":
+            continue
+        for w1, w3 in zip(entry.parts[0::2], entry.parts[1::2], strict=True):
+            a, b = orders.get(w1.key), orders.get(w3.key)
+            if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
+                return (f"act-order: {w1.key} and {w3.key} were quantized in different input orders (g_idx); "
+                        "an expert's gate and up rows share one")
+    return None
+
+
+def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int = 1, orders: dict | None = None
          ) -> tuple[dict, dict | None]:
-    """(extra["checkpoint_quantization"], extra["quantization"] or None when the weights go out as float)."""
+    """(extra["checkpoint_quantization"], extra["quantization"] or None when the weights go out as float).
+    `orders`: the act-order input orders (mixtral_ref.checkpoint.input_orders), checked when given (an export);
+    without them (inspect) an act-order checkpoint is assumed to have one order per expert's w1 and w3, as GPTQ
+    gives."""
     q = quantized.quant
     record = {**q.summary(), "quantized": quantized.kinds()}
     reason = None
     expert_parts = [p.key for e in entries if e.kind in ("w13", "w2") for p in e.parts]
+    act_order = q.act_order and q.kind != "fp8" and (orders is None or bool(orders))
     if q.kind == "fp8":
         reason = "FP8 weights are converted exactly to float (e4m3 x scale, float32) at export"
     elif not q.symmetric and not q.group_size:
         reason = "per-channel zero points have no place in the storage format (zero points are block-wise)"
-    elif q.act_order:
-        reason = "act-order groups (g_idx) are not contiguous"
+    elif act_order and (refusal := _act_order_refusal(quantized, entries, orders)):
+        reason = refusal
     elif not all(k in quantized.linears for k in expert_parts):
         reason = "not every expert weight is quantized"
     elif not quantized.scale_dtypes <= EXACT_SCALES[dtype]:
@@ -60,8 +101,12 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
         linears = [e.name for e in entries if e.name.endswith(DENSE) or e.name == "lm_head.weight"
                    if e.parts[0].key in quantized.linears]
     spec = {"scheme": scheme.name, "bits": scheme.bits, "block_size": scheme.block_size, "dense": bool(linears),
-            "source": "checkpoint", "linears": linears, "zero_points": not q.symmetric}
-    return {**record, "exported_as": "stored (codes and scales as the checkpoint has them)"}, spec
+            "source": "checkpoint", "linears": linears, "zero_points": not q.symmetric,
+            "input_order": act_order}
+    how = "stored (codes and scales as the checkpoint has them"
+    if act_order:
+        how += "; act-order input channels sorted by group: MoEExpertsQZP, a Gather before each linear"
+    return {**record, "exported_as": how + ")"}, spec
 
 
 def _checked_scales(scales: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
@@ -73,31 +118,58 @@ def _checked_scales(scales: np.ndarray, dtype: np.dtype, what: str) -> np.ndarra
 
 
 class StoredExperts(QuantizedExperts):
-    """The experts' codes and scales as the checkpoint stores them (source: a StreamedTensor of QuantizedSpans)."""
+    """The experts' codes and scales as the checkpoint stores them (source: a StreamedTensor of QuantizedSpans);
+    `orders` (stored key -> input order) reorders act-order inputs, w2's into the rows of w1 and w3."""
+
+    def __init__(self, source, scheme: QuantScheme, scale_dtype: str, orders: dict | None = None) -> None:
+        super().__init__(source, scheme, scale_dtype)
+        self.orders = orders or {}
 
     def _spans(self, e: int) -> list[QuantizedSpan]:
         spans = self.source.spans
         return spans[2 * e : 2 * e + 2] if self.source.entry.kind == "w13" else spans[e : e + 1]
 
+    def _rows(self, e: int) -> np.ndarray | None:
+        """Order of expert e's rows: w2's input order for w1 / w3 (None: as stored)."""
+        return self.orders.get(_down_key(self._spans(e)[0].key)) if self.source.entry.kind == "w13" else None
+
+    def order(self, e: int) -> np.ndarray:
+        """int64 [K]: the input feature of each column of expert e's codes."""
+        order = self.orders.get(self._spans(e)[0].key)
+        return np.arange(self.k) if order is None else order
+
+    def _stacked(self, e: int, field: str, columns: bool = False) -> np.ndarray:
+        """Expert e's `field` ([N, K] codes, [N, G] scales / zeros) of its linears, rows (and codes' columns)
+        in the export's order."""
+        rows, out = self._rows(e), []
+        for span in self._spans(e):
+            a = getattr(span.linear(), field)
+            a = a if rows is None else a[rows]
+            order = self.orders.get(span.key)
+            out.append(a if not columns or order is None else a[:, order])
+        return np.concatenate(out)
+
     def scales(self) -> np.ndarray:
-        if self._scales is None:
-            per_expert = [np.concatenate([s.linear().scales for s in self._spans(e)]) for e in range(self.e)]
-            stacked = np.stack(per_expert)  # [E, N, G]
-            self._scales = _checked_scales(stacked if self.scheme.block_size else stacked[..., 0],
-                                           self.scale_dtype, self.source.name)
-        return self._scales
+        """Not cached (unlike QuantizedExperts', whose codes need them): read once, while the scales are written,
+        so no layer's scales stay in memory for the rest of the export."""
+        stacked = np.stack([self._stacked(e, "scales") for e in range(self.e)])  # [E, N, G]
+        return _checked_scales(stacked if self.scheme.block_size else stacked[..., 0], self.scale_dtype,
+                               self.source.name)
 
     def codes(self, e: int) -> np.ndarray:
-        return self.scheme.pack(np.concatenate([s.linear().codes for s in self._spans(e)]))
+        return self.scheme.pack(self._stacked(e, "codes", columns=True))
 
     def zeros(self) -> np.ndarray:
         """uint8 [E, N, ceil(G*bits/8)]: the stored zero points, packed (common/quant.py)."""
-        return np.stack([self.scheme.pack_zeros(np.concatenate([s.linear().zeros for s in self._spans(e)]))
-                         for e in range(self.e)])
+        return np.stack([self.scheme.pack_zeros(self._stacked(e, "zeros")) for e in range(self.e)])
 
 
 class StoredLinear(QuantizedLinear):
-    """A linear's codes and scales as the checkpoint stores them."""
+    """A linear's codes and scales as the checkpoint stores them (`orders`: act-order columns sorted by group)."""
+
+    def __init__(self, source, scheme: QuantScheme, scale_dtype: str, orders: dict | None = None) -> None:
+        super().__init__(source, scheme, scale_dtype)
+        self.input_order = (orders or {}).get(source.spans[0].key)
 
     def scales(self, w: np.ndarray | None = None) -> np.ndarray:
         if self._scales is None:
@@ -105,7 +177,8 @@ class StoredLinear(QuantizedLinear):
         return self._scales
 
     def code_bands(self):
-        yield self.scheme.pack(self.source.spans[0].linear().codes)
+        codes = self.source.spans[0].linear().codes
+        yield self.scheme.pack(codes if self.input_order is None else codes[:, self.input_order])
 
     def zeros(self) -> np.ndarray:
         return self.scheme.pack_zeros(self.source.spans[0].linear().zeros)
@@ -116,14 +189,27 @@ def is_stored(tensor) -> bool:
     return isinstance(tensor, StreamedTensor) and all(isinstance(s, QuantizedSpan) for s in tensor.spans)
 
 
+def _graph_orders(model: ir.Model) -> dict[str, np.ndarray]:
+    """Stored key -> input order of every act-order linear among the graph's initializers (g_idx reads only)."""
+    orders = {}
+    for value in model.graph.initializers.values():
+        if is_stored(value.const_value):
+            for span in value.const_value.spans:
+                if (order := span.input_order()) is not None:
+                    orders[span.key] = order
+    return orders
+
+
 def quantize_stored(model: ir.Model, spec: dict, dtype: str) -> None:
-    """MoEExpertsQ / LinearQ from the checkpoint's codes (plan's extra["quantization"])."""
+    """MoEExpertsQ / LinearQ from the checkpoint's codes (plan's extra["quantization"]); with zero points
+    MoEExpertsQZ / LinearQZ; act-order (spec["input_order"]) MoEExpertsQZP and a Gather before each linear."""
     scheme = QuantScheme(spec["bits"], spec["block_size"])
-    quantize_experts(model, scheme, dtype, StoredExperts)
+    orders = _graph_orders(model) if spec.get("input_order") else {}
+    quantize_experts(model, scheme, dtype, functools.partial(StoredExperts, orders=orders))
     if spec.get("dense"):
-        quantize_linears(model, scheme, dtype, StoredLinear, only=is_stored)
-    if spec.get("zero_points"):
-        _with_zero_points(model)
+        quantize_linears(model, scheme, dtype, functools.partial(StoredLinear, orders=orders), only=is_stored)
+    if spec.get("zero_points") or spec.get("input_order"):
+        _with_zero_points(model, spec["zero_points"], spec.get("input_order", False))
 
 
 def _zeros_value(graph: ir.Graph, codes: ir.Value) -> ir.Value:
@@ -138,24 +224,51 @@ def _zeros_value(graph: ir.Graph, codes: ir.Value) -> ir.Value:
     return value
 
 
-def _with_zero_points(model: ir.Model) -> None:
-    """MoEExpertsQ -> MoEExpertsQZ and LinearQ -> LinearQZ, with the checkpoint's zero points."""
+def _order_value(graph: ir.Graph, codes: ir.Value) -> ir.Value | None:
+    """int64 [E, K] (experts) or [K] (a linear): the input order of the act-order codes' columns, None for a
+    linear whose columns are in order."""
+    q = codes.const_value.q
+    name = codes.name.removesuffix(".codes") + ".input_order"
+    if isinstance(q, StoredExperts):
+        array = np.stack([q.order(e) for e in range(q.e)])
+    elif q.input_order is not None:
+        array = q.input_order
+    else:
+        return None
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
+                     const_value=ir.Tensor(np.ascontiguousarray(array, np.int64), name=name))
+    graph.register_initializer(value)
+    return value
+
+
+def _with_zero_points(model: ir.Model, zero_points: bool, input_order: bool) -> None:
+    """MoEExpertsQ -> MoEExpertsQZ and (`zero_points`: asymmetric codes) LinearQ -> LinearQZ, with the
+    checkpoint's zero points; `input_order`: MoEExpertsQZP (w13_order added; symmetric codes' zero points are
+    2^(bits-1)) and a Gather of the features before each linear whose columns are reordered."""
     graph = model.graph
     for node in list(graph):
         if node.domain != DOMAIN or node.op_type not in (MOE_EXPERTS_Q.name, LINEAR_Q.name):
             continue
+        inputs = list(node.inputs)
         if node.op_type == MOE_EXPERTS_Q.name:
-            op, zeros = MOE_EXPERTS_QZ.name, [_zeros_value(graph, node.inputs[3]), _zeros_value(graph, node.inputs[5])]
+            op, extra = MOE_EXPERTS_QZ.name, [_zeros_value(graph, inputs[3]), _zeros_value(graph, inputs[5])]
+            if input_order:
+                op, extra = MOE_EXPERTS_QZP.name, [*extra, _order_value(graph, inputs[3])]
         else:
-            op, zeros = LINEAR_QZ.name, [_zeros_value(graph, node.inputs[1])]
-        new = ir.node(op, [*node.inputs, *zeros], domain=DOMAIN, name=f"{node.name}z",
+            op, extra = (LINEAR_QZ.name, [_zeros_value(graph, inputs[1])]) if zero_points else (LINEAR_Q.name, [])
+            if input_order and (order := _order_value(graph, inputs[1])) is not None:
+                gather = ir.node("Gather", [inputs[0], order], attributes={"axis": -1}, name=f"{node.name}.order")
+                gather.outputs[0].type, gather.outputs[0].shape = inputs[0].type, inputs[0].shape
+                graph.insert_before(node, gather)
+                inputs[0] = gather.outputs[0]
+        new = ir.node(op, [*inputs, *extra], domain=DOMAIN, name=f"{node.name}z",
                       attributes={k: a.as_int() for k, a in node.attributes.items()})
         swap_in(graph, new, node.outputs[0], [node])
 
 
 def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int, str]:
-    """(bytes of the exported weights, "stored" | "float") for an export of the checkpoint in `dtype`: codes,
-    scales and zero points where `plan` keeps them, `dtype` floats for everything else."""
+    """(bytes of the exported weights, how: "stored[, act-order inputs reordered]" | "float") for an export of
+    the checkpoint in `dtype`: codes, scales and zero points where `plan` keeps them, `dtype` floats for the rest."""
     record, spec = plan(quantized, entries, dtype)
     item = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
     kept = set()
@@ -171,6 +284,7 @@ def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int,
             n, k = part.shape
             groups = k // spec["block_size"] if spec["block_size"] else 1
             total += n * k * spec["bits"] // 8 + n * groups * item
-            if spec["zero_points"]:
+            if spec["zero_points"] or (spec["input_order"] and entry.kind in ("w13", "w2")):
                 total += n * -(-groups * spec["bits"] // 8)
-    return total, "stored" if spec is not None else "float"
+    how = "float" if spec is None else "stored, act-order inputs reordered" if spec["input_order"] else "stored"
+    return total, how

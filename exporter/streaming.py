@@ -81,6 +81,10 @@ class QuantizedSpan:
         """The unpacked codes, scales, zero points and groups."""
         return self.quantized.read(self.key, lambda name: _read(self.stored[name]))
 
+    def input_order(self):
+        """int64 [K] or None: the act-order input order of this linear (reads its g_idx only)."""
+        return self.quantized.input_order(self.key, lambda name: _read(self.stored[name]))
+
     def read(self) -> torch.Tensor:
         """float32 [N, K]: the format's dequantization."""
         return torch.from_numpy(self.linear().dequantize())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from mixtral_trt.common.config import MixtralConfig
@@ -210,6 +211,15 @@ def plan_quantized_checkpoint(path: str | Path
     """`plan_checkpoint` and the checkpoint's quantized linears (None for a float checkpoint)."""
     _, cfg, tensors, entries, quantized = _open(Path(path), None)
     return cfg, entries, dict(tensors.where), quantized
+
+
+def input_orders(path: str | Path) -> dict[str, np.ndarray]:
+    """Stored float-weight key -> input order (int64 [K], quant_linear.input_order) of every quantized linear of
+    an act-order checkpoint whose groups are not contiguous; empty otherwise. Reads only the g_idx tensors."""
+    _, _, tensors, _, quantized = _open(Path(path), None)
+    if quantized is None or not quantized.quant.act_order:
+        return {}
+    return {key: order for key in quantized.linears if (order := quantized.input_order(key, tensors.get)) is not None}
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:

@@ -71,6 +71,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=False)
         self.wv = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=False)
         self.wo = nn.Linear(cfg.q_size, cfg.hidden_size, bias=False)
+        self.kv_rounding = None  # what a new key / value goes through entering the cache (kv_quant.int8_kv_)
 
     def forward(
         self,
@@ -88,6 +89,8 @@ class Attention(nn.Module):
         k = self.wk(x).view(b, t, g, d).transpose(1, 2)  # [B, G, T, D]
         v = self.wv(x).view(b, t, g, d).transpose(1, 2)  # [B, G, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.kv_rounding is not None:  # an int8 KV cache: attention reads what the cache gives back
+            k, v = self.kv_rounding(k), self.kv_rounding(v)
         k = torch.cat((past_k, k), dim=2)  # [B, G, S, D]
         v = torch.cat((past_v, v), dim=2)  # [B, G, S, D]
         # Each kv head serves its R query heads as R*T rows: no repeated K/V is materialised.

@@ -17,7 +17,15 @@ from mixtral_trt.common.fileio import read_json_object
 from mixtral_trt.common.paths import confined
 
 from .quant_config import CheckpointQuant, parse_quantization
-from .quant_linear import QuantLinear, expected_shapes, is_quantized, optional_names, read_linear, stored_names
+from .quant_linear import (
+    QuantLinear,
+    expected_shapes,
+    input_order,
+    is_quantized,
+    optional_names,
+    read_linear,
+    stored_names,
+)
 
 NOT_LINEAR = ("norm.weight", "embed_tokens.weight")  # 2-D float weights that are not linears (never quantized)
 
@@ -51,6 +59,12 @@ class QuantizedLinears:
     def read(self, key: str, get: Callable[[str], torch.Tensor]) -> QuantLinear:
         base, n, k = self.linears[key]
         return read_linear(self.quant, base, get, n, k, self.files[key].name)
+
+    def input_order(self, key: str, get: Callable[[str], torch.Tensor]):
+        """int64 [K]: the inputs of the act-order linear `key` sorted by group (quant_linear.input_order), or None
+        when its groups are contiguous already."""
+        base, _, k = self.linears[key]
+        return input_order(self.quant, base, get, k, self.files[key].name)
 
     def dequantized(self, key: str, get: Callable[[str], torch.Tensor]) -> torch.Tensor:
         """float32 [N, K]: the format's dequantization of the stored linear `key`."""

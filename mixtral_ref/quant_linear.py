@@ -188,6 +188,18 @@ def read_linear(q: CheckpointQuant, base: str, get: Reader, n: int, k: int, file
     return _checked(q, QuantLinear(q.bits, codes, scales, zeros, g_idx), base, file)
 
 
+def input_order(q: CheckpointQuant, base: str, get: Reader, k: int, file: str) -> np.ndarray | None:
+    """int64 [K]: the input channels of linear `base` sorted by group (stable), so that its groups become the
+    contiguous blocks k // group_size; None when they already are (no act-order, or a g_idx in order). Reads
+    only the stored g_idx (checked as `read_linear` checks it)."""
+    if not q.act_order or q.kind == "fp8":
+        return None
+    name = f"{base}.g_idx" if q.method == "gptq" else f"{base}.weight_g_idx"
+    groups = 1 if q.group_size <= 0 else -(-k // q.group_size)
+    g_idx = _check_g_idx(q, get(name).numpy().astype(np.int64), groups, k, f"{file}: {name}")
+    return None if g_idx is None else np.argsort(g_idx, kind="stable")
+
+
 def _check_g_idx(q: CheckpointQuant, g_idx: np.ndarray, groups: int, k: int, where: str) -> np.ndarray | None:
     """None when the groups are contiguous (k // group_size), else the checked g_idx."""
     if g_idx.min(initial=0) < 0 or g_idx.max(initial=0) >= groups:

@@ -6,11 +6,16 @@ Some fast kernels also quantize their *activations*: ONNX Runtime's CPU QMoE (8-
 MatMulNBits (accuracy_level 4) round each block of `block_size` inputs of a quantized matmul to int8
 (symmetric, scale = max |x| / 127, round to nearest even) and accumulate in int32. `activations_block`
 makes the reference do the same before every quantized matmul, so such an engine is judged against what
-its kernels compute. T tokens, H hidden, I intermediate, K a matmul's input features.
+its kernels compute. An act-order checkpoint's engine takes each matmul's inputs in the order of its codes
+(exporter/quantize_stored.py), so its blocks are blocks of that order: `input_orders` gives them to the
+reference. T tokens, H hidden, I intermediate, K a matmul's input features.
 """
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,8 +27,13 @@ from .model import Mixtral
 from .moe import MoE
 
 
-def quantize_activations(x: torch.Tensor, block: int) -> torch.Tensor:
-    """x [..., K] -> each block of `block` values along K rounded to int8 with its own scale (float32)."""
+def quantize_activations(x: torch.Tensor, block: int, order: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] -> each block of `block` values along K rounded to int8 with its own scale (float32); `order`
+    (int64 [K]): the blocks are blocks of x[..., order] (an act-order engine's input order)."""
+    if order is not None:
+        out = torch.empty(x.shape, dtype=torch.float32)
+        out[..., order] = quantize_activations(x[..., order], block)
+        return out
     xf = x.float()
     blocks = xf.reshape(*xf.shape[:-1], xf.shape[-1] // block, block)
     amax = blocks.abs().amax(-1, keepdim=True)
@@ -36,17 +46,19 @@ class MoEA8(MoE):
     """The MoE block with int8 activations at each expert matmul (x before w13, SwiGLU output before w2)."""
 
     block: int = 32
+    orders: dict = {}  # ("w13" | "w2", expert) -> the order of that matmul's inputs (act-order checkpoints)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.reshape(-1, x.shape[-1])  # [T, H]
         router_logits = self.gate(flat)  # [T, E]
         weights, experts = torch.ops.mixtral.moe_router(router_logits, self.top_k)  # [T, k]
-        xq = quantize_activations(flat, self.block)
         out = torch.zeros(flat.shape, dtype=torch.float32)
         for e in experts.unique().tolist():
             tokens, slot = (experts == e).nonzero(as_tuple=True)  # [n]
-            gate, up = F.linear(xq[tokens], self.w13[e].float()).chunk(2, dim=-1)  # [n, I]
-            y = F.linear(quantize_activations(F.silu(gate) * up, self.block), self.w2[e].float())  # [n, H]
+            xq = quantize_activations(flat[tokens], self.block, self.orders.get(("w13", e)))
+            gate, up = F.linear(xq, self.w13[e].float()).chunk(2, dim=-1)  # [n, I]
+            a = quantize_activations(F.silu(gate) * up, self.block, self.orders.get(("w2", e)))
+            y = F.linear(a, self.w2[e].float())  # [n, H]
             out.index_add_(0, tokens, y * weights[tokens, slot, None])
         return out.to(x.dtype).view_as(x), router_logits
 
@@ -63,31 +75,59 @@ def dense_linears(model: Mixtral) -> list[nn.Linear]:
     return out + ([model.lm_head] if model.lm_head is not None else [])
 
 
+EXPERT_KEY = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$")
+DENSE_KEY = {"q": "wq", "k": "wk", "v": "wv", "o": "wo"}
+
+
+def _orders_of(input_orders: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """Checkpoint key -> input order as (layer -> {("w13" | "w2", expert): order}, reference parameter name ->
+    order) for the matmuls whose activations the engine rounds in that order."""
+    experts: dict[int, dict] = {}
+    dense = {}
+    for key, order in input_orders.items():
+        t = torch.from_numpy(np.asarray(order, np.int64))
+        if m := EXPERT_KEY.match(key):
+            experts.setdefault(int(m[1]), {})[("w2" if m[3] == "w2" else "w13", int(m[2]))] = t
+        elif m := re.match(r"^model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight$", key):
+            dense[f"layers.{m[1]}.attn.{DENSE_KEY[m[2]]}.weight"] = t
+        elif key == "lm_head.weight":
+            dense["lm_head.weight"] = t
+    return experts, dense
+
+
 @torch.no_grad()
 def fake_quantize_(model: Mixtral, scheme: QuantScheme, dtype: str, dense: bool = False,
-                   activations_block: int | None = None, stored: list[str] | None = None) -> Mixtral:
+                   activations_block: int | None = None, stored: list[str] | None = None,
+                   input_orders: dict[str, np.ndarray] | None = None) -> Mixtral:
     """In place: w13 and w2 of every layer (and with `dense` the attention projections and the LM head) become
     dequantize(encode(w)) as the export stores them; with `activations_block`, every quantized matmul also
     rounds its inputs to int8 in blocks of that size, as the engine's kernels do. `stored`: the model was loaded
     from a quantized checkpoint whose codes the export kept (its weights are already the format's
-    dequantization); only those dense linears (parameter names) are quantized, and no weight changes."""
-    for layer in model.layers:
+    dequantization); only those dense linears (parameter names) are quantized, and no weight changes.
+    `input_orders` (checkpoint key -> input order, checkpoint.input_orders): an act-order checkpoint's, whose
+    engine rounds each matmul's activations in blocks of that order."""
+    expert_orders, dense_orders = _orders_of(input_orders or {})
+    for i, layer in enumerate(model.layers):
         for param in (layer.moe.w13, layer.moe.w2):
             if stored is None:
                 _fake_quantize_param(param, scheme, dtype)
         if activations_block:
             moe = MoEA8.__new__(MoEA8)
             moe.__dict__.update(layer.moe.__dict__)
-            moe.block = activations_block
+            moe.block, moe.orders = activations_block, expert_orders.get(i, {})
             layer.moe = moe
     if dense:
         named = {f"{name}.weight": m for name, m in model.named_modules()}
-        for linear in dense_linears(model) if stored is None else [named[n] for n in stored]:
+        for name in [f"{n}.weight" for n, m in model.named_modules() if m in dense_linears(model)] \
+                if stored is None else stored:
+            linear = named[name]
             if stored is None:
                 _fake_quantize_param(linear.weight, scheme, dtype)
             if activations_block:
+                order = dense_orders.get(name)
                 linear.register_forward_pre_hook(
-                    lambda _m, args, b=activations_block: (quantize_activations(args[0], b).to(args[0].dtype),))
+                    lambda _m, args, b=activations_block, o=order:
+                    (quantize_activations(args[0], b, o).to(args[0].dtype),))
     return model
 
 
@@ -98,6 +138,20 @@ def round_experts_(model: Mixtral, dtype: str) -> Mixtral:
     for layer in model.layers:
         for param in (layer.moe.w13, layer.moe.w2):
             param.copy_(param.to(torch_dtype(dtype)).to(param.dtype))
+    return model
+
+
+@torch.no_grad()
+def round_linears_(model: Mixtral, dtype: str, kinds: tuple[str, ...] = ("lm_head", "projections")) -> Mixtral:
+    """In place: the dense linears of `kinds` ("projections": the attention projections; "lm_head": an untied LM
+    head) rounded to `dtype` and back (an engine whose own kernels store them in bf16: `build --expert-dtype bf16`
+    with our CPU linears)."""
+    linears = dense_linears(model)
+    picked = [lin for lin in linears[: 4 * len(model.layers)] if "projections" in kinds]
+    if "lm_head" in kinds and model.lm_head is not None:
+        picked.append(model.lm_head)
+    for linear in picked:
+        linear.weight.copy_(linear.weight.to(torch_dtype(dtype)).to(linear.weight.dtype))
     return model
 
 

@@ -31,6 +31,7 @@ class ParityReport(ReportFiles):
     prompts: list[int]  # prompt lengths
     failures: list[str] = field(default_factory=list)
     quantization: dict | None = None  # quantized engines: scheme and the error against the unquantized model
+    kv_cache: dict | None = None  # int8-KV engines: the cache kind and the error against a float-cache reference
 
     @property
     def passed(self) -> bool:
@@ -59,6 +60,7 @@ class ParityReport(ReportFiles):
             } for lp in self.layers],
             "greedy": [{**asdict(g), "exact": g.exact} for g in self.greedy],
             "quantization": self.quantization,
+            "kv_cache": self.kv_cache,
         }
 
     def save_plot(self, path: str | Path) -> Path:

@@ -17,10 +17,18 @@ from mixtral_trt import runtime
 from mixtral_trt.chat.tokenizer import Tokenizer
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
-from mixtral_trt.mixtral_ref.checkpoint import load_model
+from mixtral_trt.mixtral_ref.checkpoint import input_orders, load_model
 from mixtral_trt.mixtral_ref.generate import greedy_steps as reference_greedy
+from mixtral_trt.mixtral_ref.kv_quant import float_kv, int8_kv_
 from mixtral_trt.mixtral_ref.model import Mixtral
-from mixtral_trt.mixtral_ref.quantized import dense_of, fake_quantize_, round_experts_, scheme_of, stored_of
+from mixtral_trt.mixtral_ref.quantized import (
+    dense_of,
+    fake_quantize_,
+    round_experts_,
+    round_linears_,
+    scheme_of,
+    stored_of,
+)
 from mixtral_trt.runtime.engine import Engine
 
 from .metrics import greedy_match, tensor_error, topk_flips
@@ -150,15 +158,23 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
     if scheme is not None:  # judge the kernels against the same quantized weights; report the rest
         # (a quantized checkpoint's codes kept by the export: the reference is already its dequantization)
         original = reference if stored is None else None
+        orders = input_orders(checkpoint) if activations_block and stored is not None else None
         reference = fake_quantize_(load_model(checkpoint, dtype=torch.float32), scheme, engine.dtype,
                                    dense=dense_of(engine.contract),
-                                   activations_block=activations_block, stored=stored)
+                                   activations_block=activations_block, stored=stored, input_orders=orders)
         if activations_block:
             tolerance = max(TOLERANCES[engine.dtype], INT8_ACTIVATIONS, key=lambda t: t.logits_rel)
     expert_weights = engine.manifest.backend_info.get("expert_weights")
     if expert_weights and scheme is None:  # experts stored narrower than the graph computes (--expert-dtype)
         original = reference
         reference = round_experts_(load_model(checkpoint, dtype=torch.float32), expert_weights)
+        linear_weights = engine.manifest.backend_info.get("linear_weights")  # same dtype as the experts
+        if linear_weights:  # our CPU linears storing the float LM head / projections narrower too
+            kinds = tuple(engine.manifest.backend_info.get("cpu_kernels", {}).get("linears", ()))
+            reference = round_linears_(reference, linear_weights, kinds)
+    kv_int8 = engine.contract.kv_cache == "int8"
+    if kv_int8:  # the reference rounds its cache as the engine does (mixtral_ref/kv_quant.py)
+        int8_kv_(reference)
     try:
         tokenizer = Tokenizer.from_checkpoint(checkpoint)
     except MixtralTrtError:
@@ -167,9 +183,14 @@ def check_engine(engine_dir: str | Path, checkpoint: str | Path, greedy_steps: i
         report = run_parity(engine, reference, greedy_steps=greedy_steps, seed=seed, tokenizer=tokenizer,
                             tolerance=tolerance)
     if original is not None:
-        report.quantization = {"scheme": scheme.name if scheme else f"experts-{expert_weights}",
+        narrowed = "experts+linears" if engine.manifest.backend_info.get("linear_weights") else "experts"
+        report.quantization = {"scheme": scheme.name if scheme else f"{narrowed}-{expert_weights}",
                                "logits_rel_vs_unquantized": quantization_error(
             engine, original, report.prompts, seed, tokenizer)}
+    if kv_int8:
+        with float_kv(reference):
+            report.kv_cache = {"kind": "int8", "logits_rel_vs_float_kv": quantization_error(
+                engine, reference, report.prompts, seed, tokenizer)}
     return report
 
 

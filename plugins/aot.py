@@ -7,6 +7,7 @@ same description serves `mixtral-export plugins compile` and the TensorRT `aot_i
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -178,9 +179,38 @@ def compile_variant(v: KernelVariant, where: Target | None = None) -> Compiled:
     return Compiled(meta.name, text, kernel.asm.get("cubin"), meta.num_warps, meta.shared, ptx.written_ptx(text))
 
 
-def assemble(ptx_text: str, arch: str) -> bytes:
-    """The cubin of `ptx_text`, by Triton's bundled ptxas: proves that the PTX TensorRT gets (scratch parameters
-    removed, ISA chosen) is valid for `arch`."""
+@dataclass(frozen=True)
+class Usage:
+    """What ptxas -v reports for one kernel: per thread, registers and the local memory its spills use (a spill
+    store or load is a round trip to local memory, i.e. L1/L2/DRAM, on every execution); per CTA, static shared."""
+
+    registers: int
+    spill_stores: int  # bytes per thread
+    spill_loads: int  # bytes per thread
+    stack: int  # bytes of stack frame per thread (spills and local arrays)
+    static_shared: int  # bytes (Triton's kernels use dynamic shared memory: usually 0)
+
+    @property
+    def spills(self) -> int:
+        return self.spill_stores + self.spill_loads
+
+
+_USAGE = {"registers": re.compile(r"Used (\d+) registers"), "spill_stores": re.compile(r"(\d+) bytes spill stores"),
+          "spill_loads": re.compile(r"(\d+) bytes spill loads"), "stack": re.compile(r"(\d+) bytes stack frame"),
+          "static_shared": re.compile(r"(\d+) bytes smem")}
+
+
+def parse_ptxas_log(log: str) -> Usage:
+    """The Usage of the single entry in a `ptxas -v` log (a field ptxas leaves out is 0)."""
+    if _USAGE["registers"].search(log) is None:
+        raise ValueError(f"no register count in the ptxas log: {log[:300]!r}")
+    return Usage(**{k: int(m.group(1)) if (m := rx.search(log)) else 0 for k, rx in _USAGE.items()})
+
+
+def assemble(ptx_text: str, arch: str) -> tuple[bytes, Usage]:
+    """The cubin of `ptx_text` by Triton's bundled ptxas for `arch` (the one Triton itself uses for it), and its
+    register and spill figures (`ptxas -v`): proves that the PTX TensorRT gets (scratch parameters removed, ISA
+    chosen) is valid for `arch`, and what it costs in registers."""
     import subprocess
     import tempfile
 
@@ -189,17 +219,18 @@ def assemble(ptx_text: str, arch: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "kernel.ptx", Path(tmp) / "kernel.cubin"
         src.write_text(ptx_text)
-        result = subprocess.run([get_ptxas(ARCHS[arch]).path, f"-arch={arch}", str(src), "-o", str(out)],
+        result = subprocess.run([get_ptxas(ARCHS[arch]).path, "-v", f"-arch={arch}", str(src), "-o", str(out)],
                                 capture_output=True, text=True)
         if result.returncode:
             raise MixtralTrtError(f"ptxas rejected the PTX for {arch}: {result.stderr.strip()[:500]}")
-        return out.read_bytes()
+        return out.read_bytes(), parse_ptxas_log(result.stdout + result.stderr)
 
 
 def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | None = None, cuda: str | None = None,
                 overwrite: bool = False, progress=None) -> list[Path]:
     """Write `<stem>.ptx` and `<stem>.cubin` (assembled from that PTX) per variant plus `kernels.json` (target,
-    CUDA version, PTX version; per kernel: name, signature, constexprs, warps, shared memory) into out_dir;
+    CUDA version, PTX version; per kernel: name, signature, constexprs, warps, shared memory, ptxas -v's registers
+    and spills) into out_dir;
     returns the PTX paths. `cuda`: the CUDA version of the driver that will load the PTX (default: this
     machine's driver; none found: Triton's newest PTX, which only the newest drivers load)."""
     where = target(arch, cuda)
@@ -209,10 +240,11 @@ def compile_all(arch: str, out_dir: str | Path, variants: list[KernelVariant] | 
         for v in variants:
             c = compile_variant(v, where)
             (tmp / f"{v.stem}.ptx").write_text(c.ptx)
-            (tmp / f"{v.stem}.cubin").write_bytes(assemble(c.ptx, arch))
+            cubin, usage = assemble(c.ptx, arch)
+            (tmp / f"{v.stem}.cubin").write_bytes(cubin)
             target_line = next((line.split()[1] for line in c.ptx.splitlines() if line.startswith(".target")), None)
             index.append({**asdict(v), "stem": v.stem, "symbol": c.name, "num_warps": c.num_warps,
-                          "shared_bytes": c.shared, "target": target_line,
+                          "shared_bytes": c.shared, "target": target_line, "ptxas": asdict(usage),
                           "ptx_version": ptx.format_ptx(c.ptx_version)})
             ptx_paths.append(Path(out_dir) / f"{v.stem}.ptx")
             advance(1)

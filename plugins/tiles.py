@@ -44,15 +44,26 @@ def tactic_for_tokens(tokens: int) -> int:
     return 1 if rows <= 16 else 2 if rows <= 32 else 3
 
 
+# Decode tiles with dequantized weights (fp16/bf16): the codes' unpacking (shift, mask, scale per element) holds
+# a [BLOCK_K, BLOCK_N] int32 and float32 tile per projection next to the accumulators; at 16 x 64 x 128 that took
+# every register and spilled (int4 SwiGLU: 255 registers, 132 B/thread on sm_90a). Half the K step with a third
+# stage keeps 192 K of weights in flight (2 x 128 before) at 80-168 registers (plugins/spills.py).
+QUANT_DECODE = Tile(16, 64, 64, 4, 3)
+# fp32 tiles use IEEE dots (FMA, no tensor cores): both operands live in registers, spread over 8 warps.
+FP32_WARPS = 8
+
+
 def tile_for(tactic: int, dtype: str, quantized: bool = False) -> Tile:
-    """fp32 tiles take half the K step (at most 32 when the weights are dequantized in the kernel, whose fp32
-    weight tiles are staged in shared memory) and two stages: every variant then fits the default 48 KB of
-    shared memory, so no launch needs the large-shared-memory opt-in (tests/plugins/test_aot.py)."""
+    """The tile of `tactic` for this activation dtype and weight kind; every one assembles without register spills
+    on sm_90a and sm_80 (tests/plugins/test_aot.py). fp32 tiles take half the K step (16 when the weights are
+    dequantized in the kernel, whose fp32 weight tiles are staged in shared memory), two stages and 8 warps: every
+    variant then fits the default 48 KB of shared memory, so no launch needs the large-shared-memory opt-in
+    (tests/plugins/test_aot.py). The quantized decode tile is QUANT_DECODE."""
     tile = TACTICS[tactic]
     if dtype != "fp32":
-        return tile
+        return QUANT_DECODE if quantized and tactic == 1 else tile
     block_k = max(16, tile.block_k // 2)
-    return Tile(tile.block_m, tile.block_n, min(block_k, 32) if quantized else block_k, tile.num_warps, 2)
+    return Tile(tile.block_m, tile.block_n, 16 if quantized else block_k, max(tile.num_warps, FP32_WARPS), 2)
 
 
 def check(tile: Tile, align_block: int) -> None:

@@ -171,7 +171,7 @@ class Engine:
             return gqa_call(self.runner, self.contract, ids, cache, np.asarray(mask), position_ids, names)
         feeds = {"input_ids": ids, "attention_mask": np.ascontiguousarray(mask),
                  "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract)}
-        cache_names = self.contract.names("present_key") + self.contract.names("present_value")
+        cache_names = self.contract.cache_names("key") + self.contract.cache_names("value")
         result = self.runner.run(feeds, names + cache_names)
         return {n: result[n] for n in names}, KVCache.from_outputs(result, self.contract, mask)
 

@@ -72,7 +72,7 @@ def stream_batch(
 
 def _one_batch(engine: Engine, prompts: list[list[int]], params: SamplingParams, replies: list[Reply],
                constraints: list[Constraint | None]) -> Iterator[StreamEvent]:
-    if params.max_new_tokens == 0:
+    if params.max_new_tokens == 0 and params.prompt_logprobs is None:
         return
     samplers = [Sampler(params, p, c) for p, c in zip(prompts, constraints, strict=True)]
     b = len(prompts)
@@ -80,6 +80,8 @@ def _one_batch(engine: Engine, prompts: list[list[int]], params: SamplingParams,
         last, cache, mask, next_pos = _prefill_rows(engine, prompts, params, replies)
     else:
         last, cache, mask, next_pos = _prefill_padded(engine, prompts, params, replies)
+    if params.max_new_tokens == 0:  # the prompt's logprobs only
+        return
     k = params.logprobs
     while True:
         step = np.full((b, 1), PAD_ID, np.int64)  # [B, 1]

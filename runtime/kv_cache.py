@@ -9,6 +9,10 @@ Rows are left-padded: row b's real tokens are the slots where `mask[b]` is 1, an
 at position `lengths[b]`. The row operations a scheduler needs to let requests join and leave a
 running batch — `select`, `concat`, `trim` — are methods here, so that another cache layout (a shared
 past/present buffer with per-row lengths) can offer the same surface.
+
+An int8 cache (`build --kv-cache int8`, contract.kv_cache) holds, in `keys` and `values`, every layer's int8
+codes [B, G, P, D] followed by every layer's float32 scales [B, G, P, 1] (the contract's `cache_names` order):
+every row operation is the same on both, slot for slot, and a prefix cache's blocks keep codes and scales.
 B batch, G kv heads, P cached slots, D head_dim.
 """
 
@@ -20,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.config import MixtralConfig
+from mixtral_trt.common.contract import GraphContract, TensorInfo
 from mixtral_trt.common.dtypes import numpy_dtype
 from mixtral_trt.common.errors import MixtralTrtError
 
@@ -59,6 +64,18 @@ def _padding_only(mask: np.ndarray) -> np.ndarray | None:
     return None if mask.all() else mask
 
 
+def token_bytes(contract: GraphContract) -> int:
+    """Bytes one token takes in the cache: keys and values (and an int8 cache's scales) of every layer and kv head."""
+    cfg, info = contract.config, {t.name: t for t in contract.inputs}
+    names = contract.cache_names("key", "inputs") + contract.cache_names("value", "inputs")
+    return sum(cfg.num_kv_heads * _width(cfg, info[n]) * numpy_dtype(info[n].dtype).itemsize for n in names)
+
+
+def _width(cfg: MixtralConfig, tensor: TensorInfo) -> int:
+    """The last dim of a cache tensor: head_dim, or 1 for an int8 cache's scales."""
+    return 1 if tensor.role.endswith("_scale") else cfg.head_dim
+
+
 def _cat_rows(arrays: list[Any]) -> Any:
     if _is_torch(arrays[0]):
         import torch
@@ -69,17 +86,19 @@ def _cat_rows(arrays: list[Any]) -> Any:
 
 @dataclass
 class KVCache:
-    keys: list[Any]  # per layer [B, G, P, D]
+    keys: list[Any]  # per layer [B, G, P, D] (int8 cache: then per layer the scales [B, G, P, 1])
     values: list[Any]
     mask: np.ndarray | None = None  # [B, P] int64, 1 = a real token; None: every slot is real
 
     @classmethod
     def empty(cls, contract: GraphContract, batch: int) -> KVCache:
-        cfg = contract.config
-        dtype = numpy_dtype(contract.inputs[-1].dtype)
-        shape = (batch, cfg.num_kv_heads, 0, cfg.head_dim)
-        return cls([np.zeros(shape, dtype) for _ in range(cfg.num_layers)],
-                   [np.zeros(shape, dtype) for _ in range(cfg.num_layers)])
+        cfg, info = contract.config, {t.name: t for t in contract.inputs}
+
+        def arrays(kind: str) -> list[np.ndarray]:  # [B, G, 0, D] (scales [B, G, 0, 1]) in each input's dtype
+            return [np.zeros((batch, cfg.num_kv_heads, 0, _width(cfg, info[n])), numpy_dtype(info[n].dtype))
+                    for n in contract.cache_names(kind, "inputs")]
+
+        return cls(arrays("key"), arrays("value"))
 
     @property
     def length(self) -> int:
@@ -101,7 +120,7 @@ class KVCache:
         return self.attention_mask.sum(axis=1)
 
     def feeds(self, contract: GraphContract) -> dict[str, np.ndarray]:
-        names = zip(contract.names("past_key", "inputs"), contract.names("past_value", "inputs"), strict=True)
+        names = zip(contract.cache_names("key", "inputs"), contract.cache_names("value", "inputs"), strict=True)
         out = {}
         for (kn, vn), k, v in zip(names, self.keys, self.values, strict=True):
             out[kn], out[vn] = k, v
@@ -111,8 +130,8 @@ class KVCache:
     def from_outputs(cls, outputs: dict[str, np.ndarray], contract: GraphContract,
                      mask: np.ndarray | None = None) -> KVCache:
         """The next call's cache; `mask` [B, S] is the attention mask of the call that produced it."""
-        return cls([outputs[n] for n in contract.names("present_key")],
-                   [outputs[n] for n in contract.names("present_value")],
+        return cls([outputs[n] for n in contract.cache_names("key")],
+                   [outputs[n] for n in contract.cache_names("value")],
                    None if mask is None else _padding_only(np.asarray(mask, np.int64)))
 
     # ---- row operations (a running batch that requests join and leave) ---------------------------
@@ -155,7 +174,8 @@ class KVCache:
     # ---- one row's tokens (what a prefix cache keeps) ------------------------------------------------
     def row_kv(self, row: int) -> tuple[list[Any], list[Any]]:
         """Row `row`'s real tokens, oldest first: per layer keys and values [G, L, D] (host numpy, or
-        torch tensors on their device). The row's tokens must be its last L slots (left padding only)."""
+        torch tensors on their device; an int8 cache: then per layer the scales [G, L, 1]). The row's tokens
+        must be its last L slots (left padding only)."""
         n, p = int(self.lengths[row]), self.length
         if not self.attention_mask[row, p - n :].all():
             raise MixtralTrtError(f"KV cache row {row}: its tokens are not contiguous (padding between them)")

@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mixtral_trt.common.backends import get_backend
-from mixtral_trt.common.dtypes import numpy_dtype
 from mixtral_trt.common.errors import MixtralTrtError
 
 from .gqa_cache import GQACache
-from .kv_cache import KVCache
+from .kv_cache import KVCache, token_bytes
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -138,11 +137,9 @@ class PrefixCache:
         if gb * GIB > free:
             raise MixtralTrtError(f"prefix_cache_gb={gb:g}: larger than the {free / GIB:.1f} GiB of "
                                   f"{'GPU' if self.device == 'cuda' else 'host'} memory available")
-        cfg = engine.config
-        itemsize = numpy_dtype(next(t.dtype for t in engine.contract.inputs if t.role == "past_key")).itemsize
         self.engine = engine
         self.block_size = int(block_size)
-        self.block_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * block_size * cfg.head_dim * itemsize
+        self.block_bytes = block_size * token_bytes(engine.contract)  # an int8 cache's blocks hold codes + scales
         self.budget_bytes = int(gb * GIB)
         if self.block_bytes > self.budget_bytes:
             raise MixtralTrtError(f"prefix_cache_gb={gb:g}: smaller than one block of {block_size} tokens "

@@ -117,26 +117,35 @@ class Request:
         return self.reply.completion()
 
 
-DEFAULT_PREFILL_CHUNK = 256  # prompt tokens per step: measured (bench/scheduler_load.py, README "Serving")
+AUTO = "auto"  # prefill_chunk sized from measured step times (Scheduler.chunk_budget)
+AUTO_TARGET = 0.75  # an "auto" chunk costs at most this fraction of a decode step: a mixed step stays under 2x
+AUTO_MIN, AUTO_MAX = 16, 512  # "auto" chunk bounds (tokens); AUTO_MAX also when no row decodes
+# Measured (bench/scheduler_load.py, README "Serving"): on a CPU any chunk of 16+ tokens reads every expert, more
+# than a decode step does, so "auto" sits at AUTO_MIN there, for 6x the newcomer's first-token time and more work
+# in all; 256 keeps both low. "auto" is for engines where a chunk costs less than a decode step.
+DEFAULT_PREFILL_CHUNK: int | str = 256
 
 
 class Scheduler:
     def __init__(self, engine: Engine, max_batch: int | None = None, max_queue: int = 64,
-                 prefix_cache_gb: float | None = None, prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK,
+                 prefix_cache_gb: float | None = None, prefill_chunk: int | str | None = DEFAULT_PREFILL_CHUNK,
                  expert_load: bool = False) -> None:
         """`prefix_cache_gb`: the prefix cache's budget in GiB; None: the engine's own cache when it has one
         (`Engine.enable_prefix_cache`), else DEFAULT_BUDGET_GB (at most a quarter of the free memory) where the
         engine supports one and none where it does not; 0: no prefix cache. `prefill_chunk`: the most prompt
-        tokens computed per step (None: each prompt in one step). `expert_load`: count the experts of every token
-        the engine computes (prompt and generated; not those the prefix cache serves) in `stats.expert_tokens`."""
+        tokens computed per step (None: each prompt in one step; "auto": sized from the measured step times so
+        that a chunk costs at most AUTO_TARGET of a decode step, see `chunk_budget`). `expert_load`: count the
+        experts of every token the engine computes (prompt and generated; not those the prefix cache serves) in
+        `stats.expert_tokens`."""
         if max_batch is not None and not 1 <= max_batch <= engine.max_batch:
             raise MixtralTrtError(f"max_batch={max_batch}: must be between 1 and the engine's max batch "
                                   f"{engine.max_batch}")
         if max_queue < 0:
             raise MixtralTrtError(f"max_queue={max_queue}: must be >= 0")
-        if prefill_chunk is not None:
+        if prefill_chunk is not None and prefill_chunk != AUTO:
             prefill_chunk = as_int("prefill_chunk", prefill_chunk, 1,
-                                   hint="(prompt tokens per step; None: whole prompts)")
+                                   hint=f"(prompt tokens per step; {AUTO!r}: from measured step times; None: whole "
+                                        "prompts)")
         self.engine = engine
         self.max_batch = max_batch or engine.max_batch
         self.max_queue = max_queue
@@ -152,6 +161,8 @@ class Scheduler:
         self._prefilling: list[Request] = []  # admitted, their prompts entering (each holds a row)
         self._running: list[Request] = []  # row b of the cache is _running[b]
         self._cache: KVCache | None = None
+        self._decode_s: float | None = None  # running mean of a decode step's time ("auto" chunks)
+        self._prefill_token_s: float | None = None  # running mean of a prompt token's time in a chunk
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -300,7 +311,7 @@ class Scheduler:
                 continue
             for member in request.group:
                 member.status = "running"
-            if request.params.max_new_tokens == 0:
+            if request.params.max_new_tokens == 0 and request.params.prompt_logprobs is None:
                 for member in request.group:
                     self._finish(member, "done")
                 continue
@@ -313,17 +324,33 @@ class Scheduler:
                 continue
             self._prefilling.append(request)
 
+    def chunk_budget(self) -> int | None:
+        """The prompt tokens this step may compute: `prefill_chunk`; for "auto", AUTO_MAX while no row decodes,
+        else as many as fit AUTO_TARGET of a decode step at the measured time per prompt token (running means
+        of this scheduler's steps; a chunk's fixed cost makes small chunks dear per token, so the size settles
+        where chunk time = the target), within [AUTO_MIN, AUTO_MAX]."""
+        if self.prefill_chunk != AUTO:
+            return self.prefill_chunk
+        if not self._running:
+            return AUTO_MAX
+        if self._decode_s is None or self._prefill_token_s is None:
+            return AUTO_MIN
+        return int(min(max(AUTO_TARGET * self._decode_s / self._prefill_token_s, AUTO_MIN), AUTO_MAX))
+
     def _prefill_step(self) -> None:
-        """At most `prefill_chunk` prompt tokens, oldest prompt first; complete prompts sample their first
+        """At most `chunk_budget()` prompt tokens, oldest prompt first; complete prompts sample their first
         token and join the batch in one concat."""
-        budget = self.prefill_chunk
+        budget = self.chunk_budget()
         joining: list[KVCache] = []
         for request in list(self._prefilling):
             if budget is not None and budget <= 0:
                 break
             prefill = request.prefill
             try:
+                start = time.perf_counter()
                 n = prefill.advance(budget)
+                if n:
+                    self._prefill_token_s = _mean(self._prefill_token_s, (time.perf_counter() - start) / n)
                 self.stats.prefill_chunks += 1
                 budget = None if budget is None else budget - n
                 if not prefill.complete:
@@ -358,7 +385,8 @@ class Scheduler:
                 self._finish(member, "cancelled")
                 continue
             member.reply.prompt_logprobs = prefill.prompt_logprobs
-            if self._push(member, prefill.logits):  # its prompt is stored already (Prefill)
+            # max_new_tokens 0: only the prompt's logprobs were asked for (echo); its prompt is stored already
+            if member.params.max_new_tokens == 0 or self._push(member, prefill.logits):
                 self._finish(member, "done")
             else:
                 rows.append((member, cache))
@@ -369,7 +397,9 @@ class Scheduler:
         ids = np.array([[r.next_token] for r in self._running], np.int64)  # [B, 1]
         self.stats.steps += 1
         self.stats.batch_sizes[len(ids)] = self.stats.batch_sizes.get(len(ids), 0) + 1
+        start = time.perf_counter()
         out, self._cache = self._forward(ids, self._cache)  # mask and positions from the cache
+        self._decode_s = _mean(self._decode_s, time.perf_counter() - start)
         logits = out["logits"][:, -1]  # [B, V]
         finished, failed = [], []
         for b, request in enumerate(self._running):
@@ -455,6 +485,11 @@ def _prefix_cache(engine: Engine, gb: float | None) -> PrefixCache | None:
     if isinstance(gb, int | float) and not isinstance(gb, bool) and gb == 0:
         return None
     return PrefixCache(engine, gb)
+
+
+def _mean(mean: float | None, x: float, weight: float = 0.25) -> float:
+    """An exponential running mean (the first value as it is)."""
+    return x if mean is None else mean + weight * (x - mean)
 
 
 def _message(error: Exception, what: str) -> str:

@@ -1,7 +1,9 @@
 """Request bodies of the OpenAI / Mistral chat and completion APIs, and their SamplingParams.
 
 Names follow OpenAI's API; Mistral's spellings (`random_seed`, `safe_prompt`) and vLLM's extensions
-(`top_k`, `ignore_eos`, `repetition_penalty`, `stop_token_ids`) are accepted beside them. Fields this
+(`top_k`, `min_p`, `ignore_eos`, `repetition_penalty`, `stop_token_ids`) are accepted beside them. `logprobs`:
+chat takes `logprobs: true` and `top_logprobs` 0..20 (OpenAI's); completions take `logprobs` 0..20 (vLLM's
+limit, above OpenAI's 5, so evaluation harnesses asking for more are served) and `echo`. Fields this
 server does not implement are refused with a 400 naming them, unless they carry their neutral value;
 fields unknown to both APIs are ignored, as OpenAI-compatible servers do. `tools`, `tool_choice` and
 `response_format` are kept as sent, for the function-calling layer to interpret.
@@ -15,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.runtime.logprobs import MAX_TOP_LOGPROBS
 from mixtral_trt.runtime.sampling import SamplingParams
 
 
@@ -89,22 +92,32 @@ class Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM
     repetition_penalty: Float | None = None  # vLLM
+    min_p: Float | None = None  # vLLM
     stop_token_ids: list[Int] | None = None  # vLLM
     n: Int | None = None
     presence_penalty: Float | None = None
     frequency_penalty: Float | None = None
-    logprobs: bool | int | None = None
     logit_bias: dict[str, Float] | None = None  # token id (as JSON keys are strings) -> bias in [-100, 100]
     user: str | None = None
 
     def check_unsupported(self) -> None:
-        if self.n not in (None, 1):
-            raise BadRequest(f"n={self.n}: this server returns one choice per request (n=1)", "n")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name) not in (None, 0):
-                raise BadRequest(f"{name}: not supported (use repetition_penalty)", name)
-        if self.logprobs:
-            raise BadRequest("logprobs: not supported", "logprobs")
+        """Fields this server refuses (the endpoints add theirs)."""
+
+    def samples(self, max_batch: int) -> int:
+        """`n`: choices per prompt, each a row of the batch (1..max_batch)."""
+        n = 1 if self.n is None else self.n
+        if not 1 <= n <= max_batch:
+            raise BadRequest(f"n={n}: must be between 1 and the server's batch limit {max_batch} (each choice "
+                             "decodes in a row of the batch)", "n")
+        return n
+
+    def top_logprobs_count(self) -> int | None:
+        """How many top tokens each generated token reports (None: no logprobs)."""
+        return None
+
+    def prompt_logprobs_count(self) -> int | None:
+        """How many top tokens each prompt token reports (echo; None: none)."""
+        return None
 
     def sampling_params(self, max_new_tokens: int) -> SamplingParams:
         if self.seed is not None and self.random_seed is not None and self.seed != self.random_seed:
@@ -116,11 +129,16 @@ class Sampling(BaseModel):
             top_p=1.0 if self.top_p is None else self.top_p,
             top_k=0 if self.top_k in (None, -1) else self.top_k,
             repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            min_p=self.min_p or 0.0,
             seed=self.seed if self.seed is not None else self.random_seed,
             stop=tuple(stop),
             stop_token_ids=tuple(self.stop_token_ids or ()),
             ignore_eos=self.ignore_eos,
             logit_bias=self._logit_bias(),
+            logprobs=self.top_logprobs_count(),
+            prompt_logprobs=self.prompt_logprobs_count(),
         )
         return SamplingParams(**settings)  # raises MixtralTrtError naming the field
 
@@ -145,6 +163,29 @@ class ChatCompletionRequest(Sampling):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: Int | None = None  # 0..20, with logprobs: true
+    echo: bool = False  # vLLM's chat echo: refused
+    prompt_logprobs: bool | Int | None = None  # Mistral's / vLLM's: refused (completions' echo gives them)
+    min_tokens: Int | None = None  # Mistral's / vLLM's: refused unless 0
+
+    def check_unsupported(self) -> None:
+        if self.echo:
+            raise BadRequest("echo: not supported by chat completions (use /v1/completions)", "echo")
+        if self.prompt_logprobs not in (None, False):
+            raise BadRequest("prompt_logprobs: not supported by chat completions (use /v1/completions with echo "
+                             "and logprobs)", "prompt_logprobs")
+        if self.min_tokens not in (None, 0):
+            raise BadRequest(f"min_tokens={self.min_tokens}: not supported", "min_tokens")
+        if self.top_logprobs is not None:
+            if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+                raise BadRequest(f"top_logprobs={self.top_logprobs}: must be between 0 and {MAX_TOP_LOGPROBS}",
+                                 "top_logprobs")
+            if not self.logprobs:
+                raise BadRequest("top_logprobs: needs logprobs: true", "top_logprobs")
+
+    def top_logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def chat_messages(self) -> list[dict[str, str]]:
         """role/content dicts; content given as a list of text parts is joined; OpenAI's `developer` role is
@@ -186,15 +227,22 @@ class CompletionRequest(Sampling):
     echo: bool = False
     suffix: str | None = None
     best_of: Int | None = None
+    logprobs: Int | None = None  # top tokens per position (0..20); the chosen one is always given
 
     def check_unsupported(self) -> None:
-        super().check_unsupported()
-        if self.echo:
-            raise BadRequest("echo: not supported", "echo")
+        if not 0 <= (self.logprobs or 0) <= MAX_TOP_LOGPROBS:
+            raise BadRequest(f"logprobs={self.logprobs}: must be an integer between 0 and {MAX_TOP_LOGPROBS} (top "
+                             "tokens per position)", "logprobs")
         if self.suffix:
             raise BadRequest("suffix: not supported", "suffix")
         if self.best_of not in (None, 1):
             raise BadRequest("best_of: not supported", "best_of")
+
+    def top_logprobs_count(self) -> int | None:
+        return self.logprobs
+
+    def prompt_logprobs_count(self) -> int | None:
+        return self.logprobs if self.echo else None
 
     def prompts(self) -> list[str | list[int]]:
         """One prompt per choice: a string, a list of ids, or a list of either."""

@@ -9,8 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mixtral_trt.runtime.reply import Completion
-
 ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
                429: "requests", 500: "server_error", 503: "server_error"}
 ERROR_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded", 503: "service_unavailable"}
@@ -49,26 +47,27 @@ class Envelope:
         self.created = int(time.time())
         self.model = model
 
-    def body(self, completions: list[Completion], outcomes: list[Outcome]) -> dict[str, Any]:
-        """The whole response: one choice per completion, its text or tool calls from its Outcome."""
+    def body(self, outcomes: list[Outcome], logprobs: list[dict[str, Any] | None],
+             used: dict[str, int]) -> dict[str, Any]:
+        """The whole response: one choice per Outcome (its text or tool calls), with its `logprobs` object."""
         choices = []
-        for n, out in enumerate(outcomes):
+        for n, (out, lp) in enumerate(zip(outcomes, logprobs, strict=True)):
             if self.chat:
                 message: dict[str, Any] = {"role": "assistant", "content": out.content}
                 if out.tool_calls:
                     message["tool_calls"] = out.tool_calls
                 choices.append({"index": n, "message": message, "finish_reason": out.finish_reason,
-                                "logprobs": None})
+                                "logprobs": lp})
             else:
                 choices.append({"index": n, "text": out.content, "finish_reason": out.finish_reason,
-                                "logprobs": None})
-        used = usage(sum(c.prompt_tokens for c in completions), sum(len(c.token_ids) for c in completions))
+                                "logprobs": lp})
         return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.model, "choices": choices, "usage": used}
 
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, role: bool = False,
               used: dict[str, int] | None = None, include_usage: bool = False,
-              tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              tool_calls: list[dict[str, Any]] | None = None, logprobs: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
         """One stream chunk of choice `index`; `used` goes on the chunk that finishes it (as Mistral's API
         does), and with OpenAI's `stream_options.include_usage` every chunk carries a usage field. Tool
         calls come whole, in the chunk that finishes the reply."""
@@ -78,9 +77,9 @@ class Envelope:
                 delta["content"] = text
             if tool_calls:
                 delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
-            choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
         else:
-            choice = {"index": index, "text": text or "", "finish_reason": finish_reason, "logprobs": None}
+            choice = {"index": index, "text": text or "", "finish_reason": finish_reason, "logprobs": logprobs}
         out = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                "created": self.created, "model": self.model, "choices": [choice]}
         if used is not None or include_usage:

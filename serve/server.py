@@ -14,21 +14,24 @@ from pathlib import Path
 
 from mixtral_trt import runtime
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.runtime.scheduler import Scheduler
+from mixtral_trt.runtime.scheduler import DEFAULT_PREFILL_CHUNK, Scheduler
 
 from .limits import Limits
 
 
 def build(engine_dir: str | Path, *, api_key: str | None = None, max_batch: int | None = None,
           max_queue: int = 64, device: str = "auto", model_name: str | None = None, limits: Limits | None = None,
-          expert_load: bool = False):
+          expert_load: bool = False, prefix_cache_gb: float | None = None,
+          prefill_chunk: int | str | None = DEFAULT_PREFILL_CHUNK):
     """Load the engine, make its Scheduler and the app (not started). `expert_load`: count the tokens routed
-    to each expert of each layer (/metrics; the engine needs router outputs, export --debug-outputs)."""
+    to each expert of each layer (/metrics; the engine needs router outputs, export --debug-outputs).
+    `prefix_cache_gb` / `prefill_chunk`: the Scheduler's (runtime/scheduler.py)."""
     from .app import create_app
 
     engine = runtime.load(engine_dir, device=device)
     engine.tokenizer  # noqa: B018 - fail now, not at the first request, when the engine has no tokenizer
-    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, expert_load=expert_load)
+    scheduler = Scheduler(engine, max_batch=max_batch, max_queue=max_queue, expert_load=expert_load,
+                          prefix_cache_gb=prefix_cache_gb, prefill_chunk=prefill_chunk)
     return create_app(engine, scheduler, model_name=model_name, api_key=api_key, limits=limits)
 
 

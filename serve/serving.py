@@ -13,6 +13,8 @@ stream then ends with a final chunk (`finish_reason: "abort"`) and `data: [DONE]
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +29,7 @@ from mixtral_trt.runtime.chat_completion import ChatRequest, prepare_chat
 from mixtral_trt.runtime.scheduler import QueueFull, ShuttingDown
 
 from .limits import Limits, depth_of
+from .logprobs import ChoiceLogprobs, TokenTexts
 from .metrics import Metrics
 from .protocol import BadRequest, ChatCompletionRequest, CompletionRequest, Sampling, param_of
 from .responses import DONE, Envelope, error_body, sse, usage
@@ -65,8 +68,18 @@ class _Admitted:
     """A request past every check, its prompts submitted."""
 
     body: Sampling
-    tickets: list[Ticket]
+    tickets: list[Ticket]  # prompt k's sample i is tickets[k * n + i] (its choice index)
     envelope: Envelope
+    n: int
+    prompts: list[list[int]]
+    echo: list[str] | None  # completions with echo: each prompt's text
+
+    def prompt_ids(self, index: int) -> list[int]:
+        return self.prompts[index // self.n]
+
+    def prompt_tokens(self) -> int:
+        """usage.prompt_tokens: each prompt once, however many samples it has."""
+        return sum(len(p) for p in self.prompts)
 
 
 class Serving:
@@ -152,7 +165,7 @@ class Serving:
             prompts = [self.engine.tokenizer.encode(p) if isinstance(p, str) else p for p in texts]
         except MixtralTrtError as e:
             raise _bad(e, "prompt") from None
-        return self._submit(loop, body, prompts, Envelope("completion", self.model_name), max_new)
+        return self._submit(loop, body, prompts, Envelope("completion", self.model_name), max_new, texts=texts)
 
     def _parse(self, raw: bytes, model: type[Sampling]) -> Any:
         """The body as `model`: 400 for bytes that are not UTF-8 JSON, nesting beyond the limit, or a field
@@ -189,48 +202,62 @@ class Serving:
             raise _bad(e) from None
 
     def _submit(self, loop: asyncio.AbstractEventLoop, body: Sampling, prompts: list[list[int]],
-                envelope: Envelope, max_new_tokens: int | None, chat: ChatRequest | None = None) -> _Admitted:
-        """Submit every prompt, or none: a later refusal cancels the earlier ones."""
+                envelope: Envelope, max_new_tokens: int | None, chat: ChatRequest | None = None,
+                texts: list[str | list[int]] | None = None) -> _Admitted:
+        """Submit every prompt (`n` samples of each, sharing its prefill), or none: a later refusal cancels the
+        earlier ones. `texts`: the prompts as sent (echo gives them back)."""
         endpoint, what = ("chat", "messages") if envelope.chat else ("completions", "prompt")
+        try:
+            n = body.samples(self.scheduler.max_batch)
+        except MixtralTrtError as e:
+            raise _bad(e) from None
         tickets: list[Ticket] = []
         try:
-            for n, prompt in enumerate(prompts):
+            for k, prompt in enumerate(prompts):
                 if len(prompt) >= self.engine.max_seq and max_new_tokens is None:
-                    where = f"prompt {n}" if len(prompts) > 1 else "prompt"
+                    where = f"prompt {k}" if len(prompts) > 1 else "prompt"
                     raise HTTPError(400, f"{where}: {len(prompt)} tokens leave no room in the engine's context of "
                                          f"{self.engine.max_seq} tokens", what)
-                tickets.append(self._submit_one(loop, prompt, body, max_new_tokens, chat, what))
+                tickets += self._submit_samples(loop, prompt, body, max_new_tokens, chat, what, n)
         except BaseException:
             for ticket in tickets:
                 ticket.cancel()
             raise
         for _ in tickets:
             self.metrics.requests.labels(endpoint).inc()
-        return _Admitted(body, tickets, envelope)
+        echo = None
+        if getattr(body, "echo", False):
+            echo = [t if isinstance(t, str) else self.engine.tokenizer.decode(t) for t in texts or prompts]
+        return _Admitted(body, tickets, envelope, n, prompts, echo)
 
-    def _submit_one(self, loop: asyncio.AbstractEventLoop, prompt: list[int], body: Sampling,
-                    max_new_tokens: int | None, chat: ChatRequest | None, what: str) -> Ticket:
-        ticket = Ticket(loop, self.metrics, chat)
+    def _submit_samples(self, loop: asyncio.AbstractEventLoop, prompt: list[int], body: Sampling,
+                        max_new_tokens: int | None, chat: ChatRequest | None, what: str, n: int) -> list[Ticket]:
+        """The `n` samples of one prompt (Scheduler.submit_n: one prefill; sample i seeded seed + i)."""
+        tickets = [Ticket(loop, self.metrics, chat) for _ in range(n)]
         try:
             params = body.sampling_params(max_new_tokens if max_new_tokens is not None
                                           else self.engine.max_seq - len(prompt))
-            constraint = chat.constraint() if chat is not None and chat.constraint is not None else None
-            ticket.request = self.scheduler.submit(prompt, params, tokenizer=self.engine.tokenizer,
-                                                   constraint=constraint, on_event=ticket.on_event,
-                                                   on_done=ticket.on_done)
+            constraints = [chat.constraint() if chat is not None and chat.constraint is not None else None
+                           for _ in range(n)]
+            requests = self.scheduler.submit_n(prompt, params, n, constraints=constraints,
+                                               tokenizer=self.engine.tokenizer,
+                                               on_event=lambda e: tickets[e.index].on_event(e),
+                                               on_done=lambda r: tickets[r.reply.index].on_done(r))
         except QueueFull as e:
             raise HTTPError(429, str(e), headers={"Retry-After": "1"}) from None
         except ShuttingDown as e:
             raise HTTPError(503, str(e)) from None
         except MixtralTrtError as e:
             raise _bad(e, what) from None
-        return ticket
+        for ticket, request in zip(tickets, requests, strict=True):
+            ticket.request = request
+        return tickets
 
     # ---- answering (the event loop) --------------------------------------------------------------------
     async def _respond(self, admitted: _Admitted, disconnected: Disconnected) -> JSONReply | StreamReply:
         body, tickets, envelope = admitted.body, admitted.tickets, admitted.envelope
         if body.stream:
-            return StreamReply(self._stream(disconnected, tickets, envelope, body.include_usage))
+            return StreamReply(self._stream(disconnected, admitted))
         watcher = asyncio.ensure_future(disconnected())
         try:
             for ticket in tickets:
@@ -245,13 +272,37 @@ class Serving:
             raise HTTPError(500, failed[0] or "engine failure")
         if any(t.request.status == "cancelled" for t in tickets):
             raise HTTPError(503, "the server shut down before the reply was finished")
-        return JSONReply(envelope.body([t.request.completion() for t in tickets], [t.outcome() for t in tickets]))
+        outcomes, logprobs = [], []
+        for index, ticket in enumerate(tickets):
+            out, done = ticket.outcome(), ticket.request.completion()
+            if admitted.echo is not None:
+                out = dataclasses.replace(out, content=admitted.echo[index // admitted.n] + (out.content or ""))
+            outcomes.append(out)
+            choice = self._logprobs(admitted, index)
+            if choice is not None:
+                choice.add_prompt(done.prompt_logprobs or [])
+                choice.add(done.logprobs or [])
+            logprobs.append(None if choice is None else choice.take())
+        return JSONReply(envelope.body(outcomes, logprobs, usage(admitted.prompt_tokens(), sum(
+            len(t.request.reply.token_ids) for t in tickets))))
 
-    async def _stream(self, disconnected: Disconnected, tickets: list[Ticket], envelope: Envelope,
-                      include_usage: bool) -> AsyncIterator[bytes]:
+    def _logprobs(self, admitted: _Admitted, index: int) -> ChoiceLogprobs | None:
+        """Choice `index`'s logprobs collector, None when the request asks for none."""
+        if admitted.body.top_logprobs_count() is None:
+            return None
+        return ChoiceLogprobs(self.token_texts, admitted.envelope.chat, admitted.prompt_ids(index))
+
+    @functools.cached_property
+    def token_texts(self) -> TokenTexts:
+        return TokenTexts(self.engine.tokenizer)
+
+    async def _stream(self, disconnected: Disconnected, admitted: _Admitted) -> AsyncIterator[bytes]:
+        tickets, envelope, include_usage = admitted.tickets, admitted.envelope, admitted.body.include_usage
         watcher = asyncio.ensure_future(disconnected())
         try:
             for index, ticket in enumerate(tickets):
+                logprobs = self._logprobs(admitted, index)
+                echo = None if admitted.echo is None else admitted.echo[index // admitted.n]
                 if envelope.chat:
                     yield sse(envelope.chunk(index, "", role=True, include_usage=include_usage))
                 finished = False
@@ -259,6 +310,14 @@ class Serving:
                     events = await ticket.next_events(watcher)
                     if events is GONE:
                         return
+                    if echo is not None:  # the prompt is in: its text (and logprobs) come first
+                        if logprobs is not None:
+                            logprobs.add_prompt(ticket.request.reply.prompt_logprobs or [])
+                        yield sse(envelope.chunk(index, echo, include_usage=include_usage,
+                                                 logprobs=None if logprobs is None else logprobs.take()))
+                        echo = None
+                    if logprobs is not None:
+                        logprobs.add([e.logprob for e in events])
                     # the tokens that arrived since the last write go out as one chunk (one per token
                     # while the loop keeps up; fewer, longer ones when it falls behind); a reply of tool
                     # calls is held back and sent parsed at the end
@@ -266,35 +325,38 @@ class Serving:
                     finish = next((e.finish_reason for e in events if e.finish_reason), None)
                     if finish is None:
                         if text:
-                            yield sse(envelope.chunk(index, text, include_usage=include_usage))
+                            yield sse(envelope.chunk(index, text, include_usage=include_usage,
+                                                     logprobs=None if logprobs is None else logprobs.take()))
                         continue
                     finished = True
-                    yield sse(self._last_chunk(ticket, index, envelope, include_usage, text))
+                    yield sse(self._last_chunk(ticket, index, envelope, include_usage, text, logprobs))
                 request = ticket.request
                 if request.status == "failed":
                     yield sse(error_body(500, request.error or "engine failure"))
                     return
-                if not finished:  # cancelled (shutdown): what was held back, and why it ended
+                if not finished:  # no token (max_tokens 0), or cancelled (shutdown): what was held back, and why
                     reply = request.reply
                     rest = ticket.outcome().content if ticket.holding else reply.text[reply.emitted:]
-                    yield sse(envelope.chunk(index, rest or None, ABORT, include_usage=include_usage,
-                                             used=None if include_usage else _used(ticket)))
+                    reason = ABORT if request.status == "cancelled" else reply.finish_reason or "length"
+                    yield sse(envelope.chunk(index, rest or None, reason, include_usage=include_usage,
+                                             used=None if include_usage else _used(ticket),
+                                             logprobs=None if logprobs is None else logprobs.take()))
             if include_usage:
-                reqs = [t.request for t in tickets]
-                yield sse(envelope.usage_chunk(usage(sum(r.reply.prompt_tokens for r in reqs),
-                                                     sum(len(r.reply.token_ids) for r in reqs))))
+                yield sse(envelope.usage_chunk(usage(admitted.prompt_tokens(), sum(
+                    len(t.request.reply.token_ids) for t in tickets))))
             yield DONE
         finally:
             watcher.cancel()
             self._close(tickets)
 
     def _last_chunk(self, ticket: Ticket, index: int, envelope: Envelope, include_usage: bool,
-                    text: str) -> dict[str, Any]:
+                    text: str, logprobs: ChoiceLogprobs | None) -> dict[str, Any]:
         out = ticket.outcome()
         if ticket.holding:
             text = out.content
         return envelope.chunk(index, text or None, out.finish_reason, used=None if include_usage else _used(ticket),
-                              include_usage=include_usage, tool_calls=out.tool_calls)
+                              include_usage=include_usage, tool_calls=out.tool_calls,
+                              logprobs=None if logprobs is None else logprobs.take())
 
     def _close(self, tickets: list[Ticket]) -> None:
         for ticket in tickets:

@@ -151,3 +151,29 @@ def run_phase(phase: Phase, device: str) -> None:
         worst[dtype] = max(worst.get(dtype, 0.0), err)
     phase.figure("worst_rel_error", worst)
     phase.figure("gemm_checks", len(errors))
+    if device == "cuda":
+        check_jit_spills(phase)
+    else:
+        phase.skip("registers and spills of the compiled GEMMs", "the interpreter compiles nothing (on a CPU: "
+                   "`make plugins-spills`, ptxas -v of the AOT PTX)")
+
+
+def check_jit_spills(phase: Phase) -> None:
+    """Registers and spill bytes per thread of every GEMM variant Triton compiled for this GPU above, as the driver
+    loaded it: none may spill (plugins/README.md, "Registers and spills")."""
+    from mixtral_trt.plugins.moe_gemm_down.kernel import moe_gemm_down_kernel
+    from mixtral_trt.plugins.moe_gemm_down_q.kernel import moe_gemm_down_q_kernel
+    from mixtral_trt.plugins.moe_gemm_swiglu.kernel import moe_gemm_swiglu_kernel
+    from mixtral_trt.plugins.moe_gemm_swiglu_q.kernel import moe_gemm_swiglu_q_kernel
+    from mixtral_trt.plugins.spills import jit_usage
+
+    rows = [r for fn in (moe_gemm_swiglu_kernel, moe_gemm_down_kernel, moe_gemm_swiglu_q_kernel,
+                         moe_gemm_down_q_kernel) for r in jit_usage(fn)]
+    if not rows:
+        phase.skip("registers and spills of the compiled GEMMs", "this Triton's JIT cache has no loaded kernels "
+                   "where plugins/spills.py looks (device_caches)")
+        return
+    phase.figure("gemm_registers", rows)
+    spilling = sorted((r for r in rows if r["spills"]), key=lambda r: -r["spills"])
+    phase.check("GEMM variants that spill registers (JIT, this GPU)", len(spilling), "0", not spilling,
+                worst=spilling[:5], variants=len(rows))

@@ -10,16 +10,18 @@ import onnx_ir as ir
 import onnx_ir.tape
 from onnx_ir.passes.common import RemoveUnusedFunctionsPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
 
-from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_ROUTER
+from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_EXPERTS_QZP, MOE_ROUTER
 
-EXPERT_OPS = (MOE_EXPERTS.name, MOE_EXPERTS_Q.name, MOE_EXPERTS_QZ.name)
+EXPERT_OPS = (MOE_EXPERTS.name, MOE_EXPERTS_Q.name, MOE_EXPERTS_QZ.name, MOE_EXPERTS_QZP.name)
+WITH_ZEROS = (MOE_EXPERTS_QZ.name, MOE_EXPERTS_QZP.name)
 
 
 @dataclass(frozen=True)
 class MoEPair:
     """One layer's router + experts nodes and the values a lowering needs. For quantized experts
-    (MoEExpertsQ, MoEExpertsQZ) `w13` / `w2` are the uint8 codes and `quant` is (bits, block_size); MoEExpertsQZ
-    adds zero points (`w13_zeros` / `w2_zeros`, None otherwise)."""
+    (MoEExpertsQ, MoEExpertsQZ, MoEExpertsQZP) `w13` / `w2` are the uint8 codes and `quant` is (bits, block_size);
+    MoEExpertsQZ adds zero points (`w13_zeros` / `w2_zeros`, None otherwise), MoEExpertsQZP also each expert's
+    input order of its w13 codes (`w13_order`, None otherwise)."""
 
     router: ir.Node
     experts: ir.Node
@@ -52,11 +54,15 @@ class MoEPair:
 
     @property
     def w13_zeros(self) -> ir.Value | None:  # [E, 2I, ceil(H/block*bits/8)]
-        return self.experts.inputs[7] if self.experts.op_type == MOE_EXPERTS_QZ.name else None
+        return self.experts.inputs[7] if self.experts.op_type in WITH_ZEROS else None
 
     @property
     def w2_zeros(self) -> ir.Value | None:  # [E, H, ceil(I/block*bits/8)]
-        return self.experts.inputs[8] if self.experts.op_type == MOE_EXPERTS_QZ.name else None
+        return self.experts.inputs[8] if self.experts.op_type in WITH_ZEROS else None
+
+    @property
+    def w13_order(self) -> ir.Value | None:  # int64 [E, H]: column j of expert e's w13 codes is input order[e, j]
+        return self.experts.inputs[9] if self.experts.op_type == MOE_EXPERTS_QZP.name else None
 
 
 def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
@@ -70,7 +76,7 @@ def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
                 or weights.producer() is not router:
             raise ValueError(f"{node.name}: MoEExperts routing does not come from one MoERouter node")
         quant = None
-        if node.op_type in (MOE_EXPERTS_Q.name, MOE_EXPERTS_QZ.name):
+        if node.op_type != MOE_EXPERTS.name:
             quant = (node.attributes["bits"].as_int(), node.attributes["block_size"].as_int())
         yield MoEPair(router, node, router.attributes["top_k"].as_int(), quant)
 

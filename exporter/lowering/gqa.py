@@ -127,10 +127,13 @@ def lower_attention(model: ir.Model, contract: GraphContract) -> ir.Model:
                        inputs=[q.outputs[0], k.outputs[0], v.outputs[0], inputs[f"past_key_values.{i}.key"],
                                inputs[f"past_key_values.{i}.value"], seqlens_k, total, cos, sin],
                        attributes=attributes, domain=MS_DOMAIN, num_outputs=3, name=f"layers.{i}.attn.gqa")
-        graph.insert_before(o, [node])
+        # an act-order checkpoint's wo reads its features through a Gather (exporter/quantize_stored.py)
+        order = o.inputs[0].producer()
+        entry = order if order is not None and order.op_type == "Gather" and order.name.endswith(".order") else o
+        graph.insert_before(entry, [node])
         out, present_k, present_v = node.outputs
-        out.type, out.shape = o.inputs[0].type, o.inputs[0].shape
-        o.replace_input_with(0, out)
+        out.type, out.shape = entry.inputs[0].type, entry.inputs[0].shape
+        entry.replace_input_with(0, out)
         for new, name in ((present_k, f"present.{i}.key"), (present_v, f"present.{i}.value")):
             old = graph.outputs[outputs[name]]
             new.type, new.shape = old.type, ir.Shape([old.shape[0], old.shape[1], "present_or_capacity",

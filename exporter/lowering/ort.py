@@ -22,7 +22,7 @@ from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 
 from .common import derived_initializer, int64_const, moe_pairs, replace_pair, tidy
-from .ort_cpu_kernels import cpu_moe_node, unsupported
+from .ort_cpu_kernels import cpu_moe_node, lower_linears_ours, unsupported
 from .ort_experts import lower_experts
 from .ort_fuse import fuse_rms_norms
 from .ort_quant import lower_linears, qmoe_attributes
@@ -106,12 +106,17 @@ def expert_form(contract: GraphContract, provider: str, requested: str | None = 
     call: ort_experts.py) and the MoE / QMoE ops for the rest: fp16 / bf16 engines are the CUDA EP's, whose fused
     kernels are the fast form, and the CPU QMoE runs block-wise experts as prepacked QNBit GEMMs already (its
     per-expert MatMulNBits form measured slower: docs/ARCHITECTURE.md); per-channel experts have no MatMulNBits
-    layout at all."""
+    layout at all. Act-order experts (MoEExpertsQZP) run per expert only: QMoE takes no per-expert input order."""
     spec = contract.extra.get("quantization") or {}
     if requested is None:
+        if spec.get("input_order"):
+            return "matmul"
         return "matmul" if contract.dtype == "fp32" and provider == "cpu" and not spec else "moe"
     if requested not in EXPERT_FORMS:
         raise MixtralTrtError(f"--experts {requested!r}: choose one of {', '.join(EXPERT_FORMS)}")
+    if requested == "moe" and spec.get("input_order"):
+        raise MixtralTrtError("--experts moe: act-order experts (each expert's own input order) have no QMoE form "
+                              "(it takes no per-expert input permutation); build with --experts matmul")
     if requested == "matmul" and spec and not spec.get("block_size"):
         raise MixtralTrtError("--experts matmul: per-channel quantized experts (--quant-block 0) run as QMoE only; "
                               "export with a block size or build with --experts moe")
@@ -119,10 +124,11 @@ def expert_form(contract: GraphContract, provider: str, requested: str | None = 
 
 
 def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PARTS, cpu_kernels: str = "ort",
-          expert_dtype: str = "fp32") -> ir.Model:
+          expert_dtype: str = "fp32", cpu_linears: tuple[str, ...] = (), linear_dtype: str = "fp32") -> ir.Model:
     """`experts`: one of EXPERT_FORMS (expert_form chooses it for a build). `cpu_kernels="ours"`: every pair our
     library's ops can run becomes one of its nodes (ort_cpu_kernels.py; `expert_dtype` "bf16" stores float experts
-    in bf16), the others take the `experts` form."""
+    in bf16), the others take the `experts` form; so do the linears of the kinds in `cpu_linears` (LM head,
+    attention projections; `linear_dtype` "bf16" stores float ones in bf16), the rest MatMul / MatMulNBits."""
     graph = model.graph
     for pair in list(moe_pairs(graph)):
         tape = ir.tape.Tape()
@@ -130,7 +136,7 @@ def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PART
             node = cpu_moe_node(graph, pair, expert_dtype)
             out, new_nodes = node.outputs[0], [node]
             model.opset_imports[node.domain] = 1
-        elif experts == "matmul":
+        elif experts == "matmul" or pair.w13_order is not None:  # QMoE takes no per-expert input order
             out = lower_experts(graph, tape, pair)
             new_nodes = list(tape.nodes)
         else:
@@ -148,7 +154,9 @@ def lower(model: ir.Model, experts: str = "moe", expert_parts: int = EXPERT_PART
             out, new_nodes = node.outputs[0], [*tape.nodes, node]
         out.shape, out.type = pair.experts.outputs[0].shape, pair.experts.outputs[0].type
         replace_pair(graph, pair, new_nodes, out)
-    lower_linears(model)  # quantized attention projections and LM head -> MatMulNBits
+    if cpu_kernels == "ours" and cpu_linears:
+        lower_linears_ours(model, cpu_linears, linear_dtype)
+    lower_linears(model)  # (the remaining) quantized attention projections and LM head -> MatMulNBits
     fuse_rms_norms(model)  # each RMSNorm chain -> SimplifiedLayerNormalization
     model.opset_imports[MS_DOMAIN] = 1
     return tidy(model)

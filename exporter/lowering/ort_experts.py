@@ -17,6 +17,7 @@ Per layer (T tokens, H hidden, I intermediate, E experts, k routed, n_e tokens r
     per expert e:
       idx  = NonZero(row e)^T                  [n_e, 1]
       x_e  = GatherND(x, idx)                  [n_e, H]
+      x_e  = Gather(x_e, order_e, axis=1)      [n_e, H]    act-order experts only (MoEExpertsQZP's w13_order)
       h    = MatMul(x_e, W13_e)                [n_e, 2I]   gate columns then up columns
       a    = silu(gate) * up * weight          [n_e, I]
       out  = ScatterND(out, idx, MatMul(a, W2_e), reduction=add)   out [T, H] summed in float32
@@ -85,6 +86,10 @@ def lower_experts(graph: ir.Graph, tape: ir.tape.Tape, pair: MoEPair) -> ir.Valu
         row = tape.op("Gather", [per_expert, tape.op("Constant", [], {"value": ir.tensor(np.int64(e))})], {"axis": 0})
         idx = tape.op("Transpose", [tape.op("NonZero", [row])], {"perm": [1, 0]}, name=f"{name}.rows")  # [n, 1]
         x_e = tape.op("GatherND", [pair.x, idx])  # [n, H]
+        if pair.w13_order is not None:  # the features in the order of expert e's w13 codes' columns
+            order = derived_initializer(graph, pair.w13_order, lambda a, e=e: np.ascontiguousarray(a[e]),
+                                        (int(pair.w13_order.shape[1]),), f"expert{e}")
+            x_e = tape.op("Gather", [x_e, order], {"axis": 1}, name=f"{name}.order")
         h = _linear(tape, graph, pair, x_e, 1, e, f"{name}.fc1")  # [n, 2I]
         gate, up = tape.op_multi_out("Split", [h], {"axis": 1, "num_outputs": 2}, num_outputs=2)  # [n, I] x 2
         act = tape.op("Mul", [tape.op("Mul", [gate, tape.op("Sigmoid", [gate])]), up])

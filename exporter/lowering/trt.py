@@ -72,6 +72,10 @@ def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_
             MOE_ALIGN.name, [experts], MOE_ALIGN.node_attributes(aot, num_experts=num_experts, block_size=block_size),
             num_outputs=3, domain=domain)
         routing = [sorted_pairs, block_experts, num_padded]
+        if pair.w13_order is not None:
+            raise MixtralTrtError(f"{pair.experts.name}: act-order experts (an act-order quantized checkpoint "
+                                  "exported as stored: each expert's own input order) have no TensorRT plugin "
+                                  "variant yet; build for ort")
         if pair.w13_zeros is not None:
             raise MixtralTrtError(f"{pair.experts.name}: experts with zero points (an asymmetric quantized "
                                   "checkpoint exported as stored) have no TensorRT plugin variant yet; build for ort")

@@ -11,7 +11,17 @@ import onnx
 from onnxscript import FLOAT, INT32, INT64, UINT8, script, values
 from onnxscript import opset20 as op
 
-from .spec import DOMAIN, LINEAR_Q, LINEAR_QZ, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_ROUTER, OPSET_VERSION
+from .spec import (
+    DOMAIN,
+    LINEAR_Q,
+    LINEAR_QZ,
+    MOE_EXPERTS,
+    MOE_EXPERTS_Q,
+    MOE_EXPERTS_QZ,
+    MOE_EXPERTS_QZP,
+    MOE_ROUTER,
+    OPSET_VERSION,
+)
 
 ONNX_OPSET = 20  # the default-domain opset of the function bodies and of the exported graph
 mixtral = values.Opset(DOMAIN, OPSET_VERSION)
@@ -94,6 +104,18 @@ def MoEExpertsQZ(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales
 
 
 @script(mixtral, default_opset=op)
+def MoEExpertsQZP(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales, w13_zeros, w2_zeros, w13_order,
+                  bits: int, block_size: int):
+    ordered = DequantizeZ(w13_codes, w13_scales, w13_zeros, bits=bits)  # [E, 2I, H], column j = input order[e, j]
+    columns = op.Expand(op.Unsqueeze(w13_order, op.Constant(value_ints=[1])), op.Shape(ordered))  # [E, 2I, H]
+    # [E, 2I, H] in the inputs' own order (a permutation: every element of the copy is written)
+    w13 = op.ScatterElements(ordered, columns, ordered, axis=2)
+    w2 = DequantizeZ(w2_codes, w2_scales, w2_zeros, bits=bits)  # [E, H, I]
+    y = MoEExperts(x, experts, weights, w13, w2)
+    return y
+
+
+@script(mixtral, default_opset=op)
 def LinearQZ(x, codes, scales, zeros, bits: int, block_size: int):
     one = op.Constant(value_ints=[0])
     w = op.Squeeze(DequantizeZ(op.Unsqueeze(codes, one), op.Unsqueeze(scales, one), op.Unsqueeze(zeros, one),
@@ -119,7 +141,8 @@ def LinearQ(x, codes, scales, bits: int, block_size: int):
 
 
 _BODIES = {MOE_ROUTER.name: MoERouter, MOE_EXPERTS.name: MoEExperts, MOE_EXPERTS_Q.name: MoEExpertsQ,
-           LINEAR_Q.name: LinearQ, MOE_EXPERTS_QZ.name: MoEExpertsQZ, LINEAR_QZ.name: LinearQZ}
+           LINEAR_Q.name: LinearQ, MOE_EXPERTS_QZ.name: MoEExpertsQZ, LINEAR_QZ.name: LinearQZ,
+           MOE_EXPERTS_QZP.name: MoEExpertsQZP}
 HELPERS = (Dequantize, DequantizeZ)  # functions the bodies call, shipped alongside them
 
 
@@ -127,7 +150,7 @@ def function_protos() -> list[onnx.FunctionProto]:
     """The FunctionProto of every op, checked against its spec (names of inputs, outputs, attributes), and of
     the helper functions they call."""
     protos = [helper.to_function_proto() for helper in HELPERS]
-    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q, MOE_EXPERTS_QZ, LINEAR_QZ):
+    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q, MOE_EXPERTS_QZ, LINEAR_QZ, MOE_EXPERTS_QZP):
         proto = _BODIES[spec.name].to_function_proto()
         assert list(proto.input) == [t.name for t in spec.inputs], spec.name
         assert list(proto.output) == [t.name for t in spec.outputs], spec.name

@@ -121,6 +121,18 @@ MOE_EXPERTS_QZ = OpSpec(
     attributes=QUANT_ATTRIBUTES,
 )
 
+MOE_EXPERTS_QZP = OpSpec(
+    name="MoEExpertsQZP",
+    doc="MoEExpertsQZ whose gate / up codes take each expert's inputs in its own order: column j of expert e's "
+    "w13 codes is input feature w13_order[e, j] (an act-order checkpoint's input channels sorted by group, so "
+    "its groups are contiguous blocks). The down rows need no order: their input order is folded into the gate / "
+    "up rows at export. Written for act-order (desc_act / actorder group) checkpoints exported as stored.",
+    inputs=(*MOE_EXPERTS_QZ.inputs,
+            Tensor("w13_order", "tensor(int64)", "[E, H]", "each expert's permutation of the input features")),
+    outputs=MOE_EXPERTS_Q.outputs,
+    attributes=QUANT_ATTRIBUTES,
+)
+
 LINEAR_QZ = OpSpec(
     name="LinearQZ",
     doc="LinearQ with one zero point per block (w = (code - zero) * scale); block_size > 0.",
@@ -130,4 +142,4 @@ LINEAR_QZ = OpSpec(
 )
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q,
-                                                       MOE_EXPERTS_QZ, LINEAR_QZ)}
+                                                       MOE_EXPERTS_QZ, LINEAR_QZ, MOE_EXPERTS_QZP)}

@@ -1,7 +1,8 @@
 """mixtral_trt.plugins.cpu_kernels: our own CPU kernels as an ONNX Runtime custom-op library (C++17, src/).
 
 The ops (domain `mixtral.cpu`, I/O tables in README.md): `MoE`, `MoEBF16`, `MoEQ`: one fused node per MoE
-layer. `build.py` compiles the library; this module finds it (no import of onnxruntime here).
+layer; `Linear`, `LinearBF16`, `LinearQ`: y = x Wᵀ (the LM head, the attention projections).
+`build.py` compiles the library; this module finds it (no import of onnxruntime here).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def test_the_test_install_has_the_standins_and_a_gpu_install_never_does():
 
 def test_the_makefile_installs_the_standins_for_tests_and_the_plan_for_gpus():
     makefile = (install_plan.PYPROJECT.parent / "Makefile").read_text()
-    assert '-e ".[dev,trt-cpu]"' in makefile  # the install line (pip, or the lock's PIP_INSTALL)
+    assert '-e ".[dev,trt-cpu,eval-harness]"' in makefile  # the install line (pip, or the lock's PIP_INSTALL)
     assert "venv --system-site-packages $(GPU_VENV)" in makefile and "pip install --no-deps -e ." in makefile
     assert "mixtral_trt.bench.install_plan gpu dev" in makefile and "trt-cpu" not in makefile.split("gpu-install:")[1]
 

@@ -43,3 +43,21 @@ def test_serve_bench_quantized_engine(cli, tmp_path):
 def test_serve_bench_rejects_bad_quantize(cli, tmp_path):
     result = cli("serve-bench", "--quantize", "int3", "--workdir", tmp_path)
     assert result.code == 2 and "--quantize" in result.err and "Traceback" not in result.err
+
+
+def test_serve_bench_multi_turn(cli, tmp_path):
+    """The second turn through the server with the prefix cache on and off: both measured, the speedup their
+    ratio (a benchmark figure, not asserted: the tiny preset's prompts cost little either way)."""
+    out = tmp_path / "serve.json"
+    result = cli("serve-bench", "--preset", "tiny", "--clients", "1", "--rounds", "1", "--max-tokens", "4",
+                 "--repeats", "1", "--max-seq", "256", "--multi-turn", "160", "--json", out,
+                 "--workdir", tmp_path / "w")
+    assert result.code == 0, result.out + result.err
+    m = json.loads(out.read_text())["multi_turn"]
+    assert m["prefix_tokens"] == 160 and m["repeats"] == 1
+    for name in ("without_cache", "with_cache"):
+        assert 0 < m[name]["second_turn_ttft_s"] == m[name]["second_turn_ttft_median_s"]
+    assert m["second_turn_speedup"] == m["without_cache"]["second_turn_ttft_s"] / m["with_cache"]["second_turn_ttft_s"]
+    assert "second-turn TTFT" in result.out
+    refused = cli("serve-bench", "--multi-turn", "500", "--max-seq", "512", "--workdir", tmp_path)
+    assert refused.code == 2 and "--multi-turn 500" in refused.err and "Traceback" not in refused.err

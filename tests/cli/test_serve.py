@@ -60,3 +60,15 @@ def test_serve_bad_engine_is_one_line(cli, tmp_path):
     result = cli("serve", tmp_path / "nothing-here")
     assert result.code == 2 and result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
     assert str(tmp_path / "nothing-here") in result.err
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("--prefix-cache-gb", "1e9"), ("--prefix-cache-gb=1e+09", "larger than", "memory available")),
+    (("--prefix-cache-gb", "-1"), ("--prefix-cache-gb=-1", "must be a number > 0")),
+    (("--prefill-chunk", "0"), ("--prefill-chunk=0", "'auto' or 'none'")),
+    (("--prefill-chunk", "lots"), ("--prefill-chunk=lots",)),
+])
+def test_serve_bad_cache_and_chunk_options_are_one_line(cli, tiny_engine_dir, args, words):
+    from support.cli_checks import one_line_error
+
+    one_line_error(cli("serve", tiny_engine_dir, "--port", "1", *args), 2, *words)

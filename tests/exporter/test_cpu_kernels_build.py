@@ -1,6 +1,7 @@
-"""`build --cpu-kernels ours`: tiny engines whose MoE layers are our library's nodes, for every expert dtype,
-through parity against mixtral_ref (parity's own tolerances: fp32 1e-4 on logits, int8-activation engines 2e-2;
-the bf16 engine against the reference with its experts rounded to bf16), and the build's one-line errors."""
+"""`build --cpu-kernels ours`: tiny engines whose MoE layers, LM head and attention projections are our library's
+nodes, for every expert dtype, through parity against mixtral_ref (parity's own tolerances: fp32 1e-4 on logits,
+int8-activation engines 2e-2; the bf16 engine against the reference with its experts and the linears our ops run
+rounded to bf16), `--cpu-linears`, and the build's one-line errors."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import pytest
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest, sha256
 from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.cpu_kernels_build import DEFAULT_LINEARS
 from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.plugins import cpu_kernels
 from support.cpu_kernels import library_or_skip
 from support.engines import tiny_checkpoint
 
 OPS = {"fp32": "MoE", "bf16": "MoEBF16", "int8": "MoEQ", "int4": "MoEQ"}
+LINEAR_OPS = {"fp32": "Linear", "bf16": "LinearBF16", "int8": "LinearQ", "int4": "LinearQ"}
+FORMAT = {"fp32": "fp32", "bf16": "bf16", "int8": "quantized", "int4": "quantized"}  # the tiny exports' dense linears
+PROJECTIONS = 2 * 4  # tiny: 2 layers x wq, wk, wv, wo
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +52,47 @@ def test_engine_with_our_kernels_passes_parity(exports, dtype):
     engine = build_engine(onnx_dirs["fp32" if dtype == "bf16" else dtype], root / f"engine-{dtype}", "ort", **options)
     info = Manifest.load(engine).backend_info
     kernels = info["cpu_kernels"]
-    assert info["experts"] == "cpu_kernels" and kernels["ops"] == [OPS[dtype]], info
+    linears = DEFAULT_LINEARS[FORMAT[dtype]]
+    ops = sorted([OPS[dtype], *([LINEAR_OPS[dtype]] if linears else [])])
+    assert info["experts"] == "cpu_kernels" and kernels["ops"] == ops and kernels["linears"] == list(linears), info
     assert kernels["sha256"] == sha256(engine / kernels["library"]) == cpu_kernels.sha256_of(cpu_kernels.library_path())
     assert kernels["isa"] in kernels["supported_isas"]
     assert info.get("expert_weights") == ("bf16" if dtype == "bf16" else None)
+    assert info.get("linear_weights") == ("bf16" if dtype == "bf16" and linears else None)
     genai = json.loads((engine / "genai_config.json").read_text())
     assert genai["model"]["decoder"]["session_options"]["custom_ops_library"] == kernels["library"]
     nodes = _nodes(engine)
     assert nodes.count((cpu_kernels.DOMAIN, OPS[dtype])) == 2, nodes  # one node per layer, nothing per expert
     assert not [n for n in nodes if n[1] in ("MoE", "QMoE") and n[0] == "com.microsoft"]
+    want = ("lm_head" in linears) + PROJECTIONS * ("projections" in linears)
+    assert nodes.count((cpu_kernels.DOMAIN, LINEAR_OPS[dtype])) == want, nodes
+    if dtype in ("int8", "int4"):  # the linears ours does not run stay MatMulNBits
+        assert nodes.count(("com.microsoft", "MatMulNBits")) == 1 + PROJECTIONS - want, nodes
     report = check_engine(engine, checkpoint, greedy_steps=8)
     assert not report.failures, report.failures
     if dtype == "bf16":
-        assert report.quantization["scheme"] == "experts-bf16"
+        assert report.quantization["scheme"] == ("experts+linears-bf16" if linears else "experts-bf16")
+
+
+@pytest.mark.parametrize(("dtype", "linears", "count"), [("int8", "lm_head,projections", 1 + PROJECTIONS),
+                                                         ("int4", "lm_head", 1), ("fp32", "projections", PROJECTIONS),
+                                                         ("fp32", "lm_head", 1), ("int4", "none", 0)])
+def test_cpu_linears_picks_the_linears(exports, dtype, linears, count):
+    """Our node for exactly the linears asked for (whatever the defaults), ONNX Runtime's MatMulNBits / MatMul for
+    the rest; parity either way (int8 / int4: the int8-activation reference)."""
+    from mixtral_trt.parity.run import check_engine
+
+    checkpoint, root, onnx_dirs = exports
+    engine = build_engine(onnx_dirs[dtype], root / f"engine-{dtype}-{linears}", "ort", cpu_linears=linears)
+    nodes = _nodes(engine)
+    assert nodes.count((cpu_kernels.DOMAIN, LINEAR_OPS[dtype])) == count, nodes
+    if dtype != "fp32":
+        assert nodes.count(("com.microsoft", "MatMulNBits")) == 1 + PROJECTIONS - count, nodes
+    kernels = Manifest.load(engine).backend_info["cpu_kernels"]
+    assert kernels["linears"] == ([] if linears == "none" else linears.split(",")), kernels
+    assert (LINEAR_OPS[dtype] in kernels["ops"]) == bool(count), kernels
+    report = check_engine(engine, checkpoint, greedy_steps=4)
+    assert not report.failures, report.failures
 
 
 def test_ort_kernels_on_request(exports):
@@ -84,6 +117,8 @@ def test_missing_library_is_a_one_line_error(exports, tmp_path, monkeypatch):
     ({"expert_dtype": "fp8"}, "--expert-dtype 'fp8': choose one of fp32, bf16"),
     ({"cpu_kernels": "ort", "expert_dtype": "bf16"}, "through our CPU kernels only"),
     ({"cpu_kernels": "ours", "experts": "matmul"}, "give it with --cpu-kernels ort"),
+    ({"cpu_linears": "head"}, "--cpu-linears 'head': comma-separated lm_head, projections, or none"),
+    ({"cpu_kernels": "ort", "cpu_linears": "lm_head"}, "--cpu-linears .* give it with --cpu-kernels ours"),
 ])
 def test_bad_options(exports, tmp_path, options, message):
     _, _, onnx_dirs = exports

@@ -26,7 +26,10 @@ pytest.importorskip("onnxruntime_genai")
 CASES = {  # name -> (writer, how the export takes it: stored codes (with zero points) or float)
     "gptq-int4-sym-g32": (lambda p: write_gptq(p, 4, 32, False, True, "gptq"), "stored"),
     "gptq-int8-asym-g64": (lambda p: write_gptq(p, 8, 64, False, False, "gptq"), "stored+zeros"),
-    "gptq-int4-asym-actorder-g32": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2"), "float"),
+    "gptq-int4-asym-actorder-g32": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2"), "stored+zeros"),
+    "gptq-int8-sym-actorder-g64": (lambda p: write_gptq(p, 8, 64, True, True, "gptq", lm_head=True), "stored"),
+    "gptq-int4-actorder-split-orders": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2", split_orders=True),
+                                        "float"),
     "awq-int4-g64": (lambda p: write_awq(p, 64), "stored+zeros"),
     "ct-int4-sym-g32": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, True), "stored"),
     "ct-int4-asym-g128": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 128, False), "stored+zeros"),
@@ -49,6 +52,8 @@ def test_quantized_checkpoint_engine_parity(name, tmp_path):
     engine_dir = build_engine(onnx_dir, tmp_path / "engine", "ort")
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     assert manifest["contract"]["extra"]["checkpoint_quantization"] == extra["checkpoint_quantization"]
+    if extra.get("quantization", {}).get("input_order"):  # act-order codes: QMoE takes no per-expert input order
+        assert manifest["backend_info"]["experts"] == "matmul", manifest["backend_info"]
     report = check_engine(engine_dir, checkpoint, greedy_steps=8)
     assert not report.failures, report.failures
     assert all(g.exact for g in report.greedy), [(g.matched, g.steps) for g in report.greedy]
@@ -103,3 +108,50 @@ def test_quantize_option_refused_on_quantized_checkpoint(tmp_path):
     with pytest.raises(MixtralTrtError, match=r"--quantize int4: the checkpoint is already quantized"):
         export_checkpoint(checkpoint, tmp_path / "onnx", quantize_experts="int4")
     assert not (tmp_path / "onnx").exists()
+
+
+def test_act_order_codes_are_the_checkpoints(tmp_path):
+    """An act-order GPTQ checkpoint keeps its codes: each expert's w2 columns sorted by their g_idx group, the
+    same permutation applied to the rows of its w1 and w3, w1/w3 columns in the expert's own order (w13_order),
+    the attention projections' columns behind a Gather; all equal to the reference's weights exactly, reordered by
+    argsort of the checkpoint's own g_idx. The portable lowering runs the bodies to parity; `--experts moe`
+    (QMoE, no per-expert input order) and the TensorRT lowering refuse in one line."""
+    from safetensors.torch import load_file
+
+    checkpoint = tmp_path / "ckpt"
+    write_gptq(checkpoint, 4, 32, True, True, "gptq")
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
+    assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsQZP", "LinearQ"}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    g_idx = {k.removesuffix(".g_idx"): v.numpy() for k, v in load_file(checkpoint / "model.safetensors").items()
+             if k.endswith(".g_idx")}
+    reference = load_model(checkpoint, dtype=torch.float32)
+    scheme, inter = QuantScheme(4, 32), reference.config.intermediate_size
+    for i, layer in enumerate(reference.layers):
+        name = f"model.layers.{i}.moe"
+        w13 = scheme.dequantize(*(inits[f"{name}.w13.{s}"] for s in ("codes", "scales", "zeros")))
+        w2 = scheme.dequantize(*(inits[f"{name}.w2.{s}"] for s in ("codes", "scales", "zeros")))
+        for e in range(reference.config.num_experts):
+            base = f"model.layers.{i}.block_sparse_moe.experts.{e}"
+            down = np.argsort(g_idx[f"{base}.w2"], kind="stable")
+            up = np.argsort(g_idx[f"{base}.w1"], kind="stable")
+            assert np.array_equal(inits[f"{name}.w13.input_order"][e], up)
+            ref13 = layer.moe.w13[e].detach().numpy()
+            want = np.concatenate([ref13[:inter][down], ref13[inter:][down]])[:, up]
+            assert np.array_equal(w13[e], want), (i, e, "w13")
+            assert np.array_equal(w2[e], layer.moe.w2[e].detach().numpy()[:, down]), (i, e, "w2")
+        q = f"model.layers.{i}.attn.wq.weight"
+        order = np.argsort(g_idx[f"model.layers.{i}.self_attn.q_proj"], kind="stable")
+        assert np.array_equal(inits[f"{q}.input_order"], order)
+        assert np.array_equal(scheme.dequantize(inits[f"{q}.codes"], inits[f"{q}.scales"]),
+                              layer.attn.wq.weight.detach().numpy()[:, order])
+    report = check_engine(build_engine(onnx_dir, tmp_path / "portable", "portable"), checkpoint, greedy_steps=4)
+    assert not report.failures and report.logits.max_rel < 1e-5, report.logits
+    report = check_engine(build_engine(onnx_dir, tmp_path / "gqa", "ort-gqa"), checkpoint, greedy_steps=4)
+    assert not report.failures, report.failures  # wo's Gather kept behind GroupQueryAttention
+    with pytest.raises(MixtralTrtError, match=r"--experts moe: act-order experts .* build with --experts matmul"):
+        build_engine(onnx_dir, tmp_path / "moe", "ort", experts="moe")
+    with pytest.raises(MixtralTrtError, match=r"act-order experts .* no TensorRT plugin variant yet; build for ort"):
+        build_engine(onnx_dir, tmp_path / "plugins", "plugins-cpu")
+    assert not (tmp_path / "moe").exists() and not (tmp_path / "plugins").exists()

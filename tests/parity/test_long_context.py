@@ -1,12 +1,15 @@
 """Long context, verified: a prompt of 65,520 tokens (positions up to 65,527: past 8x7B's 32K, up to
 8x22B's 64K, RoPE theta 1e6) through the canonical graph (ort) and the GroupQueryAttention graph (ort-gqa),
 checked in chunks against mixtral_ref: logits at positions beyond 32K and at the end of the prompt, and an
-8-step greedy continuation. With a sliding window too. A one-layer, one-head tiny config keeps the
-reference's quadratic attention near half a minute; the window case runs the reference over the window's
-reach only (with one layer, a position's logits depend on the W tokens up to it), the engines over all
-65,520 tokens."""
+8-step greedy continuation. With a sliding window too. The `ort` engine with an int8 KV cache (`build
+--kv-cache int8`) likewise, against mixtral_ref rounding its cache the same way (kv_quant.int8_kv_). A one-layer,
+one-head tiny config keeps the reference's quadratic attention near half a minute; the window case runs the
+reference over the window's reach only (with one layer, a position's logits depend on the W tokens up to it), the
+engines over all 65,520 tokens."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from mixtral_trt.common.config import MixtralConfig
 from mixtral_trt.common.contract import GraphContract
 from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.export import export_model
+from mixtral_trt.mixtral_ref.kv_quant import int8_kv_
 from mixtral_trt.parity import TOLERANCES
 from support.models import random_model
 
@@ -78,29 +82,43 @@ def _engine_run(engine, prompt: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _references(model, window: int | None) -> dict[str, np.ndarray]:
+    prompt = _prompt()
+    if window is None:
+        return _reference(model, prompt)
+    # only the window's reach matters: start W tokens before each compared stretch
+    return _reference(model, prompt, start=LAST - WINDOW) | _reference(model, prompt, start=MIDDLE - WINDOW,
+                                                                      end=MIDDLE + CHUNK)
+
+
 @pytest.fixture(scope="module", params=[None, WINDOW], ids=["full", "window"])
 def long_case(request, tmp_path_factory):
-    """(config, reference results, export dir) for the full-attention and the sliding-window config."""
+    """(config, reference results per KV cache kind (the int8 one computed when first asked for), export dir) for
+    the full-attention and the sliding-window config."""
     cfg = LONG.replace(sliding_window=request.param)
     model = random_model(cfg, seed=9)
     onnx_dir = tmp_path_factory.mktemp(f"long-{request.param}")
     export_model(model, onnx_dir, GraphContract.for_config(cfg, "fp32", max_batch=1, max_seq=CONTEXT))
-    prompt = _prompt()
-    if request.param is None:
-        ref = _reference(model, prompt)
-    else:  # only the window's reach matters: start W tokens before each compared stretch
-        ref = _reference(model, prompt, start=LAST - WINDOW)
-        ref |= _reference(model, prompt, start=MIDDLE - WINDOW, end=MIDDLE + CHUNK)
-    return cfg, ref, onnx_dir
+    refs = {"float": _references(model, request.param)}
+
+    def reference(kv_cache: str) -> dict[str, np.ndarray]:
+        if kv_cache not in refs:
+            refs[kv_cache] = _references(int8_kv_(copy.deepcopy(model)), request.param)
+        return refs[kv_cache]
+
+    return cfg, reference, onnx_dir
 
 
-@pytest.mark.parametrize("backend", ["ort", "ort-gqa"])
-def test_64k_prompt_matches_the_reference(long_case, backend, tmp_path):
-    cfg, ref, onnx_dir = long_case
-    engine = runtime.load(build_engine(onnx_dir, tmp_path / backend, backend))
+@pytest.mark.parametrize(("backend", "kv_cache"), [("ort", "float"), ("ort-gqa", "float"), ("ort", "int8")])
+def test_64k_prompt_matches_the_reference(long_case, backend, kv_cache, tmp_path):
+    cfg, reference, onnx_dir = long_case
+    ref = reference(kv_cache)
+    engine = runtime.load(build_engine(onnx_dir, tmp_path / backend, backend, kv_cache=kv_cache))
     got = _engine_run(engine, _prompt())
     tol = TOLERANCES["fp32"].logits_rel
     for key in (f"logits@{MIDDLE}", f"logits@{LAST}"):
         err = np.abs(got[key] - ref[key]).max() / np.abs(ref[key]).max()
-        assert err < tol, f"{backend}, window {cfg.sliding_window}: {key} rel. error {err:.2e} > {tol:.0e}"
-    assert got["greedy"].tolist() == ref["greedy"].tolist(), f"{backend}: {got['greedy']} vs {ref['greedy']}"
+        assert err < tol, f"{backend} ({kv_cache} KV), window {cfg.sliding_window}: {key} rel. error {err:.2e} > " \
+            f"{tol:.0e}"
+    assert got["greedy"].tolist() == ref["greedy"].tolist(), \
+        f"{backend} ({kv_cache} KV): {got['greedy']} vs {ref['greedy']}"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
-from support.cpu_kernels import DTYPES, Case, library_or_skip, make_experts, moe_model, oracle, run_op, session
+from support.cpu_kernels import DTYPES, Case, make_experts, moe_model, oracle, run_op, session
 
 CASES = {
     "decode": Case(T=1, H=64, I=96, E=8, k=2),  # 6 experts get no rows
@@ -38,16 +38,6 @@ FLOAT_ONLY = {
 }
 
 
-@pytest.fixture(scope="module")
-def library():
-    return library_or_skip()
-
-
-@pytest.fixture(scope="module")
-def isas(library):
-    return cpu_kernels.supported_isas(library)
-
-
 def _check(ex, got: np.ndarray) -> None:
     want = oracle(ex)
     scale = max(1.0, float(np.abs(want).max()))
@@ -67,12 +57,10 @@ ISAS = ["amx", "avx512bf16", "avx512", "avx2", "portable"]
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [*CASES, *FLOAT_ONLY])
-def test_op_matches_reference(library, isas, monkeypatch, isa, dtype, case):
-    if isa not in isas:
-        pytest.skip(f"this CPU does not run the {isa} path (it runs {', '.join(isas)})")
+def test_op_matches_reference(library, use_isa, isa, dtype, case):
     if case in FLOAT_ONLY and dtype not in ("fp32", "bf16"):
         pytest.skip("quantized weights need H and I multiples of the block")
-    monkeypatch.setenv(cpu_kernels.ISA_ENV, isa)
+    use_isa(isa)
     assert cpu_kernels.isa(library) == isa
     ex = make_experts({**CASES, **FLOAT_ONLY}[case], dtype)
     _check(ex, run_op(ex, library))

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.runtime.sampling import SamplingParams
 from mixtral_trt.runtime.scheduler import Scheduler
+from support.logprobs import reference_logprobs
 
 TOL = 1e-4  # fp32 engine vs fp32 reference, in nats
 SAMPLED = dict(max_new_tokens=8, temperature=0.9, top_k=50, repetition_penalty=1.3, seed=3, ignore_eos=True)
-
-
-def _reference(model, ids: list[int], bias: dict[int, float] | None = None) -> np.ndarray:
-    """[T, V] float64 log-softmax of the reference's logits over `ids` (+ a logit bias)."""
-    with torch.no_grad():
-        logits = model(torch.tensor([ids]))[0].double()
-    for t, b in (bias or {}).items():
-        logits[:, t] += b
-    return torch.log_softmax(logits, dim=-1).numpy()
 
 
 def _check(entry, ref_row: np.ndarray, token: int, k: int, where: str) -> None:
@@ -53,7 +44,7 @@ def test_generate_reports_the_reference_logprobs(tiny_engine, tiny_reference):
     prompts = [tiny_engine.tokenizer.encode(p) for p in ("The capital of France is", "Once upon a time, there")]
     done = tiny_engine.generate(prompts, logprobs=5, prompt_logprobs=3, **SAMPLED)
     for prompt, d in zip(prompts, done, strict=True):
-        ref = _reference(tiny_reference, prompt + d.token_ids[:-1])
+        ref = reference_logprobs(tiny_reference, prompt + d.token_ids[:-1])
         _check_completion(d, prompt, ref, 5, 3)
         # the draw was tempered and penalized; the reported logprobs are the model's own
         assert any(abs(e.logprob - e.top[0][1]) > 1e-3 for e in d.logprobs)
@@ -82,7 +73,7 @@ def test_scheduler_reports_them_through_chunks_and_the_prefix_cache(tiny_engine,
     for request, prompt, k, kp in ((first, prompts[0], 2, 4), (second, prompts[1], 20, None),
                                    (echo, prompts[1], 1, 0)):
         done = request.completion()
-        _check_completion(done, prompt, _reference(tiny_reference, prompt + done.token_ids[:-1]), k, kp)
+        _check_completion(done, prompt, reference_logprobs(tiny_reference, prompt + done.token_ids[:-1]), k, kp)
 
 
 def test_logit_bias_is_in_the_reported_distribution(tiny_engine, tiny_reference):
@@ -92,7 +83,7 @@ def test_logit_bias_is_in_the_reported_distribution(tiny_engine, tiny_reference)
     bias = {29871: 4.0, 450: -3.0, 1576: 6.5}
     done = tiny_engine.generate(prompt, logprobs=4, prompt_logprobs=2, logit_bias=bias, **SAMPLED)
     ids = prompt + done.token_ids[:-1]
-    biased, plain = _reference(tiny_reference, ids, bias), _reference(tiny_reference, ids)
+    biased, plain = reference_logprobs(tiny_reference, ids, bias), reference_logprobs(tiny_reference, ids)
     for j, (entry, token) in enumerate(zip(done.logprobs, done.token_ids, strict=True)):
         _check(entry, biased[len(prompt) - 1 + j], token, 4, f"new token {j}")
     assert any(entry.top[0][0] == 1576 for entry in done.logprobs)
@@ -118,7 +109,7 @@ def test_chat_completions_carry_them(tiny_engine, tiny_reference):
     messages = [{"role": "user", "content": "Name three rivers."}]
     reply = tiny_engine.chat_completion(messages, logprobs=3, max_new_tokens=10, ignore_eos=True)
     prompt = prepare_chat(tiny_engine.tokenizer, messages, None, None, None).prompt
-    ref = _reference(tiny_reference, prompt + reply.token_ids[:-1])
+    ref = reference_logprobs(tiny_reference, prompt + reply.token_ids[:-1])
     for j, (entry, token) in enumerate(zip(reply.logprobs, reply.token_ids, strict=True)):
         _check(entry, ref[len(prompt) - 1 + j], token, 3, f"reply token {j}")
     chunks = list(tiny_engine.chat_completion_stream(messages, logprobs=3, max_new_tokens=10, ignore_eos=True))
@@ -126,3 +117,18 @@ def test_chat_completions_carry_them(tiny_engine, tiny_reference):
     assert [e.token_id for e in streamed] == reply.token_ids
     np.testing.assert_allclose([e.logprob for e in streamed], [e.logprob for e in reply.logprobs], atol=1e-5)
     assert tiny_engine.chat_completion(messages, max_new_tokens=2).logprobs is None
+
+
+def test_max_new_tokens_0_gives_only_the_prompts_logprobs(tiny_engine, tiny_reference):
+    """The scoring request of evaluation harnesses (echo, max_tokens 0): the prompt computed, nothing sampled,
+    through generate and the Scheduler."""
+    prompt = tiny_engine.tokenizer.encode("Two plus two equals four")
+    ref = reference_logprobs(tiny_reference, prompt)
+    done = tiny_engine.generate(prompt, max_new_tokens=0, prompt_logprobs=2, logprobs=0)
+    sched = Scheduler(tiny_engine, prefill_chunk=3)
+    queued = sched.submit(prompt, SamplingParams(max_new_tokens=0, prompt_logprobs=2, logprobs=0))
+    sched.run_until_idle()
+    for got in (done, queued.completion()):
+        assert got.token_ids == [] and got.finish_reason == "length"
+        _check_completion(got, prompt, ref, 0, 2)
+    assert queued.status == "done" and sched.stats.prefill_chunks > 1 and sched.stats.generated_tokens == 0

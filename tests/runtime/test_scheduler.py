@@ -203,3 +203,28 @@ def test_n_samples_share_one_prefill(tiny_engine):
     with pytest.raises(MixtralTrtError, match=r"^n=5: must be an integer >= 1 and <= 4 \(each sample needs a row; "
                                               r"the scheduler's max batch is 4\)$"):
         sched.submit_n(prompt, SamplingParams(), 5)
+
+
+def test_auto_prefill_chunk_fits_its_share_of_a_decode_step(tiny_engine):
+    """prefill_chunk="auto": the most tokens while no row decodes; the floor until both step times
+    are measured; then as many prompt tokens as cost AUTO_TARGET of a decode step at the measured time per
+    prompt token, within [AUTO_MIN, AUTO_MAX]; and the replies stay the solo ones (greedy)."""
+    from mixtral_trt.runtime import scheduler as sch
+
+    sched = Scheduler(tiny_engine, prefill_chunk=sch.AUTO)
+    assert sched.prefill_chunk == sch.AUTO and sched.chunk_budget() == sch.AUTO_MAX  # nobody decodes yet
+    first = _submit(sched, tiny_engine, 2)
+    sched.step()
+    assert sched.running == 1 and sched._decode_s > 0 and sched._prefill_token_s > 0
+    sched._decode_s, sched._prefill_token_s = 0.1, 0.001  # a decode step 100 ms, a prompt token 1 ms
+    assert sched.chunk_budget() == int(sch.AUTO_TARGET * 100)
+    sched._prefill_token_s = 0.1
+    assert sched.chunk_budget() == sch.AUTO_MIN
+    sched._prefill_token_s = 1e-6
+    assert sched.chunk_budget() == sch.AUTO_MAX
+    second = _submit(sched, tiny_engine, 4)
+    sched.run_until_idle()
+    assert first.completion().token_ids == tiny_engine.generate(PROMPTS[2], **SETTINGS[2]).token_ids
+    assert second.completion().token_ids == tiny_engine.generate(PROMPTS[4], **SETTINGS[4]).token_ids
+    with pytest.raises(MixtralTrtError, match=r"^prefill_chunk='fast': must be an integer >= 1"):
+        Scheduler(tiny_engine, prefill_chunk="fast")

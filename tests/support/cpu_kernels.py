@@ -147,3 +147,73 @@ def _FixedLogits(logits):  # noqa: N802 (a module class built lazily: torch is i
             return logits
 
     return FixedLogits()
+
+
+# ---- the linear ops (Linear, LinearBF16, LinearQ): y [..., N] = x [..., K] Wᵀ
+
+LINEAR_OP_OF = {"fp32": "Linear", "bf16": "LinearBF16", "int8": "LinearQ", "int4": "LinearQ"}
+
+
+@dataclass
+class Linear:
+    """One linear's inputs in `dtype` (the float32 weight as the op's initializers decode, beside them)."""
+
+    dtype: str
+    x: np.ndarray  # [..., K]
+    w: np.ndarray  # [N, K] float32
+    initializers: list
+    attributes: dict
+    block: int | None = None  # int8 / int4: the block the activations are rounded in
+
+
+def make_linear(x_shape: tuple[int, ...], n: int, dtype: str, block: int = 32, seed: int = 0) -> Linear:
+    import ml_dtypes
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    k = x_shape[-1]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    if dtype == "fp32":
+        return Linear(dtype, x, w, [numpy_helper.from_array(w, "w")], {})
+    if dtype == "bf16":
+        b = w.astype(ml_dtypes.bfloat16)
+        init = helper.make_tensor("w", TensorProto.BFLOAT16, b.shape, b.view(np.uint16).tobytes(), raw=True)
+        return Linear(dtype, x, b.astype(np.float32), [init], {})
+    scheme = QuantScheme(8 if dtype == "int8" else 4, block)
+    codes, scales = scheme.quantize(w)
+    inits = [numpy_helper.from_array(codes, "codes"), numpy_helper.from_array(scales, "scales")]
+    return Linear(dtype, x, scheme.dequantize(codes, scales), inits, {"bits": scheme.bits, "block_size": block},
+                  block)
+
+
+def linear_model(lin: Linear, node_name: str = "linear0", x_shape=None):
+    """A one-node model: y = mixtral.cpu::<linear op>(x, weights...); `x_shape` the declared one (symbolic rows)."""
+    from onnx import TensorProto, helper
+
+    k = lin.x.shape[-1]
+    dims = x_shape if x_shape is not None else [f"d{i}" for i in range(lin.x.ndim - 1)] + [k]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node(LINEAR_OP_OF[lin.dtype], ["x", *(i.name for i in lin.initializers)], ["y"],
+                            domain=cpu_kernels.DOMAIN, name=node_name, **lin.attributes)
+    graph = helper.make_graph([node], "linear", [x], [y], initializer=lin.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(cpu_kernels.DOMAIN, 1)])
+
+
+def run_linear(lin: Linear, library: Path, threads: int = 2) -> np.ndarray:
+    return session(linear_model(lin), library, threads).run(None, {"x": lin.x})[0]
+
+
+def linear_oracle(lin: Linear) -> np.ndarray:
+    """x Wᵀ in float64 over the weight as stored; int8 / int4: x first rounded to int8 per block
+    (mixtral_ref.quantized.quantize_activations, the int8-activation reference parity uses)."""
+    import torch
+
+    from mixtral_trt.mixtral_ref.quantized import quantize_activations
+
+    x = torch.from_numpy(lin.x)
+    if lin.block:
+        x = quantize_activations(x, lin.block)
+    return (x.double() @ torch.from_numpy(lin.w).double().T).float().numpy()

@@ -10,6 +10,7 @@ GPTQ / AWQ tests unpack with onnxruntime-genai's loaders.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -71,18 +72,23 @@ def _ort_genai():
 
 def write_gptq(out: Path, bits: int = 4, group_size: int = 32, desc_act: bool = False, sym: bool = True,
                checkpoint_format: str = "gptq", cfg: MixtralConfig = QUANT_CFG, seed: int = 0,
-               lm_head: bool = False) -> None:
+               lm_head: bool = False, split_orders: bool = False) -> None:
     """A GPTQ checkpoint: qweight packed along K, qzeros along N (v1: zero - 1), scales, g_idx (act-order: a
-    random input permutation, as GPTQ's Hessian order gives)."""
+    random input permutation, as GPTQ's Hessian order gives, one per input: linears reading the same activations
+    share it; `split_orders`: each linear its own, which GPTQ never writes for an expert's w1 and w3)."""
     tensors, packer = _float_checkpoint(out, cfg, seed), _ort_genai()
     gen = torch.Generator().manual_seed(seed + 1)
+    orders: dict[str, torch.Tensor] = {}
     for base in linear_names(cfg, lm_head):
         w = tensors.pop(f"{base}.weight").float()
         n, k = w.shape
         gs = group_size if group_size > 0 else k
         g_idx = torch.arange(k, dtype=torch.int32) // gs
-        if desc_act:
-            g_idx = g_idx[torch.argsort(torch.rand(k, generator=gen))]
+        if desc_act:  # linears reading the same input (q/k/v; an expert's w1/w3) share its Hessian's order
+            source = re.sub(r"\.(q|k|v)_proj$", ".qkv", re.sub(r"\.w[13]$", ".w13", base))
+            if source not in orders or split_orders:
+                orders[source] = torch.argsort(torch.rand(k, generator=gen))
+            g_idx = g_idx[orders[source]]
         codes, scale, zero = _rtn(w, bits, g_idx.long(), k // gs, sym)
         stored_zero = zero - 1 if checkpoint_format == "gptq" else zero
         tensors[f"{base}.qweight"] = packer.pack_on_row(codes.T.contiguous(), bits, transpose=True)

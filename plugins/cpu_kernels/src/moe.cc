@@ -11,13 +11,6 @@
 namespace mixtral_cpu {
 namespace {
 
-template <class F>
-void parallel_for(Parallel& parallel, size_t n, F& body) {
-  if (n == 0) return;
-  if (n == 1) return body(size_t{0});
-  parallel.run(n, [](void* data, size_t i) { (*static_cast<F*>(data))(i); }, &body);
-}
-
 struct Item {  // rows [r0, r1) of routed expert e
   int e, r0, r1;
 };

@@ -28,6 +28,14 @@ class Parallel {
   virtual void run(size_t n, void (*fn)(void*, size_t), void* data) = 0;
 };
 
+// body(i) for i < n over `parallel` (the calling thread alone for n = 1)
+template <class F>
+void parallel_for(Parallel& parallel, size_t n, F& body) {
+  if (n == 0) return;
+  if (n == 1) return body(size_t{0});
+  parallel.run(n, [](void* data, size_t i) { (*static_cast<F*>(data))(i); }, &body);
+}
+
 // x [T, H], router_logits [T, E] -> out [T, H] (float32 throughout; weights as `w` says)
 void moe_forward(const Kernels& kernels, const MoEWeights& w, int top_k, const float* x, const float* router_logits,
                  int T, float* out, Parallel& parallel);
