@@ -42,7 +42,7 @@ _EXPERT_NAMES = {".gate_proj.": ".w1.", ".up_proj.": ".w3.", ".down_proj.": ".w2
 def rename_experts(ckpt: Path) -> int:
     """Rename llmcompressor 0.14's linearized expert tensors (experts.E.gate_proj / up_proj / down_proj) to the
     Mixtral hub names (experts.E.w1 / w3 / w2) in place; values untouched. Returns how many were renamed."""
-    from safetensors.numpy import load_file, save_file
+    from safetensors.torch import load_file, save_file
 
     renamed = 0
     for f in sorted(ckpt.glob("*.safetensors")):
