@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
-from support.cpu_kernels import DTYPES, Case, make_experts, moe_model, oracle, run_op, session
+from support.cpu_kernels import DTYPES, Case, cases_by_dtype, make_experts, moe_model, oracle, run_op, session
 
 CASES = {
     "decode": Case(T=1, H=64, I=96, E=8, k=2),  # 6 experts get no rows
@@ -38,11 +38,6 @@ FLOAT_ONLY = {
 }
 
 
-# every case for float weights; quantized weights only where the shapes are multiples of the block
-SHAPES_BY_DTYPE = [(d, c) for d in DTYPES for c in [*CASES, *FLOAT_ONLY]
-                   if c not in FLOAT_ONLY or d in ("fp32", "bf16")]
-
-
 def _check(ex, got: np.ndarray) -> None:
     want = oracle(ex)
     scale = max(1.0, float(np.abs(want).max()))
@@ -60,7 +55,7 @@ ISAS = ["amx", "avx512bf16", "avx512", "avx2", "portable"]
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize(("dtype", "case"), SHAPES_BY_DTYPE)
+@pytest.mark.parametrize(("dtype", "case"), cases_by_dtype(CASES, FLOAT_ONLY))
 def test_op_matches_reference(library, use_isa, isa, dtype, case):
     use_isa(isa)
     assert cpu_kernels.isa(library) == isa

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
-from support.cpu_kernels import DTYPES, linear_model, linear_oracle, make_linear, run_linear, session
+from support.cpu_kernels import DTYPES, cases_by_dtype, linear_model, linear_oracle, make_linear, run_linear, session
 
 # x shape, N
 CASES = {
@@ -26,11 +26,6 @@ CASES = {
 FLOAT_ONLY = {"tails": ((3, 40), 24)}  # K that no SIMD width divides: float weights only
 
 
-# every case for float weights; quantized weights only where the shapes are multiples of the block
-SHAPES_BY_DTYPE = [(d, c) for d in DTYPES for c in [*CASES, *FLOAT_ONLY]
-                   if c not in FLOAT_ONLY or d in ("fp32", "bf16")]
-
-
 def _check(lin, got: np.ndarray) -> None:
     want = linear_oracle(lin)
     scale = max(1.0, float(np.abs(want).max()))
@@ -41,7 +36,7 @@ def _check(lin, got: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
-@pytest.mark.parametrize(("dtype", "case"), SHAPES_BY_DTYPE)
+@pytest.mark.parametrize(("dtype", "case"), cases_by_dtype(CASES, FLOAT_ONLY))
 def test_linear_matches_reference(library, use_isa, isa, dtype, case):
     use_isa(isa)
     assert cpu_kernels.isa(library) == isa

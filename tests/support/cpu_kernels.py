@@ -19,6 +19,14 @@ from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.plugins import cpu_kernels
 
 DTYPES = ("fp32", "bf16", "int8", "int4")
+
+
+def cases_by_dtype(cases, float_only) -> list[tuple[str, str]]:
+    """(dtype, case name) pairs: every case for float weights; `float_only` cases (shapes no block divides)
+    not for the quantized ones, whose format needs multiples of the block."""
+    return [(d, c) for d in DTYPES for c in [*cases, *float_only] if c not in float_only or d in ("fp32", "bf16")]
+
+
 OP_OF = {"fp32": "MoE", "bf16": "MoEBF16", "int8": "MoEQ", "int4": "MoEQ"}
 
 
