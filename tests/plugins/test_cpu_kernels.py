@@ -16,7 +16,17 @@ import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
-from support.cpu_kernels import DTYPES, Case, cases_by_dtype, make_experts, moe_model, oracle, run_op, session
+from support.cpu_kernels import (
+    DTYPES,
+    Case,
+    cases_by_dtype,
+    make_experts,
+    moe_model,
+    oracle,
+    run_op,
+    session,
+    weight_as_graph_input,
+)
 
 CASES = {
     "decode": Case(T=1, H=64, I=96, E=8, k=2),  # 6 experts get no rows
@@ -171,12 +181,9 @@ def test_wrong_activation_rank_is_an_error_naming_the_node(library):
 
 
 def test_non_constant_weights_name_the_node(library):
-    from onnx import TensorProto, helper
-
     ex = make_experts(CASES["decode"], "fp32")
     model = moe_model(ex)
-    w2 = model.graph.initializer.pop(1)
-    model.graph.input.append(helper.make_tensor_value_info("w2", TensorProto.FLOAT, list(w2.dims)))
+    weight_as_graph_input(model, 1)
     with pytest.raises(Exception, match="moe0.*w2 must be a constant initializer"):  # noqa: B017
         session(model, library)
 

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
-from support.cpu_kernels import DTYPES, cases_by_dtype, linear_model, linear_oracle, make_linear, run_linear, session
+from support.cpu_kernels import (
+    DTYPES,
+    cases_by_dtype,
+    linear_model,
+    linear_oracle,
+    make_linear,
+    run_linear,
+    session,
+    weight_as_graph_input,
+)
 
 # x shape, N
 CASES = {
@@ -114,12 +123,9 @@ def test_wrong_scales_and_block_name_the_node(library):
 
 
 def test_non_constant_weight_names_the_node(library):
-    from onnx import TensorProto, helper
-
     lin = make_linear((1, 64), 8, "fp32")
     model = linear_model(lin)
-    w = model.graph.initializer.pop(0)
-    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(w.dims)))
+    weight_as_graph_input(model, 0)
     with pytest.raises(Exception, match="linear0.*w must be a constant initializer"):  # noqa: B017
         session(model, library)
 

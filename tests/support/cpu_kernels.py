@@ -27,6 +27,15 @@ def cases_by_dtype(cases, float_only) -> list[tuple[str, str]]:
     return [(d, c) for d in DTYPES for c in [*cases, *float_only] if c not in float_only or d in ("fp32", "bf16")]
 
 
+
+def weight_as_graph_input(model, index: int) -> None:
+    """Initializer `index` of `model` made a graph input of the same name, type and shape (a weight our ops
+    refuse: they prepack constants at session creation)."""
+    from onnx import helper
+
+    w = model.graph.initializer.pop(index)
+    model.graph.input.append(helper.make_tensor_value_info(w.name, w.data_type, list(w.dims)))
+
 OP_OF = {"fp32": "MoE", "bf16": "MoEBF16", "int8": "MoEQ", "int4": "MoEQ"}
 
 
