@@ -29,6 +29,7 @@ ISA_FLAGS = {
     "kernels_avx512.cc": AVX512,
     "kernels_avx512bf16.cc": [*AVX512, "-mavx512bf16"],
     "kernels_amx.cc": [*AVX512, "-mavx512bf16", "-mamx-tile", "-mamx-bf16"],
+    "kernels_amx_int8.cc": [*AVX512, "-mamx-tile", "-mamx-int8"],
     "kernels_avx2.cc": ["-mavx2", "-mfma"],
     "kernels_portable.cc": ["-ffp-contract=off"],
 }

@@ -48,8 +48,8 @@ FLOAT_ONLY = {
 }
 
 
-def _check(ex, got: np.ndarray) -> None:
-    want = oracle(ex)
+def _check(ex, got: np.ndarray, block: int = 32) -> None:
+    want = oracle(ex, block)
     scale = max(1.0, float(np.abs(want).max()))
     err = np.abs(got - want) / scale
     figures = (f"{ex.dtype}: max error {err.max():.2e}, 99.9th percentile {np.quantile(err, 0.999):.2e} "
@@ -96,6 +96,44 @@ def test_thread_counts_give_the_same_result(library, isas, monkeypatch, isa, dty
         one = run_op(e, library, threads=1)
         for threads in (2, 3, 4):
             np.testing.assert_array_equal(run_op(e, library, threads=threads), one, err_msg=f"{threads} threads")
+
+
+def _idle_experts(case: Case):
+    """int8 layer whose routing leaves experts idle: every token to experts 0 and 1 (tiles), tokens 0-4 to expert 2
+    instead of 1 (5 tokens: the vector kernel in the same layer), experts 3.. none."""
+    ex = make_experts(case, "int8")
+    ex.logits[:, 0] += 8.0
+    ex.logits[:, 1] += 6.0
+    ex.logits[:5, 2] += 12.0
+    return ex
+
+
+# amx: the int8 / int4 GEMMs of 16+ tokens per expert on AMX-INT8 tiles (kernels_amx_int8.cc): token counts that
+# no 16 divides, blocks of 64 and 128 inputs (64-input tiles, one or two per scale), idle experts
+QUANT_TILES = {  # case, block
+    "partial-token-blocks": (Case(T=53, H=96, I=160, E=3, k=2, seed=11), 32),  # ~35 tokens per expert
+    "one-expert": (Case(T=37, H=64, I=96, E=1, k=1, seed=12), 32),
+    "k=E": (Case(T=20, H=64, I=64, E=4, k=4, seed=13), 32),
+    "blocks-of-64": (Case(T=40, H=128, I=192, E=2, k=1, seed=14), 64),
+    "blocks-of-128": (Case(T=40, H=256, I=128, E=2, k=1, seed=15), 128),  # two 64-input tiles per scale
+    "idle-experts": (Case(T=40, H=64, I=96, E=6, k=2, seed=16), 32),
+}
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("case", QUANT_TILES)
+def test_quantized_tiles_match_reference_for_any_thread_count(library, use_isa, dtype, case):
+    use_isa("amx")
+    shape, block = QUANT_TILES[case]
+    ex = _idle_experts(shape) if case == "idle-experts" else make_experts(shape, dtype, block)
+    if case == "idle-experts" and dtype == "int4":
+        ex4 = make_experts(shape, "int4")
+        ex4.logits = ex.logits
+        ex = ex4
+    one = run_op(ex, library, threads=1)
+    _check(ex, one, block)
+    for threads in (2, 3, 4):
+        np.testing.assert_array_equal(run_op(ex, library, threads=threads), one, err_msg=f"{threads} threads")
 
 
 def test_bf16_split_paths_agree_with_the_widened_path(library, isas, monkeypatch):

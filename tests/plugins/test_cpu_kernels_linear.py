@@ -29,7 +29,7 @@ CASES = {
     "decode": ((1, 1, 128), 96),  # [batch, seq, K], as the graphs' projections
     "N=1": ((3, 64), 1),
     "odd-K": ((5, 96), 50),  # K not a multiple of 64 (quantized: of the block), N not of any tile
-    "rows": ((2, 70, 64), 40),  # 140 rows: two row blocks and a remainder
+    "rows": ((2, 70, 64), 40),  # 140 rows: two row blocks and a remainder (N = 40: 2.5 blocks of 16 weight rows)
     "1-D": ((64,), 17),
 }
 FLOAT_ONLY = {"tails": ((3, 40), 24)}  # K that no SIMD width divides: float weights only
@@ -44,7 +44,8 @@ def _check(lin, got: np.ndarray) -> None:
     assert err.max() <= 1e-5, figures
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+# amx: row blocks of 16+ rows on AMX tiles (bf16 for float weights, int8 for LinearQ), padded past N
+@pytest.mark.parametrize("isa", ["amx", "avx512", "avx2", "portable"])
 @pytest.mark.parametrize(("dtype", "case"), cases_by_dtype(CASES, FLOAT_ONLY))
 def test_linear_matches_reference(library, use_isa, isa, dtype, case):
     use_isa(isa)
@@ -54,9 +55,10 @@ def test_linear_matches_reference(library, use_isa, isa, dtype, case):
     _check(lin, run_linear(lin, library))
 
 
+@pytest.mark.parametrize("rows", [4, 40])  # 40: the amx path's 64-input tiles
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
-def test_quantized_blocks_of_64(library, dtype):
-    lin = make_linear((4, 192), 33, dtype, block=64, seed=9)
+def test_quantized_blocks_of_64(library, dtype, rows):
+    lin = make_linear((rows, 192), 33, dtype, block=64, seed=9)
     _check(lin, run_linear(lin, library))
 
 

@@ -39,12 +39,13 @@ Features detect() {
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
   const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
   const bool vnni = c & (1u << 11), amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
+  const bool amx_int8 = d & (1u << 25);
   f.avx2 = f.fma = ymm && avx2 && fma;
   f.avx512 = f.avx2 && zmm && avx512f && avx512bw && avx512vl && vnni;
   if (!f.avx512 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return f;
   f.avx512bf16 = a & (1u << 5);
   const bool tiles = (xcr0 & (3ull << 17)) == (3ull << 17);  // XTILECFG, XTILEDATA enabled by the OS
-  f.amx = f.avx512bf16 && amx_bf16 && amx_tile && tiles && request_amx();
+  f.amx = f.avx512bf16 && amx_bf16 && amx_int8 && amx_tile && tiles && request_amx();
   return f;
 }
 

@@ -54,6 +54,9 @@ const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
 const Kernels& kernels_avx512bf16();  // avx512 + AVX512-BF16 bf16 dots (bf16_split.h)
 const Kernels& kernels_amx();         // avx512bf16 + AMX-BF16 tiles for bf16 GEMMs of several tokens
+// AMX-INT8 tiles for the int8 / int4 GEMMs of several tokens, the avx512 kernels otherwise (kernels_amx_int8.cc)
+void amx_gemm_q8(const QuantGemm& g);
+void amx_gemm_q4(const QuantGemm& g);
 
 // x [M, K] (row stride ldx) -> int8 codes and one scale per block of B: scale = max|x| / 127, code =
 // round-half-even(x / scale) (as mixtral_ref.quantized.quantize_activations); `perm4` stores each 32-chunk

@@ -17,18 +17,13 @@
 
 #include <type_traits>
 
+#include "amx_tiles.h"
 #include "bf16_split.h"
 
 namespace mixtral_cpu {
 namespace {
 
 constexpr int kMinTokens = 16;
-
-struct TileConfig {  // palette 1 (the layout LDTILECFG reads)
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
 
 // tmm0..3: C of two token blocks x two 16-row weight blocks (C[2 * m + n]); tmm4: A (one part of one token block);
 // tmm5, tmm6: B (one part of the two weight blocks). Four independent accumulations keep the tile unit busy.
@@ -46,30 +41,6 @@ struct AmxScratch {
   std::vector<uint32_t> packed;   // [2 blocks][2 parts][K / 32 chunks][16 pairs][16 rows]
   float c[16][16];
 };
-
-// out[p] (16 dwords each) = column p of the 16 x 16 dword matrix whose rows are r[0..16)
-inline void transpose16(const __m512i (&r)[16], uint32_t* out) {
-  __m512i u[4][4];  // u[g][j], 128-bit lane L: rows 4g .. 4g + 3 of column 4L + j
-  for (int g = 0; g < 4; ++g) {
-    const __m512i t0 = _mm512_unpacklo_epi32(r[4 * g], r[4 * g + 1]), t1 = _mm512_unpackhi_epi32(r[4 * g], r[4 * g + 1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(r[4 * g + 2], r[4 * g + 3]);
-    const __m512i t3 = _mm512_unpackhi_epi32(r[4 * g + 2], r[4 * g + 3]);
-    u[g][0] = _mm512_unpacklo_epi64(t0, t2);
-    u[g][1] = _mm512_unpackhi_epi64(t0, t2);
-    u[g][2] = _mm512_unpacklo_epi64(t1, t3);
-    u[g][3] = _mm512_unpackhi_epi64(t1, t3);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i x01 = _mm512_shuffle_i32x4(u[0][j], u[1][j], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i x23 = _mm512_shuffle_i32x4(u[0][j], u[1][j], _MM_SHUFFLE(3, 2, 3, 2));
-    const __m512i y01 = _mm512_shuffle_i32x4(u[2][j], u[3][j], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i y23 = _mm512_shuffle_i32x4(u[2][j], u[3][j], _MM_SHUFFLE(3, 2, 3, 2));
-    _mm512_storeu_si512(out + (0 + j) * 16, _mm512_shuffle_i32x4(x01, y01, _MM_SHUFFLE(2, 0, 2, 0)));
-    _mm512_storeu_si512(out + (4 + j) * 16, _mm512_shuffle_i32x4(x01, y01, _MM_SHUFFLE(3, 1, 3, 1)));
-    _mm512_storeu_si512(out + (8 + j) * 16, _mm512_shuffle_i32x4(x23, y23, _MM_SHUFFLE(2, 0, 2, 0)));
-    _mm512_storeu_si512(out + (12 + j) * 16, _mm512_shuffle_i32x4(x23, y23, _MM_SHUFFLE(3, 1, 3, 1)));
-  }
-}
 
 // 16 weight rows (row stride K) -> their B tiles: tile c row p, column r holds the pair k = 32c + 2p, +1 of row r
 void pack(const uint16_t* w, int K, uint32_t* hi, uint32_t* /*lo: bf16 weights are exact*/) {
@@ -203,6 +174,8 @@ const Kernels& kernels_amx() {
     table.name = "amx";
     table.gemm_f32 = &gemm_f32;
     table.gemm_bf16 = &gemm_bf16;
+    table.gemm_q8 = &amx_gemm_q8;
+    table.gemm_q4 = &amx_gemm_q4;
     return table;
   }();
   return k;

@@ -61,13 +61,17 @@ void quantize_rows(const float* x, size_t ldx, int M, int K, int B, bool perm4, 
     int8_t* out = q + static_cast<size_t>(m) * ldq;
     for (int b = 0; b * B < K; ++b) {
       float amax = 0.f;
-      for (int k = b * B; k < (b + 1) * B; ++k) amax = std::fmax(amax, std::fabs(row[k]));
+      for (int k = b * B; k < (b + 1) * B; ++k) {  // fmax without its libm call (amax is never NaN)
+        const float a = std::fabs(row[k]);
+        amax = a > amax ? a : amax;
+      }
       const float scale = amax / 127.f, inverse = amax > 0.f ? 1.f / scale : 0.f;
       s[static_cast<size_t>(m) * lds + b] = scale;
       for (int k = b * B; k < (b + 1) * B; ++k) {
-        const int8_t code = static_cast<int8_t>(std::nearbyint(row[k] * inverse));
+        // |v| <= 127: adding and subtracting 1.5 * 2^23 rounds it half to even (as nearbyint, without libm)
+        const float v = row[k] * inverse, code = (v + 12582912.f) - 12582912.f;
         const int r = k % 32, base = k - r;  // int4: each 32-chunk's even elements, then its odd ones
-        out[perm4 ? base + (r % 2 ? 16 + r / 2 : r / 2) : k] = code;
+        out[perm4 ? base + (r % 2 ? 16 + r / 2 : r / 2) : k] = static_cast<int8_t>(code);
       }
     }
   }
