@@ -49,21 +49,22 @@ def check_gqa(contract: GraphContract) -> None:
         raise MixtralTrtError(f"--backend ort-gqa builds fp32/fp16 exports; this one is {contract.dtype}")
 
 
-QUANTIZED = (("{}.codes.nbits", "MatMulNBits"), ("{}.codes", "LinearQ"))  # export --quantize's projections
+# export --quantize's projections (after the ort lowering or on our ops), and float ones on our ops (cpu_kernels)
+DERIVED = (("{}.codes.nbits", "MatMulNBits"), ("{}.codes", "LinearQ"), ("{}.bf16", "LinearBF16"), ("{}", "Linear"))
 
 
 def _projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
-    """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear), or for a
-    quantized export the MatMulNBits (after the ort lowering) or LinearQ node reading its codes: x is input 0
-    and the projection output 0 in every case."""
+    """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear), or the node of
+    another form reading it (DERIVED: MatMulNBits after the ort lowering, our library's LinearQ / LinearBF16 /
+    Linear): x is input 0 and the projection output 0 in every case."""
     key = WEIGHT.format(layer=layer, name=name)
+    for pattern, op in DERIVED:
+        stored = graph.initializers.get(pattern.format(key))
+        users = [node for node, index in stored.uses() if node.op_type == op and index == 1] if stored else []
+        if len(users) == 1:
+            return users[0]
     weight = graph.initializers.get(key)
     if weight is None:
-        for pattern, op in QUANTIZED:
-            codes = graph.initializers.get(pattern.format(key))
-            users = [node for node, index in codes.uses() if node.op_type == op and index == 1] if codes else []
-            if len(users) == 1:
-                return users[0]
         raise MixtralTrtError(f"GroupQueryAttention lowering: the graph has no weight {key}")
     for user, _ in weight.uses():
         if user.op_type != "Transpose":

@@ -95,6 +95,27 @@ def test_cpu_linears_picks_the_linears(exports, dtype, linears, count):
     assert not report.failures, report.failures
 
 
+@pytest.mark.parametrize(("dtype", "linears"), [("fp32", "projections"), ("bf16", None), ("int8", "lm_head,projections"),
+                                               ("int4", None)])
+def test_group_query_attention_engine_with_our_kernels(exports, dtype, linears):
+    """`--backend ort-gqa` over our nodes: one GroupQueryAttention per layer reading the projections whatever runs
+    them (our Linear / LinearBF16 / LinearQ, MatMulNBits, MatMul), our MoE node per layer; parity."""
+    from mixtral_trt.parity.run import check_engine
+
+    checkpoint, root, onnx_dirs = exports
+    options = {"expert_dtype": "bf16"} if dtype == "bf16" else {}
+    engine = build_engine(onnx_dirs["fp32" if dtype == "bf16" else dtype], root / f"engine-gqa-{dtype}", "ort-gqa",
+                          cpu_linears=linears, **options)
+    nodes = _nodes(engine)
+    assert nodes.count(("com.microsoft", "GroupQueryAttention")) == 2, nodes
+    assert nodes.count((cpu_kernels.DOMAIN, OPS[dtype])) == 2, nodes
+    kinds = Manifest.load(engine).backend_info["cpu_kernels"]["linears"]
+    want = ("lm_head" in kinds) + PROJECTIONS * ("projections" in kinds)
+    assert nodes.count((cpu_kernels.DOMAIN, LINEAR_OPS[dtype])) == want, (kinds, nodes)
+    report = check_engine(engine, checkpoint, greedy_steps=6)
+    assert not report.failures, report.failures
+
+
 def test_ort_kernels_on_request(exports):
     _, root, onnx_dirs = exports
     engine = build_engine(onnx_dirs["fp32"], root / "engine-ort", "ort", cpu_kernels="ort")
