@@ -95,8 +95,8 @@ def test_cpu_linears_picks_the_linears(exports, dtype, linears, count):
     assert not report.failures, report.failures
 
 
-@pytest.mark.parametrize(("dtype", "linears"), [("fp32", "projections"), ("bf16", None), ("int8", "lm_head,projections"),
-                                               ("int4", None)])
+@pytest.mark.parametrize(("dtype", "linears"), [("fp32", "projections"), ("bf16", None),
+                                               ("int8", "lm_head,projections"), ("int4", None)])
 def test_group_query_attention_engine_with_our_kernels(exports, dtype, linears):
     """`--backend ort-gqa` over our nodes: one GroupQueryAttention per layer reading the projections whatever runs
     them (our Linear / LinearBF16 / LinearQ, MatMulNBits, MatMul), our MoE node per layer; parity."""
