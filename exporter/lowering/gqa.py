@@ -14,7 +14,8 @@ between them; everything in between becomes dead and is removed. Where a layer's
 same op over the same input with constant weights (MatMul over a Transpose, MatMulNBits, our Linear /
 LinearBF16 / LinearQ; no zero points, act-order indices or bias), they become one node over the weights
 concatenated along the output rows, and the op takes the packed query [B, S, (N + 2G) D] with no key and value:
-one weight node a layer instead of three, one thread-pool hand-off instead of three per decode step. The op applies the rotary embedding itself
+one weight node a layer instead of three, one thread-pool hand-off instead of three per decode step.
+The op applies the rotary embedding itself
 (do_rotary=1, rotate-half layout: rotary_interleaved=0, cos/sin tables [max_seq, D/2] computed by the
 reference's own `rope_cos_sin`), the causal mask, the sliding window (local_window_size = sliding_window,
 the reference's "query sees the W most recent slots") and the scale D^-0.5.
