@@ -8,7 +8,7 @@ from ..variant import DEFAULT_QUANT_ZEROS, KernelVariant
 
 
 def variant(dtype: str, tactic: int, bits: int, group: int, block_size: int = ALIGN_BLOCK) -> KernelVariant:
-    base = q_variant(dtype, tactic, bits, group, block_size)
+    base = q_variant(dtype, tactic, bits, group, block_size, zeros=True)
     signature = {}
     for name, kind in base.signature.items():
         signature[name] = kind

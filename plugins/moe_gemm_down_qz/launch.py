@@ -17,4 +17,5 @@ def run(inter, sorted_pairs, block_experts, num_padded, weights, codes, scales, 
     check_codes(codes, codes.shape[1], inter.shape[1], bits, "MoEGemmDownQZ")
     zeros = check_zeros(zeros, codes.shape[:2], inter.shape[1], bits, quant_block, "MoEGemmDownQZ")
     return launch(moe_gemm_down_qz_kernel, inter, (sorted_pairs, block_experts, num_padded), weights,
-                  (codes, scales, zeros), codes.shape[1], block_size, tactic, out, BITS=bits, GROUP=quant_block)
+                  (codes, scales, zeros), codes.shape[1], block_size, tactic, out, True, BITS=bits,
+                  GROUP=quant_block)

@@ -30,7 +30,7 @@ def define(trt, trtp) -> None:
                     w2_scales: trtp.TensorDesc, w2_zeros: trtp.TensorDesc, top_k: int, block_size: int, bits: int,
                     quant_block: int, outputs, tactic: int) -> kernel:
         dtype = tc.dtype_name(trt, inter.dtype)
-        tile = tile_for(tactic, dtype, quantized=True)
+        tile = tile_for(tactic, dtype, quantized=True, zeros=True)
         hidden, inter_size = w2_codes.shape_expr[1], inter.shape_expr[1]
         tc.check_sizes(hidden, inter_size, SPEC.name)
         variant = kernel_variant(dtype, tactic, bits, quant_block, block_size)

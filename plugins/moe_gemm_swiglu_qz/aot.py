@@ -9,7 +9,7 @@ from ..variant import DEFAULT_QUANT_ZEROS, KernelVariant
 
 def variant(dtype: str, top_k: int, tactic: int, bits: int, group: int, ordered: bool,
             block_size: int = ALIGN_BLOCK) -> KernelVariant:
-    base = q_variant(dtype, top_k, tactic, bits, group, block_size)
+    base = q_variant(dtype, top_k, tactic, bits, group, block_size, zeros=True, ordered=ordered)
     runtime = {k: v for k, v in base.signature.items() if v != "constexpr"}
     ordered_sig = {}
     for name, kind in runtime.items():

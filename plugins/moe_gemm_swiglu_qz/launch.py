@@ -23,5 +23,5 @@ def run(x, sorted_pairs, block_experts, num_padded, codes, scales, zeros, order,
         raise ValueError(f"MoEGemmSwiGLUQZ: order {order.dtype} {tuple(order.shape)}, expected torch.int32 "
                          f"{(codes.shape[0], hidden)}")
     return launch(moe_gemm_swiglu_qz_kernel, x, (sorted_pairs, block_experts, num_padded),
-                  (codes, scales, zeros, order), codes.shape[1] // 2, top_k, block_size, tactic, out, BITS=bits,
+                  (codes, scales, zeros, order), codes.shape[1] // 2, top_k, block_size, tactic, out, True, BITS=bits,
                   GROUP=quant_block, ORDERED=bool(ordered))

@@ -30,7 +30,7 @@ def define(trt, trtp) -> None:
                       w13_zeros: trtp.TensorDesc, w13_order: trtp.TensorDesc, top_k: int, block_size: int, bits: int,
                       quant_block: int, ordered: int, outputs, tactic: int) -> kernel:
         dtype = tc.dtype_name(trt, x.dtype)
-        tile = tile_for(tactic, dtype, quantized=True)
+        tile = tile_for(tactic, dtype, quantized=True, zeros=True, ordered=bool(ordered))
         hidden, inter = x.shape_expr[1], w13_codes.shape_expr[1] // 2
         tc.check_sizes(hidden, inter, SPEC.name)
         variant = kernel_variant(dtype, top_k, tactic, bits, quant_block, bool(ordered), block_size)

@@ -16,7 +16,7 @@ from mixtral_trt.plugins.moe_gemm_swiglu.reference import moe_gemm_swiglu_refere
 from mixtral_trt.plugins.moe_router.launch import run as router
 from mixtral_trt.plugins.moe_router.reference import moe_router_reference
 from mixtral_trt.plugins.pipeline import sparse_experts
-from mixtral_trt.plugins.tiles import ALIGN_BLOCK, TACTICS
+from mixtral_trt.plugins.tiles import ALIGN_BLOCK, CPU_TACTIC, TACTICS
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # relative error (max |Δ| / max |ref|) of the expert output against the float32 dense oracle
@@ -192,6 +192,17 @@ def test_zero_point_gemms_match_references(bits, quant_block, ordered, dtype):
     expert's w13 columns in its own input order) against their references, and the pipeline against the dense oracle
     on the format's own dequantization (QuantScheme.dequantize with zeros, columns put back in input order). Codes
     and zero points span the whole unsigned range (0 included), G odd for the down rows (a padded 4-bit zero byte)."""
+    check_zero_points(bits, quant_block, ordered, dtype, CPU_TACTIC)
+
+
+@pytest.mark.parametrize(("dtype", "tactic"), [("fp16", 2), ("fp32", 3)])
+def test_zero_point_tiles_match_references(dtype, tactic):
+    """The tiles that differ with zero points (tiles.ZEROS_TILES: 8 warps at tactic 2, half the N width of fp32's
+    tactic 3) give the same results as the references."""
+    check_zero_points(4, 32, True, dtype, tactic)
+
+
+def check_zero_points(bits: int, quant_block: int, ordered: bool, dtype: str, tactic: int) -> None:
     from mixtral_trt.common.quant import QuantScheme
     from mixtral_trt.plugins.moe_gemm_down_qz.launch import run as gemm_down_qz
     from mixtral_trt.plugins.moe_gemm_down_qz.reference import moe_gemm_down_qz_reference
@@ -218,14 +229,15 @@ def test_zero_point_gemms_match_references(bits, quant_block, ordered, dtype):
     routing_ = align(experts, e, ALIGN_BLOCK)
     rows = torch.nonzero(routing_[0] < t * k)[:, 0]
     attrs = (k, ALIGN_BLOCK, bits, quant_block)
-    inter = gemm_swiglu_qz(x, *routing_, c13, s13, z13, order, *attrs, int(ordered))
+    inter = gemm_swiglu_qz(x, *routing_, c13, s13, z13, order, *attrs, int(ordered), tactic=tactic)
     ref = moe_gemm_swiglu_qz_reference(x, *routing_, c13, s13, z13, order, *attrs, int(ordered))
     err = ((inter[rows].float() - ref[rows].float()).abs().max() / ref[rows].float().abs().max()).item()
-    assert err < REL_TOL[dtype], f"SwiGLU GEMM int{bits}/{quant_block} zeros ordered={ordered} {dtype}: {err:.2e}"
-    y_pairs = gemm_down_qz(inter, *routing_, weights, c2, s2, z2, *attrs)
+    assert err < REL_TOL[dtype], \
+        f"SwiGLU GEMM int{bits}/{quant_block} zeros ordered={ordered} {dtype} tactic {tactic}: {err:.2e}"
+    y_pairs = gemm_down_qz(inter, *routing_, weights, c2, s2, z2, *attrs, tactic=tactic)
     ref_pairs = moe_gemm_down_qz_reference(inter, *routing_, weights, c2, s2, z2, *attrs)
     err = ((y_pairs - ref_pairs).abs().max() / ref_pairs.abs().max()).item()
-    assert err < REL_TOL[dtype], f"down GEMM int{bits}/{quant_block} zeros {dtype}: {err:.2e}"
+    assert err < REL_TOL[dtype], f"down GEMM int{bits}/{quant_block} zeros {dtype} tactic {tactic}: {err:.2e}"
     y = y_pairs.view(t, k, -1).sum(dim=1).to(dt)
     d13 = torch.from_numpy(scheme.dequantize(c13.numpy(), s13.float().numpy(), z13.numpy())).to(dt).float()
     if ordered:  # column j of expert e is input order[e, j]
