@@ -135,9 +135,10 @@ def compiled_variants(kernels, monkeypatch):
     return requested
 
 
-def check_layer(trt, kernels, requested, monkeypatch, nodes, gemms: tuple[str, str], bits: int | None) -> int:
-    """Every plugin node of a lowered layer through TensorRT's plugin layer against the launchers; the launches
-    checked."""
+def check_layer(trt, kernels, requested, monkeypatch, nodes, gemms: tuple[str, str], bits: int | None,
+                sizes: dict[str, int] = MIXTRAL) -> int:
+    """Every plugin node of a lowered layer (of `sizes`: experts, hidden, inter) through TensorRT's plugin layer
+    against the launchers; the launches checked."""
     assert [n.op_type for n in nodes] == ["MoERouter", "MoEAlign", *gemms]
     checked = 0
     for node in nodes:
@@ -148,7 +149,7 @@ def check_layer(trt, kernels, requested, monkeypatch, nodes, gemms: tuple[str, s
         assert node.tactics == ([0] if node.op_type in ("MoERouter", "MoEAlign") else [1, 2, 3])
         if bits and "Gemm" in node.op_type:  # TensorRT holds the codes' bytes, not the bytes widened to int32
             codes = next(j for j, x in enumerate(PLUGINS[node.op_type].inputs) if x.name.endswith("_codes"))
-            weights = MIXTRAL["experts"] * MIXTRAL["hidden"] * MIXTRAL["inter"] * (2 if "SwiGLU" in node.op_type else 1)
+            weights = sizes["experts"] * sizes["hidden"] * sizes["inter"] * (2 if "SwiGLU" in node.op_type else 1)
             held = 4 * int(torch.Size([d.get_constant_value() for d in node.input_shapes[codes]]).numel())
             assert node.input_types[codes] == trt.int32 and held == weights * bits // 8
         for launch in node.launches:
@@ -237,3 +238,47 @@ def Shape_of(trt, dims, bounds):  # noqa: N802  (a tensorrt.plugin Shape over a 
     from support.trt_plugin_layer import _dynamic_desc
 
     return trt.plugin.Shape(_dynamic_desc(trt, trt.float16, dims, bounds))
+
+
+CHECKPOINTS = {  # a checkpoint written by its format's own tools -> the GEMM plugins its trt lowering takes
+    "gptq-int4-asym-actorder-g128": ("gptq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 1),
+    "awq-int4-g128": ("awq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 0),
+    "ct-fp8-channel": ("fp8", ("MoEGemmSwiGLU", "MoEGemmDown"), None),  # FP8: exported as exact float
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINTS))
+def test_quantized_checkpoints_under_tensorrts_plugin_layer(trt, kernels, compiled_variants, monkeypatch, tmp_path,
+                                                            name):
+    """A GPTQ asymmetric act-order, an AWQ and a compressed-tensors FP8 checkpoint (tests/support/quant_checkpoints.py)
+    exported to fp16 and lowered for `trt`, as far as TensorRT's plugin layer goes on CPU: every plugin node of both
+    layers through the builder's calls, each launch equal to the launcher's (int4 groups of 128: the default `QZ`
+    variants; FP8 as its exact float dequantization: the float GEMMs)."""
+    import onnx_ir as ir
+
+    from mixtral_trt.exporter.build import load_canonical
+    from mixtral_trt.exporter.export import export_checkpoint
+    from mixtral_trt.exporter.lowering import lower
+    from support.quant_checkpoints import QUANT_CFG, write_awq, write_compressed, write_gptq
+
+    kind, gemms, ordered = CHECKPOINTS[name]
+    checkpoint = tmp_path / "ckpt"
+    {"gptq": lambda: write_gptq(checkpoint, 4, 128, True, False, "gptq_v2"), "awq": lambda: write_awq(checkpoint, 128),
+     "fp8": lambda: write_compressed(checkpoint, "float-quantized", 8, "channel")}[kind]()
+    model, _ = load_canonical(export_checkpoint(checkpoint, tmp_path / "onnx", dtype="fp16", max_seq=64, max_batch=2))
+    model = lower(model, "trt")
+    for node in model.graph:  # the launch checks evaluate at T: the export's token dimension is "batch*seq"
+        for value in (*node.inputs, *node.outputs):
+            if value is not None and value.shape is not None:
+                value.shape = ir.Shape(["T" if str(d) == "batch*seq" else d for d in value.shape])
+    nodes = drive(trt, model)
+    assert len(nodes) == 8, [n.op_type for n in nodes]
+    checked, cfg = 0, QUANT_CFG
+    sizes = {"experts": cfg.num_experts, "hidden": cfg.hidden_size, "inter": cfg.intermediate_size}
+    for layer in (nodes[:4], nodes[4:]):
+        if ordered is not None:
+            assert layer[2].attributes["ordered"] == ordered
+        checked += check_layer(trt, kernels, compiled_variants, monkeypatch, layer, gemms,
+                               4 if ordered is not None else None, sizes)
+    print(f"{name}: {checked} (plugin, tactic, T) launches equal the launchers'")
+    assert checked == 2 * 8 * len(SIZES)
