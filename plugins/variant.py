@@ -16,6 +16,16 @@ DEFAULT_QUANT = ((8, DEFAULT_BLOCK["int8"]), (4, DEFAULT_BLOCK["int4"]))
 DEFAULT_QUANT_ZEROS = ((4, 128),)
 
 
+def insert_after(signature: dict[str, str], after: str, extra: dict[str, str]) -> dict[str, str]:
+    """`signature` with the arguments `extra` right after `after` (a variant's kernel taking more inputs)."""
+    out = {}
+    for name, kind in signature.items():
+        out[name] = kind
+        if name == after:
+            out.update(extra)
+    return out
+
+
 @dataclass(frozen=True)
 class KernelVariant:
     plugin: str

@@ -117,14 +117,13 @@ def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_
             MOE_ALIGN.name, [experts], MOE_ALIGN.node_attributes(aot, num_experts=num_experts, block_size=block_size),
             num_outputs=3, domain=domain)
         routing = [sorted_pairs, block_experts, num_padded]
-        if pair.w13_zeros is not None:  # a quantized checkpoint's codes as stored (zero points, act-order)
+        if pair.quant:
             bits, quant_block = pair.quant
             fields = {"top_k": k, "block_size": block_size, "bits": bits, "quant_block": quant_block}
+        if pair.w13_zeros is not None:  # a quantized checkpoint's codes as stored (zero points, act-order)
             inter, y_pairs = zero_point_gemms(graph, tape, pair, routing, weights, fields, domain, aot)
         elif pair.quant:  # weight-only int8 / int4 experts: the GEMMs dequantize on the fly
-            bits, quant_block = pair.quant
             w13, w2 = packed_codes(graph, pair.w13), packed_codes(graph, pair.w2)
-            fields = {"top_k": k, "block_size": block_size, "bits": bits, "quant_block": quant_block}
             inter = tape.op(MOE_GEMM_SWIGLU_Q.name, [pair.x, *routing, w13, pair.w13_scales],
                             MOE_GEMM_SWIGLU_Q.node_attributes(aot, **fields), domain=domain)
             y_pairs = tape.op(MOE_GEMM_DOWN_Q.name, [inter, *routing, weights, w2, pair.w2_scales],

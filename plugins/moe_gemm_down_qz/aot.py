@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from ..moe_gemm_down_q.aot import variant as q_variant
 from ..tiles import ALIGN_BLOCK, TACTICS
-from ..variant import DEFAULT_QUANT_ZEROS, KernelVariant
+from ..variant import DEFAULT_QUANT_ZEROS, KernelVariant, insert_after
 
 
 def variant(dtype: str, tactic: int, bits: int, group: int, block_size: int = ALIGN_BLOCK) -> KernelVariant:
     base = q_variant(dtype, tactic, bits, group, block_size, zeros=True)
-    signature = {}
-    for name, kind in base.signature.items():
-        signature[name] = kind
-        if name == "scales_ptr":
-            signature["zeros_ptr"] = "*u8"
+    signature = insert_after(base.signature, "scales_ptr", {"zeros_ptr": "*u8"})
     return KernelVariant("MoEGemmDownQZ", "moe_gemm_down_qz_kernel", "moe_gemm_down_qz", signature,
                          base.constexprs, base.num_warps, base.num_stages)
 

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from ..moe_gemm_swiglu_q.aot import variant as q_variant
 from ..tiles import ALIGN_BLOCK, TACTICS
-from ..variant import DEFAULT_QUANT_ZEROS, KernelVariant
+from ..variant import DEFAULT_QUANT_ZEROS, KernelVariant, insert_after
 
 
 def variant(dtype: str, top_k: int, tactic: int, bits: int, group: int, ordered: bool,
             block_size: int = ALIGN_BLOCK) -> KernelVariant:
     base = q_variant(dtype, top_k, tactic, bits, group, block_size, zeros=True, ordered=ordered)
-    runtime = {k: v for k, v in base.signature.items() if v != "constexpr"}
-    ordered_sig = {}
-    for name, kind in runtime.items():
-        ordered_sig[name] = kind
-        if name == "scales_ptr":
-            ordered_sig.update({"zeros_ptr": "*u8", "order_ptr": "*i32"})
-    ordered_sig.update({k: "constexpr" for k in (*base.constexprs, "ORDERED")})
-    return KernelVariant("MoEGemmSwiGLUQZ", "moe_gemm_swiglu_qz_kernel", "moe_gemm_swiglu_qz", ordered_sig,
+    signature = insert_after(base.signature, "scales_ptr", {"zeros_ptr": "*u8", "order_ptr": "*i32"})
+    signature["ORDERED"] = "constexpr"
+    return KernelVariant("MoEGemmSwiGLUQZ", "moe_gemm_swiglu_qz_kernel", "moe_gemm_swiglu_qz", signature,
                          {**base.constexprs, "ORDERED": bool(ordered)}, base.num_warps, base.num_stages)
 
 
