@@ -1,5 +1,5 @@
-"""Host side of MoEGemmDown (and of MoEGemmDownQ, which only adds codes, scales, BITS and GROUP): grid over
-(row tiles of M_max, column tiles of H)."""
+"""Host side of MoEGemmDown (and of MoEGemmDownQ, which only adds codes, scales, BITS and GROUP, and of
+MoEGemmDownQZ, which adds zero points): grid over (row tiles of M_max, column tiles of H)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Host side of MoEGemmSwiGLU (and of MoEGemmSwiGLUQ, which only adds codes, scales, BITS and GROUP): grid
-over (row tiles of M_max, column tiles of I)."""
+"""Host side of MoEGemmSwiGLU (and of MoEGemmSwiGLUQ, which only adds codes, scales, BITS and GROUP, and of
+MoEGemmSwiGLUQZ, which adds zero points, the input order and ORDERED): grid over (row tiles of M_max, column tiles
+of I)."""
 
 from __future__ import annotations
 
