@@ -26,6 +26,7 @@ from .validate import is_int
 CONTRACT_FILE = "graph.json"
 MODEL_FILE = "model.onnx"
 EXTERNAL_DATA = MODEL_FILE + ".data"  # the weights beside it
+ATTENTION_VISIBLE = "attention_visible"  # ragged attention: [batch, seq, total] bool (exporter/lowering/ragged.py)
 FORMAT = "mixtral-trt.graph-contract/1"
 TOTAL = "past + seq"
 DEBUG_ROLES = ("hidden", "router_logits")

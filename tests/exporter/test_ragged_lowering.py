@@ -1,0 +1,88 @@
+"""Ragged attention (exporter/lowering/ragged.py + runtime/ragged.py): rows with different pasts and different
+numbers of new tokens packed into one call of the rewritten `ort` graph, judged against mixtral_ref on each
+row's whole sequence (logits and present keys / values), with and without a sliding window."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+import torch
+
+from mixtral_trt import runtime
+from mixtral_trt.common.contract import ATTENTION_VISIBLE, MODEL_FILE
+from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.lowering.ragged import expose_visibility, write_ragged
+from mixtral_trt.parity import TOLERANCES
+from mixtral_trt.runtime.backends.ort import OrtRunner
+from mixtral_trt.runtime.ragged import RaggedRow, ragged_feeds, split_present, split_tokens
+from support.models import SLIDING_TOP3, export_dir, random_model
+
+ROWS = ((7, 1), (12, 1), (4, 6), (0, 3), (9, 4))  # (past, new tokens): decode rows, chunks, a fresh prompt
+
+
+@pytest.fixture(scope="module", params=[5, None], ids=["window5", "full"])
+def ragged(request, tmp_path_factory):
+    """(reference, engine, runner of the engine's graph with ragged attention, its model path)."""
+    cfg = SLIDING_TOP3.replace(sliding_window=request.param)
+    reference = random_model(cfg, seed=11)
+    onnx_dir = export_dir(tmp_path_factory, reference, "fp32", f"ragged-{request.param}", debug_outputs=False)
+    engine_dir = build_engine(onnx_dir, tmp_path_factory.mktemp("engines") / "ort", "ort")
+    path = write_ragged(engine_dir, tmp_path_factory.mktemp("ragged"))
+    return reference, runtime.load(engine_dir), OrtRunner(path, device="cpu"), path
+
+
+def test_graph_takes_visibility(ragged):
+    _, engine, runner, path = ragged
+    assert ATTENTION_VISIBLE in runner.input_names and "attention_mask" in runner.input_names
+    lowered = onnx.load(str(path), load_external_data=False)
+    assert not [n.name for n in lowered.graph.node if n.op_type == "And"]  # the mask's product is gone
+    own = onnx.load(str(engine.path / MODEL_FILE), load_external_data=False)
+    assert ATTENTION_VISIBLE not in [i.name for i in own.graph.input]  # the engine's own graph is untouched
+    with pytest.raises(MixtralTrtError, match="already takes attention_visible"):
+        expose_visibility(expose_visibility(ir.load(engine.path / MODEL_FILE)))
+
+
+def test_packed_rows_match_the_reference(ragged):
+    reference, engine, runner, _ = ragged
+    cfg, contract = engine.config, engine.contract
+    rng = np.random.default_rng(3)
+    sequences = [rng.integers(3, cfg.vocab_size, past + new).tolist() for past, new in ROWS]
+    rows = []
+    for seq, (past, _) in zip(sequences, ROWS, strict=True):
+        if past:
+            _, cache = engine.forward(np.asarray([seq[:past]]))
+            keys, values = cache.row_kv(0)
+        else:
+            keys = values = [np.zeros((cfg.num_kv_heads, 0, cfg.head_dim), np.float32)] * cfg.num_layers
+        rows.append(RaggedRow([np.asarray(k) for k in keys], [np.asarray(v) for v in values], seq[past:]))
+    feeds, layout = ragged_feeds(contract, rows)
+    key_names, value_names = contract.names("present_key"), contract.names("present_value")
+    out = runner.run(feeds, ["logits", *key_names, *value_names])
+    logits = split_tokens(out["logits"], layout)
+    presents = {n: split_present(out[n], layout) for n in key_names + value_names}
+    tol = TOLERANCES["fp32"].logits_rel
+    for r, (seq, (past, new)) in enumerate(zip(sequences, ROWS, strict=True)):
+        with torch.no_grad():
+            ref = reference.run(torch.tensor([seq]))
+        want = ref.logits[0, past:].numpy()  # [n, V]
+        err = float(np.abs(logits[r] - want).max() / np.abs(want).max())
+        assert logits[r].shape == (new, cfg.vocab_size) and err <= tol, f"row {r} (past {past}, new {new}): {err}"
+        for layer, (k_ref, v_ref) in enumerate(ref.present):
+            for name, want_kv in ((key_names[layer], k_ref), (value_names[layer], v_ref)):
+                got, want_kv = presents[name][r], want_kv[0].numpy()  # [G, past + new, D]
+                err = float(np.abs(got - want_kv).max() / np.abs(want_kv).max())
+                assert got.shape == want_kv.shape and err <= tol, f"row {r} {name}: {err}"
+
+
+def test_bad_rows_are_refused(ragged):
+    _, engine, _, _ = ragged
+    g, d = engine.config.num_kv_heads, engine.config.head_dim
+    empty = [np.zeros((g, 0, d), np.float32)] * engine.config.num_layers
+    with pytest.raises(MixtralTrtError, match="at least one new token"):
+        ragged_feeds(engine.contract, [RaggedRow(empty, empty, [])])
+    long = [np.zeros((g, engine.max_seq, d), np.float32)] * engine.config.num_layers
+    with pytest.raises(MixtralTrtError, match="exceeds the engine's context"):
+        ragged_feeds(engine.contract, [RaggedRow(long, long, [5])])
