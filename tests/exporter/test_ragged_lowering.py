@@ -17,7 +17,7 @@ from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.lowering.ragged import expose_visibility, write_ragged
 from mixtral_trt.parity import TOLERANCES
 from mixtral_trt.runtime.backends.ort import OrtRunner
-from mixtral_trt.runtime.ragged import RaggedRow, ragged_feeds, split_present, split_tokens
+from mixtral_trt.runtime.ragged import PackedCache, RaggedRow, ragged_feeds, split_present, split_tokens
 from support.models import SLIDING_TOP3, export_dir, random_model
 
 ROWS = ((7, 1), (12, 1), (4, 6), (0, 3), (9, 4))  # (past, new tokens): decode rows, chunks, a fresh prompt
@@ -77,6 +77,38 @@ def test_packed_rows_match_the_reference(ragged):
                 assert got.shape == want_kv.shape and err <= tol, f"row {r} {name}: {err}"
 
 
+def test_packed_cache_carries_rows_over_steps(ragged):
+    """A running batch in one PackedCache: two prompts in one call, then decode steps of one token per row while
+    a third row joins and enters in chunks beside them; every row's logits at every step against the reference
+    on that row's whole sequence so far (the present of each call is the next call's past, untouched)."""
+    reference, engine, runner, _ = ragged
+    cfg, contract = engine.config, engine.contract
+    rng = np.random.default_rng(4)
+    steps = [  # new tokens per row; the third row joins at the third call
+        [5, 8], [1, 1], [1, 1, 4], [1, 1, 3], [1, 0, 1], [1, 1, 1],
+    ]
+    cache, sequences = PackedCache.empty(contract, 2), [[], [], []]
+    names = contract.names("present_key") + contract.names("present_value")
+    tol = TOLERANCES["fp32"].logits_rel
+    for step, counts in enumerate(steps):
+        if len(counts) > cache.rows:
+            cache = cache.with_rows(len(counts) - cache.rows)
+        new = [rng.integers(3, cfg.vocab_size, n).tolist() for n in counts]
+        feeds, new_owner, new_pos = cache.feeds(contract, new)
+        out = runner.run(feeds, ["logits", *names])
+        cache = cache.advanced(contract, out, new_owner, new_pos)
+        for r, ids in enumerate(new):
+            sequences[r] += ids
+            if not ids:
+                continue
+            with torch.no_grad():
+                want = reference(torch.tensor([sequences[r]]))[0, -len(ids):].numpy()  # [n, V]
+            got = out["logits"][0, new_owner == r]
+            err = float(np.abs(got - want).max() / np.abs(want).max())
+            assert err <= tol, f"step {step} row {r}: {err}"
+    assert cache.lengths.tolist() == [len(s) for s in sequences] and cache.length == sum(map(len, sequences))
+
+
 def test_bad_rows_are_refused(ragged):
     _, engine, _, _ = ragged
     g, d = engine.config.num_kv_heads, engine.config.head_dim
@@ -86,3 +118,7 @@ def test_bad_rows_are_refused(ragged):
     long = [np.zeros((g, engine.max_seq, d), np.float32)] * engine.config.num_layers
     with pytest.raises(MixtralTrtError, match="exceeds the engine's context"):
         ragged_feeds(engine.contract, [RaggedRow(long, long, [5])])
+    with pytest.raises(MixtralTrtError, match="at least one new token"):
+        PackedCache.empty(engine.contract, 2).feeds(engine.contract, [[], []])
+    with pytest.raises(MixtralTrtError, match="over 2 rows got new tokens for 1"):
+        PackedCache.empty(engine.contract, 2).feeds(engine.contract, [[5]])
