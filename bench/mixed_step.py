@@ -26,14 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mixtral_trt import runtime
-from mixtral_trt.common.fileio import atomic_file
 from mixtral_trt.exporter.lowering.ragged import write_ragged
 from mixtral_trt.runtime.backends.ort import OrtRunner
 from mixtral_trt.runtime.kv_cache import KVCache
 from mixtral_trt.runtime.ragged import PackedCache, RaggedRow
 
-from .scheduler_load import _join_once
+from .scheduler_load import emit, join_engine, join_once
 
 if TYPE_CHECKING:
     from mixtral_trt.runtime.engine import Engine
@@ -146,7 +144,7 @@ def join_compare(engine: Engine, runner: OrtRunner, chunks: tuple[int, ...] = (1
     for _ in range(repeats):
         for mode, chunk in configs:
             if mode == "scheduler":
-                got = _join_once(engine, chunk, rows, long_prompt, rng)
+                got = join_once(engine, chunk, rows, long_prompt, rng)
                 got = {k: v for k, v in got.items() if k != "chunk_sizes"}
             else:
                 got = join_ragged(engine, runner, int(chunk), rows, long_prompt, rng)
@@ -169,8 +167,6 @@ def _log(run: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .serve_load import ServeBenchSettings, serve_engine_dir
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--workdir", type=Path, default=Path("bench-out"))
@@ -181,8 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
-    s = ServeBenchSettings(preset=args.preset, clients=(4,), max_seq=args.prefix + 512, workdir=args.workdir)
-    engine = runtime.load(serve_engine_dir(s), verify=False)
+    engine = join_engine(args.preset, args.workdir, args.prefix)
     runner = ragged_runner(engine, args.workdir)
     figures: dict[str, Any] = {"engine": str(engine.path)}
     figures["call_costs"] = call_costs(engine, runner, args.prefix // 2,
@@ -191,11 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     today = tuple(c if c == "auto" else int(c) for c in args.today.split(","))
     figures["join"] = join_compare(engine, runner, tuple(int(c) for c in args.chunks.split(",")), today,
                                    long=args.prefix, repeats=args.repeats, progress=_log)
-    text = json.dumps(figures, indent=1)
-    print(text)
-    if args.out is not None:
-        with atomic_file(args.out) as f:
-            f.write(text)
+    emit(figures, args.out)
 
 
 if __name__ == "__main__":
