@@ -60,6 +60,17 @@ def visibility(owner: np.ndarray, pos: np.ndarray, new_owner: np.ndarray, new_po
     return visible
 
 
+def padded_visibility(mask: np.ndarray, t: int, window: int | None) -> np.ndarray:
+    """[B, T, S] bool: what the canonical graph computes from a key-padding mask [B, S] for T new tokens in the last
+    T slots (mixtral_ref.layers.attention_bias): a ragged engine's ordinary calls (Engine.forward) feed it."""
+    s = mask.shape[1]
+    key, query = np.arange(s), np.arange(s - t, s)  # [S], [T] slots
+    visible = key[None, :] <= query[:, None]  # [T, S]
+    if window is not None:
+        visible &= key[None, :] > query[:, None] - window
+    return visible[None] & mask[:, None, :].astype(bool)
+
+
 @dataclass
 class PackedCache:
     """Every row's tokens in one batch-1 cache sequence, in the order they were computed: a call's present is the

@@ -4,10 +4,12 @@ of calls its chunk size implies, and the figures are the ones the names say."""
 from __future__ import annotations
 
 from mixtral_trt.bench.mixed_step import call_costs, join_compare, ragged_runner
+from mixtral_trt.common.contract import ATTENTION_VISIBLE
 
 
 def test_the_figures_measure_what_they_say(tiny_engine, tmp_path):
-    runner = ragged_runner(tiny_engine, tmp_path)
+    runner = ragged_runner(tiny_engine, tmp_path)  # the engine's graph beside it, weights linked (write_ragged)
+    assert ATTENTION_VISIBLE in runner.input_names
     costs = call_costs(tiny_engine, runner, past=64, chunks=(4, 16), rows=2, row_past=8, repeats=1)
     assert [c["chunk"] for c in costs["chunks"]] == [4, 16] and costs["steady_step_ms"] > 0
     for c in costs["chunks"]:

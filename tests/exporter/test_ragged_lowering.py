@@ -1,6 +1,7 @@
-"""Ragged attention (exporter/lowering/ragged.py + runtime/ragged.py): rows with different pasts and different
-numbers of new tokens packed into one call of the rewritten `ort` graph, judged against mixtral_ref on each
-row's whole sequence (logits and present keys / values), with and without a sliding window."""
+"""Ragged attention (`build --ragged`: exporter/lowering/ragged.py + runtime/ragged.py): rows with different pasts
+and different numbers of new tokens packed into one call, judged against mixtral_ref on each row's whole sequence
+(logits and present keys / values), with and without a sliding window; the same engine's ordinary calls pass
+parity (Engine.forward feeds the visibility a padded batch means)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from mixtral_trt import runtime
 from mixtral_trt.common.contract import ATTENTION_VISIBLE, MODEL_FILE
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.exporter.build import build_engine
-from mixtral_trt.exporter.lowering.ragged import expose_visibility, write_ragged
+from mixtral_trt.exporter.lowering.ragged import expose_visibility
 from mixtral_trt.parity import TOLERANCES
-from mixtral_trt.runtime.backends.ort import OrtRunner
+from mixtral_trt.parity.run import run_parity
 from mixtral_trt.runtime.ragged import PackedCache, RaggedRow, ragged_feeds, split_present, split_tokens
 from support.models import SLIDING_TOP3, export_dir, random_model
 
@@ -25,24 +26,39 @@ ROWS = ((7, 1), (12, 1), (4, 6), (0, 3), (9, 4))  # (past, new tokens): decode r
 
 @pytest.fixture(scope="module", params=[5, None], ids=["window5", "full"])
 def ragged(request, tmp_path_factory):
-    """(reference, engine, runner of the engine's graph with ragged attention, its model path)."""
+    """(reference, the `build --ragged` engine, its runner, the onnx_dir)."""
     cfg = SLIDING_TOP3.replace(sliding_window=request.param)
     reference = random_model(cfg, seed=11)
     onnx_dir = export_dir(tmp_path_factory, reference, "fp32", f"ragged-{request.param}", debug_outputs=False)
-    engine_dir = build_engine(onnx_dir, tmp_path_factory.mktemp("engines") / "ort", "ort")
-    path = write_ragged(engine_dir, tmp_path_factory.mktemp("ragged"))
-    return reference, runtime.load(engine_dir), OrtRunner(path, device="cpu"), path
+    engine = runtime.load(build_engine(onnx_dir, tmp_path_factory.mktemp("engines") / "ort", "ort", ragged=True))
+    return reference, engine, engine.runner, onnx_dir
 
 
 def test_graph_takes_visibility(ragged):
-    _, engine, runner, path = ragged
+    _, engine, runner, _ = ragged
     assert ATTENTION_VISIBLE in runner.input_names and "attention_mask" in runner.input_names
-    lowered = onnx.load(str(path), load_external_data=False)
+    assert engine.contract.ragged and engine.contract.names("attention_visible", "inputs") == [ATTENTION_VISIBLE]
+    lowered = onnx.load(str(engine.path / MODEL_FILE), load_external_data=False)
     assert not [n.name for n in lowered.graph.node if n.op_type == "And"]  # the mask's product is gone
-    own = onnx.load(str(engine.path / MODEL_FILE), load_external_data=False)
-    assert ATTENTION_VISIBLE not in [i.name for i in own.graph.input]  # the engine's own graph is untouched
+    assert not (engine.path / "genai_config.json").exists()  # onnxruntime-genai feeds no visibility
     with pytest.raises(MixtralTrtError, match="already takes attention_visible"):
-        expose_visibility(expose_visibility(ir.load(engine.path / MODEL_FILE)))
+        expose_visibility(ir.load(engine.path / MODEL_FILE))
+
+
+def test_ordinary_calls_pass_parity(ragged):
+    """Single prompts, a left-padded batch and greedy decoding through Engine.forward, against the reference."""
+    reference, engine, _, _ = ragged
+    report = run_parity(engine, reference, greedy_steps=6)
+    assert report.passed, report.failures
+    assert report.logits.max_rel <= TOLERANCES["fp32"].logits_rel
+
+
+@pytest.mark.parametrize("backend", ["ort-gqa", "portable"])
+def test_other_backends_are_refused(ragged, tmp_path, backend):
+    _, _, _, onnx_dir = ragged
+    with pytest.raises(MixtralTrtError, match=f"--ragged applies to --backend ort .* not --backend {backend}"):
+        build_engine(onnx_dir, tmp_path / "e", backend, ragged=True)
+    assert not (tmp_path / "e").exists()
 
 
 def test_packed_rows_match_the_reference(ragged):
