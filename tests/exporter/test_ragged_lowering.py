@@ -81,6 +81,32 @@ def test_the_scheduler_serves_a_ragged_engine(ragged):
         assert np.allclose(got, want, atol=1e-4, rtol=0), (got, want)
 
 
+def test_with_an_int8_cache(ragged, tmp_path):
+    """`--ragged --kv-cache int8`: ordinary calls (a left-padded batch) equal the int8 engine without --ragged's,
+    and a packed call of ragged rows equals their separate calls on it (the codes and scales packed alike)."""
+    _, _, _, onnx_dir = ragged
+    plain = runtime.load(build_engine(onnx_dir, tmp_path / "plain", "ort", kv_cache="int8"))
+    both = runtime.load(build_engine(onnx_dir, tmp_path / "ragged", "ort", kv_cache="int8", ragged=True))
+    assert both.contract.ragged and both.contract.kv_cache == "int8"
+    rng = np.random.default_rng(8)
+    ids = rng.integers(3, plain.config.vocab_size, (2, 9))
+    mask = np.ones((2, 9), np.int64)
+    mask[0, :4] = 0  # row 0 left-padded
+    want, _ = plain.forward(ids, attention_mask=mask, position_ids=np.maximum(np.cumsum(mask, 1) - 1, 0))
+    got, _ = both.forward(ids, attention_mask=mask, position_ids=np.maximum(np.cumsum(mask, 1) - 1, 0))
+    assert np.abs(got["logits"] - want["logits"]).max() <= 1e-5
+    rows, separate = [], []
+    for past, new in ((6, 1), (3, 4)):
+        seq = rng.integers(3, plain.config.vocab_size, past + new)
+        _, cache = plain.forward(seq[None, :past])
+        separate.append(plain.forward(seq[None, past:], cache)[0]["logits"][0])
+        rows.append(RaggedRow(*cache.editable().row_kv(0), seq[past:].tolist()))
+    feeds, layout = ragged_feeds(both.contract, rows)
+    for got_row, want_row in zip(split_tokens(both.runner.run(feeds, ["logits"])["logits"], layout), separate,
+                                 strict=True):
+        assert np.abs(got_row - want_row).max() <= 1e-5
+
+
 @pytest.mark.parametrize("backend", ["ort-gqa", "portable"])
 def test_other_backends_are_refused(ragged, tmp_path, backend):
     _, _, _, onnx_dir = ragged
