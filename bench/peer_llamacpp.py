@@ -2,7 +2,8 @@
 
 Optional and never a CI dependency: given a llama.cpp directory (a build tree or an install), this module
 finds its tools, converts the benchmark's checkpoint with llama.cpp's own `convert_hf_to_gguf.py` (f32,
-f16, bf16, q8_0; q4_0 through `llama-quantize`), checks the f32 GGUF's logits against the reference (through
+f16, bf16, q8_0; q4_0 through `llama-quantize`: each only where one of our engines of that width was measured,
+so f16 only with `bench --fp16`), checks the f32 GGUF's logits against the reference (through
 `llama-debug --save-logits`, with flash attention off and an f32 KV cache so that only arithmetic order
 differs), and runs `llama-bench` (decode after `context` tokens, prefill from an empty cache).
 
@@ -218,13 +219,21 @@ def peer_step_bytes(cfg: MixtralConfig, kind: str) -> StepBytes:
     return step_bytes(cfg, experts=b, attention=b)
 
 
+def peer_kinds(ours: dict[str, float | None]) -> tuple[str, ...]:
+    """The GGUF kinds worth converting and benchmarking: those of which one of our engines was measured (f16
+    only with `bench --fp16`: converting, checking and benchmarking it otherwise costs a minute for a row with
+    nothing of ours beside it); fp32 always (the logits check runs on it)."""
+    return tuple(k for k in GGUF_TYPES if k == "fp32" or ours.get(f"{k} decode") or ours.get(f"{k} prefill"))
+
+
 def measure_peer(s, checkpoint: Path, reference, cfg: MixtralConfig, threads: int, ours: dict[str, float | None],
                  progress=None) -> dict[str, Any]:
-    """Convert, check logits, llama-bench, ratios: the `peer` section of bench.json (`s`: BenchSettings)."""
+    """Convert, check logits, llama-bench, ratios: the `peer` section of bench.json (`s`: BenchSettings). Only
+    the kinds of which ours were measured (peer_kinds) are converted and benchmarked."""
     import torch
 
     tools = find_llama_cpp(s.llama_cpp)
-    kinds = tuple(GGUF_TYPES)
+    kinds = peer_kinds(ours)
     work = s.workdir / f"{s.preset}-seed{s.seed}-gguf"
     with step(progress, "llama.cpp: convert the checkpoint (convert_hf_to_gguf.py, llama-quantize)"):
         ggufs = convert_checkpoint(tools, checkpoint, work, kinds)
@@ -250,7 +259,9 @@ def measure_peer(s, checkpoint: Path, reference, cfg: MixtralConfig, threads: in
         if fig:
             b = peer_step_bytes(cfg, kind)
             reads[GGUF_TYPES[kind]] = {"tok_s": fig["best"], "fixed": b.fixed, "experts": b.experts}
+    skipped = {GGUF_TYPES[k]: "none of our engines of this kind was measured" for k in GGUF_TYPES if k not in kinds}
     return {"name": "llama.cpp", "root": str(tools.root), "gguf": {k: str(v) for k, v in ggufs.items()},
+            "skipped": skipped,
             "logits": logits, "llama_bench": bench, "ratios": rows, "targets": peer_targets(rows),
             "decode_reads": reads,
             "note": "llama-bench defaults: f16 KV cache, flash attention auto; the logits check uses an f32 cache "

@@ -262,16 +262,34 @@ def _measure_fp16(figures: Figures, ckpt: Path, prompts: Prompts, progress: Prog
 
 
 def _measure_bf16(figures: Figures, ckpt: Path, prompts: Prompts, progress: Progress | None) -> None:
-    """bf16 experts on our CPU kernels (the fp32 export, built with --expert-dtype bf16): the peer's bf16 row."""
+    """bf16 experts on our CPU kernels (the fp32 export, built with --expert-dtype bf16), on each ONNX Runtime
+    backend asked for (ort when none is; "ort_bf16", "ort-gqa_bf16"): the peer's bf16 row takes the best."""
     s = figures.settings
     if cpu_kernels.library_path() is None:
         figures.skipped["ort_bf16"] = "bf16 experts need our CPU kernels (python -m mixtral_trt.plugins.cpu_kernels)"
         return
-    engine = runtime.load(_engine_dir(s, ckpt, "ort", progress, experts="ours", expert_dtype="bf16"), verify=False)
-    with step(progress, "ort bf16 experts (our kernels): decode and prefill"):
-        figures.record("ort_bf16", _decode(lambda: timing.engine_decode(engine, prompts.context, s.new_tokens),
-                                           s.decode_repeats),
-                       timing.engine_prefill(engine, prompts.long_prompt), step_bytes(figures.config, experts=2))
+    for backend in _ort_backends(figures):
+        engine = runtime.load(_engine_dir(s, ckpt, backend, progress, experts="ours", expert_dtype="bf16"),
+                              verify=False)
+        with step(progress, f"{backend} bf16 experts (our kernels): decode and prefill"):
+            figures.record(f"{backend}_bf16",
+                           _decode(lambda e=engine: timing.engine_decode(e, prompts.context, s.new_tokens),
+                                   s.decode_repeats),
+                           timing.engine_prefill(engine, prompts.long_prompt), _bf16_step_bytes(engine))
+        del engine
+
+
+def _bf16_step_bytes(engine) -> StepBytes:
+    """A bf16-expert engine's bytes per step: its LM head and projections in bf16 too where our linears run
+    them (the build's default; manifest backend_info["cpu_kernels"]["linears"])."""
+    linears = engine.manifest.backend_info.get("cpu_kernels", {}).get("linears", [])
+    return step_bytes(engine.config, experts=2, attention=2 if "projections" in linears else 4,
+                      head=2 if "lm_head" in linears else 4)
+
+
+def _ort_backends(figures: Figures) -> list[str]:
+    """The ONNX Runtime CPU backends asked for and available (ort when none is)."""
+    return [b for b in figures.settings.backends if b in ORT_BACKENDS and b not in figures.skipped] or ["ort"]
 
 
 def _measure_references(figures: Figures, reference, ckpt: Path, prompts: Prompts,
@@ -302,10 +320,9 @@ def _measure_quantized(figures: Figures, ckpt: Path, prompts: Prompts,
                        progress: Progress | None) -> dict[str, dict[str, Any]]:
     """Quantized engines on each ONNX Runtime backend asked for (ort when none is), keyed "BACKEND SCHEME"."""
     s = figures.settings
-    ort_backends = [b for b in s.backends if b in ORT_BACKENDS and b not in figures.skipped] or ["ort"]
     quantized = {f"{label} {name}": _quantized(s, ckpt, b, name, prompts.context, prompts.long_prompt,
                                                figures.config, progress, form)
-                 for name in s.quantize for b in ort_backends for label, form in _variants(s, b)}
+                 for name in s.quantize for b in _ort_backends(figures) for label, form in _variants(s, b)}
     for key, q in quantized.items():
         figures.reads[key] = (q["decode_tok_s"], StepBytes(**q["step_bytes"]))
     return quantized
@@ -380,17 +397,19 @@ def _dir_bytes(path: Path) -> int | None:
 def _ours_for_peer(decode: dict[str, float], prefill: dict[str, float],
                    quantized: dict[str, dict[str, Any]]) -> tuple[dict[str, float | None], dict[str, str]]:
     """Our figure for each row of the peer comparison ("KIND decode", "KIND prefill"): the best of our ONNX Runtime
-    backends measured in this run (fp32: ort / ort-gqa in each expert form measured; fp16, bf16: their engines;
+    backends measured in this run (fp32: ort / ort-gqa in each expert form measured; fp16: its engine; bf16: its
+    engine on each backend;
     int8 / int4: their quantized engines), and which backend gave it."""
     ours = [name for name in decode if name.split(" ")[0] in ORT_BACKENDS]  # "ort", "ort-gqa (moe)", ...
     candidates: dict[str, dict[str, float]] = {
         "fp32 decode": {b: decode[b] for b in ours},
         "fp32 prefill": {b: prefill[b] for b in ours if b in prefill},
     }
-    for kind in ("fp16", "bf16"):
-        if f"ort_{kind}" in decode:
-            candidates[f"{kind} decode"] = {"ort": decode[f"ort_{kind}"]}
-            candidates[f"{kind} prefill"] = {"ort": prefill[f"ort_{kind}"]}
+    for kind in ("fp16", "bf16"):  # "ort_bf16", "ort-gqa_bf16", ...
+        measured = [b for b in ORT_BACKENDS if f"{b}_{kind}" in decode]
+        if measured:
+            candidates[f"{kind} decode"] = {b: decode[f"{b}_{kind}"] for b in measured}
+            candidates[f"{kind} prefill"] = {b: prefill[f"{b}_{kind}"] for b in measured}
     for key, q in quantized.items():
         backend, name = key.rsplit(" ", 1)  # "ort int8", "ort (moe) int8"
         candidates.setdefault(f"{name} decode", {})[backend] = q["decode_tok_s"]

@@ -70,7 +70,7 @@ def join_latency(engine: Engine, chunks: tuple[int | str | None, ...] = (None, 2
     runs: dict[int | str | None, list[dict[str, Any]]] = {c: [] for c in chunks}
     for _ in range(repeats):
         for chunk in chunks:
-            runs[chunk].append(_join_once(engine, chunk, rows, long_prompt, rng))
+            runs[chunk].append(join_once(engine, chunk, rows, long_prompt, rng))
             if progress is not None:
                 progress({"prefill_chunk": chunk, **runs[chunk][-1]})
     results = []
@@ -83,7 +83,7 @@ def join_latency(engine: Engine, chunks: tuple[int | str | None, ...] = (None, 2
     return results
 
 
-def _join_once(engine: Engine, chunk: int | str | None, rows: int, long_prompt: list[int],
+def join_once(engine: Engine, chunk: int | str | None, rows: int, long_prompt: list[int],
                rng: np.random.Generator) -> dict[str, Any]:
     sched = Scheduler(engine, prefix_cache_gb=0, prefill_chunk=chunk)
     stamps: list[list[float]] = [[] for _ in range(rows)]
@@ -123,8 +123,6 @@ def _gaps_since(stamps: list[float], start: float) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .serve_load import ServeBenchSettings, serve_engine_dir
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--workdir", type=Path, default=Path("bench-out"))
@@ -136,16 +134,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-second-turn", action="store_true")
     args = ap.parse_args(argv)
     chunks = tuple(None if c == "none" else c if c == AUTO else int(c) for c in args.chunks.split(","))
-    s = ServeBenchSettings(preset=args.preset, clients=(4,), max_seq=args.prefix + 512, workdir=args.workdir)
-    engine = runtime.load(serve_engine_dir(s), verify=False)
+    engine = join_engine(args.preset, args.workdir, args.prefix)
     figures: dict[str, Any] = {"engine": str(engine.path)}
     if not args.skip_second_turn:
         figures["second_turn"] = second_turn_ttft(engine, args.prefix)
     figures["join"] = join_latency(engine, chunks, long=args.prefix, repeats=args.repeats, progress=_log)
+    emit(figures, args.out)
+
+
+def join_engine(preset: str, workdir: Path, prefix: int) -> Engine:
+    """The preset's random `ort` engine (max batch 4) with room for a `prefix`-token prompt and 512 more tokens."""
+    from .serve_load import ServeBenchSettings, serve_engine_dir
+
+    s = ServeBenchSettings(preset=preset, clients=(4,), max_seq=prefix + 512, workdir=workdir)
+    return runtime.load(serve_engine_dir(s), verify=False)
+
+
+def emit(figures: dict[str, Any], out: Path | None) -> None:
+    """Print the figures as JSON, and write them to `out` when given."""
     text = json.dumps(figures, indent=1)
     print(text)
-    if args.out is not None:
-        with atomic_file(args.out) as f:
+    if out is not None:
+        with atomic_file(out) as f:
             f.write(text)
 
 

@@ -116,15 +116,20 @@ def bench(
 def print_peer(console, peer: dict) -> None:
     from rich.table import Table
 
-    table = Table(title="ours / llama.cpp (same checkpoint, same run; best repeat of each)")
-    for col in ("", "ours tok/s", "llama.cpp tok/s", "ratio"):
+    table = Table(title="ours / llama.cpp (same checkpoint, same run; best repeat of each, ours the best form)")
+    for col in ("", "ours tok/s", "ours: form", "llama.cpp tok/s", "ratio"):
         table.add_column(col)
+    forms = peer.get("ours_backend", {})
     for row, r in peer["ratios"].items():
         def fmt(v):
             return "-" if v is None else f"{v:.1f}"
-        table.add_row(f"{row} ({r['llama_cpp_type']})", fmt(r["ours"]), fmt(r["llama_cpp"]),
+        if r["ours"] is None and r["llama_cpp"] is None:
+            continue
+        table.add_row(f"{row} ({r['llama_cpp_type']})", fmt(r["ours"]), forms.get(row, "-"), fmt(r["llama_cpp"]),
                       "-" if r["ratio"] is None else f"{r['ratio']:.2f}")
     console.print(table)
+    for gtype, reason in peer.get("skipped", {}).items():
+        console.print(f"llama.cpp {gtype}: not converted or measured ({reason})")
     f32 = peer["logits"]["fp32"]
     if f32.get("checked"):
         console.print(f"llama.cpp f32 logits vs the reference: {f32['relative_error']:.1e} "

@@ -45,6 +45,9 @@ def build(
     kv_cache: Annotated[str, typer.Option(help="ONNX Runtime engines (ort, portable): float (the graph dtype) | "
                                           "int8 (codes + a float32 scale per token and kv head: about half an "
                                           "fp16 cache's bytes, a quarter of fp32's).")] = "float",
+    ragged: Annotated[bool, typer.Option(help="--backend ort: each query's visible keys as a graph input, so one "
+                                         "call can carry rows with different pasts and new-token counts "
+                                         "(mixed steps; no genai_config.json).")] = False,
 ) -> None:
     """Build an engine (lowered model + manifest.json) for one backend."""
     from mixtral_trt.exporter.build import build_engine
@@ -55,5 +58,5 @@ def build(
         path = build_engine(onnx_dir, engine_dir, backend=backend, overwrite=force, progress=progress,
                             genai_provider=genai_provider, experts=experts, cpu_kernels=cpu_kernels,
                             expert_dtype=expert_dtype, cpu_linears=cpu_linears, kv_cache=kv_cache,
-                            **trt_options)
+                            ragged=ragged, **trt_options)
     typer.echo(f"built {backend} engine -> {path}")

@@ -26,6 +26,7 @@ from .validate import is_int
 CONTRACT_FILE = "graph.json"
 MODEL_FILE = "model.onnx"
 EXTERNAL_DATA = MODEL_FILE + ".data"  # the weights beside it
+ATTENTION_VISIBLE = "attention_visible"  # ragged attention: [batch, seq, total] bool (exporter/lowering/ragged.py)
 FORMAT = "mixtral-trt.graph-contract/1"
 TOTAL = "past + seq"
 DEBUG_ROLES = ("hidden", "router_logits")
@@ -45,6 +46,10 @@ ATTENTION_KINDS = ("concat", "gqa")
 #   wherever attention reads it.
 KV_CACHE_KINDS = ("float", "int8")
 KV_SCALE_DTYPE = "float32"
+# `build --ragged` (a "concat" graph only) records contract.extra["ragged"] = True: the graph takes each query's
+# visible keys as ATTENTION_VISIBLE [batch, seq, past + seq] (bool) in place of computing them from attention_mask,
+# so one call can carry rows with different pasts and new-token counts packed as batch 1 (runtime/ragged.py);
+# attention_mask stays an input (its shape is read). Engine.forward computes the visibility a padded batch means.
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class TensorInfo:
     shape: tuple[int | str, ...]
     role: str  # input_ids | attention_mask | position_ids | past_key | past_value | logits | present_key
     #            | present_value | hidden | router_logits; an int8 cache adds past_key_scale | past_value_scale
-    #            | present_key_scale | present_value_scale
+    #            | present_key_scale | present_value_scale; a ragged graph attention_visible
     layer: int | None = None
 
 
@@ -107,6 +112,19 @@ class GraphContract:
         outputs = tuple(dataclasses.replace(t, shape=(t.shape[0], t.shape[1], "present_or_capacity", t.shape[3]))
                         if t.role in ("present_key", "present_value") else t for t in self.outputs)
         return dataclasses.replace(self, inputs=inputs, outputs=outputs, extra={**self.extra, "attention": "gqa"})
+
+    def with_ragged_attention(self) -> GraphContract:
+        """The contract of this graph after the ragged-attention lowering: an ATTENTION_VISIBLE input,
+        extra["ragged"] = True."""
+        import dataclasses
+
+        visible = TensorInfo(ATTENTION_VISIBLE, "bool", ("batch", "seq", TOTAL), "attention_visible")
+        return dataclasses.replace(self, inputs=(*self.inputs, visible), extra={**self.extra, "ragged": True})
+
+    @property
+    def ragged(self) -> bool:
+        """Whether the graph takes each query's visible keys as an input (`build --ragged`)."""
+        return bool(self.extra.get("ragged", False))
 
     def with_int8_kv(self) -> GraphContract:
         """The contract of this graph after the int8-KV lowering (KV_CACHE_KINDS): int8 past/present keys and

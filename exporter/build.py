@@ -92,6 +92,7 @@ def build_engine(
     expert_dtype: str | None = None,
     cpu_linears: str | None = None,
     kv_cache: str = "float",
+    ragged: bool = False,
     **trt_options,
 ) -> Path:
     """Build an engine directory from an export directory (atomic: nothing is left behind on failure).
@@ -105,7 +106,8 @@ def build_engine(
     ops run too). `cpu_linears`: which linears run on our ops (lm_head, projections, comma-separated, or none;
     cpu_kernels_build.py). `kv_cache` "int8": the cache as
     int8 codes + per-token scales (lowering/kv_int8.py; ort and portable; no genai_config.json, whose decoder
-    knows no scale tensors). `trt_options` (max_prefill, timing_cache,
+    knows no scale tensors). `ragged`: each query's visible keys as a graph input (lowering/ragged.py; `ort` only,
+    no genai_config.json either: onnxruntime-genai feeds no such input). `trt_options` (max_prefill, timing_cache,
     workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
     spec = get_backend(backend)
     if genai_provider not in PROVIDERS:
@@ -119,12 +121,17 @@ def build_engine(
             raise MixtralTrtError(f"{option} applies to the ONNX Runtime backends (ort, ort-gqa), "
                                   f"not --backend {backend}")
     check_kv_cache(kv_cache, backend, Path(onnx_dir))
+    if ragged and (spec.lowering != "ort" or spec.attention != "concat"):
+        raise MixtralTrtError(f"--ragged applies to --backend ort (the canonical attention), not --backend {backend}")
     if spec.tensorrt:
         from .trt_build import build_trt_engine, import_tensorrt
 
         import_tensorrt()  # fail fast, before any work, where TensorRT is absent
     check_output(engine_dir, [onnx_dir], overwrite)
     if (Path(onnx_dir) / RANK_DIR.format(rank=0)).is_dir():  # a tensor-parallel export: one engine per rank
+        if ragged:
+            raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; --ragged is not supported for its rank "
+                                  "engines")
         if experts is not None or cpu_kernels == "ours" or expert_dtype is not None or cpu_linears is not None:
             raise MixtralTrtError(f"{onnx_dir}: a tensor-parallel export; its ranks' experts are lowered to the MoE "
                                   "op, without --experts, --cpu-kernels ours or --expert-dtype")
@@ -158,11 +165,13 @@ def build_engine(
         if options["experts"] == "moe" and not ours:
             info.update(ort_cuda_info(Path(onnx_dir), contract))
     with atomic_dir(engine_dir, overwrite, [onnx_dir]) as tmp:
-        lower_and_save(model, spec, tmp, progress, contract, kv_cache=kv_cache, **options)
+        lower_and_save(model, spec, tmp, progress, contract, kv_cache=kv_cache, ragged=ragged, **options)
         if spec.attention == "gqa":
             contract = contract.with_gqa_attention()
         if kv_cache == "int8":
             contract = contract.with_int8_kv()
+        if ragged:
+            contract = contract.with_ragged_attention()
         copy_side_files(onnx_dir, tmp)
         if ours:
             info["cpu_kernels"] = ship_library(tmp, ops_used(tmp / MODEL_FILE), options["cpu_linears"])
@@ -170,7 +179,7 @@ def build_engine(
         info = {**info, **kernel_info(spec.lowering, contract)}
         if spec.tensorrt:
             model_file, info = build_trt_engine(tmp, contract, spec.plugin_nodes, progress=progress, **trt_options)
-        if spec.genai and contract.kv_cache == "float":
+        if spec.genai and contract.kv_cache == "float" and not ragged:
             write_genai_config(tmp, contract, model_file, read_generation_config(onnx_dir), genai_provider,
                                info["cpu_kernels"]["library"] if ours else None)
             info = {**info, "genai_provider": genai_provider}

@@ -34,10 +34,11 @@ def tool_versions(*packages: str) -> dict[str, str]:
 
 
 def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: Progress | None = None,
-                   contract: GraphContract | None = None, kv_cache: str = "float", **options) -> Path:
+                   contract: GraphContract | None = None, kv_cache: str = "float", ragged: bool = False,
+                   **options) -> Path:
     """Apply the backend's lowering (and the GroupQueryAttention one for its `attention="gqa"`, the int8 KV cache
-    one for `kv_cache="int8"`), fold constants, and save model.onnx + external data into out_dir. `options` go to
-    the lowering beside the backend's own."""
+    one for `kv_cache="int8"`, ragged attention for `ragged`), fold constants, and save model.onnx + external data
+    into out_dir. `options` go to the lowering beside the backend's own."""
     import onnx_ir as ir
     import onnxscript.optimizer
 
@@ -57,6 +58,11 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
             raise ValueError("the int8 KV cache lowering needs the graph contract")
         with step(progress, "store the KV cache as int8 codes + per-token scales"):
             model = lower_kv_int8(model, contract)
+    if ragged:
+        from .lowering.ragged import expose_visibility
+
+        with step(progress, "ragged attention: each query's visible keys as an input"):
+            model = expose_visibility(model)
     with step(progress, "optimize (constant folding, dead code)"):
         onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):

@@ -49,16 +49,32 @@ def tactic_for_tokens(tokens: int) -> int:
 # every register and spilled (int4 SwiGLU: 255 registers, 132 B/thread on sm_90a). Half the K step with a third
 # stage keeps 192 K of weights in flight (2 x 128 before) at 80-168 registers (plugins/spills.py).
 QUANT_DECODE = Tile(16, 64, 64, 4, 3)
+# With stored zero points (a checkpoint's codes: MoEGemmSwiGLUQZ / MoEGemmDownQZ) each weight tile also holds its
+# [BLOCK_K, BLOCK_N] zero points next to the codes and scales: the mid-size tile spilled (act-order fp16 / bf16
+# SwiGLU on sm_90a, 8 B/thread at 168 registers) until it took 8 warps (108-170 registers; a halved K step spilled
+# nothing but lost the act-order variant's every vector load), and the fp32 prefill tile (255 registers, up to
+# 64 B/thread) until its N width was halved (plugins/spills.py).
+ZEROS_TILES = {("half", 2): Tile(32, 64, 64, 8, 3), ("fp32", 3): Tile(64, 64, 16, 8, 2)}
+# Act-order (the A tile gathered in each expert's input order, element by element): the fp16 / bf16 prefill tile's
+# 32-wide K step left no vector load at all (the codes' 16 bytes per row, the gathered A), and a 64-wide one spilled
+# at 64 rows (sm_80: 28 B/thread): act-order prefill takes the 32-row tile of tactic 2.
+ORDERED_TILES = {("half", 3): ZEROS_TILES[("half", 2)]}
 # fp32 tiles use IEEE dots (FMA, no tensor cores): both operands live in registers, spread over 8 warps.
 FP32_WARPS = 8
 
 
-def tile_for(tactic: int, dtype: str, quantized: bool = False) -> Tile:
+def tile_for(tactic: int, dtype: str, quantized: bool = False, zeros: bool = False, ordered: bool = False) -> Tile:
     """The tile of `tactic` for this activation dtype and weight kind; every one assembles without register spills
     on sm_90a and sm_80 (tests/plugins/test_aot.py). fp32 tiles take half the K step (16 when the weights are
     dequantized in the kernel, whose fp32 weight tiles are staged in shared memory), two stages and 8 warps: every
     variant then fits the default 48 KB of shared memory, so no launch needs the large-shared-memory opt-in
-    (tests/plugins/test_aot.py). The quantized decode tile is QUANT_DECODE."""
+    (tests/plugins/test_aot.py). The quantized decode tile is QUANT_DECODE; `zeros` (quantized with stored zero
+    points) takes ZEROS_TILES where they differ, `ordered` (act-order) ORDERED_TILES before those."""
+    kind = ("fp32" if dtype == "fp32" else "half", tactic)
+    if ordered and (tile := ORDERED_TILES.get(kind)):
+        return tile
+    if zeros and (tile := ZEROS_TILES.get(kind)):
+        return tile
     tile = TACTICS[tactic]
     if dtype != "fp32":
         return QUANT_DECODE if quantized and tactic == 1 else tile

@@ -11,6 +11,19 @@ from mixtral_trt.common.quant import DEFAULT_BLOCK
 TRITON_TYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 # the quantized GEMMs' default variants: int8 and int4 in export --quantize's default blocks (inputs per scale)
 DEFAULT_QUANT = ((8, DEFAULT_BLOCK["int8"]), (4, DEFAULT_BLOCK["int4"]))
+# the zero-point GEMMs' default variants: the published GPTQ / AWQ / compressed-tensors Mixtral checkpoints' int4
+# in groups of 128
+DEFAULT_QUANT_ZEROS = ((4, 128),)
+
+
+def insert_after(signature: dict[str, str], after: str, extra: dict[str, str]) -> dict[str, str]:
+    """`signature` with the arguments `extra` right after `after` (a variant's kernel taking more inputs)."""
+    out = {}
+    for name, kind in signature.items():
+        out[name] = kind
+        if name == after:
+            out.update(extra)
+    return out
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from mixtral_trt.chat.tokenizer import Tokenizer
 from mixtral_trt.common.config import MixtralConfig
-from mixtral_trt.common.contract import GraphContract
+from mixtral_trt.common.contract import ATTENTION_VISIBLE, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
@@ -29,6 +29,7 @@ from .gqa_cache import GQACache, gqa_call
 from .kv_cache import KVCache
 from .prefix_cache import DEFAULT_BLOCK_SIZE, PrefixCache
 from .prompts import prompt_batch
+from .ragged import padded_visibility
 from .reply import Completion, StreamEvent
 from .sampling import SamplingParams
 
@@ -171,6 +172,8 @@ class Engine:
             return gqa_call(self.runner, self.contract, ids, cache, np.asarray(mask), position_ids, names)
         feeds = {"input_ids": ids, "attention_mask": np.ascontiguousarray(mask),
                  "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract)}
+        if self.contract.ragged:  # the visibility the graph no longer computes from the mask itself
+            feeds[ATTENTION_VISIBLE] = padded_visibility(np.asarray(mask), ids.shape[1], self.config.sliding_window)
         cache_names = self.contract.cache_names("key") + self.contract.cache_names("value")
         result = self.runner.run(feeds, names + cache_names)
         return {n: result[n] for n in names}, KVCache.from_outputs(result, self.contract, mask)

@@ -71,16 +71,25 @@ def random_codes(e: int, n: int, k: int, bits: int, group: int, dtype: str, devi
     return codes.to(torch.uint8), scales.to(torch_dtype(dtype))
 
 
-def dequantize(codes, scales, bits: int, dtype: str):
-    """common/quant.py's dequantization on the codes' device, rounded to `dtype` (the GEMM references' weights)."""
+def _unpack(codes, bits: int):
     import torch
 
-    if bits == 4:
-        codes = torch.stack((codes & 0x0F, codes >> 4), dim=-1).reshape(*codes.shape[:-1], -1)
-    q = codes.float() - (1 << (bits - 1))  # [E, N, K]
+    return torch.stack((codes & 0x0F, codes >> 4), dim=-1).reshape(*codes.shape[:-1], -1) if bits == 4 else codes
+
+
+def dequantize(codes, scales, bits: int, dtype: str, zeros=None, order=None):
+    """common/quant.py's dequantization on the codes' device, rounded to `dtype` (the GEMM references' weights);
+    `zeros` uint8 [E, N, >= ceil(G*bits/8)]: stored zero points instead of 2^(bits-1); `order` int [E, K]: column j
+    of expert e is input order[e, j] (act-order), put back in input order."""
+    import torch
+
+    q = _unpack(codes, bits).float()  # [E, N, K]
     groups = scales.shape[-1]
-    w = q.reshape(*q.shape[:-1], groups, -1) * scales.float()[..., None]
-    return w.reshape(q.shape).to(torch_dtype(dtype))
+    zero = float(1 << (bits - 1)) if zeros is None else _unpack(zeros, bits)[..., :groups, None].float()
+    w = ((q.reshape(*q.shape[:-1], groups, -1) - zero) * scales.float()[..., None]).reshape(q.shape)
+    if order is not None:
+        w = torch.zeros_like(w).scatter_(2, order.long()[:, None, :].expand_as(w), w)
+    return w.to(torch_dtype(dtype))
 
 
 def router_reference(logits, top_k: int):

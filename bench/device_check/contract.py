@@ -90,6 +90,17 @@ class Replay:
                     codes, scales = cases.random_codes(e, n, words * 32 // bits, bits, group, dtype, self.device)
                     env[value["name"]] = codes.view(torch.int32)  # what TensorRT holds: the bytes as INT32
                     env[node["inputs"][i + 1]["name"]] = scales
+                elif tensor.name.endswith("_zeros"):  # stored zero points: any byte, as INT32 words
+                    g = torch.Generator(device=self.device).manual_seed(3 + i)
+                    e, n, words = shapes[i]
+                    env[value["name"]] = torch.randint(0, 256, (e, n, 4 * words), generator=g, device=self.device,
+                                                       dtype=torch.int32).to(torch.uint8).view(torch.int32)
+                elif tensor.name.endswith("_order"):  # each expert's input order (act-order), or the [1, 1] placeholder
+                    e, h = shapes[i]
+                    g = torch.Generator(device=self.device).manual_seed(5)
+                    env[value["name"]] = torch.zeros(e, h, dtype=torch.int32, device=self.device) if not \
+                        node["attributes"]["ordered"] else torch.stack(
+                            [torch.randperm(h, generator=g, device=self.device) for _ in range(e)]).to(torch.int32)
         return env
 
     def launch(self, node: dict[str, Any], launch: dict[str, Any], env: dict[str, Any], t: int) -> list[Any]:
@@ -115,7 +126,7 @@ class Replay:
                           [y.data_ptr() for y in outs], torch.cuda.current_stream().cuda_stream)
         else:  # the Triton interpreter reads typed tensors: the codes as the bytes they are
             k = self.doc["kernels"][launch["kernel"]]
-            typed = [x.view(torch.uint8) if spec.name.endswith("_codes") else x
+            typed = [x.view(torch.uint8) if spec.name.endswith(("_codes", "_zeros")) else x
                      for x, spec in zip(ins, PLUGINS[node["op_type"]].inputs, strict=True)]
             kernel[tuple(at["grid"])](*typed, *at["scalars"], *outs, **k["constexprs"],
                                       num_warps=at["block"][0] // 32, num_stages=k["num_stages"])
@@ -145,9 +156,13 @@ class Replay:
         quant = layer["quant"]
         w13_name, w2_name = swiglu["inputs"][4]["name"], down["inputs"][5]["name"]
         if quant:
-            bits = swiglu["attributes"]["bits"]
-            w13 = cases.dequantize(env[w13_name].view(torch.uint8), env[swiglu["inputs"][5]["name"]], bits, dtype)
-            w2 = cases.dequantize(env[w2_name].view(torch.uint8), env[down["inputs"][6]["name"]], bits, dtype)
+            bits, stored = swiglu["attributes"]["bits"], len(swiglu["inputs"]) > 6  # the QZ GEMMs: zeros, order
+            z13, order = ((env[swiglu["inputs"][6]["name"]].view(torch.uint8), env[swiglu["inputs"][7]["name"]])
+                          if stored else (None, None))
+            z2 = env[down["inputs"][7]["name"]].view(torch.uint8) if stored else None
+            w13 = cases.dequantize(env[w13_name].view(torch.uint8), env[swiglu["inputs"][5]["name"]], bits, dtype, z13,
+                                   order if stored and swiglu["attributes"]["ordered"] else None)
+            w2 = cases.dequantize(env[w2_name].view(torch.uint8), env[down["inputs"][6]["name"]], bits, dtype, z2)
         else:
             w13, w2 = env[w13_name], env[w2_name]
         ref_inter = cases.swiglu_reference(env["x"], *routed, w13, shape.top_k, ALIGN_BLOCK)

@@ -10,7 +10,12 @@ graph contract and the weight names guarantee, not by the traced op sequence:
     out     = the input of the MatMul behind model.layers.{i}.attn.wo.weight         [B, S, N*D]
 
 and puts one GroupQueryAttention(q, k, v, past_k, past_v, seqlens_k, total_sequence_length, cos, sin)
-between them; everything in between becomes dead and is removed. The op applies the rotary embedding itself
+between them; everything in between becomes dead and is removed. Where a layer's q, k and v projections are the
+same op over the same input with constant weights (MatMul over a Transpose, MatMulNBits, our Linear /
+LinearBF16 / LinearQ; no zero points, act-order indices or bias), they become one node over the weights
+concatenated along the output rows, and the op takes the packed query [B, S, (N + 2G) D] with no key and value:
+one weight node a layer instead of three, one thread-pool hand-off instead of three per decode step.
+The op applies the rotary embedding itself
 (do_rotary=1, rotate-half layout: rotary_interleaved=0, cos/sin tables [max_seq, D/2] computed by the
 reference's own `rope_cos_sin`), the causal mask, the sliding window (local_window_size = sliding_window,
 the reference's "query sees the W most recent slots") and the scale D^-0.5.
@@ -49,21 +54,22 @@ def check_gqa(contract: GraphContract) -> None:
         raise MixtralTrtError(f"--backend ort-gqa builds fp32/fp16 exports; this one is {contract.dtype}")
 
 
-QUANTIZED = (("{}.codes.nbits", "MatMulNBits"), ("{}.codes", "LinearQ"))  # export --quantize's projections
+# export --quantize's projections (after the ort lowering or on our ops), and float ones on our ops (cpu_kernels)
+DERIVED = (("{}.codes.nbits", "MatMulNBits"), ("{}.codes", "LinearQ"), ("{}.bf16", "LinearBF16"), ("{}", "Linear"))
 
 
 def _projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
-    """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear), or for a
-    quantized export the MatMulNBits (after the ort lowering) or LinearQ node reading its codes: x is input 0
-    and the projection output 0 in every case."""
+    """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear), or the node of
+    another form reading it (DERIVED: MatMulNBits after the ort lowering, our library's LinearQ / LinearBF16 /
+    Linear): x is input 0 and the projection output 0 in every case."""
     key = WEIGHT.format(layer=layer, name=name)
+    for pattern, op in DERIVED:
+        stored = graph.initializers.get(pattern.format(key))
+        users = [node for node, index in stored.uses() if node.op_type == op and index == 1] if stored else []
+        if len(users) == 1:
+            return users[0]
     weight = graph.initializers.get(key)
     if weight is None:
-        for pattern, op in QUANTIZED:
-            codes = graph.initializers.get(pattern.format(key))
-            users = [node for node, index in codes.uses() if node.op_type == op and index == 1] if codes else []
-            if len(users) == 1:
-                return users[0]
         raise MixtralTrtError(f"GroupQueryAttention lowering: the graph has no weight {key}")
     for user, _ in weight.uses():
         if user.op_type != "Transpose":
@@ -72,6 +78,76 @@ def _projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
         if len(matmuls) == 1:
             return matmuls[0]
     raise MixtralTrtError(f"GroupQueryAttention lowering: {key} does not feed one MatMul through a Transpose")
+
+
+# the ops a layer's q, k, v projections can run as (DERIVED, or MatMul over a Transpose of the weight), each with the
+# input indices of its weight operands, which are row-major over the N outputs: packing q, k, v is concatenating
+# them along axis 0
+PACKABLE = {"MatMulNBits": (1, 2), "LinearQ": (1, 2), "LinearBF16": (1,), "Linear": (1,), "MatMul": (1,)}
+
+
+def _concat_initializer(graph: ir.Graph, values: list[ir.Value], name: str) -> ir.Value:
+    """A new initializer `name` = the constant `values` concatenated along axis 0, computed lazily while saving."""
+    tensors = [v.const_value for v in values]
+    shape = (sum(int(t.shape[0]) for t in tensors), *(int(d) for d in tensors[0].shape[1:]))
+    lazy = ir.LazyTensor(lambda: ir.Tensor(np.concatenate([t.numpy() for t in tensors]), name=name),
+                         dtype=tensors[0].dtype, shape=ir.Shape(shape), name=name)
+    value = ir.Value(name=name, shape=ir.Shape(shape), type=ir.TensorType(tensors[0].dtype), const_value=lazy)
+    graph.register_initializer(value)
+    return value
+
+
+def _weight_operands(node: ir.Node) -> list[ir.Value] | None:
+    """The constant weight operands of a projection node (PACKABLE; MatMul: the W behind its Transpose), or None
+    where the node has other inputs (zero points, act-order indices, a bias) or a non-constant weight."""
+    if node.op_type not in PACKABLE:
+        return None
+    if node.op_type == "MatMul":
+        transpose = node.inputs[1].producer()
+        if transpose is None or transpose.op_type != "Transpose" or transpose.attributes.get("perm") is None:
+            return None
+        weights = [transpose.inputs[0]]
+    else:
+        if any(v is not None for v in node.inputs[len(PACKABLE[node.op_type]) + 1:]):
+            return None
+        weights = [node.inputs[i] for i in PACKABLE[node.op_type]]
+    return weights if all(w is not None and w.const_value is not None for w in weights) else None
+
+
+def _packed_qkv(graph: ir.Graph, layer: int, nodes: list[ir.Node]) -> ir.Node | None:
+    """One projection node computing [q | k | v] ([B, S, (N + 2G) D]) from the three of a layer, where they are
+    the same op over the same input with row-major constant weights (GroupQueryAttention then takes the packed
+    query: one weight node a layer instead of three); None otherwise (the three stay as they are)."""
+    first = nodes[0]
+    operands = [_weight_operands(n) for n in nodes]
+    if any(o is None for o in operands) or len({(n.op_type, n.domain) for n in nodes}) != 1:
+        return None
+    if any(n.inputs[0] is not first.inputs[0] for n in nodes):
+        return None
+    attributes = {k: a.value for k, a in first.attributes.items()}
+    if first.op_type == "MatMulNBits":
+        if any({k: a.value for k, a in n.attributes.items() if k != "N"} != {k: v for k, v in attributes.items()
+                                                                           if k != "N"} for n in nodes):
+            return None
+        attributes["N"] = sum(n.attributes["N"].as_int() for n in nodes)
+    elif any({k: a.value for k, a in n.attributes.items()} != attributes for n in nodes):
+        return None
+    name = f"model.layers.{layer}.attn.wqkv"
+    packed = [_concat_initializer(graph, list(column), f"{name}.{i}") for i, column in
+              enumerate(zip(*operands, strict=True))]
+    if first.op_type == "MatMul":
+        transpose = ir.node("Transpose", packed, {"perm": [1, 0]}, name=f"{name}.transpose")
+        graph.insert_before(first, [transpose])
+        packed = [transpose.outputs[0]]
+    node = ir.node(first.op_type, [first.inputs[0], *packed], attributes=attributes, domain=first.domain,
+                   name=f"{name}.proj")
+    graph.insert_before(first, [node])
+    out = node.outputs[0]
+    q_shape = first.outputs[0].shape
+    out.type = first.outputs[0].type
+    if q_shape is not None and len(q_shape) == 3:
+        out.shape = ir.Shape([q_shape[0], q_shape[1], None])
+    return node
 
 
 def _rope_tables(contract: GraphContract) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +199,10 @@ def lower_attention(model: ir.Model, contract: GraphContract) -> ir.Model:
         attributes["local_window_size"] = cfg.sliding_window
     for i in range(cfg.num_layers):
         q, k, v, o = (_projection(graph, i, name) for name in ("wq", "wk", "wv", "wo"))
+        packed = _packed_qkv(graph, i, [q, k, v])
+        qkv = [packed.outputs[0], None, None] if packed is not None else [q.outputs[0], k.outputs[0], v.outputs[0]]
         node = ir.node("GroupQueryAttention",
-                       inputs=[q.outputs[0], k.outputs[0], v.outputs[0], inputs[f"past_key_values.{i}.key"],
+                       inputs=[*qkv, inputs[f"past_key_values.{i}.key"],
                                inputs[f"past_key_values.{i}.value"], seqlens_k, total, cos, sin],
                        attributes=attributes, domain=MS_DOMAIN, num_outputs=3, name=f"layers.{i}.attn.gqa")
         # an act-order checkpoint's wo reads its features through a Gather (exporter/quantize_stored.py)

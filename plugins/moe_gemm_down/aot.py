@@ -6,9 +6,9 @@ from ..tiles import ALIGN_BLOCK, TACTICS, tile_for
 from ..variant import TRITON_TYPES, KernelVariant
 
 
-def variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK, quantized: bool = False
+def variant(dtype: str, tactic: int, block_size: int = ALIGN_BLOCK, quantized: bool = False, zeros: bool = False
             ) -> KernelVariant:
-    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
+    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized, zeros)
     return KernelVariant("MoEGemmDown", "moe_gemm_down_kernel", "moe_gemm_down",
                          {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                           "weights_ptr": "*fp32", "w2_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "M_MAX": "i32",

@@ -12,9 +12,11 @@ from ..dequant import weight_tile
 
 
 @triton.jit
-def down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, w_ptr, s_ptr, H, INTER, P,
-              M_MAX, E, y_ptr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-              IEEE: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr):
+def down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, w_ptr, s_ptr, z_ptr, H, INTER,
+              P, M_MAX, E, y_ptr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_K: tl.constexpr, IEEE: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+              ZEROS: tl.constexpr):
+    # ZEROS: z_ptr holds the codes' zero points (plugins/dequant.py)
     # safe on any index data (TensorRT times tactics on made-up inputs): num_padded clamped to M_MAX, rows past it
     # masked, pairs outside [0, P) and experts outside [0, E) skipped
     row0 = tl.program_id(0) * BLOCK_M
@@ -36,8 +38,8 @@ def down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_
         ks = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(inter_ptr + rows[:, None].to(tl.int64) * INTER + ks[None, :],
                     mask=valid[:, None] & (ks[None, :] < INTER), other=0.0)
-        w = weight_tile(w_ptr, s_ptr, expert, cols, ks, H, INTER, (ks[:, None] < INTER) & (cols[None, :] < H), dtype,
-                        BITS, GROUP)
+        w = weight_tile(w_ptr, s_ptr, z_ptr, expert, cols, ks, H, INTER, (ks[:, None] < INTER) & (cols[None, :] < H),
+                        dtype, BITS, GROUP, ZEROS)
         if IEEE:
             acc += tl.dot(a, w, input_precision="ieee")
         else:
@@ -69,5 +71,5 @@ def moe_gemm_down_kernel(
     BLOCK_K: tl.constexpr,
     IEEE: tl.constexpr,
 ):
-    down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, w2_ptr, w2_ptr, H, INTER, P,
-              M_MAX, E, y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1)
+    down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, w2_ptr, w2_ptr, w2_ptr, H, INTER,
+              P, M_MAX, E, y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1, False)

@@ -1,5 +1,5 @@
-"""Host side of MoEGemmDown (and of MoEGemmDownQ, which only adds codes, scales, BITS and GROUP): grid over
-(row tiles of M_max, column tiles of H)."""
+"""Host side of MoEGemmDown (and of MoEGemmDownQ, which only adds codes, scales, BITS and GROUP, and of
+MoEGemmDownQZ, which adds zero points): grid over (row tiles of M_max, column tiles of H)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ def run(inter, sorted_pairs, block_experts, num_padded, weights, w2, top_k: int,
 
 
 def launch(kernel, inter, routing: tuple, weights, expert_weights: tuple, hidden: int, block_size: int, tactic: int,
-           out: torch.Tensor | None, **quant: int) -> torch.Tensor:
+           out: torch.Tensor | None, zeros: bool = False, **quant: int) -> torch.Tensor:
     """inter [M_max, I] -> y_pairs [T*k, H] float32 through `kernel`; `expert_weights` = (w2,) or (codes, scales)
-    with `quant` = BITS, GROUP for the quantized kernel."""
+    with `quant` = BITS, GROUP for the quantized kernel ((codes, scales, zeros) with `zeros`)."""
     (inter, *expert_weights), as_bf16 = fp32_under_interpreter(inter, *expert_weights)
     if as_bf16:  # the interpreter's bf16 tl.dot is wrong: compute in fp32 (the output is fp32 anyway)
-        return launch(kernel, inter, routing, weights, tuple(expert_weights), hidden, block_size, tactic, out, **quant)
-    tile = tile_for(tactic, short_name(inter.dtype), quantized=bool(quant))
+        return launch(kernel, inter, routing, weights, tuple(expert_weights), hidden, block_size, tactic, out, zeros,
+                      **quant)
+    tile = tile_for(tactic, short_name(inter.dtype), quantized=bool(quant), zeros=zeros)
     check(tile, block_size)
     p_total = weights.numel()
     m_max = routing[0].numel()

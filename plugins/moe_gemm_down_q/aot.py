@@ -7,9 +7,9 @@ from ..tiles import ALIGN_BLOCK, TACTICS
 from ..variant import DEFAULT_QUANT, KernelVariant
 
 
-def variant(dtype: str, tactic: int, bits: int, group: int, block_size: int = ALIGN_BLOCK
+def variant(dtype: str, tactic: int, bits: int, group: int, block_size: int = ALIGN_BLOCK, zeros: bool = False
             ) -> KernelVariant:
-    base = down_variant(dtype, tactic, block_size, quantized=True)
+    base = down_variant(dtype, tactic, block_size, quantized=True, zeros=zeros)
     t = base.signature["inter_ptr"]
     ordered = {"inter_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                "weights_ptr": "*fp32", "codes_ptr": "*u8", "scales_ptr": t, "H": "i32", "INTER": "i32", "P": "i32",

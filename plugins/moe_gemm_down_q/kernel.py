@@ -30,5 +30,5 @@ def moe_gemm_down_q_kernel(
     BITS: tl.constexpr,
     GROUP: tl.constexpr,  # inputs per scale (= I for per-channel scales)
 ):
-    down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, codes_ptr, scales_ptr, H, INTER,
-              P, M_MAX, E, y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, BITS, GROUP)
+    down_tile(inter_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, weights_ptr, codes_ptr, scales_ptr, codes_ptr,
+              H, INTER, P, M_MAX, E, y_ptr, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, BITS, GROUP, False)

@@ -7,8 +7,8 @@ from ..variant import TRITON_TYPES, KernelVariant
 
 
 def variant(dtype: str, top_k: int, tactic: int, block_size: int = ALIGN_BLOCK,
-            quantized: bool = False) -> KernelVariant:
-    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized)
+            quantized: bool = False, zeros: bool = False, ordered: bool = False) -> KernelVariant:
+    t, tile = f"*{TRITON_TYPES[dtype]}", tile_for(tactic, dtype, quantized, zeros, ordered)
     return KernelVariant("MoEGemmSwiGLU", "moe_gemm_swiglu_kernel", "moe_gemm_swiglu",
                          {"x_ptr": t, "sorted_ptr": "*i32", "block_experts_ptr": "*i32", "num_padded_ptr": "*i32",
                           "w13_ptr": t, "H": "i32", "INTER": "i32", "P": "i32", "M_MAX": "i32", "E": "i32",

@@ -13,10 +13,14 @@ from ..dequant import weight_tile
 
 
 @triton.jit
-def swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w_ptr, s_ptr, H, INTER, P, M_MAX, E,
-                inter_ptr,
+def swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w_ptr, s_ptr, z_ptr, o_ptr, H, INTER, P,
+                M_MAX, E, inter_ptr,
                 TOP_K: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr, IEEE: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr):
+                BLOCK_K: tl.constexpr, IEEE: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+                ZEROS: tl.constexpr, ORDERED: tl.constexpr):
+    # ZEROS: z_ptr holds the codes' zero points (plugins/dequant.py); ORDERED: o_ptr int32 [E, H] holds each
+    # expert's input order (act-order codes: column j of the expert's codes is input feature order[e, j]), and the
+    # A tile is gathered in that order, x[token, order[e, k]]
     # safe on any index data (TensorRT times tactics on made-up inputs): num_padded clamped to M_MAX, rows past it
     # masked, pairs outside [0, P) and experts outside [0, E) skipped
     row0 = tl.program_id(0) * BLOCK_M
@@ -38,11 +42,17 @@ def swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w_ptr, s_p
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, H, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
-        a = tl.load(x_ptr + tokens[:, None] * H + ks[None, :], mask=valid[:, None] & (ks[None, :] < H), other=0.0)
+        if ORDERED:  # noqa: SIM108  (a compile-time branch of the kernel)
+            a_cols = tl.load(o_ptr + expert * H + ks, mask=ks < H, other=0)  # [BK] input features of the codes
+        else:
+            a_cols = ks
+        a = tl.load(x_ptr + tokens[:, None] * H + a_cols[None, :], mask=valid[:, None] & (ks[None, :] < H),
+                    other=0.0)
         w_mask = (ks[:, None] < H) & (cols[None, :] < INTER)  # [BK, BN]
         # w13 rows: gate (W1) in [0, INTER), up (W3) in [INTER, 2 INTER)
-        wg = weight_tile(w_ptr, s_ptr, expert, cols, ks, 2 * INTER, H, w_mask, dtype, BITS, GROUP)
-        wu = weight_tile(w_ptr, s_ptr, expert, cols + INTER, ks, 2 * INTER, H, w_mask, dtype, BITS, GROUP)
+        wg = weight_tile(w_ptr, s_ptr, z_ptr, expert, cols, ks, 2 * INTER, H, w_mask, dtype, BITS, GROUP, ZEROS)
+        wu = weight_tile(w_ptr, s_ptr, z_ptr, expert, cols + INTER, ks, 2 * INTER, H, w_mask, dtype, BITS, GROUP,
+                         ZEROS)
         if IEEE:
             acc_gate += tl.dot(a, wg, input_precision="ieee")
             acc_up += tl.dot(a, wu, input_precision="ieee")
@@ -77,5 +87,5 @@ def moe_gemm_swiglu_kernel(
     BLOCK_K: tl.constexpr,
     IEEE: tl.constexpr,  # float32 inputs: full-precision dot (no TF32)
 ):
-    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w13_ptr, w13_ptr, H, INTER, P, M_MAX, E,
-                inter_ptr, TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1)
+    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, w13_ptr, w13_ptr, w13_ptr, w13_ptr, H, INTER,
+                P, M_MAX, E, inter_ptr, TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, 0, 1, False, False)

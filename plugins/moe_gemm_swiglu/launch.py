@@ -1,5 +1,6 @@
-"""Host side of MoEGemmSwiGLU (and of MoEGemmSwiGLUQ, which only adds codes, scales, BITS and GROUP): grid
-over (row tiles of M_max, column tiles of I)."""
+"""Host side of MoEGemmSwiGLU (and of MoEGemmSwiGLUQ, which only adds codes, scales, BITS and GROUP, and of
+MoEGemmSwiGLUQZ, which adds zero points, the input order and ORDERED): grid over (row tiles of M_max, column tiles
+of I)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ def run(x, sorted_pairs, block_experts, num_padded, w13, top_k: int, block_size:
 
 
 def launch(kernel, x, routing: tuple, weights: tuple, inter_size: int, top_k: int, block_size: int, tactic: int,
-           out: torch.Tensor | None, **quant: int) -> torch.Tensor:
+           out: torch.Tensor | None, zeros: bool = False, **quant: int) -> torch.Tensor:
     """x [T, H] -> inter [M_max, I] through `kernel`; `weights` = (w13,) or (codes, scales) with `quant` =
-    BITS, GROUP for the quantized kernel."""
+    BITS, GROUP for the quantized kernel ((codes, scales, zeros, order) and ORDERED with `zeros`)."""
     (x, *weights), as_bf16 = fp32_under_interpreter(x, *weights)
     if as_bf16:  # the interpreter's bf16 tl.dot is wrong: compute in fp32, round the result
-        result = launch(kernel, x, routing, tuple(weights), inter_size, top_k, block_size, tactic, None, **quant)
+        result = launch(kernel, x, routing, tuple(weights), inter_size, top_k, block_size, tactic, None, zeros,
+                        **quant)
         return result.to(torch.bfloat16) if out is None else out.copy_(result)
-    tile = tile_for(tactic, short_name(x.dtype), quantized=bool(quant))
+    tile = tile_for(tactic, short_name(x.dtype), quantized=bool(quant), zeros=zeros, ordered=bool(quant.get("ORDERED")))
     check(tile, block_size)
     t, h = x.shape
     m_max = routing[0].numel()

@@ -8,8 +8,8 @@ from ..variant import DEFAULT_QUANT, KernelVariant
 
 
 def variant(dtype: str, top_k: int, tactic: int, bits: int, group: int,
-            block_size: int = ALIGN_BLOCK) -> KernelVariant:
-    base = swiglu_variant(dtype, top_k, tactic, block_size, quantized=True)
+            block_size: int = ALIGN_BLOCK, zeros: bool = False, ordered: bool = False) -> KernelVariant:
+    base = swiglu_variant(dtype, top_k, tactic, block_size, quantized=True, zeros=zeros, ordered=ordered)
     ordered = {"x_ptr": base.signature["x_ptr"], "sorted_ptr": "*i32", "block_experts_ptr": "*i32",
                "num_padded_ptr": "*i32", "codes_ptr": "*u8", "scales_ptr": base.signature["x_ptr"], "H": "i32",
                "INTER": "i32", "P": "i32", "M_MAX": "i32", "E": "i32", "inter_ptr": base.signature["x_ptr"]}

@@ -30,6 +30,5 @@ def moe_gemm_swiglu_q_kernel(
     BITS: tl.constexpr,
     GROUP: tl.constexpr,  # inputs per scale (= H for per-channel scales)
 ):
-    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, codes_ptr, scales_ptr, H, INTER, P, M_MAX, E,
-                inter_ptr,
-                TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, BITS, GROUP)
+    swiglu_tile(x_ptr, sorted_ptr, block_experts_ptr, num_padded_ptr, codes_ptr, scales_ptr, codes_ptr, codes_ptr, H,
+                INTER, P, M_MAX, E, inter_ptr, TOP_K, ALIGN, BLOCK_M, BLOCK_N, BLOCK_K, IEEE, BITS, GROUP, False, False)

@@ -82,3 +82,8 @@ def test_the_peer_is_compared_with_our_best_onnx_runtime_backend():
     ours, backend = _ours_for_peer(decode, prefill, quantized)
     assert ours["fp32 decode"] == 120.0 and ours["fp32 prefill"] == 2000.0
     assert (ours["bf16 decode"], ours["bf16 prefill"], ours["fp16 decode"]) == (150.0, 2500.0, 90.0)
+    # bf16 measured on both ONNX Runtime backends: the best of each row, labelled with its backend
+    decode["ort-gqa_bf16"], prefill["ort-gqa_bf16"] = 170.0, 2400.0
+    ours, backend = _ours_for_peer(decode, prefill, quantized)
+    assert (ours["bf16 decode"], backend["bf16 decode"]) == (170.0, "ort-gqa")
+    assert (ours["bf16 prefill"], backend["bf16 prefill"]) == (2500.0, "ort")

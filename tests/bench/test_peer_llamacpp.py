@@ -19,6 +19,7 @@ from mixtral_trt.bench.peer_llamacpp import (
     find_llama_cpp,
     llama_bench_command,
     parse_llama_bench,
+    peer_kinds,
     peer_ratios,
     peer_step_bytes,
     peer_targets,
@@ -122,6 +123,16 @@ def test_convert_writes_each_type_once(tmp_path):
                      f"quantize {gguf}/model-q4_0.tmp.gguf q4_0"]
     assert convert_checkpoint(tools, tmp_path / "ckpt", gguf, ("bf16",)) == {"bf16": paths["bf16"]}
     assert len(log.read_text().splitlines()) == 4
+
+
+def test_only_the_kinds_of_ours_measured_are_converted():
+    """f16 only when our fp16 engine was measured (bench --fp16); fp32 always (the logits check reads it)."""
+    ours = {"fp32 decode": 120.0, "fp16 decode": None, "bf16 decode": 150.0, "int4 decode": 400.0,
+            "int4 prefill": 900.0}
+    assert peer_kinds(ours) == ("fp32", "bf16", "int4")
+    assert peer_kinds({**ours, "fp16 decode": 90.0, "int8 prefill": 700.0}) == ("fp32", "fp16", "bf16", "int8",
+                                                                                "int4")
+    assert peer_kinds({}) == ("fp32",)
 
 
 def test_debug_logits_files_and_comparison(tmp_path):

@@ -95,6 +95,36 @@ def test_cpu_linears_picks_the_linears(exports, dtype, linears, count):
     assert not report.failures, report.failures
 
 
+@pytest.mark.parametrize(("dtype", "linears"), [("fp32", "projections"), ("bf16", None),
+                                               ("int8", "lm_head,projections"), ("int4", None)])
+def test_group_query_attention_engine_with_our_kernels(exports, dtype, linears):
+    """`--backend ort-gqa` over our nodes: one GroupQueryAttention per layer reading the projections whatever runs
+    them (our Linear / LinearBF16 / LinearQ, MatMulNBits, MatMul), q, k and v packed into one node of the same op
+    (the op's packed query); our MoE node per layer; parity."""
+    import onnx
+
+    from mixtral_trt.parity.run import check_engine
+
+    checkpoint, root, onnx_dirs = exports
+    options = {"expert_dtype": "bf16"} if dtype == "bf16" else {}
+    engine = build_engine(onnx_dirs["fp32" if dtype == "bf16" else dtype], root / f"engine-gqa-{dtype}", "ort-gqa",
+                          cpu_linears=linears, **options)
+    nodes = _nodes(engine)
+    assert nodes.count(("com.microsoft", "GroupQueryAttention")) == 2, nodes
+    assert nodes.count((cpu_kernels.DOMAIN, OPS[dtype])) == 2, nodes
+    kinds = Manifest.load(engine).backend_info["cpu_kernels"]["linears"]
+    packed = PROJECTIONS // 2  # per layer wqkv and wo
+    want = ("lm_head" in kinds) + packed * ("projections" in kinds)
+    assert nodes.count((cpu_kernels.DOMAIN, LINEAR_OPS[dtype])) == want, (kinds, nodes)
+    graph = onnx.load(str(engine / "model.onnx"), load_external_data=False).graph
+    weight_nodes = [n for n in graph.node if n.op_type in (LINEAR_OPS[dtype], "MatMulNBits", "MatMul")]
+    assert len(weight_nodes) == 1 + packed, [n.op_type for n in weight_nodes]
+    gqa = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert all(list(n.input[1:3]) == ["", ""] for n in gqa), [list(n.input) for n in gqa]
+    report = check_engine(engine, checkpoint, greedy_steps=6)
+    assert not report.failures, report.failures
+
+
 def test_ort_kernels_on_request(exports):
     _, root, onnx_dirs = exports
     engine = build_engine(onnx_dirs["fp32"], root / "engine-ort", "ort", cpu_kernels="ort")

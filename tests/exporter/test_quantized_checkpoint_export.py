@@ -81,7 +81,8 @@ def test_stored_codes_are_the_checkpoints(tmp_path):
 def test_stored_zero_points_are_the_checkpoints(tmp_path):
     """AWQ's codes and zero points go out as MoEExpertsQZ / LinearQZ initializers that dequantize (with the zero
     points) to exactly the reference's weights; the portable lowering (the ops' ONNX function bodies) runs them
-    to parity, and the trt lowering refuses them in one line."""
+    to parity, and so does the trt lowering's plugins-cpu engine (MoEGemmSwiGLUQZ / MoEGemmDownQZ, the plugin
+    kernels under the interpreter)."""
     checkpoint = tmp_path / "ckpt"
     write_awq(checkpoint, 32)
     onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
@@ -97,9 +98,7 @@ def test_stored_zero_points_are_the_checkpoints(tmp_path):
             assert np.array_equal(got, param.detach().numpy()), name
     report = check_engine(build_engine(onnx_dir, tmp_path / "portable", "portable"), checkpoint, greedy_steps=4)
     assert not report.failures and report.logits.max_rel < 1e-5, report.logits
-    with pytest.raises(MixtralTrtError, match=r"zero points .* no TensorRT plugin variant yet; build for ort"):
-        build_engine(onnx_dir, tmp_path / "plugins", "plugins-cpu")
-    assert not (tmp_path / "plugins").exists()
+    check_plugin_engine(onnx_dir, tmp_path / "plugins", checkpoint, ordered=0)
 
 
 def test_quantize_option_refused_on_quantized_checkpoint(tmp_path):
@@ -114,8 +113,9 @@ def test_act_order_codes_are_the_checkpoints(tmp_path):
     """An act-order GPTQ checkpoint keeps its codes: each expert's w2 columns sorted by their g_idx group, the
     same permutation applied to the rows of its w1 and w3, w1/w3 columns in the expert's own order (w13_order),
     the attention projections' columns behind a Gather; all equal to the reference's weights exactly, reordered by
-    argsort of the checkpoint's own g_idx. The portable lowering runs the bodies to parity; `--experts moe`
-    (QMoE, no per-expert input order) and the TensorRT lowering refuse in one line."""
+    argsort of the checkpoint's own g_idx. The portable lowering runs the bodies to parity, and so does the trt
+    lowering's plugins-cpu engine (MoEGemmSwiGLUQZ gathering x in each expert's order); `--experts moe` (QMoE, no
+    per-expert input order) refuses in one line."""
     from safetensors.torch import load_file
 
     checkpoint = tmp_path / "ckpt"
@@ -152,6 +152,18 @@ def test_act_order_codes_are_the_checkpoints(tmp_path):
     assert not report.failures, report.failures  # wo's Gather kept behind GroupQueryAttention
     with pytest.raises(MixtralTrtError, match=r"--experts moe: act-order experts .* build with --experts matmul"):
         build_engine(onnx_dir, tmp_path / "moe", "ort", experts="moe")
-    with pytest.raises(MixtralTrtError, match=r"act-order experts .* no TensorRT plugin variant yet; build for ort"):
-        build_engine(onnx_dir, tmp_path / "plugins", "plugins-cpu")
-    assert not (tmp_path / "moe").exists() and not (tmp_path / "plugins").exists()
+    assert not (tmp_path / "moe").exists()
+    check_plugin_engine(onnx_dir, tmp_path / "plugins", checkpoint, ordered=1)
+
+
+def check_plugin_engine(onnx_dir, engine_dir, checkpoint, ordered: int) -> None:
+    """The trt lowering of a checkpoint with zero points, built as a plugins-cpu engine: its MoE layers are the
+    zero-point plugins (`ordered` as the act-order field says), and the engine is at parity with the reference
+    (the format's own dequantization), fp32 logits within 1e-5 and greedy decoding equal."""
+    report = check_engine(build_engine(onnx_dir, engine_dir, "plugins-cpu"), checkpoint, greedy_steps=4)
+    model = onnx.load(engine_dir / "model.onnx", load_external_data=False)
+    gemms = [n for n in model.graph.node if n.op_type.startswith("MoEGemm")]
+    assert {n.op_type for n in gemms} == {"MoEGemmSwiGLUQZ", "MoEGemmDownQZ"}, [n.op_type for n in gemms]
+    assert {a.i for n in gemms for a in n.attribute if a.name == "ordered"} == {ordered}
+    print(f"plugins-cpu (zero points, ordered={ordered}) vs reference: logits max rel {report.logits.max_rel:.2e}")
+    assert not report.failures and report.logits.max_rel < 1e-5, report.logits

@@ -14,16 +14,17 @@ import pytest
 from mixtral_trt.plugins import ptx
 from support.aot import CUDA, compile_cli
 
-GEMMS = ("moe_gemm_swiglu_kernel", "moe_gemm_down_kernel", "moe_gemm_swiglu_q_kernel", "moe_gemm_down_q_kernel")
+GEMMS = ("moe_gemm_swiglu_kernel", "moe_gemm_down_kernel", "moe_gemm_swiglu_q_kernel", "moe_gemm_down_q_kernel",
+         "moe_gemm_swiglu_qz_kernel", "moe_gemm_down_qz_kernel")
 WIDE_LOADS = re.compile(r"cp\.async\.c[ag]\.|ld\.global(?:\.\w+)*\.v[248]\.")
-KERNELS = {"moe_router_kernel", "moe_align_kernel", "moe_gemm_swiglu_kernel", "moe_gemm_down_kernel",
-           "moe_gemm_swiglu_q_kernel", "moe_gemm_down_q_kernel"}
+KERNELS = {"moe_router_kernel", "moe_align_kernel", *GEMMS}
 
 
 def check_kernels(out, index, arch: str, n_dtypes: int, version: str) -> None:
     kernels = index["kernels"]
-    # align + per dtype: router + 3 tactics x (2 GEMMs + 2 quantized GEMMs x (int8, int4))
-    assert len(kernels) == 1 + n_dtypes * 19
+    # align + per dtype: router + 3 tactics x (2 GEMMs + 2 quantized GEMMs x (int8, int4) + the zero-point GEMMs
+    # for int4 in groups of 128: SwiGLU with and without act-order, down)
+    assert len(kernels) == 1 + n_dtypes * 28
     assert {k["kernel"] for k in kernels} == KERNELS
     assert index["arch"] == arch and index["ptx_version"] == version
     for k in kernels:
@@ -84,7 +85,7 @@ def test_plugins_list(cli):
     result = cli("plugins", "list")
     assert result.code == 0
     for name in ("MoERouter", "MoEAlign", "MoEGemmSwiGLU", "MoEGemmDown", "MoEGemmSwiGLUQ", "MoEGemmDownQ",
-                 "ceil(M_max / block_size)", "quant_block"):
+                 "MoEGemmSwiGLUQZ", "MoEGemmDownQZ", "w13_order", "ordered", "ceil(M_max / block_size)", "quant_block"):
         assert name in result.out, name
 
 

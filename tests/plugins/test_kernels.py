@@ -16,7 +16,7 @@ from mixtral_trt.plugins.moe_gemm_swiglu.reference import moe_gemm_swiglu_refere
 from mixtral_trt.plugins.moe_router.launch import run as router
 from mixtral_trt.plugins.moe_router.reference import moe_router_reference
 from mixtral_trt.plugins.pipeline import sparse_experts
-from mixtral_trt.plugins.tiles import ALIGN_BLOCK, TACTICS
+from mixtral_trt.plugins.tiles import ALIGN_BLOCK, CPU_TACTIC, TACTICS
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # relative error (max |Δ| / max |ref|) of the expert output against the float32 dense oracle
@@ -180,3 +180,69 @@ def test_quantized_gemms_match_references(bits, quant_block, dtype):
     oracle = experts_reference(x.float(), experts, weights, d13, d2)
     err = ((y.float() - oracle).abs().max() / oracle.abs().max()).item()
     assert err < REL_TOL[dtype], f"quantized pipeline int{bits}/{quant_block} {dtype}: {err:.2e}"
+
+
+ZERO_POINTS = [(4, 16, False), (4, 32, True), (8, 16, True)]  # (bits, quant_block, act-order)
+
+
+@pytest.mark.parametrize(("bits", "quant_block", "ordered"), ZERO_POINTS)
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_zero_point_gemms_match_references(bits, quant_block, ordered, dtype):
+    """MoEGemmSwiGLUQZ / MoEGemmDownQZ (a checkpoint's codes with a stored zero point per group, and act-order: each
+    expert's w13 columns in its own input order) against their references, and the pipeline against the dense oracle
+    on the format's own dequantization (QuantScheme.dequantize with zeros, columns put back in input order). Codes
+    and zero points span the whole unsigned range (0 included), G odd for the down rows (a padded 4-bit zero byte)."""
+    check_zero_points(bits, quant_block, ordered, dtype, CPU_TACTIC)
+
+
+@pytest.mark.parametrize(("dtype", "tactic"), [("fp16", 2), ("fp32", 3)])
+def test_zero_point_tiles_match_references(dtype, tactic):
+    """The tiles that differ with zero points (tiles.ZEROS_TILES: 8 warps at tactic 2, half the N width of fp32's
+    tactic 3) give the same results as the references."""
+    check_zero_points(4, 32, True, dtype, tactic)
+
+
+def check_zero_points(bits: int, quant_block: int, ordered: bool, dtype: str, tactic: int) -> None:
+    from mixtral_trt.common.quant import QuantScheme
+    from mixtral_trt.plugins.moe_gemm_down_qz.launch import run as gemm_down_qz
+    from mixtral_trt.plugins.moe_gemm_down_qz.reference import moe_gemm_down_qz_reference
+    from mixtral_trt.plugins.moe_gemm_swiglu_qz.launch import run as gemm_swiglu_qz
+    from mixtral_trt.plugins.moe_gemm_swiglu_qz.reference import moe_gemm_swiglu_qz_reference
+
+    dt, t, e, k, h, i = DTYPES[dtype], 21, 8, 2, 64, 96 if quant_block == 32 else 80
+    scheme = QuantScheme(bits, quant_block)
+    g = torch.Generator().manual_seed(11)
+
+    def stored(n: int, kk: int):  # codes, scales, zero points as a checkpoint stores them
+        codes = torch.randint(0, 1 << bits, (e, n, kk), generator=g, dtype=torch.uint8)
+        zeros = torch.randint(0, 1 << bits, (e, n, kk // quant_block), generator=g, dtype=torch.uint8)
+        scales = ((0.02 + 0.03 * torch.rand(e, n, kk // quant_block, generator=g)) * 16 / (1 << bits)).to(dt)
+        return (torch.from_numpy(scheme.pack(codes.numpy())), scales,
+                torch.from_numpy(scheme.pack_zeros(zeros.numpy())))
+
+    c13, s13, z13 = stored(2 * i, h)
+    c2, s2, z2 = stored(h, i)
+    order = torch.stack([torch.randperm(h, generator=g) for _ in range(e)]).to(torch.int32) if ordered \
+        else torch.zeros(1, 1, dtype=torch.int32)
+    x = torch.randn(t, h, generator=torch.Generator().manual_seed(6)).to(dt)
+    weights, experts = router(routing(t, e, k, seed=7), k)
+    routing_ = align(experts, e, ALIGN_BLOCK)
+    rows = torch.nonzero(routing_[0] < t * k)[:, 0]
+    attrs = (k, ALIGN_BLOCK, bits, quant_block)
+    inter = gemm_swiglu_qz(x, *routing_, c13, s13, z13, order, *attrs, int(ordered), tactic=tactic)
+    ref = moe_gemm_swiglu_qz_reference(x, *routing_, c13, s13, z13, order, *attrs, int(ordered))
+    err = ((inter[rows].float() - ref[rows].float()).abs().max() / ref[rows].float().abs().max()).item()
+    assert err < REL_TOL[dtype], \
+        f"SwiGLU GEMM int{bits}/{quant_block} zeros ordered={ordered} {dtype} tactic {tactic}: {err:.2e}"
+    y_pairs = gemm_down_qz(inter, *routing_, weights, c2, s2, z2, *attrs, tactic=tactic)
+    ref_pairs = moe_gemm_down_qz_reference(inter, *routing_, weights, c2, s2, z2, *attrs)
+    err = ((y_pairs - ref_pairs).abs().max() / ref_pairs.abs().max()).item()
+    assert err < REL_TOL[dtype], f"down GEMM int{bits}/{quant_block} zeros {dtype} tactic {tactic}: {err:.2e}"
+    y = y_pairs.view(t, k, -1).sum(dim=1).to(dt)
+    d13 = torch.from_numpy(scheme.dequantize(c13.numpy(), s13.float().numpy(), z13.numpy())).to(dt).float()
+    if ordered:  # column j of expert e is input order[e, j]
+        d13 = torch.zeros_like(d13).scatter_(2, order.long()[:, None, :].expand_as(d13), d13)
+    d2 = torch.from_numpy(scheme.dequantize(c2.numpy(), s2.float().numpy(), z2.numpy())).to(dt).float()
+    oracle = experts_reference(x.float(), experts, weights, d13, d2)
+    err = ((y.float() - oracle).abs().max() / oracle.abs().max()).item()
+    assert err < REL_TOL[dtype], f"zero-point pipeline int{bits}/{quant_block} ordered={ordered} {dtype}: {err:.2e}"

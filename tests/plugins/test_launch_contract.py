@@ -31,8 +31,12 @@ def document(sm90a_kernels, tmp_path_factory):
     out, index = sm90a_kernels
     by_stem = {k["stem"]: k for k in index["kernels"]}
 
+    real_compile = aot.compile_variant  # record() puts its own in place while it runs
+
     def compiled(variant, where):  # `plugins compile`'s output for the variant aot_impl asks for
         assert where.arch == "sm_90a" and where.cuda == CUDA
+        if variant.stem not in by_stem:  # not a default variant (the tiny layers' QZ in groups of 32): compile it
+            return real_compile(variant, where)
         k = by_stem[variant.stem]
         text = (out / f"{variant.stem}.ptx").read_text()
         return aot.Compiled(k["symbol"], text, None, k["num_warps"], k["shared_bytes"], ptx.written_ptx(text))
@@ -50,9 +54,15 @@ def run_phase(tmp_path, doc) -> dict:
 
 
 def test_the_launch_file_holds_every_variant(document):
-    assert {k for k in document["kernels"]} == {v.stem for v in aot.default_variants()}
+    from mixtral_trt.plugins.moe_gemm_down_qz.aot import variant as down_qz
+    from mixtral_trt.plugins.moe_gemm_swiglu_qz.aot import variant as swiglu_qz
+
+    # and the tiny layers' QZ variants (int4 in groups of 32: tiny's sizes are not multiples of 128)
+    tiny_stored = {v.stem for d in ("fp32", "fp16", "bf16") for tactic in (1, 2, 3) for v in (
+        swiglu_qz(d, 2, tactic, 4, 32, False), swiglu_qz(d, 2, tactic, 4, 32, True), down_qz(d, tactic, 4, 32))}
+    assert {k for k in document["kernels"]} == {v.stem for v in aot.default_variants()} | tiny_stored
     assert document["target"] == {"arch": "sm_90a", "cuda": CUDA, "ptx_version": ptx.format_ptx(ptx.ptx_for_cuda(CUDA))}
-    assert len(document["layers"]) == 2 * 9
+    assert len(document["layers"]) == 2 * 15  # 2 shapes x 3 dtypes x (float, int8, int4, int4 zeros, act-order)
     for layer in document["layers"]:
         assert [len(n["launches"]) for n in layer["nodes"]] == [1, 1, 3, 3]
         for node in layer["nodes"]:
@@ -76,8 +86,9 @@ def test_recorded_launches_replay_against_the_references(document, tmp_path):
     expected = sum(len(launch["at"]) for layer in document["layers"] for node in layer["nodes"]
                    for launch in node["launches"])
     assert result["figures"]["aot_impl_launches_compared"] == expected
-    # tiny layers at T = 37: router + align always, the GEMMs (3 tactics x 2) except bf16 (the interpreter's dot)
-    assert result["figures"]["launches"] == 9 * 2 + 6 * 6
+    # tiny layers at T = 37 (float, int8, int4, int4 zeros, act-order x 3 dtypes): router + align always, the GEMMs
+    # (3 tactics x 2) except bf16 (the interpreter's dot)
+    assert result["figures"]["launches"] == 15 * 2 + 10 * 6
 
 
 def test_a_wrong_launch_parameter_is_caught(document, tmp_path):

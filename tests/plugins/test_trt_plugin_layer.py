@@ -23,7 +23,7 @@ import torch
 
 from mixtral_trt.plugins import PLUGINS, aot, ptx
 from support.aot import CUDA
-from support.moe_layer_graph import moe_layer
+from support.moe_layer_graph import moe_layer, moe_layer_stored
 from support.trt_plugin_layer import KernelLaunch, PluginNode, drive
 
 pytestmark = pytest.mark.skipif(
@@ -80,7 +80,7 @@ def run_launcher(monkeypatch, node: PluginNode, variant: aot.KernelVariant, size
     inputs = []
     for trt_type, dims, tensor in zip(node.input_types, node.input_shapes, spec.inputs, strict=True):
         x = torch.empty([d.evaluate(sizes) for d in dims], dtype=TORCH[trt_type.name], device="meta")
-        inputs.append(x.view(torch.uint8) if tensor.name.endswith("_codes") else x)  # what the kernels read
+        inputs.append(x.view(torch.uint8) if tensor.name.endswith(("_codes", "_zeros")) else x)  # what kernels read
     recorder = Recorder()
     monkeypatch.setattr(importlib.import_module(f"mixtral_trt.plugins.{variant.folder}.kernel"), variant.kernel,
                         recorder)
@@ -118,21 +118,28 @@ def check_launch(monkeypatch, node: PluginNode, launch: KernelLaunch, variant, s
             f"{node.op_type} I/O {i} T={t}: TensorRT's buffer {ours_bytes} bytes, the launcher's {theirs_bytes}"
 
 
-@pytest.mark.parametrize(("dtype", "quant"), VARIANTS, ids=[f"{d}-{q or 'float'}" for d, q in VARIANTS])
-def test_registrations_under_tensorrts_plugin_layer(trt, kernels, monkeypatch, dtype, quant):
+@pytest.fixture
+def compiled_variants(kernels, monkeypatch):
+    """aot.compile_variant answered from `plugins compile --arch sm_90a --cuda 12.8`'s output (TensorRT's aot_impl
+    compiles for the build GPU; here the same variant); returns PTX -> the variant asked for."""
     requested = {}
 
-    def compile_stub(variant, where=None):  # TensorRT's aot_impl compiles for the build GPU; here the same
-        if variant.stem not in kernels:  # variant comes from `plugins compile --arch sm_90a --cuda 12.8`
+    def compile_stub(variant, where=None):
+        if variant.stem not in kernels:
             raise AssertionError(f"aot_impl asks for {variant.stem}, which `plugins compile` does not write")
         k = kernels[variant.stem]
         requested[k["ptx"]] = variant
         return aot.Compiled(k["symbol"], k["ptx"], None, k["num_warps"], k["shared_bytes"], ptx.written_ptx(k["ptx"]))
 
     monkeypatch.setattr(aot, "compile_variant", compile_stub)
-    nodes = drive(trt, moe_layer(dtype, quant=quant, **MIXTRAL))
-    suffix = "Q" if quant else ""
-    assert [n.op_type for n in nodes] == ["MoERouter", "MoEAlign", f"MoEGemmSwiGLU{suffix}", f"MoEGemmDown{suffix}"]
+    return requested
+
+
+def check_layer(trt, kernels, requested, monkeypatch, nodes, gemms: tuple[str, str], bits: int | None,
+                sizes: dict[str, int] = MIXTRAL) -> int:
+    """Every plugin node of a lowered layer (of `sizes`: experts, hidden, inter) through TensorRT's plugin layer
+    against the launchers; the launches checked."""
+    assert [n.op_type for n in nodes] == ["MoERouter", "MoEAlign", *gemms]
     checked = 0
     for node in nodes:
         network = tuple((t, trt.TensorFormat.LINEAR) for t in node.input_types + node.output_types)
@@ -140,11 +147,11 @@ def test_registrations_under_tensorrts_plugin_layer(trt, kernels, monkeypatch, d
             f"{node.op_type}: the network's types {[t.name for t in node.input_types + node.output_types]} are not "
             f"among the plugin's combinations {[[t.name for t, _ in c] for c in node.supported]}")
         assert node.tactics == ([0] if node.op_type in ("MoERouter", "MoEAlign") else [1, 2, 3])
-        if node.op_type.endswith("Q"):  # TensorRT holds the codes' bytes, not the bytes widened to int32
+        if bits and "Gemm" in node.op_type:  # TensorRT holds the codes' bytes, not the bytes widened to int32
             codes = next(j for j, x in enumerate(PLUGINS[node.op_type].inputs) if x.name.endswith("_codes"))
-            weights = MIXTRAL["experts"] * MIXTRAL["hidden"] * MIXTRAL["inter"] * (2 if "SwiGLU" in node.op_type else 1)
+            weights = sizes["experts"] * sizes["hidden"] * sizes["inter"] * (2 if "SwiGLU" in node.op_type else 1)
             held = 4 * int(torch.Size([d.get_constant_value() for d in node.input_shapes[codes]]).numel())
-            assert node.input_types[codes] == trt.int32 and held == weights * {"int8": 8, "int4": 4}[quant] // 8
+            assert node.input_types[codes] == trt.int32 and held == weights * bits // 8
         for launch in node.launches:
             variant = requested[launch.ptx]
             name, params = ptx.entry_params(launch.ptx)
@@ -157,7 +164,36 @@ def test_registrations_under_tensorrts_plugin_layer(trt, kernels, monkeypatch, d
             for t in SIZES:
                 check_launch(monkeypatch, node, launch, variant, kernels[variant.stem]["shared_bytes"], t)
                 checked += 1
+    return checked
+
+
+@pytest.mark.parametrize(("dtype", "quant"), VARIANTS, ids=[f"{d}-{q or 'float'}" for d, q in VARIANTS])
+def test_registrations_under_tensorrts_plugin_layer(trt, kernels, compiled_variants, monkeypatch, dtype, quant):
+    nodes = drive(trt, moe_layer(dtype, quant=quant, **MIXTRAL))
+    suffix = "Q" if quant else ""
+    checked = check_layer(trt, kernels, compiled_variants, monkeypatch, nodes,
+                          (f"MoEGemmSwiGLU{suffix}", f"MoEGemmDown{suffix}"), {"int8": 8, "int4": 4}.get(quant))
     print(f"{dtype}/{quant or 'float'}: {checked} (plugin, tactic, T) launches equal the launchers'")
+    assert checked == 8 * len(SIZES)
+
+
+STORED = [(dtype, ordered) for ordered in (False, True) for dtype in ("fp32", "fp16", "bf16")]
+
+
+@pytest.mark.parametrize(("dtype", "ordered"), STORED, ids=[f"{d}-{'act-order' if o else 'zeros'}" for d, o in STORED])
+def test_zero_point_registrations_under_tensorrts_plugin_layer(trt, kernels, compiled_variants, monkeypatch, dtype,
+                                                                ordered):
+    """A GPTQ / AWQ checkpoint's experts as stored (int4, groups of 128, zero points; act-order: MoEExpertsQZP with
+    each expert's input order) at 8x7B sizes: MoEGemmSwiGLUQZ / MoEGemmDownQZ through TensorRT's plugin layer, the
+    zero points held as int32 words and the order as int32 [E, H] (ordered) or the [1, 1] placeholder."""
+    nodes = drive(trt, moe_layer_stored(dtype, bits=4, group=128, ordered=ordered, **MIXTRAL))
+    swiglu = next(n for n in nodes if n.op_type == "MoEGemmSwiGLUQZ")
+    assert swiglu.attributes["ordered"] == int(ordered)
+    e, h, inter = MIXTRAL["experts"], MIXTRAL["hidden"], MIXTRAL["inter"]
+    shapes = [[d.get_constant_value() for d in dims] for dims in swiglu.input_shapes[6:]]
+    assert shapes == [[e, 2 * inter, h // 128 * 4 // 32], [e, h] if ordered else [1, 1]], shapes
+    checked = check_layer(trt, kernels, compiled_variants, monkeypatch, nodes, ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 4)
+    print(f"{dtype}/int4-g128 zeros ordered={ordered}: {checked} (plugin, tactic, T) launches equal the launchers'")
     assert checked == 8 * len(SIZES)
 
 
@@ -202,3 +238,47 @@ def Shape_of(trt, dims, bounds):  # noqa: N802  (a tensorrt.plugin Shape over a 
     from support.trt_plugin_layer import _dynamic_desc
 
     return trt.plugin.Shape(_dynamic_desc(trt, trt.float16, dims, bounds))
+
+
+CHECKPOINTS = {  # a checkpoint written by its format's own tools -> the GEMM plugins its trt lowering takes
+    "gptq-int4-asym-actorder-g128": ("gptq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 1),
+    "awq-int4-g128": ("awq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 0),
+    "ct-fp8-channel": ("fp8", ("MoEGemmSwiGLU", "MoEGemmDown"), None),  # FP8: exported as exact float
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINTS))
+def test_quantized_checkpoints_under_tensorrts_plugin_layer(trt, kernels, compiled_variants, monkeypatch, tmp_path,
+                                                            name):
+    """A GPTQ asymmetric act-order, an AWQ and a compressed-tensors FP8 checkpoint (tests/support/quant_checkpoints.py)
+    exported to fp16 and lowered for `trt`, as far as TensorRT's plugin layer goes on CPU: every plugin node of both
+    layers through the builder's calls, each launch equal to the launcher's (int4 groups of 128: the default `QZ`
+    variants; FP8 as its exact float dequantization: the float GEMMs)."""
+    import onnx_ir as ir
+
+    from mixtral_trt.exporter.build import load_canonical
+    from mixtral_trt.exporter.export import export_checkpoint
+    from mixtral_trt.exporter.lowering import lower
+    from support.quant_checkpoints import QUANT_CFG, write_awq, write_compressed, write_gptq
+
+    kind, gemms, ordered = CHECKPOINTS[name]
+    checkpoint = tmp_path / "ckpt"
+    {"gptq": lambda: write_gptq(checkpoint, 4, 128, True, False, "gptq_v2"), "awq": lambda: write_awq(checkpoint, 128),
+     "fp8": lambda: write_compressed(checkpoint, "float-quantized", 8, "channel")}[kind]()
+    model, _ = load_canonical(export_checkpoint(checkpoint, tmp_path / "onnx", dtype="fp16", max_seq=64, max_batch=2))
+    model = lower(model, "trt")
+    for node in model.graph:  # the launch checks evaluate at T: the export's token dimension is "batch*seq"
+        for value in (*node.inputs, *node.outputs):
+            if value is not None and value.shape is not None:
+                value.shape = ir.Shape(["T" if str(d) == "batch*seq" else d for d in value.shape])
+    nodes = drive(trt, model)
+    assert len(nodes) == 8, [n.op_type for n in nodes]
+    checked, cfg = 0, QUANT_CFG
+    sizes = {"experts": cfg.num_experts, "hidden": cfg.hidden_size, "inter": cfg.intermediate_size}
+    for layer in (nodes[:4], nodes[4:]):
+        if ordered is not None:
+            assert layer[2].attributes["ordered"] == ordered
+        checked += check_layer(trt, kernels, compiled_variants, monkeypatch, layer, gemms,
+                               4 if ordered is not None else None, sizes)
+    print(f"{name}: {checked} (plugin, tactic, T) launches equal the launchers'")
+    assert checked == 2 * 8 * len(SIZES)

@@ -88,6 +88,9 @@ AUTOTUNE = {  # what TensorRT is offered, written out by hand; codes: INT32 elem
     "MoEGemmDown": f"{F}, INT32, INT32, INT32, FP32, {F}, FP32",
     "MoEGemmSwiGLUQ": f"{F}, INT32, INT32, INT32, INT32, {F}, {F}",
     "MoEGemmDownQ": f"{F}, INT32, INT32, INT32, FP32, INT32, {F}, FP32",
+    # + zero points (INT32 words packing the bytes) and, SwiGLU, the input order (INT32)
+    "MoEGemmSwiGLUQZ": f"{F}, INT32, INT32, INT32, INT32, {F}, INT32, INT32, {F}",
+    "MoEGemmDownQZ": f"{F}, INT32, INT32, INT32, FP32, INT32, {F}, INT32, FP32",
 }
 
 

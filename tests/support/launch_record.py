@@ -20,11 +20,25 @@ from mixtral_trt.bench.device_check.launches import LAUNCHES_FORMAT, RECORDED_T
 from mixtral_trt.common.fileio import atomic_dir
 from mixtral_trt.plugins import aot
 from support import tensorrt_standin
-from support.moe_layer_graph import moe_layer
+from support.moe_layer_graph import moe_layer, moe_layer_stored
 from support.trt_plugin_layer import drive
 
-LAYERS = [(shape, dtype, quant) for shape in RECORDED_T for quant in (None, "int8", "int4")
+# "int4-zeros" / "int4-act-order": a quantized checkpoint's experts as stored (MoEExpertsQZ / MoEExpertsQZP), int4
+# in groups of 128 (the default QZ variants), of 32 where the shape's sizes are not multiples of 128 (tiny)
+STORED = ("int4-zeros", "int4-act-order")
+LAYERS = [(shape, dtype, quant) for shape in RECORDED_T for quant in (None, "int8", "int4", *STORED)
           for dtype in ("fp32", "fp16", "bf16")]
+
+
+def stored_group(shape) -> int:
+    return 128 if shape.hidden % 128 == 0 and shape.inter % 128 == 0 else 32
+
+
+def layer_model(shape, dtype: str, quant: str | None):
+    if quant in STORED:
+        return moe_layer_stored(dtype, shape.experts, shape.top_k, shape.hidden, shape.inter, 4, stored_group(shape),
+                                quant == "int4-act-order")
+    return moe_layer(dtype, shape.experts, shape.top_k, shape.hidden, shape.inter, quant=quant)
 
 
 def _register():
@@ -57,7 +71,7 @@ def record(out: str | Path, arch: str = "sm_90a", cuda: str = "13.0",
     try:
         for shape_name, dtype, quant in layers or LAYERS:
             shape = SHAPES[shape_name]
-            model = moe_layer(dtype, shape.experts, shape.top_k, shape.hidden, shape.inter, quant=quant)
+            model = layer_model(shape, dtype, quant)
             graph_nodes = [n for n in model.graph if n.domain == "trt.plugins"]
             nodes = []
             for gnode, node in zip(graph_nodes, drive(trt, model), strict=True):

@@ -17,27 +17,57 @@ def _shape_only(name: str, dtype: ir.DataType, shape: tuple[int, ...]) -> ir.Val
                     const_value=ir.LazyTensor(fail, dtype=dtype, shape=shape, name=name))
 
 
-def moe_layer(dtype: str, experts: int, top_k: int, hidden: int, inter: int, quant: str | None = None) -> ir.Model:
-    """router_logits [T, E], x [T, H] -> MoERouter + MoEExperts (or MoEExpertsQ) -> y [T, H], lowered for `trt`."""
-    from mixtral_trt.common.quant import QuantScheme
-    from mixtral_trt.exporter.lowering import lower
-    from mixtral_trt.exporter.ops.spec import DOMAIN, MOE_EXPERTS, MOE_ROUTER
-    from mixtral_trt.exporter.quantize import quantize_experts
+def _layer(dtype: str, experts: int, top_k: int, hidden: int, op: str, weights_of, attributes: dict) -> ir.Model:
+    """router_logits [T, E], x [T, H] -> MoERouter + `op` (expert weights: `weights_of(act)`) -> y [T, H]."""
+    from mixtral_trt.exporter.ops.spec import DOMAIN, MOE_ROUTER
 
     act = ACT[dtype]
     logits = ir.Value(name="router_logits", shape=ir.Shape(["T", experts]), type=ir.TensorType(act))
     x = ir.Value(name="x", shape=ir.Shape(["T", hidden]), type=ir.TensorType(act))
-    w13 = _shape_only("w13", act, (experts, 2 * inter, hidden))
-    w2 = _shape_only("w2", act, (experts, hidden, inter))
+    tensors = weights_of(act)
     router = ir.node(MOE_ROUTER.name, [logits], domain=DOMAIN, attributes={"top_k": top_k}, num_outputs=2)
     weights, chosen = router.outputs
-    moe = ir.node(MOE_EXPERTS.name, [x, chosen, weights, w13, w2], domain=DOMAIN)
+    moe = ir.node(op, [x, chosen, weights, *tensors], domain=DOMAIN, attributes=attributes)
     moe.outputs[0].shape, moe.outputs[0].type = ir.Shape(["T", hidden]), ir.TensorType(act)
     out = ir.node("Identity", [moe.outputs[0]])  # the MoE output is not the graph's output in an export either
     out.outputs[0].name, out.outputs[0].shape, out.outputs[0].type = "y", moe.outputs[0].shape, moe.outputs[0].type
-    graph = ir.Graph([logits, x], [out.outputs[0]], nodes=[router, moe, out], initializers=[w13, w2],
+    graph = ir.Graph([logits, x], [out.outputs[0]], nodes=[router, moe, out], initializers=tensors,
                      opset_imports={"": 21, DOMAIN: 1})
-    model = ir.Model(graph, ir_version=10)
+    return ir.Model(graph, ir_version=10)
+
+
+def moe_layer(dtype: str, experts: int, top_k: int, hidden: int, inter: int, quant: str | None = None) -> ir.Model:
+    """router_logits [T, E], x [T, H] -> MoERouter + MoEExperts (or MoEExpertsQ) -> y [T, H], lowered for `trt`."""
+    from mixtral_trt.common.quant import QuantScheme
+    from mixtral_trt.exporter.lowering import lower
+    from mixtral_trt.exporter.ops.spec import MOE_EXPERTS
+    from mixtral_trt.exporter.quantize import quantize_experts
+
+    model = _layer(dtype, experts, top_k, hidden, MOE_EXPERTS.name, lambda act: [
+        _shape_only("w13", act, (experts, 2 * inter, hidden)), _shape_only("w2", act, (experts, hidden, inter))], {})
     if quant:
         quantize_experts(model, QuantScheme.parse(quant), dtype)
     return lower(model, "trt")
+
+
+def moe_layer_stored(dtype: str, experts: int, top_k: int, hidden: int, inter: int, bits: int, group: int,
+                     ordered: bool) -> ir.Model:
+    """The same layer with a quantized checkpoint's experts as the export stores them: MoEExpertsQZ (codes, scales,
+    zero points) or, `ordered`, MoEExpertsQZP (also each expert's w13 input order), lowered for `trt`."""
+    from mixtral_trt.exporter.lowering import lower
+    from mixtral_trt.exporter.ops.spec import MOE_EXPERTS_QZ, MOE_EXPERTS_QZP
+
+    u8 = ir.DataType.UINT8
+
+    def stored(act):
+        tensors = []
+        for name, rows, k in (("w13", 2 * inter, hidden), ("w2", hidden, inter)):
+            tensors += [_shape_only(f"{name}.codes", u8, (experts, rows, k * bits // 8)),
+                        _shape_only(f"{name}.scales", act, (experts, rows, k // group))]
+        zeros = [_shape_only(f"{name}.zeros", u8, (experts, rows, -(-k // group * bits // 8)))
+                 for name, rows, k in (("w13", 2 * inter, hidden), ("w2", hidden, inter))]
+        order = [_shape_only("w13.input_order", ir.DataType.INT64, (experts, hidden))] if ordered else []
+        return tensors + zeros + order
+
+    op = MOE_EXPERTS_QZP if ordered else MOE_EXPERTS_QZ
+    return lower(_layer(dtype, experts, top_k, hidden, op.name, stored, {"bits": bits, "block_size": group}), "trt")

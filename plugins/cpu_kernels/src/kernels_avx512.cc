@@ -49,8 +49,23 @@ inline __m512i load_codes64(const uint8_t* p, bool half) {  // 64 (or 32) weight
   return _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0));
 }
 
-inline __m512 scales2(const float* p, bool half) {  // lanes 0-7: p[0], 8-15: p[1] (or 0)
-  const __m512i index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+// Two whole blocks of int4 codes in the lane order [block b evens, block b+1 evens, b odds, b+1 odds] (128-bit
+// lanes): the 32 code bytes broadcast to both halves (a plain load), the high half shifted down a nibble, masked.
+// Two instructions instead of load_codes64's five, two of them cross-lane shuffles; the activations are put in
+// the same order once per activation row (interleave_blocks), not once per weight row.
+inline __m512i load_codes64_q4_interleaved(const uint8_t* p) {
+  const __m512i bytes = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_and_si512(_mm512_srlv_epi64(bytes, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)), _mm512_set1_epi8(0x0F));
+}
+
+// [b evens, b odds, b+1 evens, b+1 odds] (the stored int8 activations of int4 weights) -> the order above
+inline __m512i interleave_blocks(__m512i x) { return _mm512_shuffle_i64x2(x, x, _MM_SHUFFLE(3, 1, 2, 0)); }
+
+// lanes 0-7: p[0], 8-15: p[1] (or 0); `interleaved`: lanes 0-3 and 8-11 p[0], 4-7 and 12-15 p[1] (the order of
+// load_codes64_q4_interleaved's int32 sums)
+inline __m512 scales2(const float* p, bool half, bool interleaved = false) {
+  const __m512i index = interleaved ? _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0)
+                                    : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   // two floats at 4-byte alignment: movq through the unaligned integer load
   const __m128 pair = half ? _mm_load_ss(p) : _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
   return _mm512_permutexvar_ps(index, _mm512_castps128_ps512(pair));
@@ -66,18 +81,20 @@ inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* c
   const int blocks = g.K / 32;
   for (int b = 0; b < blocks; b += 2) {
     const bool half = b + 1 == blocks;
+    const bool interleaved = BITS == 4 && !half;  // whole pairs of int4 blocks: load_codes64_q4_interleaved
     const int k = b * 32;
     __m512i wq[NR];
     __m512 wsv[NR];
     for (int j = 0; j < NR; ++j) {
-      wq[j] = load_codes64<BITS>(w[j] + k * BITS / 8, half);
-      wsv[j] = scales2(ws[j] + b, half);
+      wq[j] = interleaved ? load_codes64_q4_interleaved(w[j] + k / 2) : load_codes64<BITS>(w[j] + k * BITS / 8, half);
+      wsv[j] = scales2(ws[j] + b, half, interleaved);
     }
     for (int i = 0; i < MR; ++i) {
-      const __m512i xv = half ? _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + k)))
-                              : _mm512_loadu_si512(xq[i] + k);
+      __m512i xv = half ? _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + k)))
+                        : _mm512_loadu_si512(xq[i] + k);
+      if (interleaved) xv = interleave_blocks(xv);
       const __m512i zp_part = _mm512_dpbusd_epi32(_mm512_setzero_si512(), zero_point, xv);
-      const __m512 xsv = scales2(xs[i] + b, half);
+      const __m512 xsv = scales2(xs[i] + b, half, interleaved);
       for (int j = 0; j < NR; ++j) {
         const __m512i dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[j], xv), zp_part);
         facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(xsv, wsv[j]), facc[i][j]);
@@ -88,9 +105,18 @@ inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* c
     for (int j = 0; j < nr; ++j) y[i * g.ldy + j] = _mm512_reduce_add_ps(facc[i][j]);
 }
 
+// Decode (one or two activation rows: batch 1, an expert's few tokens at small batches): four weight rows per
+// pass, so each activation vector and its zero-point share are computed once per four rows instead of two
+constexpr int kDecodeRows = 2, kDecodeNR = 4;
+
 template <int BITS>
 void gemm_quant(const QuantGemm& g) {
   if (g.B != 32) return impl::gemm_quant<Avx512, BITS>(g);
+  if (g.M <= kDecodeRows)
+    return impl::quant_gemm_loop<kDecodeNR, kDecodeRows, BITS>(
+        g, [&](auto mr, auto xq, auto xs, auto w, auto ws, int nr, float* y) {
+          tile_q32<BITS, decltype(mr)::value, kDecodeNR>(g, xq, xs, w, ws, nr, y);
+        });
   impl::quant_gemm_loop<Avx512::NR_Q, Avx512::MR_Q, BITS>(
       g, [&](auto mr, auto xq, auto xs, auto w, auto ws, int nr, float* y) {
         tile_q32<BITS, decltype(mr)::value, Avx512::NR_Q>(g, xq, xs, w, ws, nr, y);
