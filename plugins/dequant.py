@@ -11,8 +11,8 @@ interpreter), w = e4m3 * scale[n] in float32, rounded to the activation dtype.
 import triton
 import triton.language as tl
 
-# BITS of FP8 e4m3fn weights (one byte per weight, one scale per output row); the kernels' other BITS are 0 (float
-# weights), 8 and 4 (integer codes)
+# BITS of FP8 e4m3fn weights (one byte per weight, one scale per output row; GROUP unused, 1 by convention); the
+# kernels' other BITS are 0 (float weights), 8 and 4 (integer codes)
 F8_E4M3 = tl.constexpr(-8)
 
 

@@ -18,4 +18,4 @@ def run(inter, sorted_pairs, block_experts, num_padded, weights, codes, scales, 
     scales = check_f8(codes, scales, codes.shape[1], inter.shape[1], "MoEGemmDownF8")
     return launch(moe_gemm_down_q_kernel, inter, (sorted_pairs, block_experts, num_padded), weights,
                   (codes.view(torch.uint8), scales.to(inter.dtype)), codes.shape[1], block_size, tactic, out,
-                  BITS=F8_BITS, GROUP=inter.shape[1])
+                  BITS=F8_BITS, GROUP=1)

@@ -19,4 +19,4 @@ def run(x, sorted_pairs, block_experts, num_padded, codes, scales, top_k: int, b
     scales = check_f8(codes, scales, codes.shape[1], hidden, "MoEGemmSwiGLUF8")
     return launch(moe_gemm_swiglu_q_kernel, x, (sorted_pairs, block_experts, num_padded),
                   (codes.view(torch.uint8), scales.to(x.dtype)), codes.shape[1] // 2, top_k, block_size, tactic, out,
-                  BITS=F8_BITS, GROUP=hidden)
+                  BITS=F8_BITS, GROUP=1)
