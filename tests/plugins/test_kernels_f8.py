@@ -97,3 +97,50 @@ def test_f8_launch_refuses_other_layouts():
     with pytest.raises(ValueError, match=r"MoEGemmDownF8: scales \(2, 8, 2\)"):
         gemm_down_f8(inter, *routing_, torch.zeros(1, 2), torch.zeros(2, 8, 16, dtype=torch.uint8),
                      torch.ones(2, 8, 2), 2, ALIGN_BLOCK)
+
+
+def test_f8_gemms_as_onnxruntime_ops():
+    """The `plugins-cpu` path of the F8 GEMMs: a real-data MoE layer lowered for TensorRT with the F8 GEMM nodes
+    (support/moe_layer_graph.py as_f8; e4m3 bytes as INT32 words, per-row and per-tensor scales) run by ONNX
+    Runtime through the plugins' Python ops (plugins/*/cpu.py: the Triton kernels under the interpreter), against
+    mixtral_ref's dense oracle on torch's e4m3 dequantization (fp32, 1e-5)."""
+    import numpy as np
+    import onnx_ir as ir
+    import onnxruntime as ort
+
+    from mixtral_trt.common.quant import QuantScheme
+    from mixtral_trt.exporter.lowering.trt import CPU_DOMAIN, lower
+    from mixtral_trt.exporter.ops.spec import MOE_EXPERTS
+    from mixtral_trt.exporter.quantize import quantize_experts
+    from mixtral_trt.mixtral_ref.moe import router_reference
+    from mixtral_trt.plugins.cpu_ops import register_cpu_ops
+    from mixtral_trt.plugins.moe_gemm_swiglu_f8.reference import f8_dequantize
+    from support.moe_layer_graph import _layer, as_f8
+
+    t, e, k, h, i = 9, 4, 2, 32, 48
+    g = torch.Generator().manual_seed(21)
+    w13 = torch.randn(e, 2 * i, h, generator=g) * torch.logspace(-3, 0, h)[None, None, :]
+    w2 = torch.randn(e, h, i, generator=g) * 0.05
+    (c13, s13), (c2, s2) = _stored(w13, per_tensor=False), _stored(w2, per_tensor=True)
+    model = _layer("fp32", e, k, h, MOE_EXPERTS.name, lambda act: [
+        ir.Value(name=name, shape=ir.Shape(w.shape), type=ir.TensorType(act),
+                 const_value=ir.tensor(w.numpy(), name=name)) for name, w in (("w13", w13), ("w2", w2))], {})
+    quantize_experts(model, QuantScheme(8, 0), "fp32")
+    model = as_f8(lower(model, CPU_DOMAIN, aot=False))
+    gemms = {n.op_type: n for n in model.graph if n.op_type.endswith("F8")}
+    assert set(gemms) == {"MoEGemmSwiGLUF8", "MoEGemmDownF8"}
+    for node, at, codes, scales in ((gemms["MoEGemmSwiGLUF8"], 4, c13, s13), (gemms["MoEGemmDownF8"], 5, c2, s2)):
+        rows = codes.shape[1]
+        node.inputs[at].const_value = ir.tensor(codes.numpy().view(np.int32), name=node.inputs[at].name)
+        per_row = scales.reshape(e, 1).expand(e, rows) if scales.dim() == 1 else scales  # the plugins' [E, N]
+        node.inputs[at + 1].const_value = ir.tensor(per_row.contiguous().numpy(), name=node.inputs[at + 1].name)
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(register_cpu_ops())
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    logits = torch.randn(t, e, generator=g)
+    x = torch.randn(t, h, generator=g)
+    (y,) = session.run(["y"], {"router_logits": logits.numpy(), "x": x.numpy()})
+    weights, experts = router_reference(logits, k)
+    oracle = experts_reference(x, experts, weights, f8_dequantize(c13, s13), f8_dequantize(c2, s2))
+    err = ((torch.from_numpy(y) - oracle).abs().max() / oracle.abs().max()).item()
+    assert err < REL_TOL["fp32"], f"plugins-cpu F8 layer: {err:.2e}"

@@ -79,9 +79,14 @@ def moe_layer_f8(dtype: str, experts: int, top_k: int, hidden: int, inter: int) 
     FP8 experts would emit them (no canonical FP8 experts op is exported yet, docs/GPU.md): the per-channel int8
     layer lowered (one byte per weight as INT32 words, one scale per row: the F8 plugins' inputs exactly) with its
     two Q GEMMs retyped to the F8 ones and their fields."""
+    return as_f8(moe_layer(dtype, experts, top_k, hidden, inter, quant="int8-per-channel"))
+
+
+def as_f8(model: ir.Model) -> ir.Model:
+    """A per-channel int8 `trt`-lowered model with its MoEGemmSwiGLUQ / MoEGemmDownQ retyped to the F8 GEMMs (their
+    inputs are the same tensors: one byte per weight as INT32 words, one scale per row)."""
     from mixtral_trt.plugins import MOE_GEMM_DOWN_F8, MOE_GEMM_DOWN_Q, MOE_GEMM_SWIGLU_F8, MOE_GEMM_SWIGLU_Q
 
-    model = moe_layer(dtype, experts, top_k, hidden, inter, quant="int8-per-channel")
     for node in model.graph:
         spec = {MOE_GEMM_SWIGLU_Q.name: MOE_GEMM_SWIGLU_F8, MOE_GEMM_DOWN_Q.name: MOE_GEMM_DOWN_F8}.get(node.op_type)
         if spec is None:
