@@ -86,7 +86,8 @@ def test_plugins_list(cli):
     result = cli("plugins", "list")
     assert result.code == 0
     for name in ("MoERouter", "MoEAlign", "MoEGemmSwiGLU", "MoEGemmDown", "MoEGemmSwiGLUQ", "MoEGemmDownQ",
-                 "MoEGemmSwiGLUQZ", "MoEGemmDownQZ", "w13_order", "ordered", "ceil(M_max / block_size)", "quant_block"):
+                 "MoEGemmSwiGLUQZ", "MoEGemmDownQZ", "MoEGemmSwiGLUF8", "MoEGemmDownF8", "w13_order",
+                 "ordered", "ceil(M_max / block_size)", "quant_block"):
         assert name in result.out, name
 
 
