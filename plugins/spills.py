@@ -21,7 +21,7 @@ class SpillRow:
     arch: str
     dtype: str
     tactic: str  # "BMxBNxBK" for the GEMMs, "-" otherwise
-    bits: int  # 0 float weights, 8 / 4 quantized
+    bits: int  # 0 float weights, 8 / 4 quantized, -8 FP8 e4m3 (plugins/f8.py F8_BITS)
     num_warps: int
     num_stages: int
     shared: int  # bytes of dynamic shared memory per CTA

@@ -59,18 +59,25 @@ ZEROS_TILES = {("half", 2): Tile(32, 64, 64, 8, 3), ("fp32", 3): Tile(64, 64, 16
 # 32-wide K step left no vector load at all (the codes' 16 bytes per row, the gathered A), and a 64-wide one spilled
 # at 64 rows (sm_80: 28 B/thread): act-order prefill takes the 32-row tile of tactic 2.
 ORDERED_TILES = {("half", 3): ZEROS_TILES[("half", 2)]}
+# FP8 e4m3 weights (MoEGemmSwiGLUF8 / MoEGemmDownF8: the Q kernels decoding each byte with integer ops): the fp32
+# prefill tile spilled on sm_90a (255 registers, 20-32 B/thread) until its N width was halved, as with zero points.
+F8_TILES = {("fp32", 3): ZEROS_TILES[("fp32", 3)]}
 # fp32 tiles use IEEE dots (FMA, no tensor cores): both operands live in registers, spread over 8 warps.
 FP32_WARPS = 8
 
 
-def tile_for(tactic: int, dtype: str, quantized: bool = False, zeros: bool = False, ordered: bool = False) -> Tile:
+def tile_for(tactic: int, dtype: str, quantized: bool = False, zeros: bool = False, ordered: bool = False,
+             f8: bool = False) -> Tile:
     """The tile of `tactic` for this activation dtype and weight kind; every one assembles without register spills
     on sm_90a and sm_80 (tests/plugins/test_aot.py). fp32 tiles take half the K step (16 when the weights are
     dequantized in the kernel, whose fp32 weight tiles are staged in shared memory), two stages and 8 warps: every
     variant then fits the default 48 KB of shared memory, so no launch needs the large-shared-memory opt-in
     (tests/plugins/test_aot.py). The quantized decode tile is QUANT_DECODE; `zeros` (quantized with stored zero
-    points) takes ZEROS_TILES where they differ, `ordered` (act-order) ORDERED_TILES before those."""
+    points) takes ZEROS_TILES where they differ, `ordered` (act-order) ORDERED_TILES before those, `f8` (FP8 e4m3
+    weights) F8_TILES."""
     kind = ("fp32" if dtype == "fp32" else "half", tactic)
+    if f8 and (tile := F8_TILES.get(kind)):
+        return tile
     if ordered and (tile := ORDERED_TILES.get(kind)):
         return tile
     if zeros and (tile := ZEROS_TILES.get(kind)):

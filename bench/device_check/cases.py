@@ -71,6 +71,25 @@ def random_codes(e: int, n: int, k: int, bits: int, group: int, dtype: str, devi
     return codes.to(torch.uint8), scales.to(torch_dtype(dtype))
 
 
+def random_f8(e: int, n: int, k: int, dtype: str, device: str, seed: int = 2):
+    """Random FP8 e4m3fn bytes uint8 [E, N, K] (every byte but the NaNs 0x7f / 0xff: subnormals, signed zeros and
+    448 included) and scales per row [E, N] (weights of about 0.02 at most)."""
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    codes = torch.randint(0, 254, (e, n, k), generator=g, device=device, dtype=torch.int32)
+    codes = codes + (codes >= 0x7F).to(torch.int32)  # skip 0x7f; 0xff is above the range
+    scales = (0.5 + torch.rand(e, n, generator=g, device=device)) * (0.02 / 448)
+    return codes.to(torch.uint8), scales.to(torch_dtype(dtype))
+
+
+def dequantize_f8(codes, scales, dtype: str):
+    """e4m3fn bytes [E, N, K] through torch.float8_e4m3fn, times the row's scale [E, N], rounded to `dtype`."""
+    import torch
+
+    return (codes.view(torch.float8_e4m3fn).float() * scales.float()[..., None]).to(torch_dtype(dtype))
+
+
 def _unpack(codes, bits: int):
     import torch
 

@@ -84,6 +84,11 @@ class Replay:
                 if tensor.name in ("w13", "w2"):
                     w13, w2 = cases.float_experts(shape, dtype, self.device)
                     env[value["name"]] = w13 if tensor.name == "w13" else w2
+                elif tensor.name.endswith("_codes") and node["op_type"].endswith("F8"):  # FP8 e4m3 bytes
+                    e, n, words = shapes[i]
+                    codes, scales = cases.random_f8(e, n, 4 * words, dtype, self.device)
+                    env[value["name"]] = codes.view(torch.int32)  # what TensorRT holds: the bytes as INT32
+                    env[node["inputs"][i + 1]["name"]] = scales
                 elif tensor.name.endswith("_codes"):
                     bits, group = node["attributes"]["bits"], node["attributes"]["quant_block"]
                     e, n, words = shapes[i]
@@ -155,7 +160,10 @@ class Replay:
             return
         quant = layer["quant"]
         w13_name, w2_name = swiglu["inputs"][4]["name"], down["inputs"][5]["name"]
-        if quant:
+        if quant == "fp8":  # the F8 GEMMs: e4m3 bytes, a scale per row
+            w13 = cases.dequantize_f8(env[w13_name].view(torch.uint8), env[swiglu["inputs"][5]["name"]], dtype)
+            w2 = cases.dequantize_f8(env[w2_name].view(torch.uint8), env[down["inputs"][6]["name"]], dtype)
+        elif quant:
             bits, stored = swiglu["attributes"]["bits"], len(swiglu["inputs"]) > 6  # the QZ GEMMs: zeros, order
             z13, order = ((env[swiglu["inputs"][6]["name"]].view(torch.uint8), env[swiglu["inputs"][7]["name"]])
                           if stored else (None, None))

@@ -7,6 +7,7 @@ import torch
 
 from mixtral_trt.common.dtypes import short_name
 
+from ..f8 import F8_BITS
 from ..interpreter import fp32_under_interpreter
 from ..tiles import CPU_TACTIC, Tile, check, tile_for
 
@@ -31,7 +32,8 @@ def launch(kernel, inter, routing: tuple, weights, expert_weights: tuple, hidden
     if as_bf16:  # the interpreter's bf16 tl.dot is wrong: compute in fp32 (the output is fp32 anyway)
         return launch(kernel, inter, routing, weights, tuple(expert_weights), hidden, block_size, tactic, out, zeros,
                       **quant)
-    tile = tile_for(tactic, short_name(inter.dtype), quantized=bool(quant), zeros=zeros)
+    tile = tile_for(tactic, short_name(inter.dtype), quantized=bool(quant), zeros=zeros,
+                    f8=quant.get("BITS") == F8_BITS)
     check(tile, block_size)
     p_total = weights.numel()
     m_max = routing[0].numel()

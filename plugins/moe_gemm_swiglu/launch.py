@@ -8,6 +8,7 @@ import torch
 
 from mixtral_trt.common.dtypes import short_name
 
+from ..f8 import F8_BITS
 from ..interpreter import fp32_under_interpreter
 from ..tiles import CPU_TACTIC, Tile, check, tile_for
 
@@ -33,7 +34,8 @@ def launch(kernel, x, routing: tuple, weights: tuple, inter_size: int, top_k: in
         result = launch(kernel, x, routing, tuple(weights), inter_size, top_k, block_size, tactic, None, zeros,
                         **quant)
         return result.to(torch.bfloat16) if out is None else out.copy_(result)
-    tile = tile_for(tactic, short_name(x.dtype), quantized=bool(quant), zeros=zeros, ordered=bool(quant.get("ORDERED")))
+    tile = tile_for(tactic, short_name(x.dtype), quantized=bool(quant), zeros=zeros, ordered=bool(quant.get("ORDERED")),
+                    f8=quant.get("BITS") == F8_BITS)
     check(tile, block_size)
     t, h = x.shape
     m_max = routing[0].numel()

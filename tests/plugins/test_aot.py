@@ -23,8 +23,9 @@ KERNELS = {"moe_router_kernel", "moe_align_kernel", *GEMMS}
 def check_kernels(out, index, arch: str, n_dtypes: int, version: str) -> None:
     kernels = index["kernels"]
     # align + per dtype: router + 3 tactics x (2 GEMMs + 2 quantized GEMMs x (int8, int4) + the zero-point GEMMs
-    # for int4 in groups of 128: SwiGLU with and without act-order, down)
-    assert len(kernels) == 1 + n_dtypes * 28
+    # for int4 in groups of 128: SwiGLU with and without act-order, down + the 2 FP8 e4m3 GEMMs: the quantized
+    # kernels with BITS = F8_E4M3)
+    assert len(kernels) == 1 + n_dtypes * 34
     assert {k["kernel"] for k in kernels} == KERNELS
     assert index["arch"] == arch and index["ptx_version"] == version
     for k in kernels:
@@ -85,7 +86,8 @@ def test_plugins_list(cli):
     result = cli("plugins", "list")
     assert result.code == 0
     for name in ("MoERouter", "MoEAlign", "MoEGemmSwiGLU", "MoEGemmDown", "MoEGemmSwiGLUQ", "MoEGemmDownQ",
-                 "MoEGemmSwiGLUQZ", "MoEGemmDownQZ", "w13_order", "ordered", "ceil(M_max / block_size)", "quant_block"):
+                 "MoEGemmSwiGLUQZ", "MoEGemmDownQZ", "MoEGemmSwiGLUF8", "MoEGemmDownF8", "w13_order",
+                 "ordered", "ceil(M_max / block_size)", "quant_block"):
         assert name in result.out, name
 
 

@@ -62,7 +62,7 @@ def test_the_launch_file_holds_every_variant(document):
         swiglu_qz(d, 2, tactic, 4, 32, False), swiglu_qz(d, 2, tactic, 4, 32, True), down_qz(d, tactic, 4, 32))}
     assert {k for k in document["kernels"]} == {v.stem for v in aot.default_variants()} | tiny_stored
     assert document["target"] == {"arch": "sm_90a", "cuda": CUDA, "ptx_version": ptx.format_ptx(ptx.ptx_for_cuda(CUDA))}
-    assert len(document["layers"]) == 2 * 15  # 2 shapes x 3 dtypes x (float, int8, int4, int4 zeros, act-order)
+    assert len(document["layers"]) == 2 * 18  # 2 shapes x 3 dtypes x (float, int8, int4, int4 zeros, act-order, fp8)
     for layer in document["layers"]:
         assert [len(n["launches"]) for n in layer["nodes"]] == [1, 1, 3, 3]
         for node in layer["nodes"]:
@@ -86,9 +86,9 @@ def test_recorded_launches_replay_against_the_references(document, tmp_path):
     expected = sum(len(launch["at"]) for layer in document["layers"] for node in layer["nodes"]
                    for launch in node["launches"])
     assert result["figures"]["aot_impl_launches_compared"] == expected
-    # tiny layers at T = 37 (float, int8, int4, int4 zeros, act-order x 3 dtypes): router + align always, the GEMMs
-    # (3 tactics x 2) except bf16 (the interpreter's dot)
-    assert result["figures"]["launches"] == 15 * 2 + 10 * 6
+    # tiny layers at T = 37 (float, int8, int4, int4 zeros, act-order, fp8 x 3 dtypes): router + align always, the
+    # GEMMs (3 tactics x 2) except bf16 (the interpreter's dot)
+    assert result["figures"]["launches"] == 18 * 2 + 12 * 6
 
 
 def test_a_wrong_launch_parameter_is_caught(document, tmp_path):

@@ -23,7 +23,7 @@ import torch
 
 from mixtral_trt.plugins import PLUGINS, aot, ptx
 from support.aot import CUDA
-from support.moe_layer_graph import moe_layer, moe_layer_stored
+from support.moe_layer_graph import moe_layer, moe_layer_f8, moe_layer_stored
 from support.trt_plugin_layer import KernelLaunch, PluginNode, drive
 
 pytestmark = pytest.mark.skipif(
@@ -85,7 +85,7 @@ def run_launcher(monkeypatch, node: PluginNode, variant: aot.KernelVariant, size
     monkeypatch.setattr(importlib.import_module(f"mixtral_trt.plugins.{variant.folder}.kernel"), variant.kernel,
                         recorder)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the launchers' GPU path (no bf16 -> fp32 copies)
-    run = importlib.import_module(f"mixtral_trt.plugins.{variant.folder}.launch").run
+    run = importlib.import_module(f"mixtral_trt.plugins.{spec.folder}.launch").run  # F8: the Q kernels
     outputs = run(*inputs, *node.attributes.values(), **({"tactic": tactic} if node.tactics != [0] else {}))
     assert len(recorder.calls) == 1, f"{node.op_type}: {len(recorder.calls)} launches"
     return inputs, recorder.calls[0], outputs if isinstance(outputs, tuple) else (outputs,)
@@ -194,6 +194,21 @@ def test_zero_point_registrations_under_tensorrts_plugin_layer(trt, kernels, com
     assert shapes == [[e, 2 * inter, h // 128 * 4 // 32], [e, h] if ordered else [1, 1]], shapes
     checked = check_layer(trt, kernels, compiled_variants, monkeypatch, nodes, ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 4)
     print(f"{dtype}/int4-g128 zeros ordered={ordered}: {checked} (plugin, tactic, T) launches equal the launchers'")
+    assert checked == 8 * len(SIZES)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_f8_registrations_under_tensorrts_plugin_layer(trt, kernels, compiled_variants, monkeypatch, dtype):
+    """FP8 e4m3 experts at 8x7B sizes on MoEGemmSwiGLUF8 / MoEGemmDownF8 (the Q kernels with BITS = F8_E4M3):
+    through TensorRT's plugin layer, the bytes held as INT32 words (one byte per weight), scales [E, N], every
+    launch equal to the launcher's."""
+    nodes = drive(trt, moe_layer_f8(dtype, **MIXTRAL))
+    e, inter = MIXTRAL["experts"], MIXTRAL["inter"]
+    swiglu = next(n for n in nodes if n.op_type == "MoEGemmSwiGLUF8")
+    assert set(swiglu.attributes) == {"top_k", "block_size"}, swiglu.attributes
+    assert [d.get_constant_value() for d in swiglu.input_shapes[5]] == [e, 2 * inter]
+    checked = check_layer(trt, kernels, compiled_variants, monkeypatch, nodes, ("MoEGemmSwiGLUF8", "MoEGemmDownF8"), 8)
+    print(f"{dtype}/fp8-e4m3: {checked} (plugin, tactic, T) launches equal the launchers'")
     assert checked == 8 * len(SIZES)
 
 

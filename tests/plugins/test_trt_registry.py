@@ -91,6 +91,9 @@ AUTOTUNE = {  # what TensorRT is offered, written out by hand; codes: INT32 elem
     # + zero points (INT32 words packing the bytes) and, SwiGLU, the input order (INT32)
     "MoEGemmSwiGLUQZ": f"{F}, INT32, INT32, INT32, INT32, {F}, INT32, INT32, {F}",
     "MoEGemmDownQZ": f"{F}, INT32, INT32, INT32, FP32, INT32, {F}, INT32, FP32",
+    # FP8 e4m3 bytes (INT32 words packing them) and one scale per row: the Q plugins' inputs
+    "MoEGemmSwiGLUF8": f"{F}, INT32, INT32, INT32, INT32, {F}, {F}",
+    "MoEGemmDownF8": f"{F}, INT32, INT32, INT32, FP32, INT32, {F}, FP32",
 }
 
 

@@ -20,13 +20,14 @@ from mixtral_trt.bench.device_check.launches import LAUNCHES_FORMAT, RECORDED_T
 from mixtral_trt.common.fileio import atomic_dir
 from mixtral_trt.plugins import aot
 from support import tensorrt_standin
-from support.moe_layer_graph import moe_layer, moe_layer_stored
+from support.moe_layer_graph import moe_layer, moe_layer_f8, moe_layer_stored
 from support.trt_plugin_layer import drive
 
 # "int4-zeros" / "int4-act-order": a quantized checkpoint's experts as stored (MoEExpertsQZ / MoEExpertsQZP), int4
-# in groups of 128 (the default QZ variants), of 32 where the shape's sizes are not multiples of 128 (tiny)
+# in groups of 128 (the default QZ variants), of 32 where the shape's sizes are not multiples of 128 (tiny);
+# "fp8": FP8 e4m3 experts on the F8 GEMMs (support/moe_layer_graph.py moe_layer_f8)
 STORED = ("int4-zeros", "int4-act-order")
-LAYERS = [(shape, dtype, quant) for shape in RECORDED_T for quant in (None, "int8", "int4", *STORED)
+LAYERS = [(shape, dtype, quant) for shape in RECORDED_T for quant in (None, "int8", "int4", *STORED, "fp8")
           for dtype in ("fp32", "fp16", "bf16")]
 
 
@@ -38,6 +39,8 @@ def layer_model(shape, dtype: str, quant: str | None):
     if quant in STORED:
         return moe_layer_stored(dtype, shape.experts, shape.top_k, shape.hidden, shape.inter, 4, stored_group(shape),
                                 quant == "int4-act-order")
+    if quant == "fp8":
+        return moe_layer_f8(dtype, shape.experts, shape.top_k, shape.hidden, shape.inter)
     return moe_layer(dtype, shape.experts, shape.top_k, shape.hidden, shape.inter, quant=quant)
 
 

@@ -45,8 +45,9 @@ def moe_layer(dtype: str, experts: int, top_k: int, hidden: int, inter: int, qua
 
     model = _layer(dtype, experts, top_k, hidden, MOE_EXPERTS.name, lambda act: [
         _shape_only("w13", act, (experts, 2 * inter, hidden)), _shape_only("w2", act, (experts, hidden, inter))], {})
-    if quant:
-        quantize_experts(model, QuantScheme.parse(quant), dtype)
+    if quant:  # "int8" / "int4" in their default blocks, "int8-per-channel"
+        scheme = QuantScheme(8, 0) if quant == "int8-per-channel" else QuantScheme.parse(quant)
+        quantize_experts(model, scheme, dtype)
     return lower(model, "trt")
 
 
@@ -71,3 +72,27 @@ def moe_layer_stored(dtype: str, experts: int, top_k: int, hidden: int, inter: i
 
     op = MOE_EXPERTS_QZP if ordered else MOE_EXPERTS_QZ
     return lower(_layer(dtype, experts, top_k, hidden, op.name, stored, {"bits": bits, "block_size": group}), "trt")
+
+
+def moe_layer_f8(dtype: str, experts: int, top_k: int, hidden: int, inter: int) -> ir.Model:
+    """The same layer with FP8 e4m3 experts on the MoEGemmSwiGLUF8 / MoEGemmDownF8 plugins, as a trt lowering of
+    FP8 experts would emit them (no canonical FP8 experts op is exported yet, docs/GPU.md): the per-channel int8
+    layer lowered (one byte per weight as INT32 words, one scale per row: the F8 plugins' inputs exactly) with its
+    two Q GEMMs retyped to the F8 ones and their fields."""
+    return as_f8(moe_layer(dtype, experts, top_k, hidden, inter, quant="int8-per-channel"))
+
+
+def as_f8(model: ir.Model) -> ir.Model:
+    """A per-channel int8 `trt`-lowered model with its MoEGemmSwiGLUQ / MoEGemmDownQ retyped to the F8 GEMMs (their
+    inputs are the same tensors: one byte per weight as INT32 words, one scale per row)."""
+    from mixtral_trt.plugins import MOE_GEMM_DOWN_F8, MOE_GEMM_DOWN_Q, MOE_GEMM_SWIGLU_F8, MOE_GEMM_SWIGLU_Q
+
+    for node in model.graph:
+        spec = {MOE_GEMM_SWIGLU_Q.name: MOE_GEMM_SWIGLU_F8, MOE_GEMM_DOWN_Q.name: MOE_GEMM_DOWN_F8}.get(node.op_type)
+        if spec is None:
+            continue
+        assert node.attributes["quant_block"].as_int() == 0 and node.attributes["bits"].as_int() == 8
+        node.op_type = spec.name
+        for name in ("bits", "quant_block"):
+            node.attributes.pop(name)
+    return model
