@@ -287,12 +287,16 @@ def _with_zero_points(model: ir.Model, zero_points: bool, input_order: bool) -> 
 
 
 def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int, str]:
-    """(bytes of the exported weights, how: "stored[, act-order inputs reordered]" | "float") for an export of
-    the checkpoint in `dtype`: codes, scales and zero points where `plan` keeps them, `dtype` floats for the rest."""
+    """(bytes of the exported weights, how: "stored[, act-order inputs reordered]" | "stored, FP8 experts" |
+    "float") for an export of the checkpoint in `dtype`: codes (FP8: e4m3 bytes), scales and zero points where
+    `plan` keeps them, `dtype` floats for the rest."""
     record, spec = plan(quantized, entries, dtype)
     item = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
     kept = set()
-    if spec is not None:
+    if record.get("fp8_experts"):  # e4m3 bytes and one scale per row (MoEExpertsF8); the rest float
+        kept = {p.key for e in entries if e.kind in ("w13", "w2") for p in e.parts}
+        spec = {"bits": 8, "block_size": 0, "zero_points": False, "input_order": False, "linears": []}
+    elif spec is not None:
         kept = {p.key for e in entries if e.kind in ("w13", "w2") or e.name in spec["linears"] for p in e.parts}
     total = 0
     for entry in entries:
@@ -306,5 +310,6 @@ def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int,
             total += n * k * spec["bits"] // 8 + n * groups * item
             if spec["zero_points"] or (spec["input_order"] and entry.kind in ("w13", "w2")):
                 total += n * -(-groups * spec["bits"] // 8)
-    how = "float" if spec is None else "stored, act-order inputs reordered" if spec["input_order"] else "stored"
+    how = ("float" if spec is None else "stored, FP8 experts" if record.get("fp8_experts")
+           else "stored, act-order inputs reordered" if spec["input_order"] else "stored")
     return total, how

@@ -182,6 +182,9 @@ def test_fp8_experts_are_the_checkpoints(strategy, tmp_path, monkeypatch):
     plugins-cpu engine (MoEGemmSwiGLUF8 / MoEGemmDownF8, the kernels under the interpreter) is at parity, fp32
     logits within 1e-5 and greedy decoding equal."""
     from mixtral_trt.exporter import quantize_stored
+    from mixtral_trt.exporter.quantize_stored import weight_bytes
+    from mixtral_trt.mixtral_ref.checkpoint import inspect_checkpoint
+    from mixtral_trt.mixtral_ref.keymaps import plan as plan_entries
 
     checkpoint = tmp_path / "ckpt"
     write_compressed(checkpoint, "float-quantized", 8, strategy)
@@ -189,10 +192,13 @@ def test_fp8_experts_are_the_checkpoints(strategy, tmp_path, monkeypatch):
     model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
     assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsF8"}
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    info = inspect_checkpoint(checkpoint)  # what `inspect` counts: the exported weights, within a few constants
+    counted, how = weight_bytes(info.quantized, plan_entries(info.layout, info.config), "fp32")
+    assert how == "stored, FP8 experts" and 0 <= sum(a.nbytes for a in inits.values()) - counted < 1024, counted
     reference = load_model(checkpoint, dtype=torch.float32)
     for i, layer in enumerate(reference.layers):
         for name, param in ((f"model.layers.{i}.moe.w13", layer.moe.w13), (f"model.layers.{i}.moe.w2", layer.moe.w2)):
-            codes, scales = (torch.from_numpy(inits[f"{name}.{s}"]) for s in ("codes", "scales"))
+            codes, scales = (torch.from_numpy(inits[f"{name}.{s}"].copy()) for s in ("codes", "scales"))
             got = codes.view(torch.float8_e4m3fn).float() * scales[..., None]
             assert torch.equal(got, param.detach()), name
     ort_report = check_engine(build_engine(onnx_dir, tmp_path / "ort", "ort"), checkpoint, greedy_steps=4)
@@ -207,6 +213,8 @@ def test_fp8_experts_are_the_checkpoints(strategy, tmp_path, monkeypatch):
     model = onnx.load(tmp_path / "plugins" / "model.onnx", load_external_data=False)
     gemms = {n.op_type for n in model.graph.node if n.op_type.startswith("MoEGemm")}
     assert gemms == {"MoEGemmSwiGLUF8", "MoEGemmDownF8"}, gemms
+    manifest = json.loads((tmp_path / "plugins" / "manifest.json").read_text())
+    assert manifest["contract"]["extra"]["checkpoint_quantization"]["fp8_experts"] is True
     print(f"plugins-cpu (FP8 {strategy}) vs reference: logits max rel {report.logits.max_rel:.2e}")
     assert not report.failures and report.logits.max_rel < 1e-5, report.logits
     assert all(g.exact for g in report.greedy), [(g.matched, g.steps) for g in report.greedy]
