@@ -141,8 +141,8 @@ def DequantizeF8(codes, scales):
     subnormal = op.Mul(m, op.Constant(value_float=0.001953125))  # m * 2^-9
     magnitude = op.Where(op.Equal(e, op.Constant(value_float=0.0)), subnormal, normal)
     nan = op.And(op.Equal(e, op.Constant(value_float=15.0)), op.Equal(m, op.Constant(value_float=7.0)))
-    zero = op.Constant(value_float=0.0)
-    value = op.Where(nan, op.Div(zero, zero), op.Mul(magnitude, op.Where(negative, op.Constant(value_float=-1.0),
+    not_a_number = op.Cast(op.Constant(value_string="NaN"), to=FLOAT.dtype)
+    value = op.Where(nan, not_a_number, op.Mul(magnitude, op.Where(negative, op.Constant(value_float=-1.0),
                                                                           op.Constant(value_float=1.0))))
     w = op.Mul(value, op.Unsqueeze(op.Cast(scales, to=FLOAT.dtype), op.Constant(value_ints=[-1])))
     weights = op.CastLike(w, scales)
