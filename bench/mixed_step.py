@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mixtral_trt.exporter.lowering.ragged import write_ragged
-from mixtral_trt.runtime.backends.ort import OrtRunner
+from mixtral_trt.runtime.backends.ort import OrtRunner, custom_ops_hook
 from mixtral_trt.runtime.kv_cache import KVCache
 from mixtral_trt.runtime.ragged import PackedCache, RaggedRow
 
@@ -38,11 +38,13 @@ if TYPE_CHECKING:
 
 
 def ragged_runner(engine: Engine, workdir: Path) -> OrtRunner:
-    """The engine's graph with ragged attention, written once under `workdir` (weights hard-linked)."""
+    """The engine's graph with ragged attention, written once under `workdir` (weights hard-linked), opened with the
+    engine's own copy of our CPU kernels' library where its MoE layers run on them."""
     path = workdir / f"{engine.path.name}-ragged" / "model.onnx"
     if not path.is_file():
         write_ragged(engine.path, path.parent)
-    return OrtRunner(path, device=engine.runner.device)
+    return OrtRunner(path, device=engine.runner.device,
+                     session_options_hook=custom_ops_hook(engine.manifest, engine.path))
 
 
 def call_costs(engine: Engine, runner: OrtRunner, past: int = 1024, chunks: tuple[int, ...] = (4, 16, 32, 64),

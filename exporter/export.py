@@ -62,9 +62,10 @@ def with_quantization(contract: GraphContract, name: str | None, block_size: int
     return dataclasses.replace(contract, extra=extra)
 
 
-def _with_checkpoint_quantization(contract: GraphContract, quantized, entries, checkpoint, requested: str | None,
+def _with_checkpoint_quantization(contract: GraphContract, quantized, entries, orders: dict, requested: str | None,
                                   world_size: int) -> GraphContract:
-    """The contract of a quantized checkpoint's export: how its weights go out (quantize_stored.plan)."""
+    """The contract of a quantized checkpoint's export: how its weights go out (quantize_stored.plan; `orders`:
+    its act-order input orders, mixtral_ref.checkpoint.input_orders)."""
     import dataclasses
 
     from .quantize_stored import plan
@@ -72,7 +73,7 @@ def _with_checkpoint_quantization(contract: GraphContract, quantized, entries, c
     if requested is not None:
         raise MixtralTrtError(f"--quantize {requested}: the checkpoint is already quantized "
                               f"({quantized.quant.name}); it is exported as it is stored")
-    record, spec = plan(quantized, entries, contract.dtype, world_size, input_orders(checkpoint))
+    record, spec = plan(quantized, entries, contract.dtype, world_size, orders)
     extra = {**contract.extra, "checkpoint_quantization": record}
     if spec is not None:
         extra["quantization"] = spec
@@ -138,8 +139,10 @@ def export_checkpoint(
         raise MixtralTrtError(f"--max-batch {max_batch}: must be in [1, 4096]")
     contract = with_quantization(GraphContract.for_config(cfg, dtype, max_batch, max_seq, debug_outputs),
                                  quantize_experts, quant_block, tensor_parallel)
+    orders = None
     if quantized is not None:
-        contract = _with_checkpoint_quantization(contract, quantized, entries, checkpoint, quantize_experts,
+        orders = input_orders(checkpoint)  # the only read of an act-order checkpoint's g_idx
+        contract = _with_checkpoint_quantization(contract, quantized, entries, orders, quantize_experts,
                                                  tensor_parallel)
     if tensor_parallel != 1:
         from .shard.export import streamed_rank_weights, write_ranks
@@ -154,7 +157,7 @@ def export_checkpoint(
     weights = streamed_weights(entries, where, torch_dtype(dtype), prefix=WEIGHT_PREFIX, quantized=quantized)
     attach_weights(program, weights)
     with step(progress, f"quantize experts ({quantize_experts})" if quantize_experts else "no quantization"):
-        quantize(program, contract)
+        quantize(program, contract, orders)
     with atomic_dir(out_dir, overwrite, [checkpoint]) as tmp, bar(progress, "write weights", len(weights)) as advance:
         ir.save(program.model, tmp / MODEL_FILE, external_data=EXTERNAL_DATA, callback=lambda *_: advance(1))
         contract.save(tmp)

@@ -13,14 +13,20 @@ from mixtral_trt.common.quant import QuantScheme
 
 from .lowering.common import swap_in
 from .ops.spec import DOMAIN, MOE_EXPERTS_F8, MOE_EXPERTS_Q
-from .quantize import quantize_experts
-from .quantize_stored import StoredExperts, _checked_scales
+from .quantize import QuantizedExperts, quantize_experts
+from .quantize_stored import _checked_scales
 
 BYTES = QuantScheme(8, 0)  # one byte per weight, one scale per row: the shapes QuantizedExperts gives them
 
 
-class StoredF8Experts(StoredExperts):
-    """The experts' e4m3 bytes and per-row scales as the checkpoint stores them."""
+class StoredF8Experts(QuantizedExperts):
+    """The experts' e4m3 bytes and per-row scales as the checkpoint stores them (source: a StreamedTensor of
+    QuantizedSpans). The scales' pass reads each linear once and the codes' pass once more (the float fallback
+    reads each once)."""
+
+    def _spans(self, e: int) -> list:
+        spans = self.source.spans
+        return spans[2 * e : 2 * e + 2] if self.source.entry.kind == "w13" else spans[e : e + 1]
 
     def scales(self) -> np.ndarray:
         """[E, N] in the export dtype (checked exact)."""
@@ -34,7 +40,7 @@ class StoredF8Experts(StoredExperts):
         """uint8 [N, K]: expert e's e4m3fn bytes (the stored values, exact: checked)."""
         import ml_dtypes
 
-        values = self._stacked(e, "codes")  # float32 [N, K], the e4m3 values
+        values = np.concatenate([span.linear().codes for span in self._spans(e)])  # float32 [N, K], e4m3 values
         codes = values.astype(ml_dtypes.float8_e4m3fn)
         if not np.array_equal(codes.astype(np.float32), values, equal_nan=True):
             raise MixtralTrtError(f"{self.source.name}: expert {e}'s FP8 weights are not e4m3fn values")

@@ -26,7 +26,9 @@ records it in extra["checkpoint_quantization"]. FP8 checkpoints keep their exper
 quantize_f8.py; extra["checkpoint_quantization"]["fp8_experts"], no extra["quantization"]: every lowering but
 `trt` converts them exactly to float at build) when the export dtype holds their scales exactly; their attention
 projections and LM head, and every other FP8 checkpoint, take the fallback (e4m3 -> float32 is exact, and so is
-the product with a bf16 / fp16 scale). E experts, N output rows, K input features.
+the product with a bf16 / fp16 scale). Either way each stored tensor of a quantized linear is read
+once: codes, scales and zero points come from one read of the linear (_OneRead), an act-order g_idx from the
+plan's read (`orders`). E experts, N output rows, K input features.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import onnx_ir as ir
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.mixtral_ref.quant_checkpoint import QuantizedLinears
+from mixtral_trt.mixtral_ref.quant_linear import g_idx_of_order
 
 from .lowering.common import swap_in
 from .ops.spec import DOMAIN, LINEAR_Q, LINEAR_QZ, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_EXPERTS_QZP
@@ -137,13 +140,52 @@ def _checked_scales(scales: np.ndarray, dtype: np.dtype, what: str) -> np.ndarra
     return out
 
 
+class _OneRead:
+    """Each quantized linear's stored tensors read once per export (streaming._read), though its codes, scales
+    and zero points are three initializers written one after the other: reading a linear for its codes (the
+    first written) keeps its scales (in the export dtype, checked) and packed zero points until those are
+    written, then drops them; nothing stays for the rest of the export. A part asked for with nothing kept
+    (another order of writes) reads the linear again. `orders` (stored key -> input order of an act-order
+    linear) also gives the linears' g_idx (g_idx_of_order), so the stored g_idx, read at plan time, is not read
+    again; `zeros`: whether the zero points are written (else none are kept)."""
+
+    def __init__(self, scheme: QuantScheme, scale_dtype: np.dtype, name: str, orders: dict | None, zeros: bool,
+                 act_order: bool) -> None:
+        self.scheme, self.scale_dtype, self.name, self.zeros = scheme, scale_dtype, name, zeros
+        self.orders, self.act_order = orders or {}, act_order
+        self.kept: dict[tuple[str, object], np.ndarray] = {}  # (part, index) -> kept scales / packed zeros
+
+    def read(self, span: QuantizedSpan, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(codes [N, K] columns in the export's order, scales [N, G] in the export dtype, zero points [N, G]) of
+        one linear, rows in `rows`' order; one read of each of its stored tensors."""
+        g_idx = None
+        if self.act_order:
+            g_idx = g_idx_of_order(self.orders.get(span.key), span.shape[1], self.scheme.block_size)
+        lin = span.linear(g_idx)
+        codes, scales, zeros = (a if rows is None else a[rows] for a in (lin.codes, lin.scales, lin.zeros))
+        order = self.orders.get(span.key)
+        return (codes if order is None else codes[:, order], _checked_scales(scales, self.scale_dtype, self.name),
+                zeros)
+
+    def keep(self, index, scales: np.ndarray, zeros: np.ndarray) -> None:
+        self.kept[("scales", index)] = scales
+        if self.zeros:
+            self.kept[("zeros", index)] = self.scheme.pack_zeros(zeros)
+
+    def take(self, part: str, index) -> np.ndarray | None:
+        return self.kept.pop((part, index), None)
+
+
 class StoredExperts(QuantizedExperts):
     """The experts' codes and scales as the checkpoint stores them (source: a StreamedTensor of QuantizedSpans);
-    `orders` (stored key -> input order) reorders act-order inputs, w2's into the rows of w1 and w3."""
+    `orders` (stored key -> input order) reorders act-order inputs, w2's into the rows of w1 and w3; each
+    linear read once (_OneRead)."""
 
-    def __init__(self, source, scheme: QuantScheme, scale_dtype: str, orders: dict | None = None) -> None:
+    def __init__(self, source, scheme: QuantScheme, scale_dtype: str, orders: dict | None = None,
+                 zeros: bool = False, act_order: bool = False) -> None:
         super().__init__(source, scheme, scale_dtype)
         self.orders = orders or {}
+        self.once = _OneRead(scheme, self.scale_dtype, source.name, orders, zeros, act_order)
 
     def _spans(self, e: int) -> list[QuantizedSpan]:
         spans = self.source.spans
@@ -158,50 +200,66 @@ class StoredExperts(QuantizedExperts):
         order = self.orders.get(self._spans(e)[0].key)
         return np.arange(self.k) if order is None else order
 
-    def _stacked(self, e: int, field: str, columns: bool = False) -> np.ndarray:
-        """Expert e's `field` ([N, K] codes, [N, G] scales / zeros) of its linears, rows (and codes' columns)
-        in the export's order."""
-        rows, out = self._rows(e), []
-        for span in self._spans(e):
-            a = getattr(span.linear(), field)
-            a = a if rows is None else a[rows]
-            order = self.orders.get(span.key)
-            out.append(a if not columns or order is None else a[:, order])
-        return np.concatenate(out)
+    def _expert(self, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expert e's codes [N, K], scales [N, G] and zero points [N, G], its linears stacked, rows (and codes'
+        columns) in the export's order."""
+        parts = [self.once.read(span, self._rows(e)) for span in self._spans(e)]
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
-    def scales(self) -> np.ndarray:
-        """Not cached (unlike QuantizedExperts', whose codes need them): read once, while the scales are written,
-        so no layer's scales stay in memory for the rest of the export."""
-        stacked = np.stack([self._stacked(e, "scales") for e in range(self.e)])  # [E, N, G]
-        return _checked_scales(stacked if self.scheme.block_size else stacked[..., 0], self.scale_dtype,
-                               self.source.name)
+    def _kept(self, part: str, e: int) -> np.ndarray:
+        kept = self.once.take(part, e)
+        if kept is None:  # not read for its codes first: read it now, keep the other part
+            _, scales, zeros = self._expert(e)
+            self.once.keep(e, scales, zeros)
+            kept = self.once.take(part, e)
+        return kept
 
     def codes(self, e: int) -> np.ndarray:
-        return self.scheme.pack(self._stacked(e, "codes", columns=True))
+        codes, scales, zeros = self._expert(e)
+        self.once.keep(e, scales, zeros)
+        return self.scheme.pack(codes)
+
+    def scales(self) -> np.ndarray:
+        """Not cached (unlike QuantizedExperts', whose codes need them): kept from the codes' read until written."""
+        stacked = np.stack([self._kept("scales", e) for e in range(self.e)])  # [E, N, G]
+        return stacked if self.scheme.block_size else stacked[..., 0]
 
     def zeros(self) -> np.ndarray:
         """uint8 [E, N, ceil(G*bits/8)]: the stored zero points, packed (common/quant.py)."""
-        return np.stack([self.scheme.pack_zeros(self._stacked(e, "zeros")) for e in range(self.e)])
+        return np.stack([self._kept("zeros", e) for e in range(self.e)])
 
 
 class StoredLinear(QuantizedLinear):
-    """A linear's codes and scales as the checkpoint stores them (`orders`: act-order columns sorted by group)."""
+    """A linear's codes and scales as the checkpoint stores them (`orders`: act-order columns sorted by group),
+    read once (_OneRead)."""
 
-    def __init__(self, source, scheme: QuantScheme, scale_dtype: str, orders: dict | None = None) -> None:
+    def __init__(self, source, scheme: QuantScheme, scale_dtype: str, orders: dict | None = None,
+                 zeros: bool = False, act_order: bool = False) -> None:
         super().__init__(source, scheme, scale_dtype)
         self.input_order = (orders or {}).get(source.spans[0].key)
+        self.once = _OneRead(scheme, self.scale_dtype, source.name, orders, zeros, act_order)
+
+    def _read(self) -> np.ndarray:
+        codes, scales, zeros = self.once.read(self.source.spans[0])
+        self.once.keep(None, scales, zeros)
+        return codes
 
     def scales(self, w: np.ndarray | None = None) -> np.ndarray:
         if self._scales is None:
-            self._scales = _checked_scales(self.source.spans[0].linear().scales, self.scale_dtype, self.source.name)
+            if (kept := self.once.take("scales", None)) is None:
+                self._read()
+                kept = self.once.take("scales", None)
+            self._scales = kept
         return self._scales
 
     def code_bands(self):
-        codes = self.source.spans[0].linear().codes
-        yield self.scheme.pack(codes if self.input_order is None else codes[:, self.input_order])
+        yield self.scheme.pack(self._read())
 
     def zeros(self) -> np.ndarray:
-        return self.scheme.pack_zeros(self.source.spans[0].linear().zeros)
+        if (kept := self.once.take("zeros", None)) is None:
+            self._read()
+            kept = self.once.take("zeros", None)
+        return kept
 
 
 def is_stored(tensor) -> bool:
@@ -209,27 +267,44 @@ def is_stored(tensor) -> bool:
     return isinstance(tensor, StreamedTensor) and all(isinstance(s, QuantizedSpan) for s in tensor.spans)
 
 
-def _graph_orders(model: ir.Model) -> dict[str, np.ndarray]:
-    """Stored key -> input order of every act-order linear among the graph's initializers (g_idx reads only)."""
-    orders = {}
-    for value in model.graph.initializers.values():
-        if is_stored(value.const_value):
-            for span in value.const_value.spans:
-                if (order := span.input_order()) is not None:
-                    orders[span.key] = order
-    return orders
-
-
-def quantize_stored(model: ir.Model, spec: dict, dtype: str) -> None:
+def quantize_stored(model: ir.Model, spec: dict, dtype: str, orders: dict | None = None) -> None:
     """MoEExpertsQ / LinearQ from the checkpoint's codes (plan's extra["quantization"]); with zero points
-    MoEExpertsQZ / LinearQZ; act-order (spec["input_order"]) MoEExpertsQZP and a Gather before each linear."""
+    MoEExpertsQZ / LinearQZ; act-order (spec["input_order"]) MoEExpertsQZP and a Gather before each linear.
+    `orders`: the act-order input orders plan was given (mixtral_ref.checkpoint.input_orders), needed then."""
     scheme = QuantScheme(spec["bits"], spec["block_size"])
-    orders = _graph_orders(model) if spec.get("input_order") else {}
-    quantize_experts(model, scheme, dtype, functools.partial(StoredExperts, orders=orders))
+    act_order = spec.get("input_order", False)
+    if act_order and orders is None:
+        raise ValueError("an act-order checkpoint's stored codes need its input orders (input_orders)")
+    orders = orders if act_order else {}
+    experts_zeros = spec["zero_points"] or act_order  # MoEExpertsQZP carries zero points even when symmetric
+    quantize_experts(model, scheme, dtype, functools.partial(StoredExperts, orders=orders, zeros=experts_zeros,
+                                                             act_order=act_order))
     if spec.get("dense"):
-        quantize_linears(model, scheme, dtype, functools.partial(StoredLinear, orders=orders), only=is_stored)
-    if spec.get("zero_points") or spec.get("input_order"):
-        _with_zero_points(model, spec["zero_points"], spec.get("input_order", False))
+        quantize_linears(model, scheme, dtype, functools.partial(StoredLinear, orders=orders,
+                                                                 zeros=spec["zero_points"], act_order=act_order),
+                         only=is_stored)
+    if spec.get("zero_points") or act_order:
+        _with_zero_points(model, spec["zero_points"], act_order)
+        _written_together(model.graph)
+
+
+def _written_together(graph: ir.Graph) -> None:
+    """Put each `X.zeros` / `X.input_order` initializer right after `X.scales` (after `X.codes`), so that the
+    external data is written one linear's parts after another (_OneRead keeps a part only until it is written)."""
+    inits = graph.initializers
+    extras = {n: v for n, v in inits.items() if n.endswith((".zeros", ".input_order"))}
+    ordered = []
+    for name, value in inits.items():
+        if name.endswith((".zeros", ".input_order")):
+            continue
+        ordered.append(value)
+        if name.endswith(".scales"):
+            base = name.removesuffix(".scales")
+            ordered += [extras.pop(base + s) for s in (".zeros", ".input_order") if base + s in extras]
+    ordered += extras.values()
+    for value in ordered:
+        inits.pop(value.name)
+        inits.add(value)
 
 
 def _zeros_value(graph: ir.Graph, codes: ir.Value) -> ir.Value:

@@ -7,7 +7,8 @@ grow with the checkpoint. Plain reads (not mmap) keep the checkpoint's pages out
 Entries that need a whole-tensor transform (the RoPE row permutation of mistral consolidated wq / wk)
 are materialised one at a time; they are attention matrices, small next to the experts. A quantized linear of a
 GPTQ / AWQ / compressed-tensors checkpoint is a `QuantizedSpan`: its stored tensors read and dequantized as its
-format does (float32), one linear at a time, so peak memory stays one expert's float weight.
+format does (float32), one linear at a time, so peak memory stays one expert's float weight. Its stored tensors are
+read through `_read` (one positioned read of one whole stored tensor).
 """
 
 from __future__ import annotations
@@ -77,13 +78,10 @@ class QuantizedSpan:
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
 
-    def linear(self) -> QuantLinear:
-        """The unpacked codes, scales, zero points and groups."""
-        return self.quantized.read(self.key, lambda name: _read(self.stored[name]))
-
-    def input_order(self):
-        """int64 [K] or None: the act-order input order of this linear (reads its g_idx only)."""
-        return self.quantized.input_order(self.key, lambda name: _read(self.stored[name]))
+    def linear(self, g_idx=None) -> QuantLinear:
+        """The unpacked codes, scales, zero points and groups: each stored tensor read once (`g_idx`: the
+        act-order group indices when already read, quant_linear.read_linear)."""
+        return self.quantized.read(self.key, lambda name: _read(self.stored[name]), g_idx)
 
     def read(self) -> torch.Tensor:
         """float32 [N, K]: the format's dequantization."""

@@ -153,9 +153,10 @@ def not_on_weights(node) -> bool | None:
 
 
 
-def quantize(program, contract: GraphContract) -> None:
+def quantize(program, contract: GraphContract, orders: dict | None = None) -> None:
     """Apply the contract's weight-only quantization (contract.extra["quantization"]): the experts, and the
-    attention projections and LM head when it says `dense`."""
+    attention projections and LM head when it says `dense` (`orders`: a quantized checkpoint's act-order input
+    orders, quantize_stored)."""
     spec = contract.extra.get("quantization")
     if contract.extra.get("checkpoint_quantization", {}).get("fp8_experts"):  # FP8 e4m3 experts as stored
         from .ops.functions import attach_functions
@@ -167,7 +168,7 @@ def quantize(program, contract: GraphContract) -> None:
         from .ops.functions import attach_functions
         from .quantize_stored import quantize_stored
 
-        quantize_stored(program.model, spec, contract.dtype)
+        quantize_stored(program.model, spec, contract.dtype, orders)
         attach_functions(program.model)
     elif spec:
         from .ops.functions import attach_functions

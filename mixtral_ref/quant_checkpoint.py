@@ -56,9 +56,10 @@ class QuantizedLinears:
         """The stored tensors of the quantized linear `key` (those its dequantization reads)."""
         return stored_names(self.quant, self.linears[key][0])
 
-    def read(self, key: str, get: Callable[[str], torch.Tensor]) -> QuantLinear:
+    def read(self, key: str, get: Callable[[str], torch.Tensor], g_idx=None) -> QuantLinear:
+        """The unpacked linear `key` (`g_idx`: its group indices, already read and checked: read_linear)."""
         base, n, k = self.linears[key]
-        return read_linear(self.quant, base, get, n, k, self.files[key].name)
+        return read_linear(self.quant, base, get, n, k, self.files[key].name, g_idx)
 
     def input_order(self, key: str, get: Callable[[str], torch.Tensor]):
         """int64 [K]: the inputs of the act-order linear `key` sorted by group (quant_linear.input_order), or None

@@ -144,8 +144,11 @@ def _unpack(packed: torch.Tensor, bits: int, axis: int) -> np.ndarray:
     return v.reshape(u.shape[0], -1).astype(np.uint8)
 
 
-def read_linear(q: CheckpointQuant, base: str, get: Reader, n: int, k: int, file: str) -> QuantLinear:
-    """The unpacked linear `base` [n, k] (shapes already checked against `expected_shapes`); values checked."""
+def read_linear(q: CheckpointQuant, base: str, get: Reader, n: int, k: int, file: str,
+                g_idx: np.ndarray | None = None) -> QuantLinear:
+    """The unpacked linear `base` [n, k] (shapes already checked against `expected_shapes`); values checked.
+    `g_idx`: an act-order linear's group indices when the caller has read and checked them already
+    (`input_order`, then `g_idx_of_order`), so that its stored g_idx is not read a second time."""
     if q.kind == "fp8":
         w = get(f"{base}.weight").float().numpy()
         s = get(f"{base}.weight_scale").float().reshape(-1, 1).numpy()
@@ -158,7 +161,9 @@ def read_linear(q: CheckpointQuant, base: str, get: Reader, n: int, k: int, file
                 raise CheckpointError(f"{file}: {base}.qzeros: zero point {1 << q.bits} overflows {q.bits} bits "
                                       "(checkpoint_format gptq stores zero - 1); convert to gptq_v2")
             zeros = zeros + 1
-        scales, g_idx = get(f"{base}.scales").float().numpy(), get(f"{base}.g_idx").numpy().astype(np.int64)
+        scales = get(f"{base}.scales").float().numpy()
+        if g_idx is None:
+            g_idx = get(f"{base}.g_idx").numpy().astype(np.int64)
         g_idx = _check_g_idx(q, g_idx, scales.shape[0], k, f"{file}: {base}.g_idx")
         return _checked(q, QuantLinear(q.bits, codes, scales.T.copy(), zeros.T.copy(), g_idx), base, file)
     if q.method == "awq":
@@ -181,10 +186,12 @@ def read_linear(q: CheckpointQuant, base: str, get: Reader, n: int, k: int, file
         zeros = np.full((n, g), 1 << (q.bits - 1), np.int32)
     else:
         zeros = _unpack(get(f"{base}.weight_zero_point"), q.bits, 0)[:n].astype(np.int32)
-    g_idx = None
     if q.act_order:
-        g_idx = _check_g_idx(q, get(f"{base}.weight_g_idx").numpy().astype(np.int64), g, k,
-                             f"{file}: {base}.weight_g_idx")
+        if g_idx is None:
+            g_idx = get(f"{base}.weight_g_idx").numpy().astype(np.int64)
+        g_idx = _check_g_idx(q, g_idx, g, k, f"{file}: {base}.weight_g_idx")
+    else:
+        g_idx = None
     return _checked(q, QuantLinear(q.bits, codes, scales, zeros, g_idx), base, file)
 
 
@@ -198,6 +205,18 @@ def input_order(q: CheckpointQuant, base: str, get: Reader, k: int, file: str) -
     groups = 1 if q.group_size <= 0 else -(-k // q.group_size)
     g_idx = _check_g_idx(q, get(name).numpy().astype(np.int64), groups, k, f"{file}: {name}")
     return None if g_idx is None else np.argsort(g_idx, kind="stable")
+
+
+def g_idx_of_order(order: np.ndarray | None, k: int, group_size: int) -> np.ndarray:
+    """int64 [K]: the group indices `input_order` read, from the order it returned (None: contiguous groups).
+    Exact when group_size tiles K: the checked groups then hold group_size inputs each, so the stable sort puts
+    input order[j] in group j // group_size."""
+    contiguous = np.arange(k) // (group_size if group_size > 0 else k)
+    if order is None:
+        return contiguous
+    g_idx = np.empty(k, np.int64)
+    g_idx[order] = contiguous
+    return g_idx
 
 
 def _check_g_idx(q: CheckpointQuant, g_idx: np.ndarray, groups: int, k: int, where: str) -> np.ndarray | None:

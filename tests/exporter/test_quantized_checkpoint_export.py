@@ -33,6 +33,8 @@ CASES = {  # name -> (writer, how the export takes it: stored codes (with zero p
     "awq-int4-g64": (lambda p: write_awq(p, 64), "stored+zeros"),
     "ct-int4-sym-g32": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, True), "stored"),
     "ct-int4-asym-g128": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 128, False), "stored+zeros"),
+    "ct-int4-asym-actorder-g32": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, False,
+                                                             actorder=True), "stored+zeros"),
     "ct-int8-sym-channel": (lambda p: write_compressed(p, "pack-quantized", 8, "channel", None, True), "stored"),
     "ct-fp8-channel": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "stored+f8"),
     "ct-fp8-channel-fp16": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "float"),  # bf16 scales

@@ -108,6 +108,21 @@ def test_compressed_tensors_equal_their_decompression(tmp_path, fmt, bits, strat
     assert info.quantized.kinds() == {"attention": 8, "experts": 24}  # router and LM head ignored: float
 
 
+@pytest.mark.parametrize("sym", [True, False])
+def test_compressed_tensors_actorder_group_equals_its_decompression(tmp_path, sym):
+    """actorder "group" (a weight_g_idx per linear, groups of scattered input channels) loads to
+    compressed-tensors' own decompression (support.quant_checkpoints.write_compressed says how, since 0.20 no
+    longer writes it); the g_idx matters: read as contiguous groups, the weights would differ."""
+    oracle = write_compressed(tmp_path / "c", "pack-quantized", 4, "group", 32, sym, actorder=True)
+    ours = _loaded_linears(tmp_path / "c")
+    for key, want in oracle.items():
+        assert torch.equal(ours[key], want), f"{key}: max diff {(ours[key] - want).abs().max():.3g}"
+    stored = load_file(tmp_path / "c" / "model.safetensors")
+    g_idx = stored["model.layers.0.self_attn.q_proj.weight_g_idx"]
+    assert not torch.equal(g_idx, torch.arange(g_idx.numel(), dtype=g_idx.dtype) // 32)
+    assert inspect_checkpoint(tmp_path / "c").quantized.quant.act_order
+
+
 def _edit_config(path: Path, **changes) -> None:
     config = json.loads((path / "config.json").read_text())
     q = config["quantization_config"]

@@ -133,22 +133,39 @@ def ct_scheme(fmt: str, bits: int = 4, strategy: str = "group", group_size: int 
 
 def write_compressed(out: Path, fmt: str = "pack-quantized", bits: int = 4, strategy: str = "group",
                      group_size: int | None = 32, sym: bool = True, cfg: MixtralConfig = QUANT_CFG,
-                     seed: int = 0, scale_dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+                     seed: int = 0, scale_dtype: torch.dtype = torch.bfloat16,
+                     actorder: bool = False) -> dict[str, torch.Tensor]:
     """A compressed-tensors checkpoint written by its compressors (pack-quantized int / float-quantized FP8),
     its quantization_config by compressed-tensors' QuantizationConfig; router and LM head in `ignore`.
     Returns compressed-tensors' own decompression of each linear (scales cast to float32 first, so its
-    arithmetic is exact float32 like ours)."""
+    arithmetic is exact float32 like ours).
+
+    `actorder` (group strategy): `actorder: group`, each linear's groups a random set of input channels (one
+    permutation per input, as GPTQ's Hessian order gives) named by `weight_g_idx`. compressed-tensors 0.20 no
+    longer writes that: its QuantizationArgs refuses actorder "group" ("has been removed") and neither its
+    quantize / dequantize nor its compressors take a g_idx (0.12 took one: compress_weight(..., g_idx)). So the
+    closest path through its own code: its compressor quantizes and packs the weight with its input channels
+    permuted into contiguous groups (w[:, perm]), its unpack_from_int32 / pack_to_int32 put the codes back in
+    the stored column order, weight_g_idx[perm[j]] = j // group_size, and the oracle is its decompression of the
+    permuted weight, columns put back; the config is its QuantizationConfig with actorder set to "group"."""
     from compressed_tensors.compressors.naive_quantized.base import FloatQuantizationCompressor
     from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32, unpack_from_int32
     from compressed_tensors.quantization import QuantizationConfig
     from compressed_tensors.quantization.utils.helpers import calculate_qparams
 
     scheme = ct_scheme(fmt, bits, strategy, group_size, sym)
     compressor = FloatQuantizationCompressor if fmt == "float-quantized" else PackedQuantizationCompressor
     tensors, oracle = _float_checkpoint(out, cfg, seed), {}
+    gen, perms = torch.Generator().manual_seed(seed + 2), {}
     for base in linear_names(cfg):
         w = tensors.pop(f"{base}.weight").float()
         n, k = w.shape
+        perm = None
+        if actorder:  # the input channels of group j: perm[j * group_size : (j + 1) * group_size]
+            source = re.sub(r"\.(q|k|v)_proj$", ".qkv", re.sub(r"\.w[13]$", ".w13", base))
+            perm = perms.setdefault(source, torch.randperm(k, generator=gen))
+            w = w[:, perm]
         if strategy == "tensor":
             lo, hi = w.min().reshape(1), w.max().reshape(1)
         elif strategy == "channel":
@@ -160,11 +177,20 @@ def write_compressed(out: Path, fmt: str = "pack-quantized", bits: int = 4, stra
         scale = scale.to(scale_dtype)
         state = {"weight": w, "weight_scale": scale, "weight_zero_point": zero}
         stored = compressor.compress(state, scheme)
+        exact = {**stored, "weight_scale": stored["weight_scale"].float()}
+        dequantized = compressor.decompress(exact, scheme)["weight"].float()
+        if perm is not None:
+            back = torch.argsort(perm)
+            codes = unpack_from_int32(stored["weight_packed"], bits, torch.Size((n, k)))
+            stored["weight_packed"] = pack_to_int32(codes[:, back].contiguous(), bits)
+            stored["weight_g_idx"] = (torch.arange(k, dtype=torch.int32) // group_size)[back]
+            dequantized = dequantized[:, back]
         for name, t in stored.items():
             tensors[f"{base}.{name}"] = t
-        exact = {**stored, "weight_scale": stored["weight_scale"].float()}
-        oracle[f"{base}.weight"] = compressor.decompress(exact, scheme)["weight"].float()
+        oracle[f"{base}.weight"] = dequantized
     config = QuantizationConfig(config_groups={"group_0": scheme}, format=fmt, quantization_status="compressed",
-                                ignore=["lm_head", "re:.*block_sparse_moe.gate$"])
-    _finish(out, tensors, {**config.model_dump(mode="json"), "quant_method": "compressed-tensors"})
+                                ignore=["lm_head", "re:.*block_sparse_moe.gate$"]).model_dump(mode="json")
+    if actorder:  # compressed-tensors 0.20 refuses to construct it (above); as its older versions saved it
+        config["config_groups"]["group_0"]["weights"]["actorder"] = "group"
+    _finish(out, tensors, {**config, "quant_method": "compressed-tensors"})
     return oracle
