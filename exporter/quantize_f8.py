@@ -21,26 +21,33 @@ BYTES = QuantScheme(8, 0)  # one byte per weight, one scale per row: the shapes 
 
 class StoredF8Experts(QuantizedExperts):
     """The experts' e4m3 bytes and per-row scales as the checkpoint stores them (source: a StreamedTensor of
-    QuantizedSpans). The scales' pass reads each linear once and the codes' pass once more (the float fallback
-    reads each once)."""
+    QuantizedSpans), each linear read once: reading an expert for its codes (written first) keeps its scale rows
+    until the scales are written."""
+
+    def __init__(self, source, scheme: QuantScheme, scale_dtype: str) -> None:
+        super().__init__(source, scheme, scale_dtype)
+        self.kept: dict[int, np.ndarray] = {}  # expert -> its scale rows [N], kept from the codes' read
 
     def _spans(self, e: int) -> list:
         spans = self.source.spans
         return spans[2 * e : 2 * e + 2] if self.source.entry.kind == "w13" else spans[e : e + 1]
 
+    def _read(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [N, K] e4m3 values, float32 [N] scale of each row) of expert e: one read of its linears."""
+        parts = [span.linear() for span in self._spans(e)]
+        return (np.concatenate([p.codes for p in parts]),
+                np.concatenate([np.broadcast_to(p.scales.reshape(-1), (p.codes.shape[0],)) for p in parts]))
+
     def scales(self) -> np.ndarray:
         """[E, N] in the export dtype (checked exact)."""
-        rows = []
-        for e in range(self.e):
-            parts = [span.linear() for span in self._spans(e)]
-            rows.append(np.concatenate([np.broadcast_to(p.scales.reshape(-1), (p.codes.shape[0],)) for p in parts]))
+        rows = [self.kept.pop(e) if e in self.kept else self._read(e)[1] for e in range(self.e)]
         return _checked_scales(np.stack(rows), self.scale_dtype, self.source.name)
 
     def codes(self, e: int) -> np.ndarray:
         """uint8 [N, K]: expert e's e4m3fn bytes (the stored values, exact: checked)."""
         import ml_dtypes
 
-        values = np.concatenate([span.linear().codes for span in self._spans(e)])  # float32 [N, K], e4m3 values
+        values, self.kept[e] = self._read(e)
         codes = values.astype(ml_dtypes.float8_e4m3fn)
         if not np.array_equal(codes.astype(np.float32), values, equal_nan=True):
             raise MixtralTrtError(f"{self.source.name}: expert {e}'s FP8 weights are not e4m3fn values")
