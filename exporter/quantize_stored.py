@@ -22,8 +22,11 @@ group so that the groups become contiguous blocks, which changes no product:
 Act-order experts are always MoEExpertsQZP (zero points 2^(bits-1) when symmetric). Every other checkpoint takes
 the one fallback: each linear dequantized by its format (float32, mixtral_ref/quant_linear.py), cast to the export
 dtype, exported as float weights; `plan` says which and why, and the contract (hence the engine manifest)
-records it in extra["checkpoint_quantization"]. FP8 weights take that path by design: e4m3 -> float32 is
-exact, and so is the product with a bf16 / fp16 scale. Either way each stored tensor of a quantized linear is read
+records it in extra["checkpoint_quantization"]. FP8 checkpoints keep their experts' e4m3 bytes (MoEExpertsF8,
+quantize_f8.py; extra["checkpoint_quantization"]["fp8_experts"], no extra["quantization"]: every lowering but
+`trt` converts them exactly to float at build) when the export dtype holds their scales exactly; their attention
+projections and LM head, and every other FP8 checkpoint, take the fallback (e4m3 -> float32 is exact, and so is
+the product with a bf16 / fp16 scale). Either way each stored tensor of a quantized linear is read
 once: codes, scales and zero points come from one read of the linear (_OneRead), an act-order g_idx from the
 plan's read (`orders`). E experts, N output rows, K input features.
 """
@@ -84,8 +87,13 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
     reason = None
     expert_parts = [p.key for e in entries if e.kind in ("w13", "w2") for p in e.parts]
     act_order = q.act_order and q.kind != "fp8" and (orders is None or bool(orders))
+    fp8_reason = None
     if q.kind == "fp8":
-        reason = "FP8 weights are converted exactly to float (e4m3 x scale, float32) at export"
+        fp8_reason = _fp8_refusal(quantized, expert_parts, dtype, tensor_parallel)
+        if fp8_reason is None:
+            return {**record, "exported_as": "stored (FP8 e4m3 experts as MoEExpertsF8: the checkpoint's bytes and "
+                    "per-row scales; attention projections and LM head exact float)", "fp8_experts": True}, None
+        reason = f"FP8 weights are converted exactly to float (e4m3 x scale, float32) at export: {fp8_reason}"
     elif not q.symmetric and not q.group_size:
         reason = "per-channel zero points have no place in the storage format (zero points are block-wise)"
     elif act_order and (refusal := _act_order_refusal(quantized, entries, orders)):
@@ -110,6 +118,18 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
     if act_order:
         how += "; act-order input channels sorted by group: MoEExpertsQZP, a Gather before each linear"
     return {**record, "exported_as": how + ")"}, spec
+
+
+def _fp8_refusal(quantized: QuantizedLinears, expert_parts: list[str], dtype: str, tensor_parallel: int
+                 ) -> str | None:
+    """Why an FP8 checkpoint's experts cannot go out as MoEExpertsF8 (then all its weights go out as float)."""
+    if not all(k in quantized.linears for k in expert_parts):
+        return "not every expert weight is quantized"
+    if not quantized.scale_dtypes <= EXACT_SCALES[dtype]:
+        return f"{dtype} does not hold the stored {'/'.join(sorted(quantized.scale_dtypes))} scales exactly"
+    if tensor_parallel != 1:
+        return "tensor-parallel exports take the checkpoint's weights as float"
+    return None
 
 
 def _checked_scales(scales: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
@@ -342,12 +362,16 @@ def _with_zero_points(model: ir.Model, zero_points: bool, input_order: bool) -> 
 
 
 def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int, str]:
-    """(bytes of the exported weights, how: "stored[, act-order inputs reordered]" | "float") for an export of
-    the checkpoint in `dtype`: codes, scales and zero points where `plan` keeps them, `dtype` floats for the rest."""
+    """(bytes of the exported weights, how: "stored[, act-order inputs reordered]" | "stored, FP8 experts" |
+    "float") for an export of the checkpoint in `dtype`: codes (FP8: e4m3 bytes), scales and zero points where
+    `plan` keeps them, `dtype` floats for the rest."""
     record, spec = plan(quantized, entries, dtype)
     item = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
     kept = set()
-    if spec is not None:
+    if record.get("fp8_experts"):  # e4m3 bytes and one scale per row (MoEExpertsF8); the rest float
+        kept = {p.key for e in entries if e.kind in ("w13", "w2") for p in e.parts}
+        spec = {"bits": 8, "block_size": 0, "zero_points": False, "input_order": False, "linears": []}
+    elif spec is not None:
         kept = {p.key for e in entries if e.kind in ("w13", "w2") or e.name in spec["linears"] for p in e.parts}
     total = 0
     for entry in entries:
@@ -361,5 +385,6 @@ def weight_bytes(quantized: QuantizedLinears, entries, dtype: str) -> tuple[int,
             total += n * k * spec["bits"] // 8 + n * groups * item
             if spec["zero_points"] or (spec["input_order"] and entry.kind in ("w13", "w2")):
                 total += n * -(-groups * spec["bits"] // 8)
-    how = "float" if spec is None else "stored, act-order inputs reordered" if spec["input_order"] else "stored"
+    how = ("float" if spec is None else "stored, FP8 experts" if record.get("fp8_experts")
+           else "stored, act-order inputs reordered" if spec["input_order"] else "stored")
     return total, how

@@ -158,7 +158,13 @@ def quantize(program, contract: GraphContract, orders: dict | None = None) -> No
     attention projections and LM head when it says `dense` (`orders`: a quantized checkpoint's act-order input
     orders, quantize_stored)."""
     spec = contract.extra.get("quantization")
-    if spec and spec.get("source") == "checkpoint":  # a GPTQ / AWQ / compressed-tensors checkpoint's own codes
+    if contract.extra.get("checkpoint_quantization", {}).get("fp8_experts"):  # FP8 e4m3 experts as stored
+        from .ops.functions import attach_functions
+        from .quantize_f8 import quantize_f8
+
+        quantize_f8(program.model, contract.dtype)
+        attach_functions(program.model)
+    elif spec and spec.get("source") == "checkpoint":  # a GPTQ / AWQ / compressed-tensors checkpoint's own codes
         from .ops.functions import attach_functions
         from .quantize_stored import quantize_stored
 

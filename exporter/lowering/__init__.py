@@ -5,6 +5,9 @@
 - `portable`: the custom ops are inlined from their function bodies (standard ONNX ops only);
 - `trt`: the pair becomes the sparse-dispatch plugin nodes of plugins/ (TensorRT, and plugins-cpu).
 
+FP8 experts (MoEExpertsF8) reach `trt` as they are (its F8 GEMM plugins); every other lowering first takes them as
+their exact float dequantization (`f8_float.py`).
+
 Every lowering takes and returns an onnx_ir Model and never touches other nodes.
 """
 
@@ -26,4 +29,8 @@ def lower(model: ir.Model, target: str, **options) -> ir.Model:
     if target not in TARGETS:
         raise MixtralTrtError(f"unknown lowering {target!r}; choose one of {', '.join(TARGETS)}")
     module = importlib.import_module(f"{__name__}.{target}")
+    if target != "trt":
+        from .f8_float import f8_to_float
+
+        model = f8_to_float(model)
     return module.lower(model, **options)

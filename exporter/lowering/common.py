@@ -10,9 +10,10 @@ import onnx_ir as ir
 import onnx_ir.tape
 from onnx_ir.passes.common import RemoveUnusedFunctionsPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
 
-from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_EXPERTS_QZP, MOE_ROUTER
+from ..ops.spec import DOMAIN, MOE_EXPERTS, MOE_EXPERTS_F8, MOE_EXPERTS_Q, MOE_EXPERTS_QZ, MOE_EXPERTS_QZP, MOE_ROUTER
 
 EXPERT_OPS = (MOE_EXPERTS.name, MOE_EXPERTS_Q.name, MOE_EXPERTS_QZ.name, MOE_EXPERTS_QZP.name)
+F8_OPS = (*EXPERT_OPS, MOE_EXPERTS_F8.name)  # what a lowering that takes MoEExpertsF8 as it is (trt) looks for
 WITH_ZEROS = (MOE_EXPERTS_QZ.name, MOE_EXPERTS_QZP.name)
 
 
@@ -21,12 +22,17 @@ class MoEPair:
     """One layer's router + experts nodes and the values a lowering needs. For quantized experts
     (MoEExpertsQ, MoEExpertsQZ, MoEExpertsQZP) `w13` / `w2` are the uint8 codes and `quant` is (bits, block_size);
     MoEExpertsQZ adds zero points (`w13_zeros` / `w2_zeros`, None otherwise), MoEExpertsQZP also each expert's
-    input order of its w13 codes (`w13_order`, None otherwise)."""
+    input order of its w13 codes (`w13_order`, None otherwise). MoEExpertsF8 (`f8`): `w13` / `w2` are e4m3fn bytes,
+    the scales one per row, `quant` None."""
 
     router: ir.Node
     experts: ir.Node
     top_k: int
     quant: tuple[int, int] | None = None
+
+    @property
+    def f8(self) -> bool:
+        return self.experts.op_type == MOE_EXPERTS_F8.name
 
     @property
     def router_logits(self) -> ir.Value:  # [T, E]
@@ -42,7 +48,7 @@ class MoEPair:
 
     @property
     def w2(self) -> ir.Value:  # [E, H, I] (codes: [E, H, I*bits/8])
-        return self.experts.inputs[5 if self.quant else 4]
+        return self.experts.inputs[5 if self.quant or self.f8 else 4]
 
     @property
     def w13_scales(self) -> ir.Value:  # [E, 2I] or [E, 2I, H/block]
@@ -65,10 +71,10 @@ class MoEPair:
         return self.experts.inputs[9] if self.experts.op_type == MOE_EXPERTS_QZP.name else None
 
 
-def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
-    """Each MoEExperts node whose routing comes straight from a MoERouter node, in graph order."""
+def moe_pairs(graph: ir.Graph, ops: tuple[str, ...] = EXPERT_OPS) -> Iterator[MoEPair]:
+    """Each MoEExperts node (of `ops`) whose routing comes straight from a MoERouter node, in graph order."""
     for node in list(graph):
-        if node.domain != DOMAIN or node.op_type not in EXPERT_OPS:
+        if node.domain != DOMAIN or node.op_type not in ops:
             continue
         weights, experts = node.inputs[2], node.inputs[1]
         router = experts.producer()
@@ -76,7 +82,7 @@ def moe_pairs(graph: ir.Graph) -> Iterator[MoEPair]:
                 or weights.producer() is not router:
             raise ValueError(f"{node.name}: MoEExperts routing does not come from one MoERouter node")
         quant = None
-        if node.op_type != MOE_EXPERTS.name:
+        if node.op_type not in (MOE_EXPERTS.name, MOE_EXPERTS_F8.name):
             quant = (node.attributes["bits"].as_int(), node.attributes["block_size"].as_int())
         yield MoEPair(router, node, router.attributes["top_k"].as_int(), quant)
 

@@ -7,7 +7,8 @@
                                                                                      scales for int8 / int4;
                                                                                      the ...QZ plugins with zero
                                                                                      points and the act-order
-                                                                                     input order too)
+                                                                                     input order too; the ...F8
+                                                                                     plugins with e4m3fn bytes)
     y = Cast(ReduceSum(Reshape(y_pairs, [-1, k, H]), axis 1), x dtype)      (the k-way combine)
 
 op_type = plugin name; the attributes (`plugin_namespace`, `plugin_version`, `aot`, and the fields) come
@@ -25,16 +26,18 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.plugins import (
     MOE_ALIGN,
     MOE_GEMM_DOWN,
+    MOE_GEMM_DOWN_F8,
     MOE_GEMM_DOWN_Q,
     MOE_GEMM_DOWN_QZ,
     MOE_GEMM_SWIGLU,
+    MOE_GEMM_SWIGLU_F8,
     MOE_GEMM_SWIGLU_Q,
     MOE_GEMM_SWIGLU_QZ,
     MOE_ROUTER,
 )
 from mixtral_trt.plugins.tiles import ALIGN_BLOCK
 
-from .common import int64_const, moe_pairs, replace_pair, tidy
+from .common import F8_OPS, int64_const, moe_pairs, replace_pair, tidy
 
 PLUGIN_DOMAIN = "trt.plugins"
 CPU_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions PyOp
@@ -106,7 +109,7 @@ def zero_point_gemms(graph: ir.Graph, tape: ir.tape.Tape, pair, routing: list, w
 def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_BLOCK, aot: bool = True
           ) -> ir.Model:
     graph = model.graph
-    for pair in list(moe_pairs(graph)):
+    for pair in list(moe_pairs(graph, F8_OPS)):
         num_experts, hidden = pair.w2.shape[0], pair.w2.shape[1]
         k = pair.top_k
         tape = ir.tape.Tape()
@@ -122,6 +125,13 @@ def lower(model: ir.Model, domain: str = PLUGIN_DOMAIN, block_size: int = ALIGN_
             fields = {"top_k": k, "block_size": block_size, "bits": bits, "quant_block": quant_block}
         if pair.w13_zeros is not None:  # a quantized checkpoint's codes as stored (zero points, act-order)
             inter, y_pairs = zero_point_gemms(graph, tape, pair, routing, weights, fields, domain, aot)
+        elif pair.f8:  # FP8 e4m3 experts (MoEExpertsF8): the GEMMs decode the bytes on the fly
+            fields = {"top_k": k, "block_size": block_size}
+            w13, w2 = packed_codes(graph, pair.w13), packed_codes(graph, pair.w2)
+            inter = tape.op(MOE_GEMM_SWIGLU_F8.name, [pair.x, *routing, w13, pair.w13_scales],
+                            MOE_GEMM_SWIGLU_F8.node_attributes(aot, **fields), domain=domain)
+            y_pairs = tape.op(MOE_GEMM_DOWN_F8.name, [inter, *routing, weights, w2, pair.w2_scales],
+                              MOE_GEMM_DOWN_F8.node_attributes(aot, **fields), domain=domain)
         elif pair.quant:  # weight-only int8 / int4 experts: the GEMMs dequantize on the fly
             w13, w2 = packed_codes(graph, pair.w13), packed_codes(graph, pair.w2)
             inter = tape.op(MOE_GEMM_SWIGLU_Q.name, [pair.x, *routing, w13, pair.w13_scales],

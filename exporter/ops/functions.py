@@ -16,6 +16,7 @@ from .spec import (
     LINEAR_Q,
     LINEAR_QZ,
     MOE_EXPERTS,
+    MOE_EXPERTS_F8,
     MOE_EXPERTS_Q,
     MOE_EXPERTS_QZ,
     MOE_EXPERTS_QZP,
@@ -125,6 +126,38 @@ def LinearQZ(x, codes, scales, zeros, bits: int, block_size: int):
 
 
 @script(mixtral, default_opset=op)
+def DequantizeF8(codes, scales):
+    """e4m3fn bytes uint8 [E, N, K], scales [E, N] -> weights [E, N, K] (scales' dtype): sign bit, 4-bit exponent
+    (bias 7; 0: subnormal m * 2^-9), 3 mantissa bits; 0x7f / 0xff NaN; times the row's scale in float32."""
+    c = op.Cast(codes, to=INT32.dtype)  # [E, N, K]
+    m = op.Cast(op.BitwiseAnd(c, op.Cast(op.Constant(value_int=7), to=INT32.dtype)), to=FLOAT.dtype)
+    e = op.Cast(op.BitwiseAnd(op.Div(c, op.Cast(op.Constant(value_int=8), to=INT32.dtype)),
+                              op.Cast(op.Constant(value_int=15), to=INT32.dtype)), to=FLOAT.dtype)
+    negative = op.Greater(c, op.Cast(op.Constant(value_int=127), to=INT32.dtype))
+    eighth = op.Constant(value_float=0.125)
+    two = op.Constant(value_float=2.0)
+    normal = op.Mul(op.Add(op.Constant(value_float=1.0), op.Mul(m, eighth)),
+                    op.Pow(two, op.Sub(e, op.Constant(value_float=7.0))))
+    subnormal = op.Mul(m, op.Constant(value_float=0.001953125))  # m * 2^-9
+    magnitude = op.Where(op.Equal(e, op.Constant(value_float=0.0)), subnormal, normal)
+    nan = op.And(op.Equal(e, op.Constant(value_float=15.0)), op.Equal(m, op.Constant(value_float=7.0)))
+    not_a_number = op.Cast(op.Constant(value_string="NaN"), to=FLOAT.dtype)
+    value = op.Where(nan, not_a_number, op.Mul(magnitude, op.Where(negative, op.Constant(value_float=-1.0),
+                                                                          op.Constant(value_float=1.0))))
+    w = op.Mul(value, op.Unsqueeze(op.Cast(scales, to=FLOAT.dtype), op.Constant(value_ints=[-1])))
+    weights = op.CastLike(w, scales)
+    return weights
+
+
+@script(mixtral, default_opset=op)
+def MoEExpertsF8(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales):
+    w13 = DequantizeF8(w13_codes, w13_scales)  # [E, 2I, H]
+    w2 = DequantizeF8(w2_codes, w2_scales)  # [E, H, I]
+    y = MoEExperts(x, experts, weights, w13, w2)
+    return y
+
+
+@script(mixtral, default_opset=op)
 def MoEExpertsQ(x, experts, weights, w13_codes, w13_scales, w2_codes, w2_scales, bits: int, block_size: int):
     w13 = Dequantize(w13_codes, w13_scales, bits=bits)  # [E, 2I, H]
     w2 = Dequantize(w2_codes, w2_scales, bits=bits)  # [E, H, I]
@@ -142,15 +175,16 @@ def LinearQ(x, codes, scales, bits: int, block_size: int):
 
 _BODIES = {MOE_ROUTER.name: MoERouter, MOE_EXPERTS.name: MoEExperts, MOE_EXPERTS_Q.name: MoEExpertsQ,
            LINEAR_Q.name: LinearQ, MOE_EXPERTS_QZ.name: MoEExpertsQZ, LINEAR_QZ.name: LinearQZ,
-           MOE_EXPERTS_QZP.name: MoEExpertsQZP}
-HELPERS = (Dequantize, DequantizeZ)  # functions the bodies call, shipped alongside them
+           MOE_EXPERTS_QZP.name: MoEExpertsQZP, MOE_EXPERTS_F8.name: MoEExpertsF8}
+HELPERS = (Dequantize, DequantizeZ, DequantizeF8)  # functions the bodies call, shipped alongside them
 
 
 def function_protos() -> list[onnx.FunctionProto]:
     """The FunctionProto of every op, checked against its spec (names of inputs, outputs, attributes), and of
     the helper functions they call."""
     protos = [helper.to_function_proto() for helper in HELPERS]
-    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q, MOE_EXPERTS_QZ, LINEAR_QZ, MOE_EXPERTS_QZP):
+    for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q, MOE_EXPERTS_QZ, LINEAR_QZ, MOE_EXPERTS_QZP,
+                 MOE_EXPERTS_F8):
         proto = _BODIES[spec.name].to_function_proto()
         assert list(proto.input) == [t.name for t in spec.inputs], spec.name
         assert list(proto.output) == [t.name for t in spec.outputs], spec.name

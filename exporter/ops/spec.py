@@ -141,5 +141,22 @@ LINEAR_QZ = OpSpec(
     attributes=QUANT_ATTRIBUTES,
 )
 
+MOE_EXPERTS_F8 = OpSpec(
+    name="MoEExpertsF8",
+    doc="MoEExperts with FP8 e4m3fn expert weights (a compressed-tensors float-quantized checkpoint's, as stored): "
+    "one byte per weight (uint8: ONNX has no uint8 -> float8 bitcast, so the body decodes the bits with integer "
+    "ops, exactly), w = e4m3 * scale[row] in float32, cast to T. A per-tensor scale is broadcast to its rows at "
+    "export (exact). The weights are dequantized, then the experts run as in MoEExperts.",
+    inputs=(
+        *MOE_EXPERTS_Q.inputs[:3],
+        Tensor("w13_codes", "tensor(uint8)", "[E, 2I, H]", "gate and up rows: e4m3fn bytes"),
+        Tensor("w13_scales", "T", "[E, 2I]", "scale of each row"),
+        Tensor("w2_codes", "tensor(uint8)", "[E, H, I]", "down rows: e4m3fn bytes"),
+        Tensor("w2_scales", "T", "[E, H]", "scale of each row"),
+    ),
+    outputs=MOE_EXPERTS_Q.outputs,
+)
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (MOE_ROUTER, MOE_EXPERTS, MOE_EXPERTS_Q, LINEAR_Q,
-                                                       MOE_EXPERTS_QZ, LINEAR_QZ, MOE_EXPERTS_QZP)}
+                                                       MOE_EXPERTS_QZ, LINEAR_QZ, MOE_EXPERTS_QZP,
+                                                       MOE_EXPERTS_F8)}

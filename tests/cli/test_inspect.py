@@ -114,3 +114,18 @@ def test_quantized_checkpoint_summary_and_bad_field(cli, tmp_path):
     result = cli("inspect", path)
     assert result.code == 2 and result.err.count("\n") == 1, result.err
     assert "quantization_config.bits: 3 is not supported (supported: 4, 8)" in result.err
+
+
+def test_fp8_checkpoint_summary(cli, tmp_path):
+    """A compressed-tensors FP8 checkpoint (bf16 scales): fp32 / bf16 exports keep the experts' e4m3 bytes
+    (MoEExpertsF8), fp16 cannot hold the scales and goes out as float, which `inspect` counts per dtype."""
+    from support.quant_checkpoints import write_compressed
+
+    path = tmp_path / "fp8"
+    write_compressed(path, "float-quantized", 8, "channel")
+    result = cli("inspect", path)
+    assert result.code == 0, result.err
+    out = " ".join(result.out.replace("│", " ").split())
+    for part in ("compressed-tensors (float-quantized), FP8 e4m3", "fp32 1.4 MiB (stored, FP8 experts)",
+                 "fp16 1.8 MiB (float)", "bf16 1.1 MiB (stored, FP8 experts)"):
+        assert part in out, f"{part!r} not in\n{result.out}"

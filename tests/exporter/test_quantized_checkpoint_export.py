@@ -23,7 +23,7 @@ from support.quant_checkpoints import write_awq, write_compressed, write_gptq
 
 pytest.importorskip("onnxruntime_genai")
 
-CASES = {  # name -> (writer, how the export takes it: stored codes (with zero points) or float)
+CASES = {  # name -> (writer, how the export takes it: stored codes (with zero points, FP8 bytes) or float)
     "gptq-int4-sym-g32": (lambda p: write_gptq(p, 4, 32, False, True, "gptq"), "stored"),
     "gptq-int8-asym-g64": (lambda p: write_gptq(p, 8, 64, False, False, "gptq"), "stored+zeros"),
     "gptq-int4-asym-actorder-g32": (lambda p: write_gptq(p, 4, 32, True, False, "gptq_v2"), "stored+zeros"),
@@ -36,8 +36,10 @@ CASES = {  # name -> (writer, how the export takes it: stored codes (with zero p
     "ct-int4-asym-actorder-g32": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, False,
                                                              actorder=True), "stored+zeros"),
     "ct-int8-sym-channel": (lambda p: write_compressed(p, "pack-quantized", 8, "channel", None, True), "stored"),
-    "ct-fp8-channel": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "float"),
+    "ct-fp8-channel": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "stored+f8"),
+    "ct-fp8-channel-fp16": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "float"),  # bf16 scales
 }
+DTYPES = {"ct-fp8-channel-fp16": "fp16"}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -45,10 +47,12 @@ def test_quantized_checkpoint_engine_parity(name, tmp_path):
     write, taken = CASES[name]
     checkpoint = tmp_path / "ckpt"
     write(checkpoint)
-    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", dtype=DTYPES.get(name, "fp32"), max_seq=64,
+                                 max_batch=2)
     extra = json.loads((onnx_dir / "graph.json").read_text())["extra"]
     assert extra["checkpoint_quantization"]["exported_as"].startswith(taken.split("+")[0]), extra
-    assert ("quantization" in extra) == taken.startswith("stored")
+    assert extra["checkpoint_quantization"].get("fp8_experts", False) == taken.endswith("f8"), extra
+    assert ("quantization" in extra) == (taken.startswith("stored") and not taken.endswith("f8"))
     if "quantization" in extra:
         assert extra["quantization"]["zero_points"] == taken.endswith("zeros")
     engine_dir = build_engine(onnx_dir, tmp_path / "engine", "ort")
@@ -169,3 +173,50 @@ def check_plugin_engine(onnx_dir, engine_dir, checkpoint, ordered: int) -> None:
     assert {a.i for n in gemms for a in n.attribute if a.name == "ordered"} == {ordered}
     print(f"plugins-cpu (zero points, ordered={ordered}) vs reference: logits max rel {report.logits.max_rel:.2e}")
     assert not report.failures and report.logits.max_rel < 1e-5, report.logits
+
+
+@pytest.mark.parametrize("strategy", ["channel", "tensor"])
+def test_fp8_experts_are_the_checkpoints(strategy, tmp_path, monkeypatch):
+    """A compressed-tensors FP8 checkpoint (its own compressor, per-channel and per-tensor scales) exports its
+    experts as MoEExpertsF8: the e4m3 bytes times the per-row scales equal the reference's weights (the format's
+    own dequantization) exactly. Its `ort` engine (the bytes converted exactly to float at build) gives the same
+    figures as the float export of the same checkpoint (what every FP8 export was before), and its `trt` lowering's
+    plugins-cpu engine (MoEGemmSwiGLUF8 / MoEGemmDownF8, the kernels under the interpreter) is at parity, fp32
+    logits within 1e-5 and greedy decoding equal."""
+    from mixtral_trt.exporter import quantize_stored
+    from mixtral_trt.exporter.quantize_stored import weight_bytes
+    from mixtral_trt.mixtral_ref.checkpoint import inspect_checkpoint
+    from mixtral_trt.mixtral_ref.keymaps import plan as plan_entries
+
+    checkpoint = tmp_path / "ckpt"
+    write_compressed(checkpoint, "float-quantized", 8, strategy)
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
+    assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsF8"}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    info = inspect_checkpoint(checkpoint)  # what `inspect` counts: the exported weights, within a few constants
+    counted, how = weight_bytes(info.quantized, plan_entries(info.layout, info.config), "fp32")
+    assert how == "stored, FP8 experts" and 0 <= sum(a.nbytes for a in inits.values()) - counted < 1024, counted
+    reference = load_model(checkpoint, dtype=torch.float32)
+    for i, layer in enumerate(reference.layers):
+        for name, param in ((f"model.layers.{i}.moe.w13", layer.moe.w13), (f"model.layers.{i}.moe.w2", layer.moe.w2)):
+            codes, scales = (torch.from_numpy(inits[f"{name}.{s}"].copy()) for s in ("codes", "scales"))
+            got = codes.view(torch.float8_e4m3fn).float() * scales[..., None]
+            assert torch.equal(got, param.detach()), name
+    ort_report = check_engine(build_engine(onnx_dir, tmp_path / "ort", "ort"), checkpoint, greedy_steps=4)
+    assert not ort_report.failures, ort_report.failures
+    monkeypatch.setattr(quantize_stored, "_fp8_refusal", lambda *args: "the float export, for comparison")
+    float_dir = export_checkpoint(checkpoint, tmp_path / "onnx-float", max_seq=64, max_batch=2)
+    assert "MoEExpertsF8" not in {n.op_type for n in onnx.load(float_dir / "model.onnx").graph.node}
+    float_report = check_engine(build_engine(float_dir, tmp_path / "ort-float", "ort"), checkpoint, greedy_steps=4)
+    assert ort_report.logits == float_report.logits, (ort_report.logits, float_report.logits)
+    assert ort_report.layers == float_report.layers
+    report = check_engine(build_engine(onnx_dir, tmp_path / "plugins", "plugins-cpu"), checkpoint, greedy_steps=4)
+    model = onnx.load(tmp_path / "plugins" / "model.onnx", load_external_data=False)
+    gemms = {n.op_type for n in model.graph.node if n.op_type.startswith("MoEGemm")}
+    assert gemms == {"MoEGemmSwiGLUF8", "MoEGemmDownF8"}, gemms
+    manifest = json.loads((tmp_path / "plugins" / "manifest.json").read_text())
+    assert manifest["contract"]["extra"]["checkpoint_quantization"]["fp8_experts"] is True
+    print(f"plugins-cpu (FP8 {strategy}) vs reference: logits max rel {report.logits.max_rel:.2e}")
+    assert not report.failures and report.logits.max_rel < 1e-5, report.logits
+    assert all(g.exact for g in report.greedy), [(g.matched, g.steps) for g in report.greedy]

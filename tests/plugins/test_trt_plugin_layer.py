@@ -255,10 +255,12 @@ def Shape_of(trt, dims, bounds):  # noqa: N802  (a tensorrt.plugin Shape over a 
     return trt.plugin.Shape(_dynamic_desc(trt, trt.float16, dims, bounds))
 
 
-CHECKPOINTS = {  # a checkpoint written by its format's own tools -> the GEMM plugins its trt lowering takes
-    "gptq-int4-asym-actorder-g128": ("gptq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 1),
-    "awq-int4-g128": ("awq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 0),
-    "ct-fp8-channel": ("fp8", ("MoEGemmSwiGLU", "MoEGemmDown"), None),  # FP8: exported as exact float
+CHECKPOINTS = {  # a checkpoint written by its format's own tools -> (the GEMM plugins its trt lowering takes,
+    # act-order field, export dtype, bits of the codes TensorRT holds)
+    "gptq-int4-asym-actorder-g128": ("gptq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 1, "fp16", 4),
+    "awq-int4-g128": ("awq", ("MoEGemmSwiGLUQZ", "MoEGemmDownQZ"), 0, "fp16", 4),
+    "ct-fp8-channel": ("fp8", ("MoEGemmSwiGLU", "MoEGemmDown"), None, "fp16", None),  # bf16 scales: exact float
+    "ct-fp8-channel-bf16": ("fp8", ("MoEGemmSwiGLUF8", "MoEGemmDownF8"), None, "bf16", 8),  # e4m3 bytes kept
 }
 
 
@@ -268,7 +270,8 @@ def test_quantized_checkpoints_under_tensorrts_plugin_layer(trt, kernels, compil
     """A GPTQ asymmetric act-order, an AWQ and a compressed-tensors FP8 checkpoint (tests/support/quant_checkpoints.py)
     exported to fp16 and lowered for `trt`, as far as TensorRT's plugin layer goes on CPU: every plugin node of both
     layers through the builder's calls, each launch equal to the launcher's (int4 groups of 128: the default `QZ`
-    variants; FP8 as its exact float dequantization: the float GEMMs)."""
+    variants; FP8 exported to bf16: its e4m3 bytes on the F8 GEMMs; to fp16, which does not hold its bf16 scales:
+    its exact float dequantization on the float GEMMs)."""
     import onnx_ir as ir
 
     from mixtral_trt.exporter.build import load_canonical
@@ -276,11 +279,11 @@ def test_quantized_checkpoints_under_tensorrts_plugin_layer(trt, kernels, compil
     from mixtral_trt.exporter.lowering import lower
     from support.quant_checkpoints import QUANT_CFG, write_awq, write_compressed, write_gptq
 
-    kind, gemms, ordered = CHECKPOINTS[name]
+    kind, gemms, ordered, dtype, bits = CHECKPOINTS[name]
     checkpoint = tmp_path / "ckpt"
     {"gptq": lambda: write_gptq(checkpoint, 4, 128, True, False, "gptq_v2"), "awq": lambda: write_awq(checkpoint, 128),
      "fp8": lambda: write_compressed(checkpoint, "float-quantized", 8, "channel")}[kind]()
-    model, _ = load_canonical(export_checkpoint(checkpoint, tmp_path / "onnx", dtype="fp16", max_seq=64, max_batch=2))
+    model, _ = load_canonical(export_checkpoint(checkpoint, tmp_path / "onnx", dtype=dtype, max_seq=64, max_batch=2))
     model = lower(model, "trt")
     for node in model.graph:  # the launch checks evaluate at T: the export's token dimension is "batch*seq"
         for value in (*node.inputs, *node.outputs):
@@ -293,7 +296,6 @@ def test_quantized_checkpoints_under_tensorrts_plugin_layer(trt, kernels, compil
     for layer in (nodes[:4], nodes[4:]):
         if ordered is not None:
             assert layer[2].attributes["ordered"] == ordered
-        checked += check_layer(trt, kernels, compiled_variants, monkeypatch, layer, gemms,
-                               4 if ordered is not None else None, sizes)
+        checked += check_layer(trt, kernels, compiled_variants, monkeypatch, layer, gemms, bits, sizes)
     print(f"{name}: {checked} (plugin, tactic, T) launches equal the launchers'")
     assert checked == 2 * 8 * len(SIZES)
