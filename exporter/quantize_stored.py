@@ -6,7 +6,10 @@ contiguous (no act-order g_idx) of 32 / 64 / 128 inputs or one per output channe
 the stored scales exactly (fp32 always; fp16 / bf16 only scales stored in that dtype). Symmetric codes (zero
 point 2^(bits-1): GPTQ sym, compressed-tensors symmetric) become MoEExpertsQ / LinearQ; asymmetric ones (GPTQ
 asym, AWQ, compressed-tensors asymmetric) with groups become MoEExpertsQZ / LinearQZ, their zero points as
-stored (ONNX Runtime's QMoE and MatMulNBits take them as they are). Act-order checkpoints (GPTQ desc_act,
+stored (ONNX Runtime's QMoE and MatMulNBits take them as they are); per-channel asymmetric codes too, in blocks
+of B inputs (channel_block: the largest power of two of 16 to 128 dividing every quantized linear's K), each
+row's scale and zero point repeated K/B times (a per-row value is the block-wise one equal in every block; with
+no such B, the fallback). Act-order checkpoints (GPTQ desc_act,
 compressed-tensors actorder group: a g_idx out of order) are kept as codes too, their input channels sorted by
 group so that the groups become contiguous blocks, which changes no product:
 
@@ -86,7 +89,8 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
     record = {**q.summary(), "quantized": quantized.kinds()}
     reason = None
     expert_parts = [p.key for e in entries if e.kind in ("w13", "w2") for p in e.parts]
-    act_order = q.act_order and q.kind != "fp8" and (orders is None or bool(orders))
+    act_order = q.act_order and q.kind != "fp8" and q.group_size > 0 and (orders is None or bool(orders))
+    block = q.group_size  # per-channel zero points: repeated over blocks of channel_block's inputs
     fp8_reason = None
     if q.kind == "fp8":
         fp8_reason = _fp8_refusal(quantized, expert_parts, dtype, tensor_parallel)
@@ -94,8 +98,10 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
             return {**record, "exported_as": "stored (FP8 e4m3 experts as MoEExpertsF8: the checkpoint's bytes and "
                     "per-row scales; attention projections and LM head exact float)", "fp8_experts": True}, None
         reason = f"FP8 weights are converted exactly to float (e4m3 x scale, float32) at export: {fp8_reason}"
-    elif not q.symmetric and not q.group_size:
-        reason = "per-channel zero points have no place in the storage format (zero points are block-wise)"
+    elif not q.symmetric and not q.group_size and not (block := channel_block(quantized)):
+        reason = ("per-channel zero points: no power-of-two block of 16 to 128 inputs divides every quantized "
+                  "linear's inputs (" + ", ".join(map(str, sorted({k for _, _, k in quantized.linears.values()})))
+                  + "), so they cannot be repeated over blocks")
     elif act_order and (refusal := _act_order_refusal(quantized, entries, orders)):
         reason = refusal
     elif not all(k in quantized.linears for k in expert_parts):
@@ -106,7 +112,7 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
         reason = "tensor-parallel exports take the checkpoint's weights as float"
     if reason:
         return {**record, "exported_as": "float (dequantized by the format)", "reason": reason}, None
-    scheme = QuantScheme(q.bits, q.group_size)
+    scheme = QuantScheme(q.bits, block)
     linears = []
     if scheme.block_size:  # LinearQ runs block-wise only (MatMulNBits)
         linears = [e.name for e in entries if e.name.endswith(DENSE) or e.name == "lm_head.weight"
@@ -117,7 +123,17 @@ def plan(quantized: QuantizedLinears, entries, dtype: str, tensor_parallel: int 
     how = "stored (codes and scales as the checkpoint has them"
     if act_order:
         how += "; act-order input channels sorted by group: MoEExpertsQZP, a Gather before each linear"
+    if block != q.group_size:
+        how += f"; per-channel scales and zero points repeated over blocks of {block} inputs"
     return {**record, "exported_as": how + ")"}, spec
+
+
+def channel_block(quantized: QuantizedLinears) -> int:
+    """The block size per-channel scales and zero points are repeated over (the block-wise storage format holds
+    them so: one value in every block of the row): the largest power of two of 16 to 128 (MatMulNBits' and
+    QMoE's block sizes) dividing every quantized linear's inputs K; 0 when none does."""
+    ks = [k for _, _, k in quantized.linears.values()]
+    return next((b for b in (128, 64, 32, 16) if all(k % b == 0 for k in ks)), 0)
 
 
 def _fp8_refusal(quantized: QuantizedLinears, expert_parts: list[str], dtype: str, tensor_parallel: int
@@ -163,6 +179,9 @@ class _OneRead:
             g_idx = g_idx_of_order(self.orders.get(span.key), span.shape[1], self.scheme.block_size)
         lin = span.linear(g_idx)
         codes, scales, zeros = (a if rows is None else a[rows] for a in (lin.codes, lin.scales, lin.zeros))
+        if self.scheme.block_size and scales.shape[1] == 1:  # per channel: the row's value in each of its blocks
+            blocks = span.shape[1] // self.scheme.block_size
+            scales, zeros = np.repeat(scales, blocks, axis=1), np.repeat(zeros, blocks, axis=1)
         order = self.orders.get(span.key)
         return (codes if order is None else codes[:, order], _checked_scales(scales, self.scale_dtype, self.name),
                 zeros)

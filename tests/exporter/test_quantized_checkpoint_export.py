@@ -5,6 +5,7 @@ them, the format's float dequantization otherwise, the contract saying which; gr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -19,7 +20,7 @@ from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.export import export_checkpoint
 from mixtral_trt.mixtral_ref.checkpoint import load_model
 from mixtral_trt.parity import check_engine
-from support.quant_checkpoints import write_awq, write_compressed, write_gptq
+from support.quant_checkpoints import QUANT_CFG, write_awq, write_compressed, write_gptq
 
 pytest.importorskip("onnxruntime_genai")
 
@@ -36,6 +37,10 @@ CASES = {  # name -> (writer, how the export takes it: stored codes (with zero p
     "ct-int4-asym-actorder-g32": (lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, False,
                                                              actorder=True), "stored+zeros"),
     "ct-int8-sym-channel": (lambda p: write_compressed(p, "pack-quantized", 8, "channel", None, True), "stored"),
+    "ct-int8-asym-channel": (lambda p: write_compressed(p, "pack-quantized", 8, "channel", None, False),
+                             "stored+zeros"),  # per-channel scales / zero points repeated over blocks of 128
+    "gptq-int4-asym-channel": (lambda p: write_gptq(p, 4, -1, False, False, "gptq_v2"), "stored+zeros"),
+    "gptq-int8-asym-actorder-channel": (lambda p: write_gptq(p, 8, -1, True, False, "gptq"), "stored+zeros"),
     "ct-fp8-channel": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "stored+f8"),
     "ct-fp8-channel-fp16": (lambda p: write_compressed(p, "float-quantized", 8, "channel"), "float"),  # bf16 scales
 }
@@ -105,6 +110,56 @@ def test_stored_zero_points_are_the_checkpoints(tmp_path):
     report = check_engine(build_engine(onnx_dir, tmp_path / "portable", "portable"), checkpoint, greedy_steps=4)
     assert not report.failures and report.logits.max_rel < 1e-5, report.logits
     check_plugin_engine(onnx_dir, tmp_path / "plugins", checkpoint, ordered=0)
+
+
+@pytest.mark.parametrize("writer", ["gptq", "compressed-tensors"])
+def test_per_channel_zero_points_repeated_over_blocks(writer, tmp_path):
+    """Per-channel asymmetric codes (GPTQ group_size -1 sym false, compressed-tensors channel asymmetric) go out as
+    stored: MoEExpertsQZ / LinearQZ in blocks of 32 (the largest power of two of 16..128 dividing hidden 128 and
+    intermediate 96), each row's scale and zero point repeated in its blocks; they dequantize to exactly the
+    reference's weights (the format's own dequantization) and the portable lowering runs them to parity."""
+    checkpoint, cfg = tmp_path / "ckpt", dataclasses.replace(QUANT_CFG, intermediate_size=96)
+    if writer == "gptq":
+        write_gptq(checkpoint, 4, -1, False, False, "gptq", cfg=cfg)
+    else:
+        write_compressed(checkpoint, "pack-quantized", 4, "channel", None, False, cfg=cfg)
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    extra = json.loads((onnx_dir / "graph.json").read_text())["extra"]
+    assert extra["quantization"]["block_size"] == 32 and extra["quantization"]["zero_points"], extra
+    assert extra["checkpoint_quantization"]["group_size"] == 0, extra
+    assert "repeated over blocks of 32 inputs" in extra["checkpoint_quantization"]["exported_as"], extra
+    model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
+    assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsQZ", "LinearQZ"}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    reference = load_model(checkpoint, dtype=torch.float32)
+    scheme = QuantScheme(4, 32)
+    for i, layer in enumerate(reference.layers):
+        for name, param in ((f"model.layers.{i}.moe.w13", layer.moe.w13), (f"model.layers.{i}.moe.w2", layer.moe.w2),
+                            (f"model.layers.{i}.attn.wq.weight", layer.attn.wq.weight)):
+            codes, scales, zeros = (inits[f"{name}.{s}"] for s in ("codes", "scales", "zeros"))
+            assert scales.shape[-1] == param.shape[-1] // 32 > 1, (name, scales.shape)
+            assert np.array_equal(scales, np.repeat(scales[..., :1], scales.shape[-1], -1)), name  # one per row
+            assert np.array_equal(scheme.dequantize(codes, scales, zeros), param.detach().numpy()), name
+    report = check_engine(build_engine(onnx_dir, tmp_path / "portable", "portable"), checkpoint, greedy_steps=4)
+    print(f"portable ({writer} per-channel asymmetric) vs reference: logits max rel {report.logits.max_rel:.2e}")
+    assert not report.failures and report.logits.max_rel < 1e-5, report.logits
+
+
+def test_per_channel_zero_points_without_a_block_fall_back(tmp_path):
+    """No power of two of 16..128 divides both hidden 128 and intermediate 200: the per-channel zero points
+    cannot be repeated over blocks, and the export takes the format's float dequantization, saying why."""
+    checkpoint = tmp_path / "ckpt"
+    write_compressed(checkpoint, "pack-quantized", 8, "channel", None, False,
+                     cfg=dataclasses.replace(QUANT_CFG, intermediate_size=200))
+    onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
+    extra = json.loads((onnx_dir / "graph.json").read_text())["extra"]
+    assert "quantization" not in extra, extra
+    record = extra["checkpoint_quantization"]
+    assert record["exported_as"] == "float (dequantized by the format)", record
+    assert record["reason"].startswith("per-channel zero points: no power-of-two block of 16 to 128 inputs divides "
+                                       "every quantized linear's inputs (128, 200)"), record
+    report = check_engine(build_engine(onnx_dir, tmp_path / "ort", "ort"), checkpoint, greedy_steps=4)
+    assert not report.failures, report.failures
 
 
 def test_quantize_option_refused_on_quantized_checkpoint(tmp_path):

@@ -28,6 +28,7 @@ CASES = {  # name -> writer; each takes a different path: act-order codes, zero 
     "ct-int4-asym-g128": lambda p: write_compressed(p, "pack-quantized", 4, "group", 128, False),
     "ct-int4-sym-actorder-g32": lambda p: write_compressed(p, "pack-quantized", 4, "group", 32, True, actorder=True),
     "ct-int8-sym-channel": lambda p: write_compressed(p, "pack-quantized", 8, "channel", None, True),
+    "gptq-int4-asym-channel": lambda p: write_gptq(p, 4, -1, False, False, "gptq_v2"),  # zeros repeated over blocks
     "ct-fp8-channel": lambda p: write_compressed(p, "float-quantized", 8, "channel"),
 }
 
