@@ -89,6 +89,18 @@ def test_stored_codes_are_the_checkpoints(tmp_path):
         assert np.array_equal(scheme.dequantize(codes, scales), layer.attn.wq.weight.detach().numpy())
 
 
+def zero_point_linears(onnx_dir, checkpoint, attention: str):
+    """(name, (codes, scales, zeros), the reference's float32 weight) of each layer's experts and `attention`
+    projection in an export with zero points (MoEExpertsQZ / LinearQZ, checked)."""
+    model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
+    assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsQZ", "LinearQZ"}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for i, layer in enumerate(load_model(checkpoint, dtype=torch.float32).layers):
+        for name, param in ((f"model.layers.{i}.moe.w13", layer.moe.w13), (f"model.layers.{i}.moe.w2", layer.moe.w2),
+                            (f"model.layers.{i}.attn.{attention}.weight", getattr(layer.attn, attention).weight)):
+            yield name, tuple(inits[f"{name}.{s}"] for s in ("codes", "scales", "zeros")), param.detach().numpy()
+
+
 def test_stored_zero_points_are_the_checkpoints(tmp_path):
     """AWQ's codes and zero points go out as MoEExpertsQZ / LinearQZ initializers that dequantize (with the zero
     points) to exactly the reference's weights; the portable lowering (the ops' ONNX function bodies) runs them
@@ -97,16 +109,9 @@ def test_stored_zero_points_are_the_checkpoints(tmp_path):
     checkpoint = tmp_path / "ckpt"
     write_awq(checkpoint, 32)
     onnx_dir = export_checkpoint(checkpoint, tmp_path / "onnx", max_seq=64, max_batch=2)
-    model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
-    assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsQZ", "LinearQZ"}
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    reference = load_model(checkpoint, dtype=torch.float32)
     scheme = QuantScheme(4, 32)
-    for i, layer in enumerate(reference.layers):
-        for name, param in ((f"model.layers.{i}.moe.w13", layer.moe.w13), (f"model.layers.{i}.moe.w2", layer.moe.w2),
-                            (f"model.layers.{i}.attn.wo.weight", layer.attn.wo.weight)):
-            got = scheme.dequantize(*(inits[f"{name}.{s}"] for s in ("codes", "scales", "zeros")))
-            assert np.array_equal(got, param.detach().numpy()), name
+    for name, stored, want in zero_point_linears(onnx_dir, checkpoint, "wo"):
+        assert np.array_equal(scheme.dequantize(*stored), want), name
     report = check_engine(build_engine(onnx_dir, tmp_path / "portable", "portable"), checkpoint, greedy_steps=4)
     assert not report.failures and report.logits.max_rel < 1e-5, report.logits
     check_plugin_engine(onnx_dir, tmp_path / "plugins", checkpoint, ordered=0)
@@ -128,18 +133,11 @@ def test_per_channel_zero_points_repeated_over_blocks(writer, tmp_path):
     assert extra["quantization"]["block_size"] == 32 and extra["quantization"]["zero_points"], extra
     assert extra["checkpoint_quantization"]["group_size"] == 0, extra
     assert "repeated over blocks of 32 inputs" in extra["checkpoint_quantization"]["exported_as"], extra
-    model = onnx.load(onnx_dir / "model.onnx", load_external_data=True)
-    assert {n.op_type for n in model.graph.node if n.domain == "mixtral"} == {"MoERouter", "MoEExpertsQZ", "LinearQZ"}
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    reference = load_model(checkpoint, dtype=torch.float32)
     scheme = QuantScheme(4, 32)
-    for i, layer in enumerate(reference.layers):
-        for name, param in ((f"model.layers.{i}.moe.w13", layer.moe.w13), (f"model.layers.{i}.moe.w2", layer.moe.w2),
-                            (f"model.layers.{i}.attn.wq.weight", layer.attn.wq.weight)):
-            codes, scales, zeros = (inits[f"{name}.{s}"] for s in ("codes", "scales", "zeros"))
-            assert scales.shape[-1] == param.shape[-1] // 32 > 1, (name, scales.shape)
-            assert np.array_equal(scales, np.repeat(scales[..., :1], scales.shape[-1], -1)), name  # one per row
-            assert np.array_equal(scheme.dequantize(codes, scales, zeros), param.detach().numpy()), name
+    for name, (codes, scales, zeros), want in zero_point_linears(onnx_dir, checkpoint, "wq"):
+        assert scales.shape[-1] == want.shape[-1] // 32 > 1, (name, scales.shape)
+        assert np.array_equal(scales, np.repeat(scales[..., :1], scales.shape[-1], -1)), name  # one per row
+        assert np.array_equal(scheme.dequantize(codes, scales, zeros), want), name
     report = check_engine(build_engine(onnx_dir, tmp_path / "portable", "portable"), checkpoint, greedy_steps=4)
     print(f"portable ({writer} per-channel asymmetric) vs reference: logits max rel {report.logits.max_rel:.2e}")
     assert not report.failures and report.logits.max_rel < 1e-5, report.logits
