@@ -14,7 +14,7 @@ from mixtral_trt.common.quant import QuantScheme
 from .lowering.common import swap_in
 from .ops.spec import DOMAIN, MOE_EXPERTS_F8, MOE_EXPERTS_Q
 from .quantize import QuantizedExperts, quantize_experts
-from .quantize_stored import _checked_scales
+from .quantize_stored import _checked_scales, expert_spans
 
 BYTES = QuantScheme(8, 0)  # one byte per weight, one scale per row: the shapes QuantizedExperts gives them
 
@@ -28,13 +28,9 @@ class StoredF8Experts(QuantizedExperts):
         super().__init__(source, scheme, scale_dtype)
         self.kept: dict[int, np.ndarray] = {}  # expert -> its scale rows [N], kept from the codes' read
 
-    def _spans(self, e: int) -> list:
-        spans = self.source.spans
-        return spans[2 * e : 2 * e + 2] if self.source.entry.kind == "w13" else spans[e : e + 1]
-
     def _read(self, e: int) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [N, K] e4m3 values, float32 [N] scale of each row) of expert e: one read of its linears."""
-        parts = [span.linear() for span in self._spans(e)]
+        parts = [span.linear() for span in expert_spans(self.source, e)]
         return (np.concatenate([p.codes for p in parts]),
                 np.concatenate([np.broadcast_to(p.scales.reshape(-1), (p.codes.shape[0],)) for p in parts]))
 

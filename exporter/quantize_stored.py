@@ -156,6 +156,12 @@ def _checked_scales(scales: np.ndarray, dtype: np.dtype, what: str) -> np.ndarra
     return out
 
 
+def expert_spans(source, e: int) -> list[QuantizedSpan]:
+    """Expert e's stored linears in a StreamedTensor of QuantizedSpans: [w1, w3] of a w13 entry, [w2] of a w2 one."""
+    spans = source.spans
+    return spans[2 * e : 2 * e + 2] if source.entry.kind == "w13" else spans[e : e + 1]
+
+
 class _OneRead:
     """Each quantized linear's stored tensors read once per export (streaming._read), though its codes, scales
     and zero points are three initializers written one after the other: reading a linear for its codes (the
@@ -207,8 +213,7 @@ class StoredExperts(QuantizedExperts):
         self.once = _OneRead(scheme, self.scale_dtype, source.name, orders, zeros, act_order)
 
     def _spans(self, e: int) -> list[QuantizedSpan]:
-        spans = self.source.spans
-        return spans[2 * e : 2 * e + 2] if self.source.entry.kind == "w13" else spans[e : e + 1]
+        return expert_spans(self.source, e)
 
     def _rows(self, e: int) -> np.ndarray | None:
         """Order of expert e's rows: w2's input order for w1 / w3 (None: as stored)."""
