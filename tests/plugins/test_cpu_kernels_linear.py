@@ -9,6 +9,8 @@ dots are exact, only the float32 sum of the blocks' scaled partial sums differs)
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,26 @@ def test_linear_matches_reference(library, use_isa, isa, dtype, case):
 def test_quantized_blocks_of_64(library, dtype, rows):
     lin = make_linear((rows, 192), 33, dtype, block=64, seed=9)
     _check(lin, run_linear(lin, library))
+
+
+# avx512, blocks of 32: 1-2 rows take 2 x 4 tiles, 3-16 rows 4 x 4 tiles over activations prepared once per call
+# (kernels_avx512.cc gemm_quant), 17+ rows the same tiles reading the int8 rows in place. K 96 and 160: an odd
+# last block (a half pair); N 13: a last tile of 1 weight row; rows 3, 5, 6, 7: a last tile of 3, 1, 2, 3 rows.
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("k", [96, 160])
+def test_few_row_tiles_match_reference_and_the_in_place_path(library, use_isa, dtype, k):
+    use_isa("avx512")
+    lin = make_linear((17, k), 13, dtype, seed=k + 13)
+    full = run_linear(lin, library, threads=1)  # 17 rows: the activations read in place
+    _check(lin, full)
+    for rows in (1, 2, 3, 4, 5, 6, 7, 8, 9, 16):
+        part = dataclasses.replace(lin, x=lin.x[:rows])
+        got = run_linear(part, library, threads=1)
+        _check(part, got)
+        np.testing.assert_array_equal(got, full[:rows], err_msg=f"{rows} rows against the same rows of 17")
+        for threads in (2, 3, 4):
+            np.testing.assert_array_equal(run_linear(part, library, threads=threads), got,
+                                          err_msg=f"{rows} rows, {threads} threads")
 
 
 def test_prefill_4096_rows(library):
