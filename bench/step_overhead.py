@@ -6,18 +6,23 @@ ort-gqa), a `context`-token prefill then rounds of `steps` greedy decode steps t
 `InferenceSession.run_with_iobinding` and the rest (feeds, masks, positions, IO binding, output copies, the
 cache object). Engines alternate round by round; best of the rounds per engine. CPU time, so a loaded machine
 moves it less than wall time; with `--threads 1` the session's CPU time is its one thread's.
-`--cprofile N` prints the N costliest functions (cumulative) of one extra round per engine.
+`--cprofile N` prints the N costliest functions (by own time) of one extra round per engine. `--library PATH`
+(repeatable) registers that build of our CPU kernels in place of each engine's own copy: every engine is then
+measured once per library, alternating (a kernel change before / after on the same engines, `--batch 8` for the
+few-row GEMMs of batched decode).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 from mixtral_trt.runtime.backends.ort import OrtRunner, custom_ops_hook
 from mixtral_trt.runtime.engine import Engine
@@ -41,10 +46,16 @@ class _TimedSession:
         return getattr(self._session, name)
 
 
-def open_timed(engine_dir: Path, threads: int | None) -> tuple[Engine, _TimedSession]:
+def open_timed(engine_dir: Path, threads: int | None, library: Path | None = None) -> tuple[Engine, _TimedSession]:
+    """The engine through a timed session; `library`: register this build of our CPU kernels instead of the
+    engine's copy (the engine's manifest must name one)."""
     manifest = Manifest.load(engine_dir, verify=False)
-    runner = OrtRunner(engine_dir / manifest.model_file, device="cpu", threads=threads,
-                       session_options_hook=custom_ops_hook(manifest, engine_dir))
+    hook = custom_ops_hook(manifest, engine_dir)
+    if library is not None:
+        if hook is None:
+            raise MixtralTrtError(f"{engine_dir}: --library given, but the engine does not use our CPU kernels")
+        hook = lambda so: so.register_custom_ops_library(str(library))  # noqa: E731
+    runner = OrtRunner(engine_dir / manifest.model_file, device="cpu", threads=threads, session_options_hook=hook)
     timed = _TimedSession(runner.session)
     runner.session = timed
     return Engine(engine_dir, manifest, runner), timed
@@ -65,16 +76,20 @@ def decode_round(engine: Engine, timed: _TimedSession, prompt: np.ndarray, steps
 
 
 def measure(engine_dirs: list[Path], threads: int | None = 1, context: int = 128, steps: int = 32,
-            rounds: int = 5, batch: int = 1, seed: int = 0, cprofile: int = 0) -> dict[str, dict[str, float]]:
-    """Engine directory -> best-of-rounds {total_ms, session_ms, outside_ms} (best = least outside_ms)."""
-    opened = {d: open_timed(d, threads) for d in engine_dirs}
+            rounds: int = 5, batch: int = 1, seed: int = 0, cprofile: int = 0,
+            libraries: list[Path] | None = None) -> dict[str, dict[str, float]]:
+    """"ENGINE" (or "ENGINE @ LIBRARY") -> best-of-rounds {total_ms, session_ms, outside_ms}; best = least
+    outside_ms, or least total_ms when libraries are compared."""
+    pairs = [(d, lib) for d in engine_dirs for lib in (libraries or [None])]
+    opened = {f"{d}" + (f" @ {lib}" if lib else ""): open_timed(d, threads, lib) for d, lib in pairs}
+    key = "total_ms" if libraries else "outside_ms"
     vocab = next(iter(opened.values()))[0].config.vocab_size
     prompt = np.random.default_rng(seed).integers(3, vocab, (batch, context))
-    best: dict[Path, dict[str, float]] = {}
+    best: dict[str, dict[str, float]] = {}
     for _ in range(rounds):
         for d, (engine, timed) in opened.items():
             got = decode_round(engine, timed, prompt, steps)
-            if d not in best or got["outside_ms"] < best[d]["outside_ms"]:
+            if d not in best or got[key] < best[d][key]:
                 best[d] = got
     if cprofile:
         import cProfile
@@ -87,7 +102,7 @@ def measure(engine_dirs: list[Path], threads: int | None = 1, context: int = 128
             profiler.disable()
             print(f"== {d}")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(cprofile)
-    return {str(d): v for d, v in best.items()}
+    return best
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,9 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--cprofile", type=int, default=0)
+    parser.add_argument("--library", type=Path, action="append")
     args = parser.parse_args(argv)
     result = measure(args.engines, args.threads, args.context, args.steps, args.rounds, args.batch,
-                     cprofile=args.cprofile)
+                     cprofile=args.cprofile, libraries=args.library)
+    print(f"batch {args.batch}, {args.threads} thread(s), best of {args.rounds} rounds of {args.steps} steps "
+          f"(load average {os.getloadavg()[0]:.1f})")
     for d, v in result.items():
         print(f"{d}: {v['total_ms']:.3f} ms/step CPU, session {v['session_ms']:.3f}, outside {v['outside_ms']:.3f}")
 
