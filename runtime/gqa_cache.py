@@ -209,13 +209,20 @@ def _check(cache: GQACache, mask: np.ndarray, position_ids: np.ndarray | None, t
     return new
 
 
-def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, mask: np.ndarray,
+def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, mask: np.ndarray | None,
              position_ids: np.ndarray | None, names: list[str]) -> tuple[dict[str, np.ndarray], GQACache]:
-    """One engine call with the caller's ids [B, T] / mask [B, P + T]; outputs back in the caller's layout."""
+    """One engine call with the caller's ids [B, T] / mask [B, P + T] (None: the cache's own mask and T real
+    tokens per row); outputs back in the caller's layout."""
     b, t = ids.shape
-    new = _check(cache, mask, position_ids, t)  # [B, T]
-    counts = new.sum(axis=1)  # real new tokens per row
-    dense = bool(new.all())  # every row feeds all its T tokens (decode of a full batch, a prefill)
+    if mask is None:  # every new token is real (Engine.forward given no mask nor positions): nothing to check
+        if t > 1 and b > 1 and cache.lengths.max(initial=0) > 0:
+            raise MixtralTrtError(f"input_ids: {t} new tokens per row on a non-empty cache at batch {b}: "
+                                  "GroupQueryAttention engines take several tokens on a cache at batch 1 only")
+        new, counts, dense = None, np.full(b, t, np.int64), True
+    else:
+        new = _check(cache, mask, position_ids, t)  # [B, T]
+        counts = new.sum(axis=1)  # real new tokens per row
+        dense = bool(new.all())  # every row feeds all its T tokens (decode of a full batch, a prefill)
     fed = np.maximum(counts, 1)  # a row with none feeds one dummy token
     s = int(fed.max())
     if dense:
