@@ -86,7 +86,7 @@ def summarize(events: list[dict], nodes: dict[str, tuple[str, str, bool]], skip_
 
 
 def profile_decode(engine_dir: str | Path, context: int = 128, steps: int = 32, threads: int | None = None,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, batch: int = 1) -> dict[str, Any]:
     """Profile `steps` decode steps of an ONNX Runtime engine directory (see the module docstring)."""
     import onnx
 
@@ -104,15 +104,16 @@ def profile_decode(engine_dir: str | Path, context: int = 128, steps: int = 32, 
                            session_options_hook=custom_ops_hook(manifest, engine_dir, hook))
         engine = Engine(engine_dir, manifest, runner)
         rng = np.random.default_rng(seed)
-        out, cache = engine.forward(rng.integers(3, engine.config.vocab_size, (1, context)))
-        token = int(out["logits"][0, -1].argmax())
+        out, cache = engine.forward(rng.integers(3, engine.config.vocab_size, (batch, context)))
+        tokens = out["logits"][:, -1].argmax(-1)[:, None]  # [B, 1]
         for _ in range(steps):
-            out, cache = engine.forward(np.asarray([[token]]), cache)
-            token = int(out["logits"][0, -1].argmax())
+            out, cache = engine.forward(tokens, cache)
+            tokens = out["logits"][:, -1].argmax(-1)[:, None]
         trace = Path(runner.session.end_profiling())
         events = json.loads(trace.read_text())
         model = onnx.load(str(optimized), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     nodes = {n.name: (n.op_type, n.output[0] if n.output else "", len(n.input) > 1 and n.input[1] in weights)
              for n in model.graph.node}
-    return {"engine": str(engine_dir), "context": context, "steps": steps, **summarize(events, nodes, skip_runs=1)}
+    return {"engine": str(engine_dir), "context": context, "steps": steps, "batch": batch,
+            **summarize(events, nodes, skip_runs=1)}
