@@ -240,15 +240,20 @@ def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, 
     feeds = {"input_ids": step_ids, "attention_mask": step_mask,
              **{n: v for n, v in buffers.items() if n.startswith("past_key_values.")}}
     bound = {n: buffers[n] for n in cache_outputs}
-    logits = cache.logits_buffer(contract, b, s) if names == contract.names("logits") else None
-    if logits is not None:  # written in place by the run, copied out below
+    # a decode step's logits [B, 1, V]: written in place by the run into the cache's buffer, copied out below (a
+    # prefill's, B x S x V, are ONNX Runtime's allocation, not kept between calls)
+    logits = cache.logits_buffer(contract, b, s) if s == 1 and names == contract.names("logits") else None
+    if logits is not None:
         bound[names[0]] = logits[1]
     result = runner.run(feeds, names + cache_outputs, bound)
     flat = {info.name for info in contract.outputs if info.shape and info.shape[0] == "batch * seq"}
     outputs = {}
     for name in names:
-        out = logits[0] if logits is not None else np.asarray(result[name])
-        outputs[name] = out.copy() if dense else _to_caller(out, new, counts, s, name in flat)
+        if logits is not None:
+            outputs[name] = logits[0].copy() if dense else _to_caller(logits[0], new, counts, s, name in flat)
+        else:
+            out = np.asarray(result[name])
+            outputs[name] = out if dense else _to_caller(out, new, counts, s, name in flat)
     cache.lengths = cache.lengths + counts
     cache.length += t
     return outputs, cache
