@@ -62,6 +62,36 @@ def test_decode_steps_keep_their_logits_across_a_capacity_growth(engines):
         assert np.abs(got - want).max() / np.abs(want).max() < 1e-5, np.abs(got - want).max()
 
 
+def test_threads_decoding_on_one_engine_get_their_own_logits(engines):
+    """Two threads decode their own caches through one runner at once (a server's generate() beside a Scheduler's
+    thread): the one holding the runner's kept IO binding uses it, the other a fresh binding; each gets exactly the
+    logits it gets alone."""
+    import threading
+
+    _, gqa = engines
+    prompts = [np.array(p)[None] for p in _prompts((7, 12), seed=6)]
+
+    def decode(prompt, steps=6):
+        out, cache = gqa.forward(prompt)
+        got = []
+        for _ in range(steps):
+            out, cache = gqa.forward(out["logits"][:, -1:].argmax(-1), cache)
+            got.append(out["logits"])
+        return np.concatenate(got, axis=1)
+
+    alone = [decode(p) for p in prompts]
+    together: list = [None, None]
+    threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, [decode(prompts[i]) for _ in range(4)]))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        for got in together[i]:
+            np.testing.assert_array_equal(got, alone[i])
+
+
 def test_rows_stay_right_padded(engines):
     _, gqa = engines
     ids = np.array([[0, 0, 5, 6], [7, 8, 9, 10]])
