@@ -40,12 +40,29 @@ struct QuantGemm {
   size_t ldy;
 };
 
+// One query's attention over one kv head for the R query heads that share it (RaggedAttention, attention.cc):
+// out[r] = softmax_j(q[r] . k[idx[j]]) v[idx[j]] over the n listed slots, float32 throughout. q is already
+// rotated and scaled by D^-0.5; `uniform`: every score is taken as equal (a query with no visible slot gets the
+// mean of the listed slots, as the canonical graph's finite mask bias gives it).
+struct AttendGroup {
+  const float* q;       // [R, D]
+  const float* k;       // key rows of the kv head: slot s at k + s * ldk
+  const float* v;       // value rows: slot s at v + s * ldk
+  size_t ldk;
+  const int32_t* idx;   // [n] slots
+  int n, R, D;
+  bool uniform;
+  float* scores;        // scratch [R, n]
+  float* out;           // [R, D]
+};
+
 struct Kernels {
   const char* name;
   void (*gemm_f32)(const FloatGemm&);
   void (*gemm_bf16)(const FloatGemm&);
   void (*gemm_q8)(const QuantGemm&);
   void (*gemm_q4)(const QuantGemm&);
+  void (*attend)(const AttendGroup&);
 };
 
 // one per instruction set (kernels_<isa>.cc, each compiled with its own -m flags)

@@ -18,6 +18,8 @@ struct Avx2 : Simd256Quant {
     const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
   }
+  static F bcast(float a) { return _mm256_set1_ps(a); }
+  static void store(float* p, F a) { _mm256_storeu_ps(p, a); }
   static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   static float hsum(F a) { return hsum8(a); }
   // |w| * (x with w's sign): pairs into int16 (at most 2 * 128 * 127, no saturation), then 4-byte groups to int32

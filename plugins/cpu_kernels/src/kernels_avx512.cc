@@ -18,6 +18,8 @@ struct Avx512 : Simd256Quant {
     const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
   }
+  static F bcast(float a) { return _mm512_set1_ps(a); }
+  static void store(float* p, F a) { _mm512_storeu_ps(p, a); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(F a) { return _mm512_reduce_add_ps(a); }
   // VNNI takes the unsigned codes as they are (u8 x s8: exact int32 lanes, each the sum of 4 adjacent
