@@ -10,7 +10,9 @@
 
 namespace mixtral_cpu {
 
-constexpr int kMaxHeadsPerKv = 64;  // R, AttendGroup's per-head scratch
+constexpr int kMaxHeadsPerKv = kMaxAttendHeads;  // R
+constexpr int kBlock = 8;                         // queries per work item
+static_assert(kBlock <= kMaxAttendQueries, "AttendGroup takes at most kMaxAttendQueries queries");
 
 struct RaggedAttentionArgs {
   const float* q;          // [B, T, H * D] the projection's output, not yet rotated
@@ -26,8 +28,10 @@ struct RaggedAttentionArgs {
 
 // out = softmax(rope(q) kᵀ D^-0.5 over each query's visible slots) v, float32. A query with no visible slot gets
 // the mean of every slot's value (what the canonical graph's finite -3.4e38 bias gives it), never NaN. Pass 1
-// lists each query's visible slots (its row read once), pass 2 runs one work item per (query, kv head): 1 to 4
-// threads give identical results.
+// lists each query's visible slots (its row read once), pass 2 runs one work item per (block of kBlock queries of
+// one batch row, kv head), which reads each key and value row of the block's slots once (K / V traffic: one pass
+// per block, not per query). A query's result does not depend on its block nor on the thread: 1 to 4 threads give
+// identical results.
 void ragged_attention_forward(const Kernels& kernels, const RaggedAttentionArgs& a, Parallel& parallel);
 
 }  // namespace mixtral_cpu

@@ -1,10 +1,11 @@
 // The attention kernel of kernels.h (AttendGroup) written once over a SIMD traits class V (gemm_impl.h's, with
-// bcast and store), instantiated by kernels_<isa>.cc through make_kernels.
-// R query heads sharing one kv head, n listed slots, D head_dim.
+// bcast, store, add, sub and exp_nonpositive), instantiated by kernels_<isa>.cc through make_kernels.
+// m queries, R query heads sharing one kv head, n union slots, D head_dim.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels.h"
 
@@ -12,6 +13,7 @@ namespace mixtral_cpu {
 // internal linkage, as gemm_impl.h: each ISA's file compiles its own copy
 namespace {
 namespace impl {
+
 
 // a . b over D floats: V::W lanes at a time, then the tail in order
 template <class V>
@@ -24,43 +26,88 @@ inline float dot(const float* a, const float* b, int D) {
   return sum;
 }
 
-// y += a * x over D floats
+// s[j] = exp(s[j] - top) for s[j] <= top (-inf gives 0), returning their sum: V::exp_nonpositive on whole vectors
+// (the ISA's polynomial, within 2e-7 relative of expf) summed lane-wise, std::exp on the tail
 template <class V>
-inline void axpy(float a, const float* x, float* y, int D) {
-  const typename V::F av = V::bcast(a);
-  int d = 0;
-  for (; d + V::W <= D; d += V::W) V::store(y + d, V::fma(av, V::load(x + d), V::load(y + d)));
-  for (; d < D; ++d) y[d] += a * x[d];
+inline float exp_row(float* s, int n, float top) {
+  const typename V::F shift = V::bcast(top);
+  typename V::F acc = V::zero();
+  int j = 0;
+  for (; j + V::W <= n; j += V::W) {
+    const typename V::F e = V::exp_nonpositive(V::sub(V::load(s + j), shift));
+    V::store(s + j, e);
+    acc = V::add(acc, e);
+  }
+  float sum = V::hsum(acc);
+  for (; j < n; ++j) sum += s[j] = std::exp(s[j] - top);
+  return sum;
 }
 
-// Each listed key row is read once for the R heads (their scores), each value row once for the R outputs: no
-// copy of K or V per query head. The softmax subtracts each head's largest score (exp <= 1, the sum >= 1).
+// Walks the union slots in order; each query's own list is walked beside them (both ascending), so whether query i
+// sees union slot j costs one comparison. Each key row is read once for the block's m x R scores (a slot a query
+// does not see scores -inf: exp gives 0), each value row once for its weighted sums. Each head's softmax subtracts
+// its largest score (exp <= 1, the sum >= 1: every query sees at least one slot).
 template <class V>
 void attend(const AttendGroup& g) {
-  const int n = g.n, R = g.R, D = g.D;
+  const int n = g.n, m = g.m, R = g.R, D = g.D;
+  int at[kMaxAttendQueries] = {};
+  float top[kMaxAttendQueries * kMaxAttendHeads];  // each (query, head)'s largest score
+  for (int h = 0; h < m * R; ++h) top[h] = -INFINITY;
   for (int j = 0; j < n; ++j) {
-    const float* key = g.k + static_cast<size_t>(g.idx[j]) * g.ldk;
-    for (int r = 0; r < R; ++r) g.scores[static_cast<size_t>(r) * n + j] = g.uniform ? 0.f : dot<V>(g.q + r * D, key, D);
-  }
-  float inverse[64];  // R <= 64 (RaggedAttention checks num_heads / kv_num_heads)
-  for (int r = 0; r < R; ++r) {
-    float* s = g.scores + static_cast<size_t>(r) * n;
-    float top = s[0];
-    for (int j = 1; j < n; ++j) top = s[j] > top ? s[j] : top;
-    float sum = 0.f;
-    for (int j = 0; j < n; ++j) {
-      s[j] = std::exp(s[j] - top);
-      sum += s[j];
+    const int32_t slot = g.idx[j];
+    const float* key = g.k + static_cast<size_t>(slot) * g.ldk;
+    for (int i = 0; i < m; ++i) {
+      float* s = g.scores + static_cast<size_t>(i) * R * n + j;
+      const bool uniform = g.lists[i] == nullptr;
+      const bool sees = uniform || (at[i] < g.counts[i] && g.lists[i][at[i]] == slot);
+      if (sees && !uniform) ++at[i];
+      for (int r = 0; r < R; ++r) {
+        const float score = !sees ? -INFINITY : uniform ? 0.f : dot<V>(g.q + (i * R + r) * D, key, D);
+        s[static_cast<size_t>(r) * n] = score;
+        top[i * R + r] = score > top[i * R + r] ? score : top[i * R + r];
+      }
     }
-    inverse[r] = 1.f / sum;
-    for (int d = 0; d < D; ++d) g.out[r * D + d] = 0.f;
   }
-  for (int j = 0; j < n; ++j) {
-    const float* value = g.v + static_cast<size_t>(g.idx[j]) * g.ldk;
-    for (int r = 0; r < R; ++r) axpy<V>(g.scores[static_cast<size_t>(r) * n + j], value, g.out + r * D, D);
+  float inverse[kMaxAttendQueries * kMaxAttendHeads];  // each (query, head)'s 1 / sum
+  for (int h = 0; h < m * R; ++h) {
+    inverse[h] = 1.f / exp_row<V>(g.scores + static_cast<size_t>(h) * n, n, top[h]);
+    float* out = g.out + static_cast<size_t>(h / R) * g.ldo + (h % R) * D;
+    for (int d = 0; d < D; ++d) out[d] = 0.f;
   }
-  for (int r = 0; r < R; ++r)
-    for (int d = 0; d < D; ++d) g.out[r * D + d] *= inverse[r];
+  // weighted sums in tiles of kTile slots: each (query, head)'s output slice of up to 4 vectors stays in registers
+  // over the tile (the tile's value rows in L1); every output element sums its slots in ascending order
+  constexpr int kTile = 64;
+  for (int j0 = 0; j0 < n; j0 += kTile) {
+    const int j1 = j0 + kTile < n ? j0 + kTile : n;
+    for (int h = 0; h < m * R; ++h) {
+      const float* p = g.scores + static_cast<size_t>(h) * n;
+      float* out = g.out + static_cast<size_t>(h / R) * g.ldo + (h % R) * D;
+      int d = 0;
+      for (; d + 4 * V::W <= D; d += 4 * V::W) {
+        typename V::F acc[4];
+        for (int c = 0; c < 4; ++c) acc[c] = V::load(out + d + c * V::W);
+        for (int j = j0; j < j1; ++j) {
+          if (p[j] == 0.f) continue;
+          const typename V::F w = V::bcast(p[j]);
+          const float* value = g.v + static_cast<size_t>(g.idx[j]) * g.ldk + d;
+          for (int c = 0; c < 4; ++c) acc[c] = V::fma(w, V::load(value + c * V::W), acc[c]);
+        }
+        for (int c = 0; c < 4; ++c) V::store(out + d + c * V::W, acc[c]);
+      }
+      for (; d + V::W <= D; d += V::W) {
+        typename V::F acc = V::load(out + d);
+        for (int j = j0; j < j1; ++j)
+          if (p[j] != 0.f) acc = V::fma(V::bcast(p[j]), V::load(g.v + static_cast<size_t>(g.idx[j]) * g.ldk + d), acc);
+        V::store(out + d, acc);
+      }
+      for (; d < D; ++d)
+        for (int j = j0; j < j1; ++j) out[d] += p[j] * g.v[static_cast<size_t>(g.idx[j]) * g.ldk + d];
+    }
+  }
+  for (int h = 0; h < m * R; ++h) {
+    float* out = g.out + static_cast<size_t>(h / R) * g.ldo + (h % R) * D;
+    for (int d = 0; d < D; ++d) out[d] *= inverse[h];
+  }
 }
 
 }  // namespace impl

@@ -40,20 +40,25 @@ struct QuantGemm {
   size_t ldy;
 };
 
-// One query's attention over one kv head for the R query heads that share it (RaggedAttention, attention.cc):
-// out[r] = softmax_j(q[r] . k[idx[j]]) v[idx[j]] over the n listed slots, float32 throughout. q is already
-// rotated and scaled by D^-0.5; `uniform`: every score is taken as equal (a query with no visible slot gets the
-// mean of the listed slots, as the canonical graph's finite mask bias gives it).
+// A block of m queries' attention over one kv head for the R query heads that share it (RaggedAttention,
+// attention.cc): out[i, r] = softmax_j(q[i, r] . k[s]) v[s] over the slots s query i sees, float32 throughout.
+// `idx` is the union of the queries' slots, ascending; `lists[i]` query i's own, ascending (a subset), or null
+// for a query with no visible slot, which sees every union slot with equal scores (the mean of their values, as
+// the canonical graph's finite mask bias gives it). Each key and value row is read once for the whole block.
+// q is already rotated and scaled by D^-0.5. A query's result does not depend on the other queries of its block.
+constexpr int kMaxAttendQueries = 16, kMaxAttendHeads = 64;  // m, R at most
 struct AttendGroup {
-  const float* q;       // [R, D]
-  const float* k;       // key rows of the kv head: slot s at k + s * ldk
-  const float* v;       // value rows: slot s at v + s * ldk
+  const float* q;              // [m, R, D]
+  const float* k;              // key rows of the kv head: slot s at k + s * ldk
+  const float* v;              // value rows: slot s at v + s * ldk
   size_t ldk;
-  const int32_t* idx;   // [n] slots
-  int n, R, D;
-  bool uniform;
-  float* scores;        // scratch [R, n]
-  float* out;           // [R, D]
+  const int32_t* idx;          // [n] union of the block's slots
+  const int32_t* const* lists; // [m] each query's slots (counts[i] of them), or null: every union slot, uniformly
+  const int* counts;           // [m]
+  int n, m, R, D;
+  float* scores;               // scratch [m * R, n]
+  float* out;                  // query i, head r at out + i * ldo + r * D
+  size_t ldo;
 };
 
 struct Kernels {
