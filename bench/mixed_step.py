@@ -41,18 +41,18 @@ if TYPE_CHECKING:
     from mixtral_trt.runtime.engine import Engine
 
 
-def ragged_runner(engine: Engine, workdir: Path) -> OrtRunner:
+def ragged_runner(engine: Engine, workdir: Path, threads: int | None = None) -> OrtRunner:
     """The engine's graph with ragged attention, written once under `workdir` (weights hard-linked), opened with the
     engine's own copy of our CPU kernels' library where its MoE layers run on them: the canonical graph's attention
     (write_ragged), whatever the engine's kernels."""
     path = workdir / f"{engine.path.name}-ragged" / "model.onnx"
     if not path.is_file():
         write_ragged(engine.path, path.parent)
-    return OrtRunner(path, device=engine.runner.device,
+    return OrtRunner(path, device=engine.runner.device, threads=threads,
                      session_options_hook=custom_ops_hook(engine.manifest, engine.path))
 
 
-def op_runner(engine: Engine, onnx_dir: Path, workdir: Path) -> OrtRunner | None:
+def op_runner(engine: Engine, onnx_dir: Path, workdir: Path, threads: int | None = None) -> OrtRunner | None:
     """`build --ragged` of the engine's export, built once under `workdir`: with our CPU kernels each layer's
     attention core is their RaggedAttention (exporter/lowering/ragged_attention.py). None where the engine does
     not run our kernels (nor would that build)."""
@@ -61,14 +61,17 @@ def op_runner(engine: Engine, onnx_dir: Path, workdir: Path) -> OrtRunner | None
     path = workdir / f"{engine.path.name}-ragged-op"
     if not path.exists():
         build_engine(onnx_dir, path, "ort", ragged=True)
-    return runtime.load(path, verify=False).runner
+    built = runtime.load(path, verify=False)
+    return OrtRunner(path / built.manifest.model_file, device=engine.runner.device, threads=threads,
+                     session_options_hook=custom_ops_hook(built.manifest, path))
 
 
 def call_costs(engine: Engine, runner: OrtRunner, past: int = 1024, chunks: tuple[int, ...] = (4, 16, 32, 64),
-               rows: int = 3, row_past: int = 40, repeats: int = 7, op_runner: OrtRunner | None = None
-               ) -> dict[str, Any]:
+               rows: int = 3, row_past: int = 40, repeats: int = 7, op_runner: OrtRunner | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Milliseconds per call (medians of `repeats` interleaved rounds) and each against the steady step; with
-    `op_runner` (ragged_runner's "op" graph) its ragged call too, interleaved with the others ("op_ms")."""
+    `op_runner` (op_runner's `build --ragged` engine) its ragged call too, interleaved with the others ("op_ms").
+    `clock`: wall time, or time.process_time (CPU time: with one intra-op thread, the work, whatever the load)."""
     rng = np.random.default_rng(0)
     vocab = engine.config.vocab_size
     _, running = engine.forward(rng.integers(3, vocab, (rows, row_past)))
@@ -102,9 +105,9 @@ def call_costs(engine: Engine, runner: OrtRunner, past: int = 1024, chunks: tupl
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start = clock()
             call()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     steady = ms["decode"]
     out: dict[str, Any] = {"past": past, "rows": rows, "steady_step_ms": steady, "chunks": []}
@@ -207,18 +210,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pasts", default=None, help="the joining prompt's pasts of the per-call costs (comma-"
                     "separated; default half of --prefix)")
     ap.add_argument("--no-join", action="store_true", help="per-call costs only")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads of every session (default: all)")
+    ap.add_argument("--cpu-time", action="store_true", help="per-call costs in CPU time (with --threads 1: the "
+                    "work, whatever the machine's load)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
     engine = join_engine(args.preset, args.workdir, args.prefix)
-    runner = ragged_runner(engine, args.workdir)
-    op = op_runner(engine, serve_onnx_dir(join_settings(args.preset, args.workdir, args.prefix)), args.workdir)
+    if args.threads is not None:
+        engine.runner = OrtRunner(engine.path / engine.manifest.model_file, device=engine.runner.device,
+                                  threads=args.threads, session_options_hook=custom_ops_hook(engine.manifest,
+                                                                                             engine.path))
+    runner = ragged_runner(engine, args.workdir, args.threads)
+    op = op_runner(engine, serve_onnx_dir(join_settings(args.preset, args.workdir, args.prefix)), args.workdir,
+                   args.threads)
     figures: dict[str, Any] = {"engine": str(engine.path), "call_costs": []}
     pasts = [int(p) for p in args.pasts.split(",")] if args.pasts else [args.prefix // 2]
     cost_chunks = tuple(int(c) for c in args.cost_chunks.split(","))
     for past in pasts:
         figures["call_costs"].append(call_costs(engine, runner, past, cost_chunks, repeats=args.repeats * 4 - 1,
-                                                op_runner=op))
+                                                op_runner=op, clock=time.process_time if args.cpu_time
+                                                else time.perf_counter))
         _log({"call_costs": figures["call_costs"][-1]})
     today = tuple(c if c == "auto" else int(c) for c in args.today.split(","))
     if not args.no_join:

@@ -7,6 +7,9 @@
 #include <vector>
 
 namespace mixtral_cpu {
+namespace {
+constexpr size_t kListBytes = size_t{1} << 16;  // visibility bytes per pass-1 work item
+}  // namespace
 
 void ragged_attention_forward(const Kernels& kernels, const RaggedAttentionArgs& a, Parallel& parallel) {
   const size_t queries = static_cast<size_t>(a.B) * a.T, S = static_cast<size_t>(a.S);
@@ -14,15 +17,19 @@ void ragged_attention_forward(const Kernels& kernels, const RaggedAttentionArgs&
   // pass 1: each query's visible slots, in order ([queries, S] slot lists, counts [queries])
   std::vector<int32_t> slots(queries * S);
   std::vector<int> counts(queries);
-  auto list = [&](size_t i) {
-    const bool* row = a.visible + i * S;
-    int32_t* out = slots.data() + i * S;
-    int n = 0;
-    for (size_t s = 0; s < S; ++s)
-      if (row[s]) out[n++] = static_cast<int32_t>(s);
-    counts[i] = n;  // 0: nothing visible (every slot, uniformly: below)
+  // in chunks of ~kListBytes of visibility (one chunk, on the calling thread, for a decode step's few rows)
+  const size_t per_chunk = std::max<size_t>(1, kListBytes / std::max<size_t>(S, 1));
+  auto list = [&](size_t chunk) {
+    for (size_t i = chunk * per_chunk; i < std::min(queries, (chunk + 1) * per_chunk); ++i) {
+      const bool* row = a.visible + i * S;
+      int32_t* out = slots.data() + i * S;
+      int n = 0;
+      for (size_t s = 0; s < S; ++s)
+        if (row[s]) out[n++] = static_cast<int32_t>(s);
+      counts[i] = n;  // 0: nothing visible (every slot, uniformly: below)
+    }
   };
-  parallel_for(parallel, queries, list);
+  parallel_for(parallel, (queries + per_chunk - 1) / per_chunk, list);
   // pass 2: (block of up to kBlock queries of one batch row, kv head) items; each rotates and scales its queries'
   // R heads, merges their slot lists (every slot where one of them sees nothing) and attends
   const int R = a.H / a.G, D = a.D, half = D / 2;
