@@ -79,7 +79,8 @@ void ragged_attention_forward(const Kernels& kernels, const RaggedAttentionArgs&
     const size_t head = (static_cast<size_t>(b) * a.G + g) * S * D;
     AttendGroup group{q, a.k + head, a.v + head, static_cast<size_t>(D), merged.data(), lists, counts.data() + first,
                       n, m, R, D, q + static_cast<size_t>(m) * R * D,
-                      a.out + (first * a.H + static_cast<size_t>(g) * R) * D, static_cast<size_t>(a.H) * D};
+                      a.out + (first * a.H + static_cast<size_t>(g) * R) * D, static_cast<size_t>(a.H) * D,
+                      kernels.gemm_f32};
     kernels.attend(group);
   };
   parallel_for(parallel, static_cast<size_t>(a.B) * blocks_per_row * a.G, attend);

@@ -30,8 +30,7 @@ struct RaggedAttentionArgs {
 // the mean of every slot's value (what the canonical graph's finite -3.4e38 bias gives it), never NaN. Pass 1
 // lists each query's visible slots (its row read once), pass 2 runs one work item per (block of kBlock queries of
 // one batch row, kv head), which reads each key and value row of the block's slots once (K / V traffic: one pass
-// per block, not per query). A query's result does not depend on its block nor on the thread: 1 to 4 threads give
-// identical results.
+// per block, not per query). Blocks are fixed by T, not by the thread split: 1 to 4 threads give identical results.
 void ragged_attention_forward(const Kernels& kernels, const RaggedAttentionArgs& a, Parallel& parallel);
 
 }  // namespace mixtral_cpu

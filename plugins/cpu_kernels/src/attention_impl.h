@@ -3,6 +3,7 @@
 // m queries, R query heads sharing one kv head, n union slots, D head_dim.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -14,17 +15,6 @@ namespace mixtral_cpu {
 namespace {
 namespace impl {
 
-
-// a . b over D floats: V::W lanes at a time, then the tail in order
-template <class V>
-inline float dot(const float* a, const float* b, int D) {
-  typename V::F acc = V::zero();
-  int d = 0;
-  for (; d + V::W <= D; d += V::W) acc = V::fma(V::load(a + d), V::load(b + d), acc);
-  float sum = V::hsum(acc);
-  for (; d < D; ++d) sum += a[d] * b[d];
-  return sum;
-}
 
 // s[j] = exp(s[j] - top) for s[j] <= top (-inf gives 0), returning their sum: V::exp_nonpositive on whole vectors
 // (the ISA's polynomial, within 2e-7 relative of expf) summed lane-wise, std::exp on the tail
@@ -43,29 +33,47 @@ inline float exp_row(float* s, int n, float top) {
   return sum;
 }
 
-// Walks the union slots in order; each query's own list is walked beside them (both ascending), so whether query i
-// sees union slot j costs one comparison. Each key row is read once for the block's m x R scores (a slot a query
-// does not see scores -inf: exp gives 0), each value row once for its weighted sums. Each head's softmax subtracts
-// its largest score (exp <= 1, the sum >= 1: every query sees at least one slot).
+// Each key row is read once for the block's m x R scores; each query's own list is walked beside the union (both
+// ascending), so whether query i sees union slot j costs one comparison (a slot it does not see scores -inf: exp
+// gives 0). Each head's softmax subtracts its largest score (exp <= 1, the sum >= 1: every query sees a slot).
 template <class V>
 void attend(const AttendGroup& g) {
   const int n = g.n, m = g.m, R = g.R, D = g.D;
-  int at[kMaxAttendQueries] = {};
+  // scores: q [m R, D] against each run of consecutive union slots (the key rows as stored: one FloatGemm, the
+  // table's float32 kernel, amx tiles for 16+ rows), then -inf where a query does not see a slot (0 for a query
+  // that sees nothing: every slot, uniformly)
+  static thread_local int32_t rows[kMaxAttendQueries * kMaxAttendHeads];
+  for (int h = 0; h < m * R; ++h) rows[h] = h;
+  for (int j0 = 0; j0 < n;) {
+    int j1 = j0 + 1;
+    while (j1 < n && g.idx[j1] == g.idx[j1 - 1] + 1) ++j1;
+    g.gemm(FloatGemm{g.q, static_cast<size_t>(D), rows, m * R, g.k + static_cast<size_t>(g.idx[j0]) * g.ldk, D, 0,
+                     j1 - j0, g.scores + j0, static_cast<size_t>(n)});
+    j0 = j1;
+  }
   float top[kMaxAttendQueries * kMaxAttendHeads];  // each (query, head)'s largest score
-  for (int h = 0; h < m * R; ++h) top[h] = -INFINITY;
-  for (int j = 0; j < n; ++j) {
-    const int32_t slot = g.idx[j];
-    const float* key = g.k + static_cast<size_t>(slot) * g.ldk;
-    for (int i = 0; i < m; ++i) {
-      float* s = g.scores + static_cast<size_t>(i) * R * n + j;
-      const bool uniform = g.lists[i] == nullptr;
-      const bool sees = uniform || (at[i] < g.counts[i] && g.lists[i][at[i]] == slot);
-      if (sees && !uniform) ++at[i];
-      for (int r = 0; r < R; ++r) {
-        const float score = !sees ? -INFINITY : uniform ? 0.f : dot<V>(g.q + (i * R + r) * D, key, D);
-        s[static_cast<size_t>(r) * n] = score;
-        top[i * R + r] = score > top[i * R + r] ? score : top[i * R + r];
+  for (int i = 0; i < m; ++i) {
+    float* s = g.scores + static_cast<size_t>(i) * R * n;
+    if (g.lists[i] == nullptr) {
+      for (size_t e = 0; e < static_cast<size_t>(R) * n; ++e) s[e] = 0.f;
+      for (int r = 0; r < R; ++r) top[i * R + r] = 0.f;
+      continue;
+    }
+    for (int j = 0, at = 0; j < n; ++j) {
+      if (at < g.counts[i] && g.lists[i][at] == g.idx[j]) {
+        ++at;
+        continue;
       }
+      for (int r = 0; r < R; ++r) s[static_cast<size_t>(r) * n + j] = -INFINITY;
+    }
+    for (int r = 0; r < R; ++r) {
+      const float* row = s + static_cast<size_t>(r) * n;
+      float best[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};  // four chains: the compares overlap
+      int j = 0;
+      for (; j + 4 <= n; j += 4)
+        for (int c = 0; c < 4; ++c) best[c] = row[j + c] > best[c] ? row[j + c] : best[c];
+      for (; j < n; ++j) best[0] = row[j] > best[0] ? row[j] : best[0];
+      top[i * R + r] = std::max(std::max(best[0], best[1]), std::max(best[2], best[3]));
     }
   }
   float inverse[kMaxAttendQueries * kMaxAttendHeads];  // each (query, head)'s 1 / sum

@@ -45,7 +45,8 @@ struct QuantGemm {
 // `idx` is the union of the queries' slots, ascending; `lists[i]` query i's own, ascending (a subset), or null
 // for a query with no visible slot, which sees every union slot with equal scores (the mean of their values, as
 // the canonical graph's finite mask bias gives it). Each key and value row is read once for the whole block.
-// q is already rotated and scaled by D^-0.5. A query's result does not depend on the other queries of its block.
+// q is already rotated and scaled by D^-0.5. Which GEMM kernel computes the scores depends on m R (amx tiles for
+// 16+ rows): a query's last bits depend on its block's size, never on the thread.
 constexpr int kMaxAttendQueries = 16, kMaxAttendHeads = 64;  // m, R at most
 struct AttendGroup {
   const float* q;              // [m, R, D]
@@ -59,6 +60,7 @@ struct AttendGroup {
   float* scores;               // scratch [m * R, n]
   float* out;                  // query i, head r at out + i * ldo + r * D
   size_t ldo;
+  void (*gemm)(const FloatGemm&);  // the table's gemm_f32: the scores of each run of consecutive slots
 };
 
 struct Kernels {
