@@ -6,7 +6,8 @@ decode runs is put in a bucket by its node (the optimized graph tells which node
 
     moe        MoE / QMoE, or per-expert MatMuls and their routing   lm_head   the MatMul producing `logits`
                (or our library's MoE / MoEBF16 / MoEQ node)                      (or our Linear* node)
-    attn_proj  other weight MatMuls (ours: Linear*)  attn_core   QK^T, softmax, AV, mask, GroupQueryAttention
+    attn_proj  other weight MatMuls (ours: Linear*)  attn_core   QK^T, softmax, AV, mask, GroupQueryAttention,
+                                                                 our RaggedAttention
     kv_concat  Concat producing present.*  norm       RMSNorm pieces or fused norms
     rotary     rotary pieces or op        router      the gate Gemm
     elementwise Add / Mul (residuals)     glue        shape ops, casts, the rest
@@ -37,7 +38,7 @@ BUCKETS = ("moe", "lm_head", "attn_proj", "attn_core", "kv_concat", "norm", "rot
 _NORM = {"Pow", "ReduceMean", "Sqrt", "Reciprocal", "Div", "SimplifiedLayerNormalization",
          "SkipSimplifiedLayerNormalization", "RMSNormalization"}
 _ROTARY = {"Neg", "Split", "Sin", "Cos", "RotaryEmbedding"}
-_ATTN = {"Softmax", "Where", "GroupQueryAttention", "MultiHeadAttention", "Attention"}
+_ATTN = {"Softmax", "Where", "GroupQueryAttention", "MultiHeadAttention", "Attention", "RaggedAttention"}
 
 
 def bucket_of(op: str, output: str, reads_weight: bool, name: str = "") -> str:

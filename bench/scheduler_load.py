@@ -144,10 +144,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def join_engine(preset: str, workdir: Path, prefix: int) -> Engine:
     """The preset's random `ort` engine (max batch 4) with room for a `prefix`-token prompt and 512 more tokens."""
-    from .serve_load import ServeBenchSettings, serve_engine_dir
+    from .serve_load import serve_engine_dir
 
-    s = ServeBenchSettings(preset=preset, clients=(4,), max_seq=prefix + 512, workdir=workdir)
-    return runtime.load(serve_engine_dir(s), verify=False)
+    return runtime.load(serve_engine_dir(join_settings(preset, workdir, prefix)), verify=False)
+
+
+def join_settings(preset: str, workdir: Path, prefix: int):
+    """join_engine's serve_load settings (its export: serve_load.serve_onnx_dir)."""
+    from .serve_load import ServeBenchSettings
+
+    return ServeBenchSettings(preset=preset, clients=(4,), max_seq=prefix + 512, workdir=workdir)
 
 
 def emit(figures: dict[str, Any], out: Path | None) -> None:

@@ -17,6 +17,7 @@ import pytest
 from mixtral_trt.plugins import cpu_kernels
 from support.cpu_kernels import (
     DTYPES,
+    assert_close_to_max,
     cases_by_dtype,
     linear_model,
     linear_oracle,
@@ -38,12 +39,7 @@ FLOAT_ONLY = {"tails": ((3, 40), 24)}  # K that no SIMD width divides: float wei
 
 
 def _check(lin, got: np.ndarray) -> None:
-    want = linear_oracle(lin)
-    scale = max(1.0, float(np.abs(want).max()))
-    err = np.abs(got - want) / scale
-    figures = f"{lin.dtype} x {lin.x.shape} N={lin.w.shape[0]}: max error {err.max():.2e} (x max|ref| {scale:.2f})"
-    assert got.shape == want.shape and np.isfinite(got).all(), figures
-    assert err.max() <= 1e-5, figures
+    assert_close_to_max(got, linear_oracle(lin), f"{lin.dtype} x {lin.x.shape} N={lin.w.shape[0]}")
 
 
 # amx: row blocks of 16+ rows on AMX tiles (bf16 for float weights, int8 for LinearQ), padded past N

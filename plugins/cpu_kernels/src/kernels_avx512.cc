@@ -20,6 +20,22 @@ struct Avx512 : Simd256Quant {
     const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
   }
+  static F bcast(float a) { return _mm512_set1_ps(a); }
+  static void store(float* p, F a) { _mm512_storeu_ps(p, a); }
+  // exp(x) for x <= 0: 2^k p(r), k = round(x / ln2), r = x - k ln2 (two-part ln2), p the degree-6 Taylor
+  // polynomial (|r| <= ln2 / 2: relative error < 2e-7); x below -87 (and -inf) gives 0
+  static F exp_nonpositive(F x) {
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.f), _CMP_GE_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+    const F k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    F r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    F p = _mm512_set1_ps(1.f / 720);
+    for (const float c : {1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, k));
+  }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(F a) { return _mm512_reduce_add_ps(a); }
   // VNNI takes the unsigned codes as they are (u8 x s8: exact int32 lanes, each the sum of 4 adjacent
