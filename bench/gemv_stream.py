@@ -29,6 +29,8 @@ from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.quant import DEFAULT_BLOCK, QuantScheme
 from mixtral_trt.plugins import cpu_kernels
 
+from .cpu_linears import one_node_session
+
 FORMATS = ("fp32", "bf16", "int8", "int4")
 OPS = {"fp32": "Linear", "bf16": "LinearBF16", "int8": "LinearQ", "int4": "LinearQ"}
 BLOCK_ROWS = 4096
@@ -73,16 +75,6 @@ def _check(fmt: str, session, x: np.ndarray, block: np.ndarray) -> None:
         raise MixtralTrtError(f"{fmt}: the op's output is {err:.2e} (relative) from x Wᵀ, over {AGREE[fmt]:.0e}")
 
 
-def _session(model, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    cpu_kernels.register(so)
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _cpu_seconds(fn) -> float:
     start = time.process_time()
     fn()
@@ -100,7 +92,7 @@ def stream_rates(formats: tuple[str, ...] = FORMATS, mb: float = 600, k: int = 7
         row_bytes = {"fp32": 4 * k, "bf16": 2 * k}.get(fmt, k * (8 if fmt == "int8" else 4) // 8
                                                        + 4 * k // DEFAULT_BLOCK.get(fmt, 32))
         model, sizes[fmt], block = linear_model(fmt, max(1, int(mb * 1e6) // row_bytes), k)
-        session = _session(model, threads)
+        session = one_node_session(model, threads)
         del model
         _check(fmt, session, x, block)
         readers[fmt] = lambda s=session: s.run(None, {"x": x})
