@@ -47,8 +47,9 @@ def _check(lin, got: np.ndarray) -> None:
     assert err.max() <= 1e-5, figures
 
 
-# amx: row blocks of 16+ rows on AMX tiles (bf16 for float weights, int8 for LinearQ), padded past N
-@pytest.mark.parametrize("isa", ["amx", "avx512", "avx2", "portable"])
+# amx: row blocks of 16+ rows on AMX tiles (bf16 for float weights, int8 for LinearQ), padded past N; avx512bf16:
+# LinearBF16 on vdpbf16ps over split activations
+@pytest.mark.parametrize("isa", ["amx", "avx512bf16", "avx512", "avx2", "portable"])
 @pytest.mark.parametrize(("dtype", "case"), cases_by_dtype(CASES, FLOAT_ONLY))
 def test_linear_matches_reference(library, use_isa, isa, dtype, case):
     use_isa(isa)
