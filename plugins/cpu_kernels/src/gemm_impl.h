@@ -61,8 +61,8 @@ inline void rows_float(const FloatGemm& g, const WT* const* w, const int* col, i
 
 // The NR weight rows of a pass are not adjacent: rows [n0, n1) are cut into NR runs of `run` rows, and pass p
 // takes row p of each run, so the NR rows a pass reads advance as NR sequential streams through memory (adjacent
-// rows, NR of them interleaved within a few KB, left one core streaming bf16 weights at 6-8 GB/s against 11-13
-// with separate runs: the hardware prefetcher follows whole runs; bench/gemv_stream.py). Each dot is still
+// rows, NR of them interleaved within a few KB, left one core streaming bf16 weights at 5.6-8.1 GB/s against 8.1-12
+// with separate runs: the hardware prefetcher follows whole runs; docs/BENCHMARKS.md). Each dot is still
 // computed whole by one tile, so the result does not depend on the order.
 template <class V, class WT>
 void gemm_float(const FloatGemm& g) {
