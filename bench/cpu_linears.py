@@ -83,7 +83,8 @@ def _models(fmt: str, n: int, k: int, block: int, seed: int = 0) -> tuple[Any, A
     return ours, ort_model
 
 
-def _session(model, threads: int):
+def one_node_session(model, threads: int):
+    """An ONNX Runtime CPU session of `model` with `threads` intra-op threads and our library registered."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -107,7 +108,7 @@ def compare_linears(preset: str = "small", formats: tuple[str, ...] = FORMATS, t
         for name, (n, k) in shapes_of(preset).items():
             copies = max(1, -(-L2_BYTES // (n * k * {"fp32": 4, "bf16": 2}.get(fmt, 1))))
             pairs = [_models(fmt, n, k, block, seed) for seed in range(copies)]
-            ours, theirs = ([_session(p[i], threads) for p in pairs] for i in (0, 1))
+            ours, theirs = ([one_node_session(p[i], threads) for p in pairs] for i in (0, 1))
             for t in rows:
                 x = np.random.default_rng(1).standard_normal((t, k)).astype(np.float32)
                 np.testing.assert_allclose(ours[0].run(None, {"x": x})[0], theirs[0].run(None, {"x": x})[0],

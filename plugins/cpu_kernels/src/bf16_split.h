@@ -49,11 +49,11 @@ inline __m512 dot(__m512 acc, __m512i w, __m512i x) {
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(w), reinterpret_cast<__m512bh>(x));
 }
 
-// MR activation rows (split) x NR weight rows: y[i * ldy + j] for j < nr; hi and lo parts in their own
-// accumulators (two independent chains per dot), added before the horizontal sum
+// MR activation rows (split) x NR weight rows: y[i * ldy + col[j]] for the j with col[j] >= 0; hi and lo parts
+// in their own accumulators (two independent chains per dot), added before the horizontal sum
 template <int MR, int NR>
-inline void tile(const uint16_t* const* hi, const uint16_t* const* lo, const uint16_t* const* w, int K, int nr,
-                 float* y, size_t ldy) {
+inline void tile(const uint16_t* const* hi, const uint16_t* const* lo, const uint16_t* const* w, int K,
+                 const int* col, float* y, size_t ldy) {
   __m512 ah[MR][NR], al[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) ah[i][j] = al[i][j] = _mm512_setzero_ps();
@@ -71,32 +71,39 @@ inline void tile(const uint16_t* const* hi, const uint16_t* const* lo, const uin
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < nr; ++j) y[i * ldy + j] = _mm512_reduce_add_ps(_mm512_add_ps(ah[i][j], al[i][j]));
+    for (int j = 0; j < NR; ++j)
+      if (col[j] >= 0) y[i * ldy + col[j]] = _mm512_reduce_add_ps(_mm512_add_ps(ah[i][j], al[i][j]));
 }
 
 struct Scratch {
   std::vector<uint16_t> hi, lo;
 };
 
-// y[m, n - n0] for weight rows [n0, n1) on the split activations (hi, lo: M rows of Kp)
+// y[m, n - n0] for weight rows [n0, n1) on the split activations (hi, lo: M rows of Kp); a pass's NR weight rows
+// from NR separate runs of the rows, as gemm_impl.h's gemm_float reads them (NR sequential streams)
 inline void gemm_split(const FloatGemm& g, const uint16_t* hi, const uint16_t* lo, int Kp) {
   constexpr int MR = 2, NR = 4;
   const uint16_t* weights = static_cast<const uint16_t*>(g.w);
-  for (int n = g.n0; n < g.n1; n += NR) {
-    const int nr = std::min(NR, g.n1 - n);
-    const uint16_t* w[NR];  // rows past n1 repeat the last one (computed, not written)
-    for (int j = 0; j < NR; ++j) w[j] = weights + static_cast<size_t>(n + std::min(j, nr - 1)) * g.K;
-    float* y = g.y + (n - g.n0);
+  const int run = (g.n1 - g.n0 + NR - 1) / NR;
+  for (int p = 0; p < run; ++p) {
+    const uint16_t* w[NR];
+    int col[NR];  // output column per stream; -1: past n1 (a valid row repeated, computed, not written)
+    for (int j = 0; j < NR; ++j) {
+      const int r = j * run + p;
+      col[j] = g.n0 + r < g.n1 ? r : -1;
+      w[j] = weights + static_cast<size_t>(col[j] < 0 ? g.n0 + p : g.n0 + r) * g.K;
+    }
+    float* y = g.y;
     int m = 0;
     for (; m + MR <= g.M; m += MR) {
       const uint16_t* h[MR] = {hi + static_cast<size_t>(m) * Kp, hi + static_cast<size_t>(m + 1) * Kp};
       const uint16_t* l[MR] = {lo + static_cast<size_t>(m) * Kp, lo + static_cast<size_t>(m + 1) * Kp};
-      tile<MR, NR>(h, l, w, g.K, nr, y + static_cast<size_t>(m) * g.ldy, g.ldy);
+      tile<MR, NR>(h, l, w, g.K, col, y + static_cast<size_t>(m) * g.ldy, g.ldy);
     }
     if (m < g.M) {
       const uint16_t* h[1] = {hi + static_cast<size_t>(m) * Kp};
       const uint16_t* l[1] = {lo + static_cast<size_t>(m) * Kp};
-      tile<1, NR>(h, l, w, g.K, nr, y + static_cast<size_t>(m) * g.ldy, g.ldy);
+      tile<1, NR>(h, l, w, g.K, col, y + static_cast<size_t>(m) * g.ldy, g.ldy);
     }
   }
 }

@@ -30,9 +30,9 @@ inline float widen(uint16_t bf16) {
   return out;
 }
 
-// MR activation rows x NR weight rows of float / bf16 weights: y[i * ldy + j] for j < nr
+// MR activation rows x NR weight rows of float / bf16 weights: y[i * ldy + col[j]] for the j with col[j] >= 0
 template <class V, class WT, int MR, int NR>
-inline void tile_float(const float* const* x, const WT* const* w, int K, int nr, float* y, size_t ldy) {
+inline void tile_float(const float* const* x, const WT* const* w, int K, const int* col, float* y, size_t ldy) {
   typename V::F acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = V::zero();
@@ -46,36 +46,46 @@ inline void tile_float(const float* const* x, const WT* const* w, int K, int nr,
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < nr; ++j) {
+    for (int j = 0; j < NR; ++j) {
+      if (col[j] < 0) continue;
       float s = V::hsum(acc[i][j]);
       for (int kk = k; kk < K; ++kk) s += x[i][kk] * widen(w[j][kk]);
-      y[i * ldy + j] = s;
+      y[i * ldy + col[j]] = s;
     }
 }
 
 template <class V, class WT, int MR>
-inline void rows_float(const FloatGemm& g, const WT* const* w, int nr, int m) {
+inline void rows_float(const FloatGemm& g, const WT* const* w, const int* col, int m) {
   const float* x[MR];
   for (int i = 0; i < MR; ++i) x[i] = g.x + static_cast<size_t>(g.idx[m + i]) * g.ldx;
-  tile_float<V, WT, MR, V::NR_F>(x, w, g.K, nr, g.y + static_cast<size_t>(m) * g.ldy, g.ldy);
+  tile_float<V, WT, MR, V::NR_F>(x, w, g.K, col, g.y + static_cast<size_t>(m) * g.ldy, g.ldy);
 }
 
+// The NR weight rows of a pass are not adjacent: rows [n0, n1) are cut into NR runs of `run` rows, and pass p
+// takes row p of each run, so the NR rows a pass reads advance as NR sequential streams through memory (adjacent
+// rows, NR of them interleaved within a few KB, left one core streaming bf16 weights at 5.6-8.1 GB/s against 8.1-12
+// with separate runs: the hardware prefetcher follows whole runs; docs/BENCHMARKS.md). Each dot is still
+// computed whole by one tile, so the result does not depend on the order.
 template <class V, class WT>
 void gemm_float(const FloatGemm& g) {
   constexpr int NR = V::NR_F, MR = V::MR_F;
+  if (g.n1 <= g.n0) return;
   const WT* weights = static_cast<const WT*>(g.w);
-  for (int n = g.n0; n < g.n1; n += NR) {
-    const int nr = std::min(NR, g.n1 - n);
-    const WT* w[NR];  // rows past n1 repeat the last one (computed, not written)
-    for (int j = 0; j < NR; ++j) w[j] = weights + static_cast<size_t>(n + std::min(j, nr - 1)) * g.K;
-    FloatGemm at = g;
-    at.y = g.y + (n - g.n0);
+  const int run = (g.n1 - g.n0 + NR - 1) / NR;
+  for (int p = 0; p < run; ++p) {
+    const WT* w[NR];
+    int col[NR];  // output column (row - n0) per stream; -1: past n1 (a valid row repeated, computed, not written)
+    for (int j = 0; j < NR; ++j) {
+      const int r = j * run + p;
+      col[j] = g.n0 + r < g.n1 ? r : -1;
+      w[j] = weights + static_cast<size_t>(col[j] < 0 ? g.n0 + p : g.n0 + r) * g.K;
+    }
     int m = 0;
-    for (; m + MR <= g.M; m += MR) rows_float<V, WT, MR>(at, w, nr, m);
+    for (; m + MR <= g.M; m += MR) rows_float<V, WT, MR>(g, w, col, m);
     switch (g.M - m) {  // the remaining rows, without computing padding rows
-      case 3: if constexpr (MR > 3) rows_float<V, WT, 3>(at, w, nr, m); break;
-      case 2: if constexpr (MR > 2) rows_float<V, WT, 2>(at, w, nr, m); break;
-      case 1: rows_float<V, WT, 1>(at, w, nr, m); break;
+      case 3: if constexpr (MR > 3) rows_float<V, WT, 3>(g, w, col, m); break;
+      case 2: if constexpr (MR > 2) rows_float<V, WT, 2>(g, w, col, m); break;
+      case 1: rows_float<V, WT, 1>(g, w, col, m); break;
       default: break;
     }
   }
