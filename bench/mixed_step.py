@@ -1,15 +1,15 @@
-"""Mixed steps: the running rows' decode tokens and a joining prompt's chunk in ONE engine call, against today's
-Scheduler, which runs a decode step and a separate call for the chunk (runtime/scheduler.py). On a preset's random
-`ort` engine and the same engine's graph with ragged attention (exporter/lowering/ragged.py, runtime/ragged.py).
+"""Mixed steps: the running rows' decode tokens and a joining prompt's chunk in ONE engine call (the Scheduler on a
+`build --ragged` engine, runtime/mixed_step.py), against today's Scheduler on the same export without --ragged,
+which runs a decode step and a separate call for the chunk (runtime/scheduler.py). On a preset's random `ort`
+engine and the same export built --ragged.
 
 - `call_costs`: one step at a joining prompt's past of `past` tokens, per chunk size T (interleaved medians): the
   rows' decode step alone (their steady step), decode step + chunk call (today), one padded call (every row padded
   to T new tokens, masked: what the canonical graph takes as it is, (B + 1) * T tokens) and one ragged call (the
   B + T tokens packed as batch 1).
-- `join_ragged`: `rows` rows decode in one PackedCache while a `long`-token prompt joins beside them in chunks of
-  T, one ragged call per step: the rows' gaps between tokens (p50 / p99 / max) against their steady step, and the
-  newcomer's time to first token: the figures scheduler_load's join_latency gives for today's Scheduler, which
-  `join_compare` runs alternately with it (a shared machine's load then falls on both alike).
+- `join_compare`: `rows` rows decode while a `long`-token prompt joins, the Scheduler itself (scheduler_load's
+  join_once) on both engines, alternating (a shared machine's load then falls on both alike): the rows' gaps between
+  tokens (p50 / p99 / max) against their steady step, the newcomer's time to first token, the load average.
 
     python -m mixtral_trt.bench.mixed_step --preset small --workdir bench-out
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,8 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mixtral_trt.exporter.lowering.ragged import write_ragged
-from mixtral_trt.runtime.backends.ort import OrtRunner, custom_ops_hook
 from mixtral_trt.runtime.kv_cache import KVCache
 from mixtral_trt.runtime.ragged import PackedCache, RaggedRow
 
@@ -37,17 +36,7 @@ if TYPE_CHECKING:
     from mixtral_trt.runtime.engine import Engine
 
 
-def ragged_runner(engine: Engine, workdir: Path) -> OrtRunner:
-    """The engine's graph with ragged attention, written once under `workdir` (weights hard-linked), opened with the
-    engine's own copy of our CPU kernels' library where its MoE layers run on them."""
-    path = workdir / f"{engine.path.name}-ragged" / "model.onnx"
-    if not path.is_file():
-        write_ragged(engine.path, path.parent)
-    return OrtRunner(path, device=engine.runner.device,
-                     session_options_hook=custom_ops_hook(engine.manifest, engine.path))
-
-
-def call_costs(engine: Engine, runner: OrtRunner, past: int = 1024, chunks: tuple[int, ...] = (4, 16, 32, 64),
+def call_costs(engine: Engine, ragged: Engine, past: int = 1024, chunks: tuple[int, ...] = (4, 16, 32, 64),
                rows: int = 3, row_past: int = 40, repeats: int = 7) -> dict[str, Any]:
     """Milliseconds per call (medians of `repeats` interleaved rounds) and each against the steady step."""
     rng = np.random.default_rng(0)
@@ -66,18 +55,18 @@ def call_costs(engine: Engine, runner: OrtRunner, past: int = 1024, chunks: tupl
         positions[rows] += np.arange(t)
         return lambda: engine.forward(rng.integers(3, vocab, (rows + 1, t)), both, mask, positions)
 
-    def ragged(t: int) -> Callable[[], Any]:
+    def packed(t: int) -> Callable[[], Any]:
         def call() -> Any:
             ids = [[int(i)] for i in rng.integers(3, vocab, rows)] + [rng.integers(3, vocab, t).tolist()]
             cache = PackedCache.from_rows([RaggedRow(k, v, i) for (k, v), i in zip(kv, ids, strict=True)])
             feeds, _, _ = cache.feeds(engine.contract, ids)
-            return runner.run(feeds, ["logits"])
+            return ragged.runner.run(feeds, ["logits"])
         return call
 
     calls: dict[str, Callable[[], Any]] = {"decode": lambda: engine.forward(rng.integers(3, vocab, (rows, 1)), running)}
     for t in chunks:
         calls[f"chunk{t}"] = lambda t=t: engine.forward(rng.integers(3, vocab, (1, t)), joining)
-        calls[f"padded{t}"], calls[f"ragged{t}"] = padded(t), ragged(t)
+        calls[f"padded{t}"], calls[f"ragged{t}"] = padded(t), packed(t)
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(repeats):
         for name, call in calls.items():
@@ -97,62 +86,23 @@ def call_costs(engine: Engine, runner: OrtRunner, past: int = 1024, chunks: tupl
     return out
 
 
-def join_ragged(engine: Engine, runner: OrtRunner, chunk: int, rows: int, long_prompt: list[int],
-                rng: np.random.Generator) -> dict[str, Any]:
-    """`rows` greedy rows in one PackedCache; a prompt joins in chunks of `chunk` beside their decode tokens."""
-    contract = engine.contract
-    names = contract.names("present_key") + contract.names("present_value")
-    state = {"cache": PackedCache.empty(contract, rows)}
-
-    def call(new: list[list[int]]) -> list[int]:  # each row's greedy next token (rows that fed tokens)
-        feeds, owner, pos = state["cache"].feeds(contract, new)
-        out = runner.run(feeds, ["logits", *names])
-        state["cache"] = state["cache"].advanced(contract, out, owner, pos)
-        logits = out["logits"][0]  # [N, V]
-        return [int(logits[owner == r][-1].argmax()) for r in range(len(new)) if new[r]]
-
-    tokens = call([[1, *rng.integers(3, engine.config.vocab_size, 16).tolist()] for _ in range(rows)])
-    stamps = []
-    for _ in range(12):  # steady state
-        tokens = call([[t] for t in tokens])
-        stamps.append(time.perf_counter())
-    steady = float(np.median(np.diff(stamps[-9:])))
-    state["cache"] = state["cache"].with_rows(1)
-    start = last = stamps[-1]
-    gaps, done, calls = [], 0, 0
-    while done < len(long_prompt):
-        n = min(chunk, len(long_prompt) - done)
-        tokens = call([[t] for t in tokens] + [long_prompt[done : done + n]])[:rows]
-        done += n
-        calls += 1
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
-    g = np.asarray(gaps)
-    return {"steady_step_ms": 1e3 * steady, "gap_p50_ms": 1e3 * float(np.percentile(g, 50)),
-            "gap_p99_ms": 1e3 * float(np.percentile(g, 99)), "gap_max_ms": 1e3 * float(g.max()),
-            "p99_over_steady": float(np.percentile(g, 99)) / steady, "newcomer_ttft_s": last - start, "chunks": calls}
-
-
-def join_compare(engine: Engine, runner: OrtRunner, chunks: tuple[int, ...] = (16, 32, 64),
+def join_compare(engine: Engine, ragged: Engine, chunks: tuple[int | str, ...] = (16, 32, 64),
                  today: tuple[int | str, ...] = (256, 16), rows: int = 3, long: int = 2048, repeats: int = 2,
                  progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Alternating runs: today's Scheduler at each `today` prefill_chunk, the ragged mixed step at each `chunks`;
-    per configuration the best (lowest p99 ratio) run and, with `repeats` > 1, the median of each figure."""
+    """Alternating runs of the Scheduler (scheduler_load's join_once): today's path on `engine` at each `today`
+    prefill_chunk, its mixed steps on `ragged` (the same export built --ragged) at each of `chunks`; per
+    configuration the best (lowest p99 ratio) run and, with `repeats` > 1, the median of each figure."""
     rng = np.random.default_rng(1)
     long_prompt = [1, *rng.integers(3, engine.config.vocab_size, long - 1).tolist()]
-    configs = [("scheduler", c) for c in today] + [("ragged", c) for c in chunks]
+    configs = [("today", c) for c in today] + [("mixed", c) for c in chunks]
     runs: dict[tuple[str, int | str], list[dict[str, Any]]] = {c: [] for c in configs}
     for _ in range(repeats):
         for mode, chunk in configs:
-            if mode == "scheduler":
-                got = join_once(engine, chunk, rows, long_prompt, rng)
-                got = {k: v for k, v in got.items() if k != "chunk_sizes"}
-            else:
-                got = join_ragged(engine, runner, int(chunk), rows, long_prompt, rng)
-            runs[(mode, chunk)].append(got)
+            got = join_once(engine if mode == "today" else ragged, chunk, rows, long_prompt, rng)
+            got = {k: v for k, v in got.items() if k != "chunk_sizes"}
+            runs[(mode, chunk)].append({**got, "load": os.getloadavg()[0]})
             if progress is not None:
-                progress({"mode": mode, "chunk": chunk, **got})
+                progress({"mode": mode, "chunk": chunk, **runs[(mode, chunk)][-1]})
     results = []
     for (mode, chunk), measured in runs.items():
         best = min(measured, key=lambda r: r["p99_over_steady"])
@@ -168,26 +118,31 @@ def _log(run: dict[str, Any]) -> None:
           flush=True)
 
 
+def _chunks(text: str) -> tuple[int | str, ...]:
+    return tuple(c if c == "auto" else int(c) for c in text.split(","))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--workdir", type=Path, default=Path("bench-out"))
     ap.add_argument("--prefix", type=int, default=2048, help="the joining prompt's tokens")
-    ap.add_argument("--chunks", default="16,32,64", help="ragged mixed steps' chunk sizes")
+    ap.add_argument("--chunks", default="8,16,32,64", help="the Scheduler's prefill_chunk values on the ragged engine")
     ap.add_argument("--today", default="256,16", help="today's Scheduler's prefill_chunk values to run beside them")
     ap.add_argument("--cost-chunks", default="4,16,32,64", help="chunk sizes of the per-call costs")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
     engine = join_engine(args.preset, args.workdir, args.prefix)
-    runner = ragged_runner(engine, args.workdir)
-    figures: dict[str, Any] = {"engine": str(engine.path)}
-    figures["call_costs"] = call_costs(engine, runner, args.prefix // 2,
+    ragged = join_engine(args.preset, args.workdir, args.prefix, ragged=True)
+    figures: dict[str, Any] = {"engine": str(engine.path), "ragged_engine": str(ragged.path),
+                               "load_before": os.getloadavg()}
+    figures["call_costs"] = call_costs(engine, ragged, args.prefix // 2,
                                        tuple(int(c) for c in args.cost_chunks.split(",")))
     _log({"call_costs": figures["call_costs"]})
-    today = tuple(c if c == "auto" else int(c) for c in args.today.split(","))
-    figures["join"] = join_compare(engine, runner, tuple(int(c) for c in args.chunks.split(",")), today,
-                                   long=args.prefix, repeats=args.repeats, progress=_log)
+    figures["call_costs"]["load"] = os.getloadavg()[0]
+    figures["join"] = join_compare(engine, ragged, _chunks(args.chunks), _chunks(args.today), long=args.prefix,
+                                   repeats=args.repeats, progress=_log)
     emit(figures, args.out)
 
 

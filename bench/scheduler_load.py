@@ -142,12 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     emit(figures, args.out)
 
 
-def join_engine(preset: str, workdir: Path, prefix: int) -> Engine:
-    """The preset's random `ort` engine (max batch 4) with room for a `prefix`-token prompt and 512 more tokens."""
+def join_engine(preset: str, workdir: Path, prefix: int, ragged: bool = False) -> Engine:
+    """The preset's random `ort` engine (max batch 4) with room for a `prefix`-token prompt and 512 more tokens
+    (`ragged`: the same export built --ragged, where the Scheduler runs mixed steps)."""
     from .serve_load import ServeBenchSettings, serve_engine_dir
 
     s = ServeBenchSettings(preset=preset, clients=(4,), max_seq=prefix + 512, workdir=workdir)
-    return runtime.load(serve_engine_dir(s), verify=False)
+    return runtime.load(serve_engine_dir(s, ragged=ragged), verify=False)
 
 
 def emit(figures: dict[str, Any], out: Path | None) -> None:

@@ -73,9 +73,9 @@ class ServeBenchSettings:
                 raise MixtralTrtError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
 
 
-def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) -> Path:
+def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None, ragged: bool = False) -> Path:
     """The preset's ORT engine (fp32, or quantized) with max batch = the most clients, built once under workdir
-    (its name holds the expert form the build chooses: lowering/ort.py)."""
+    (its name holds the expert form the build chooses: lowering/ort.py); `ragged`: the same export built --ragged."""
     from mixtral_trt.exporter.lowering.ort import expert_form
 
     ckpt = _checkpoint(BenchSettings(preset=s.preset, workdir=s.workdir, seed=s.seed, backends=("ort",)), progress)
@@ -85,8 +85,9 @@ def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) ->
         export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=s.max_seq, max_batch=max(s.clients),
                           quantize_experts=s.quantize, progress=progress)
     engine_dir = s.workdir / f"{tag}-engine-ort-{expert_form(GraphContract.load(onnx_dir), 'cpu')}"
+    engine_dir = engine_dir.with_name(engine_dir.name + "-ragged") if ragged else engine_dir
     if not engine_dir.exists():
-        build_engine(onnx_dir, engine_dir, "ort", progress=progress)
+        build_engine(onnx_dir, engine_dir, "ort", progress=progress, ragged=ragged)
     return engine_dir
 
 
