@@ -9,7 +9,8 @@ the prompt is complete the row simply goes on decoding (its slots are already in
 the prompt (n > 1) forks the row (`fork`: one copy of its slots under a new row).
 
 A row that leaves is only marked dead (`PackedCache.without`: its slots are never visible again), so a leave
-copies nothing and puts no spike into the others' next step. Dead slots still ride along in every call (the
+copies nothing and puts no spike into the others' next step (storing its tokens in the prefix cache gathers that
+row's slots alone, read in place from the call's outputs: `ragged.host`). Dead slots still ride along in every call (the
 graph's Concat copies them, attention scores them masked), so once they outnumber the live ones (more than half
 the cache) the cache is compacted: the live slots gathered in one copy, the rows renumbered. That bounds the
 waste at 2x the live tokens and the copying at one per as many departed tokens as remain. Every step's cost
@@ -71,7 +72,6 @@ class MixedBatch:
 
     def fork(self, holder: Hashable, into: Hashable) -> None:
         """A new row for `into` holding a copy of `holder`'s tokens (another sample of the same prompt)."""
-        self.cache = self.cache.on_host()
         self.join(into, self.cache.row_kv(self._row[holder]))
 
     def rename(self, holder: Hashable, into: Hashable) -> None:
@@ -80,8 +80,7 @@ class MixedBatch:
 
     def kv(self, holder: Hashable) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The holder's tokens, oldest first: per cache input [G, L, D] (what a prefix cache stores)."""
-        self.cache = self.cache.on_host()  # once for every row read this step, and the next call binds it as it is
-        return self.cache.row_kv(self._row[holder])
+        return self.cache.row_kv(self._row[holder])  # a copy of its slots alone
 
     def leave(self, holders: Sequence[Hashable]) -> None:
         """The holders' rows are dead; the cache is compacted when dead slots or rows dominate (module doc)."""

@@ -124,14 +124,9 @@ class PackedCache:
 
     def row_kv(self, row: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Row `row`'s tokens, oldest first: per cache input [G, L, D] host arrays (`KVCache.row_kv`'s layout, what a
-        prefix cache stores and `joined` takes). Call `on_host` first to copy the arrays to the host only once."""
+        prefix cache stores and `joined` takes); a copy of that row's slots only."""
         at = self.slots(row)
         return [host(k)[0][:, at] for k in self.keys], [host(v)[0][:, at] for v in self.values]
-
-    def on_host(self) -> PackedCache:
-        """The same cache with host numpy arrays (OrtValues copied once; a numpy past binds as it is)."""
-        return PackedCache([host(k) for k in self.keys], [host(v) for v in self.values], self.owner, self.pos,
-                           self.rows)
 
     def joined(self, keys: Sequence[Any], values: Sequence[Any]) -> PackedCache:
         """One more row, holding the tokens `keys` / `values` (per cache input [G, L, D], positions 0..L-1): a
@@ -196,8 +191,26 @@ class PackedCache:
         return PackedCache(self.keys, self.values, self.owner, self.pos, self.rows + rows)
 
 
+class _DLPack:
+    """A CPU OrtValue as a DLPack producer: numpy reads its memory in place (the capsule keeps the value alive)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __dlpack__(self, stream: Any = None, **_: Any) -> Any:
+        return self.value._ortvalue.to_dlpack()
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU
+
+
 def host(array: Any) -> np.ndarray:
-    """A cache array on the host: an OrtValue copied, numpy as it is."""
+    """A cache array on the host: numpy as it is, a CPU OrtValue viewed in place (no copy: a row's slots or the live
+    ones are then gathered alone), another device's copied."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "device_name") and array.device_name().lower() == "cpu" and hasattr(array, "_ortvalue"):
+        return np.from_dlpack(_DLPack(array))
     return np.asarray(array.numpy() if hasattr(array, "numpy") else array)
 
 

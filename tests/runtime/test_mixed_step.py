@@ -260,3 +260,18 @@ def test_the_default_chunk_follows_the_engine(engines):
     assert Scheduler(ragged).prefill_chunk == sch.DEFAULT_MIXED_CHUNK and Scheduler(ragged)._batch is not None
     assert Scheduler(plain).prefill_chunk == sch.DEFAULT_PREFILL_CHUNK == 256 and Scheduler(plain)._batch is None
     assert Scheduler(ragged, prefill_chunk=7).prefill_chunk == 7
+
+
+def test_the_packed_cache_may_outgrow_one_rows_context(engines):
+    """Every row's tokens in one sequence: 4 rows of 100+ tokens pack more slots than the engine's max_seq (256),
+    which bounds each row alone; the replies still equal today's path."""
+    _, plain, ragged = engines
+    jobs = [(p, SamplingParams(max_new_tokens=6, ignore_eos=True)) for p in _prompts(4, lengths=(100, 110, 95, 120))]
+    sched = Scheduler(ragged, prefill_chunk=None, prefix_cache_gb=0)
+    got = [sched.submit(p, q) for p, q in jobs]
+    sched.step()
+    sched.step()
+    assert sched._batch.cache.length > ragged.max_seq == 256
+    sched.run_until_idle()
+    _, want = _serve(plain, jobs, steps_between=0, prefill_chunk=None, prefix_cache_gb=0)
+    _same(got, want)
