@@ -62,10 +62,11 @@ def _same(got, want):
             assert np.abs(a - b).max() <= LOGPROB_TOL, np.abs(a - b).max()
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 16, None])
+@pytest.mark.parametrize("chunk", [1, 4, 16, None, "auto"])
 def test_greedy_replies_equal_todays_path(engines, chunk):
-    """Requests joining at different times while others decode, prompts in chunks of 1, 4, 16 or whole: the same
-    greedy tokens (and logprobs) as today's Scheduler on the engine without --ragged, in one call per step."""
+    """Requests joining at different times while others decode, prompts in chunks of 1, 4, 16, whole or "auto"
+    (from the mixed steps' measured times): the same greedy tokens (and logprobs) as today's Scheduler on the
+    engine without --ragged."""
     _, plain, ragged = engines
     jobs = [(p, SamplingParams(max_new_tokens=4 + 3 * i, ignore_eos=True, logprobs=2))
             for i, p in enumerate(_prompts(5))]
@@ -75,6 +76,8 @@ def test_greedy_replies_equal_todays_path(engines, chunk):
     _same(got, want)
     assert sched.stats.prompt_tokens == sum(len(p) for p, _ in jobs) and sched.stats.prefills == len(jobs)
     assert sched.stats.generated_tokens == sum(q.max_new_tokens for _, q in jobs)
+    if chunk == "auto":  # a decode-only step's time, and a mixed step's time beyond it per prompt token
+        assert sched._decode_s > 0 and sched._prefill_token_s > 0
 
 
 def test_one_engine_call_per_step(engines, monkeypatch):
