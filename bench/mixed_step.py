@@ -4,9 +4,9 @@ which runs a decode step and a separate call for the chunk (runtime/scheduler.py
 engine and the same export built --ragged.
 
 - `call_costs`: one step at a joining prompt's past of `past` tokens, per chunk size T (interleaved medians): the
-  rows' decode step alone (their steady step), decode step + chunk call (today), one padded call (every row padded
-  to T new tokens, masked: what the canonical graph takes as it is, (B + 1) * T tokens) and one ragged call (the
-  B + T tokens packed as batch 1).
+  rows' decode step alone (their steady step; and the same rows packed, the mixed steps' steady step), decode step
+  + chunk call (today), one padded call (every row padded to T new tokens, masked: what the canonical graph takes
+  as it is, (B + 1) * T tokens) and one ragged call (the B + T tokens packed as batch 1, the cache packed once).
 - `join_compare`: `rows` rows decode while a `long`-token prompt joins, the Scheduler itself (scheduler_load's
   join_once) on both engines, alternating (a shared machine's load then falls on both alike): the rows' gaps between
   tokens (p50 / p99 / max) against their steady step, the newcomer's time to first token, the load average.
@@ -55,15 +55,18 @@ def call_costs(engine: Engine, ragged: Engine, past: int = 1024, chunks: tuple[i
         positions[rows] += np.arange(t)
         return lambda: engine.forward(rng.integers(3, vocab, (rows + 1, t)), both, mask, positions)
 
-    def packed(t: int) -> Callable[[], Any]:
+    def packed(t: int) -> Callable[[], Any]:  # t = 0: the rows alone (the mixed steps' steady step)
+        held = kv if t else kv[:rows]
+        cache = PackedCache.from_rows([RaggedRow(k, v, [0]) for k, v in held])  # packed once, as the Scheduler holds it
+
         def call() -> Any:
-            ids = [[int(i)] for i in rng.integers(3, vocab, rows)] + [rng.integers(3, vocab, t).tolist()]
-            cache = PackedCache.from_rows([RaggedRow(k, v, i) for (k, v), i in zip(kv, ids, strict=True)])
+            ids = [[int(i)] for i in rng.integers(3, vocab, rows)] + ([rng.integers(3, vocab, t).tolist()] if t else [])
             feeds, _, _ = cache.feeds(engine.contract, ids)
             return ragged.runner.run(feeds, ["logits"])
         return call
 
-    calls: dict[str, Callable[[], Any]] = {"decode": lambda: engine.forward(rng.integers(3, vocab, (rows, 1)), running)}
+    calls: dict[str, Callable[[], Any]] = {"decode": lambda: engine.forward(rng.integers(3, vocab, (rows, 1)), running),
+                                           "ragged0": packed(0)}
     for t in chunks:
         calls[f"chunk{t}"] = lambda t=t: engine.forward(rng.integers(3, vocab, (1, t)), joining)
         calls[f"padded{t}"], calls[f"ragged{t}"] = padded(t), packed(t)
@@ -75,7 +78,8 @@ def call_costs(engine: Engine, ragged: Engine, past: int = 1024, chunks: tuple[i
             times[name].append(time.perf_counter() - start)
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     steady = ms["decode"]
-    out: dict[str, Any] = {"past": past, "rows": rows, "steady_step_ms": steady, "chunks": []}
+    out: dict[str, Any] = {"past": past, "rows": rows, "steady_step_ms": steady, "ragged_steady_ms": ms["ragged0"],
+                           "ragged_steady_over_steady": ms["ragged0"] / steady, "chunks": []}
     for t in chunks:
         separate = steady + ms[f"chunk{t}"]
         out["chunks"].append({"chunk": t, "chunk_call_ms": ms[f"chunk{t}"], "separate_ms": separate,

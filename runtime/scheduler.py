@@ -68,7 +68,7 @@ class ShuttingDown(MixtralTrtError):
 class Stats:
     steps: int = 0  # batched decode steps
     prefills: int = 0  # prompts completed
-    prefill_chunks: int = 0  # engine calls spent on prompts
+    prefill_chunks: int = 0  # prompt chunks computed: an engine call each, or on mixed steps a part of the step's call
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # of prompt_tokens, served by the prefix cache
     generated_tokens: int = 0

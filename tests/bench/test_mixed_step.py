@@ -12,6 +12,7 @@ def test_the_figures_measure_what_they_say(tiny_engine, tiny_ragged_engine):
     assert ATTENTION_VISIBLE in tiny_ragged_engine.runner.input_names
     costs = call_costs(tiny_engine, tiny_ragged_engine, past=64, chunks=(4, 16), rows=2, row_past=8, repeats=1)
     assert [c["chunk"] for c in costs["chunks"]] == [4, 16] and costs["steady_step_ms"] > 0
+    assert costs["ragged_steady_over_steady"] == costs["ragged_steady_ms"] / costs["steady_step_ms"] > 0
     for c in costs["chunks"]:
         assert c["separate_ms"] == costs["steady_step_ms"] + c["chunk_call_ms"]
         assert c["ragged_over_steady"] == c["ragged_ms"] / costs["steady_step_ms"] > 0
