@@ -134,9 +134,11 @@ AUTO_MIN, AUTO_MAX = 16, 512  # "auto" chunk bounds (tokens); AUTO_MAX also when
 # than a decode step does, so "auto" sits at AUTO_MIN there, for 6x the newcomer's first-token time and more work
 # in all; 256 keeps both low. "auto" is for engines where a chunk costs less than a decode step.
 DEFAULT_PREFILL_CHUNK: int | str = 256
-# Mixed steps (a ragged engine): the chunk rides in the rows' own call, so its tokens are all it adds to their step;
-# measured (bench/mixed_step.py, README "Mixed steps") the rows' p99 gap against the newcomer's wait settles at this.
-DEFAULT_MIXED_CHUNK: int | str = 16
+# Mixed steps (a ragged engine): the chunk rides in the rows' own call, so its tokens are all it adds to their step.
+# Measured on a CPU (bench/mixed_step.py, README "Mixed steps"): 64 gave the rows' p99 gap within 2.9-4.3x their
+# steady step (16: 3.3-7.0x; today's 256: 11-39x) for a 2,048-token newcomer's first token in 27-39 s (16: 67-126 s);
+# 8 keeps the rows closest to their pace (p99 2.4-3.6x) for 2-5x that wait.
+DEFAULT_MIXED_CHUNK: int | str = 64
 DEFAULT = "default"  # prefill_chunk: DEFAULT_MIXED_CHUNK on a ragged engine (mixed steps), else 256
 
 

@@ -23,7 +23,7 @@ def test_concurrent_clients_on_mixed_steps(tiny_engine, tiny_ragged_engine, tiny
                              max_new_tokens=s["max_tokens"], temperature=s["temperature"], seed=s["seed"]).text
                 for q, s in zip(QUESTIONS, settings, strict=True)]
     with start(tiny_ragged_engine) as served:
-        assert served.scheduler._batch is not None and served.scheduler.prefill_chunk == 16
+        assert served.scheduler._batch is not None and served.scheduler.prefill_chunk == 64
         client = openai_client(served.url)
         replies: list[str | None] = [None] * len(QUESTIONS)
         barrier = threading.Barrier(len(QUESTIONS))
