@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.progress import step
 from mixtral_trt.common.quant import QuantScheme
 from mixtral_trt.mixtral_ref import get_preset
@@ -124,3 +125,62 @@ def compare_linears(preset: str = "small", formats: tuple[str, ...] = FORMATS, t
     return {"settings": {"preset": preset, "threads": threads, "rounds": rounds, "rows": list(rows), "block": block},
             "cpu_kernels": {"library": str(library), "isa": cpu_kernels.isa(library)},
             "load_average": os.getloadavg(), "results": results}
+
+
+# ---- the quantized GEMM kernel alone, M activation rows --------------------------------------------------------
+def kernel_rates(libraries: list[str], formats: tuple[str, ...] = ("int8", "int4"),
+                 rows: tuple[int, ...] = (1, 2, 4, 8), n: int = 1024, k: int = 768, block: int = 32, rounds: int = 7,
+                 target_s: float = 0.05) -> dict[str, Any]:
+    """Gweights/s per thread (N * K weights per call / the calling thread's CPU time) of each library's int8 / int4
+    GEMM kernel (the ISA it selects here: MIXTRAL_TRT_CPU_ISA) over M activation rows, weights in L2 (N x K codes,
+    N 1024, K 768: 0.4 / 0.8 MB), through the library's `mixtral_cpu_time_gemm_q`; libraries alternate call by call
+    (`libraries`: e.g. a build before a change and after it), best and median of `rounds`."""
+    import ctypes
+
+    fns = {}
+    for path in libraries:
+        fn = ctypes.CDLL(str(path)).mixtral_cpu_time_gemm_q
+        fn.restype, fn.argtypes = ctypes.c_double, [ctypes.c_int] * 6
+        fns[str(path)] = fn
+    results: dict[str, Any] = {}
+    for fmt in formats:
+        bits = 8 if fmt == "int8" else 4
+        for m in rows:
+            first = next(iter(fns.values()))
+            reps = max(1, int(target_s / max(first(bits, m, n, k, block, 3) / 3, 1e-7)))
+            samples: dict[str, list[float]] = {p: [] for p in fns}
+            for _ in range(rounds):
+                for p, fn in fns.items():
+                    seconds = fn(bits, m, n, k, block, reps)
+                    if seconds < 0:
+                        raise MixtralTrtError(f"{p}: mixtral_cpu_time_gemm_q refused {fmt} M={m} N={n} K={k} B={block}")
+                    samples[p].append(n * k * reps / seconds / 1e9)
+            results[f"{fmt} M={m}"] = {p: {"best": max(v), "median": statistics.median(v)} for p, v in samples.items()}
+    return {"settings": {"n": n, "k": k, "block": block, "rounds": rounds, "isa": os.environ.get(cpu_kernels.ISA_ENV)},
+            "load_average": os.getloadavg(), "results": results}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m mixtral_trt.bench.cpu_linears --kernel [--library PATH ...] [--rows 1,2,4,8] [--formats int8,int4]"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the quantized GEMM kernel alone, Gweights/s per thread")
+    parser.add_argument("--library", action="append", help="a cpu_kernels library (repeat to alternate; default: "
+                        "the built one)")
+    parser.add_argument("--rows", default="1,2,4,8")
+    parser.add_argument("--formats", default="int8,int4")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--k", type=int, default=768)
+    args = parser.parse_args(argv)
+    libraries = args.library or [str(cpu_kernels.require_library())]
+    result = kernel_rates(libraries, tuple(args.formats.split(",")), tuple(int(r) for r in args.rows.split(",")),
+                          args.n, args.k, rounds=args.rounds)
+    print(f"Gweights/s per thread, best / median of {args.rounds} (load average {result['load_average'][0]:.1f})")
+    for name, row in result["results"].items():
+        print(f"  {name:10s} " + "   ".join(f"{v['best']:6.1f} / {v['median']:6.1f}" for v in row.values()))
+    print("  columns: " + ", ".join(row))
+
+
+if __name__ == "__main__":
+    main()

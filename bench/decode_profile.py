@@ -6,7 +6,8 @@ decode runs is put in a bucket by its node (the optimized graph tells which node
 
     moe        MoE / QMoE, or per-expert MatMuls and their routing   lm_head   the MatMul producing `logits`
                (or our library's MoE / MoEBF16 / MoEQ node)                      (or our Linear* node)
-    attn_proj  other weight MatMuls (ours: Linear*)  attn_core   QK^T, softmax, AV, mask, GroupQueryAttention
+    attn_proj  other weight MatMuls (ours: Linear*)  attn_core   QK^T, softmax, AV, mask, GroupQueryAttention,
+                                                                 our RaggedAttention
     kv_concat  Concat producing present.*  norm       RMSNorm pieces or fused norms
     rotary     rotary pieces or op        router      the gate Gemm
     elementwise Add / Mul (residuals)     glue        shape ops, casts, the rest
@@ -37,7 +38,7 @@ BUCKETS = ("moe", "lm_head", "attn_proj", "attn_core", "kv_concat", "norm", "rot
 _NORM = {"Pow", "ReduceMean", "Sqrt", "Reciprocal", "Div", "SimplifiedLayerNormalization",
          "SkipSimplifiedLayerNormalization", "RMSNormalization"}
 _ROTARY = {"Neg", "Split", "Sin", "Cos", "RotaryEmbedding"}
-_ATTN = {"Softmax", "Where", "GroupQueryAttention", "MultiHeadAttention", "Attention"}
+_ATTN = {"Softmax", "Where", "GroupQueryAttention", "MultiHeadAttention", "Attention", "RaggedAttention"}
 
 
 def bucket_of(op: str, output: str, reads_weight: bool, name: str = "") -> str:
@@ -86,7 +87,7 @@ def summarize(events: list[dict], nodes: dict[str, tuple[str, str, bool]], skip_
 
 
 def profile_decode(engine_dir: str | Path, context: int = 128, steps: int = 32, threads: int | None = None,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, batch: int = 1) -> dict[str, Any]:
     """Profile `steps` decode steps of an ONNX Runtime engine directory (see the module docstring)."""
     import onnx
 
@@ -104,15 +105,16 @@ def profile_decode(engine_dir: str | Path, context: int = 128, steps: int = 32, 
                            session_options_hook=custom_ops_hook(manifest, engine_dir, hook))
         engine = Engine(engine_dir, manifest, runner)
         rng = np.random.default_rng(seed)
-        out, cache = engine.forward(rng.integers(3, engine.config.vocab_size, (1, context)))
-        token = int(out["logits"][0, -1].argmax())
+        out, cache = engine.forward(rng.integers(3, engine.config.vocab_size, (batch, context)))
+        tokens = out["logits"][:, -1].argmax(-1)[:, None]  # [B, 1]
         for _ in range(steps):
-            out, cache = engine.forward(np.asarray([[token]]), cache)
-            token = int(out["logits"][0, -1].argmax())
+            out, cache = engine.forward(tokens, cache)
+            tokens = out["logits"][:, -1].argmax(-1)[:, None]
         trace = Path(runner.session.end_profiling())
         events = json.loads(trace.read_text())
         model = onnx.load(str(optimized), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     nodes = {n.name: (n.op_type, n.output[0] if n.output else "", len(n.input) > 1 and n.input[1] in weights)
              for n in model.graph.node}
-    return {"engine": str(engine_dir), "context": context, "steps": steps, **summarize(events, nodes, skip_runs=1)}
+    return {"engine": str(engine_dir), "context": context, "steps": steps, "batch": batch,
+            **summarize(events, nodes, skip_runs=1)}

@@ -1,17 +1,20 @@
 """Mixed steps: the running rows' decode tokens and a joining prompt's chunk in ONE engine call (the Scheduler on a
 `build --ragged` engine, runtime/mixed_step.py), against today's Scheduler on the same export without --ragged,
 which runs a decode step and a separate call for the chunk (runtime/scheduler.py). On a preset's random `ort`
-engine and the same export built --ragged.
+engine and the same export built --ragged: where the engine runs our CPU kernels, each layer's attention core
+there is their RaggedAttention (exporter/lowering/ragged_attention.py; manifest backend_info["ragged_attention"]).
 
 - `call_costs`: one step at a joining prompt's past of `past` tokens, per chunk size T (interleaved medians): the
   rows' decode step alone (their steady step; and the same rows packed, the mixed steps' steady step), decode step
   + chunk call (today), one padded call (every row padded to T new tokens, masked: what the canonical graph takes
-  as it is, (B + 1) * T tokens) and one ragged call (the B + T tokens packed as batch 1, the cache packed once).
+  as it is, (B + 1) * T tokens) and one ragged call on the --ragged engine (the B + T tokens packed as batch 1,
+  the cache packed once); where that engine has the op, the same ragged call on the canonical ragged graph too
+  (write_ragged beside the plain engine: "canonical_ms"), interleaved with the others.
 - `join_compare`: `rows` rows decode while a `long`-token prompt joins, the Scheduler itself (scheduler_load's
   join_once) on both engines, alternating (a shared machine's load then falls on both alike): the rows' gaps between
   tokens (p50 / p99 / max) against their steady step, the newcomer's time to first token, the load average.
 
-    python -m mixtral_trt.bench.mixed_step --preset small --workdir bench-out
+    python -m mixtral_trt.bench.mixed_step --preset small --workdir bench-out [--pasts 256,1024,2000 --no-join]
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mixtral_trt.exporter.lowering.ragged import write_ragged
+from mixtral_trt.exporter.lowering.ragged_attention import OP
+from mixtral_trt.runtime.backends.ort import OrtRunner, custom_ops_hook
 from mixtral_trt.runtime.kv_cache import KVCache
 from mixtral_trt.runtime.ragged import PackedCache, RaggedRow
 
@@ -36,9 +42,34 @@ if TYPE_CHECKING:
     from mixtral_trt.runtime.engine import Engine
 
 
+def canonical_runner(engine: Engine, workdir: Path, threads: int | None = None) -> OrtRunner:
+    """The engine's graph with the canonical ragged attention (write_ragged), written once under `workdir` (weights
+    hard-linked), opened with the engine's own copy of our CPU kernels' library where its MoE layers run on them."""
+    path = workdir / f"{engine.path.name}-ragged-canonical" / "model.onnx"
+    if not path.is_file():
+        write_ragged(engine.path, path.parent)
+    return OrtRunner(path, device=engine.runner.device, threads=threads,
+                     session_options_hook=custom_ops_hook(engine.manifest, engine.path))
+
+
+def with_threads(engine: Engine, threads: int) -> Engine:
+    """`engine` with its runner reopened on `threads` intra-op threads (the Scheduler and its mixed steps call it)."""
+    engine.runner = OrtRunner(engine.path / engine.manifest.model_file, device=engine.runner.device, threads=threads,
+                              session_options_hook=custom_ops_hook(engine.manifest, engine.path))
+    return engine
+
+
+def has_op(ragged: Engine) -> bool:
+    """Whether the --ragged engine's attention is our RaggedAttention (what its build recorded)."""
+    return ragged.manifest.backend_info.get("ragged_attention") == OP
+
+
 def call_costs(engine: Engine, ragged: Engine, past: int = 1024, chunks: tuple[int, ...] = (4, 16, 32, 64),
-               rows: int = 3, row_past: int = 40, repeats: int = 7) -> dict[str, Any]:
-    """Milliseconds per call (medians of `repeats` interleaved rounds) and each against the steady step."""
+               rows: int = 3, row_past: int = 40, repeats: int = 7, canonical: OrtRunner | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """Milliseconds per call (medians of `repeats` interleaved rounds) and each against the steady step; with
+    `canonical` (canonical_runner's graph) its ragged calls too ("canonical_ms"). `clock`: wall time, or
+    time.process_time (CPU time: with one intra-op thread, the work, whatever the load)."""
     rng = np.random.default_rng(0)
     vocab = engine.config.vocab_size
     _, running = engine.forward(rng.integers(3, vocab, (rows, row_past)))
@@ -55,14 +86,14 @@ def call_costs(engine: Engine, ragged: Engine, past: int = 1024, chunks: tuple[i
         positions[rows] += np.arange(t)
         return lambda: engine.forward(rng.integers(3, vocab, (rows + 1, t)), both, mask, positions)
 
-    def packed(t: int) -> Callable[[], Any]:  # t = 0: the rows alone (the mixed steps' steady step)
+    def packed(t: int, runner: OrtRunner = ragged.runner) -> Callable[[], Any]:  # t = 0: the rows alone
         held = kv if t else kv[:rows]
         cache = PackedCache.from_rows([RaggedRow(k, v, [0]) for k, v in held])  # packed once, as the Scheduler holds it
 
         def call() -> Any:
             ids = [[int(i)] for i in rng.integers(3, vocab, rows)] + ([rng.integers(3, vocab, t).tolist()] if t else [])
             feeds, _, _ = cache.feeds(engine.contract, ids)
-            return ragged.runner.run(feeds, ["logits"])
+            return runner.run(feeds, ["logits"])
         return call
 
     calls: dict[str, Callable[[], Any]] = {"decode": lambda: engine.forward(rng.integers(3, vocab, (rows, 1)), running),
@@ -70,12 +101,14 @@ def call_costs(engine: Engine, ragged: Engine, past: int = 1024, chunks: tuple[i
     for t in chunks:
         calls[f"chunk{t}"] = lambda t=t: engine.forward(rng.integers(3, vocab, (1, t)), joining)
         calls[f"padded{t}"], calls[f"ragged{t}"] = padded(t), packed(t)
+        if canonical is not None:
+            calls[f"canonical{t}"] = packed(t, canonical)
     times: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start = clock()
             call()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     steady = ms["decode"]
     out: dict[str, Any] = {"past": past, "rows": rows, "steady_step_ms": steady, "ragged_steady_ms": ms["ragged0"],
@@ -87,6 +120,9 @@ def call_costs(engine: Engine, ragged: Engine, past: int = 1024, chunks: tuple[i
                               "separate_over_steady": separate / steady,
                               "padded_over_steady": ms[f"padded{t}"] / steady,
                               "ragged_over_steady": ms[f"ragged{t}"] / steady})
+        if canonical is not None:
+            out["chunks"][-1].update(canonical_ms=ms[f"canonical{t}"],
+                                     canonical_over_steady=ms[f"canonical{t}"] / steady)
     return out
 
 
@@ -134,19 +170,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunks", default="8,16,32,64", help="the Scheduler's prefill_chunk values on the ragged engine")
     ap.add_argument("--today", default="256,16", help="today's Scheduler's prefill_chunk values to run beside them")
     ap.add_argument("--cost-chunks", default="4,16,32,64", help="chunk sizes of the per-call costs")
+    ap.add_argument("--pasts", default=None, help="the joining prompt's pasts of the per-call costs (comma-"
+                    "separated; default half of --prefix)")
+    ap.add_argument("--no-join", action="store_true", help="per-call costs only")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads of every session (default: all)")
+    ap.add_argument("--cpu-time", action="store_true", help="per-call costs in CPU time (with --threads 1: the "
+                    "work, whatever the machine's load)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
     engine = join_engine(args.preset, args.workdir, args.prefix)
     ragged = join_engine(args.preset, args.workdir, args.prefix, ragged=True)
+    if args.threads is not None:
+        engine, ragged = with_threads(engine, args.threads), with_threads(ragged, args.threads)
+    canonical = canonical_runner(engine, args.workdir, args.threads) if has_op(ragged) else None
     figures: dict[str, Any] = {"engine": str(engine.path), "ragged_engine": str(ragged.path),
-                               "load_before": os.getloadavg()}
-    figures["call_costs"] = call_costs(engine, ragged, args.prefix // 2,
-                                       tuple(int(c) for c in args.cost_chunks.split(",")))
-    _log({"call_costs": figures["call_costs"]})
-    figures["call_costs"]["load"] = os.getloadavg()[0]
-    figures["join"] = join_compare(engine, ragged, _chunks(args.chunks), _chunks(args.today), long=args.prefix,
-                                   repeats=args.repeats, progress=_log)
+                               "ragged_attention": ragged.manifest.backend_info.get("ragged_attention"),
+                               "load_before": os.getloadavg(), "call_costs": []}
+    pasts = [int(p) for p in args.pasts.split(",")] if args.pasts else [args.prefix // 2]
+    for past in pasts:
+        costs = call_costs(engine, ragged, past, tuple(int(c) for c in args.cost_chunks.split(",")),
+                           repeats=args.repeats * 4 - 1, canonical=canonical,
+                           clock=time.process_time if args.cpu_time else time.perf_counter)
+        figures["call_costs"].append({**costs, "load": os.getloadavg()[0]})
+        _log({"call_costs": figures["call_costs"][-1]})
+    if not args.no_join:
+        figures["join"] = join_compare(engine, ragged, _chunks(args.chunks), _chunks(args.today), long=args.prefix,
+                                       repeats=args.repeats, progress=_log)
     emit(figures, args.out)
 
 

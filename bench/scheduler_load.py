@@ -152,10 +152,16 @@ def main(argv: list[str] | None = None) -> None:
 def join_engine(preset: str, workdir: Path, prefix: int, ragged: bool = False) -> Engine:
     """The preset's random `ort` engine (max batch 4) with room for a `prefix`-token prompt and 512 more tokens
     (`ragged`: the same export built --ragged, where the Scheduler runs mixed steps)."""
-    from .serve_load import ServeBenchSettings, serve_engine_dir
+    from .serve_load import serve_engine_dir
 
-    s = ServeBenchSettings(preset=preset, clients=(4,), max_seq=prefix + 512, workdir=workdir)
-    return runtime.load(serve_engine_dir(s, ragged=ragged), verify=False)
+    return runtime.load(serve_engine_dir(join_settings(preset, workdir, prefix), ragged=ragged), verify=False)
+
+
+def join_settings(preset: str, workdir: Path, prefix: int):
+    """join_engine's serve_load settings (its export: serve_load.serve_onnx_dir)."""
+    from .serve_load import ServeBenchSettings
+
+    return ServeBenchSettings(preset=preset, clients=(4,), max_seq=prefix + 512, workdir=workdir)
 
 
 def emit(figures: dict[str, Any], out: Path | None) -> None:

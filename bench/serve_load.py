@@ -73,18 +73,28 @@ class ServeBenchSettings:
                 raise MixtralTrtError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
 
 
-def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None, ragged: bool = False) -> Path:
-    """The preset's ORT engine (fp32, or quantized) with max batch = the most clients, built once under workdir
-    (its name holds the expert form the build chooses: lowering/ort.py); `ragged`: the same export built --ragged."""
-    from mixtral_trt.exporter.lowering.ort import expert_form
-
+def serve_onnx_dir(s: ServeBenchSettings, progress: Progress | None = None) -> Path:
+    """The preset's export (fp32, or quantized) with max batch = the most clients, made once under workdir."""
     ckpt = _checkpoint(BenchSettings(preset=s.preset, workdir=s.workdir, seed=s.seed, backends=("ort",)), progress)
-    tag = f"{s.preset}-seed{s.seed}-serve-b{max(s.clients)}-s{s.max_seq}" + (f"-{s.quantize}" if s.quantize else "")
-    onnx_dir = s.workdir / f"{tag}-onnx"
+    onnx_dir = s.workdir / f"{_serve_tag(s)}-onnx"
     if not onnx_dir.exists():
         export_checkpoint(ckpt, onnx_dir, dtype="fp32", max_seq=s.max_seq, max_batch=max(s.clients),
                           quantize_experts=s.quantize, progress=progress)
-    engine_dir = s.workdir / f"{tag}-engine-ort-{expert_form(GraphContract.load(onnx_dir), 'cpu')}"
+    return onnx_dir
+
+
+def _serve_tag(s: ServeBenchSettings) -> str:
+    return f"{s.preset}-seed{s.seed}-serve-b{max(s.clients)}-s{s.max_seq}" + (f"-{s.quantize}" if s.quantize else "")
+
+
+def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None, ragged: bool = False) -> Path:
+    """The preset's ORT engine built once under workdir from serve_onnx_dir's export (its name holds the expert form
+    the build chooses: lowering/ort.py); `ragged`: the same export built --ragged (with our CPU kernels built, its
+    attention is the RaggedAttention op: exporter/lowering/ragged_attention.py)."""
+    from mixtral_trt.exporter.lowering.ort import expert_form
+
+    onnx_dir = serve_onnx_dir(s, progress)
+    engine_dir = s.workdir / f"{_serve_tag(s)}-engine-ort-{expert_form(GraphContract.load(onnx_dir), 'cpu')}"
     engine_dir = engine_dir.with_name(engine_dir.name + "-ragged") if ragged else engine_dir
     if not engine_dir.exists():
         build_engine(onnx_dir, engine_dir, "ort", progress=progress, ragged=ragged)

@@ -20,6 +20,7 @@ def profile(
     context: Annotated[int, typer.Option(help="Prompt tokens before the profiled steps.")] = 128,
     steps: Annotated[int, typer.Option(help="Decode steps profiled.")] = 32,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: all cores).")] = None,
+    batch: Annotated[int, typer.Option(help="Rows decoded together (up to the engine's max batch).")] = 1,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the split here.")] = None,
 ) -> None:
     """Split a decode step: MoE, attention, KV Concat, LM head, norms, ... and time outside the kernels."""
@@ -28,7 +29,7 @@ def profile(
 
     if Manifest.load(engine, verify=False).backend not in ("ort", "portable", "ort-gqa"):
         raise MixtralTrtError(f"{engine}: profile reads ONNX Runtime engines (ort, portable)")
-    result = profile_decode(engine, context, steps, threads)
+    result = profile_decode(engine, context, steps, threads, batch=batch)
     typer.echo(f"decode step {result['step_ms']:.2f} ms under the profiler ({result['runs']} steps): "
                f"kernels {result['kernels_ms']:.2f} ms, outside kernels {result['outside_kernels_ms']:.2f} ms")
     for name, ms in sorted(result["buckets_ms"].items(), key=lambda x: -x[1]):

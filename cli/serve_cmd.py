@@ -41,7 +41,7 @@ def serve(
     prefill_chunk: Annotated[str, typer.Option(
         help="Prompt tokens computed per step while other rows decode (chunked prefill): a number, 'auto' (sized "
              "from measured step times so a step with a chunk costs under 2 decode steps where a chunk can) or "
-             "'none' (whole prompts). Default: 256, or 64 on a --ragged engine (its chunk rides in the decode "
+             "'none' (whole prompts). Default: 256, or 16 on a --ragged engine (its chunk rides in the decode "
              "rows' own call: mixed steps).")] = "default",
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.

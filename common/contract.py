@@ -163,8 +163,16 @@ class GraphContract:
 
     # ---- lookups ---------------------------------------------------------------------------------
     def names(self, role: str, io: str = "outputs") -> list[str]:
-        """Names of the tensors with `role`, in layer order."""
-        return [t.name for t in getattr(self, io) if t.role == role]
+        """Names of the tensors with `role`, in layer order (looked up once per contract: a decode step asks
+        for the cache's names a dozen times)."""
+        memo = self.__dict__.get("_names")
+        if memo is None:  # not a field: equality, hashing, replace and asdict never see it
+            memo = {}
+            object.__setattr__(self, "_names", memo)
+        found = memo.get((role, io))
+        if found is None:
+            found = memo[(role, io)] = tuple(t.name for t in getattr(self, io) if t.role == role)
+        return list(found)
 
     @property
     def input_names(self) -> list[str]:

@@ -107,8 +107,10 @@ def build_engine(
     cpu_kernels_build.py). `kv_cache` "int8": the cache as
     int8 codes + per-token scales (lowering/kv_int8.py; ort and portable; no genai_config.json, whose decoder
     knows no scale tensors). `ragged`: each query's visible keys as a graph input (lowering/ragged.py; `ort` only,
-    no genai_config.json either: onnxruntime-genai feeds no such input). `trt_options` (max_prefill, timing_cache,
-    workspace_gib, debug_outputs) go to the TensorRT build and are refused for other backends."""
+    no genai_config.json either: onnxruntime-genai feeds no such input), attended by our kernels' RaggedAttention
+    where the build uses ours and a float cache (lowering/ragged_attention.py; backend_info["ragged_attention"]).
+    `trt_options` (max_prefill, timing_cache, workspace_gib, debug_outputs) go to the TensorRT build and are
+    refused for other backends."""
     spec = get_backend(backend)
     if genai_provider not in PROVIDERS:
         raise MixtralTrtError(f"--genai-provider {genai_provider!r}: choose one of {', '.join(PROVIDERS)}")
@@ -173,6 +175,10 @@ def build_engine(
         if ragged:
             contract = contract.with_ragged_attention()
         copy_side_files(onnx_dir, tmp)
+        if ragged:
+            from .lowering.ragged_attention import attention_form
+
+            info["ragged_attention"] = attention_form(kv_cache, ours)
         if ours:
             info["cpu_kernels"] = ship_library(tmp, ops_used(tmp / MODEL_FILE), options["cpu_linears"])
         model_file = MODEL_FILE

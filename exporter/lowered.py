@@ -37,7 +37,8 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
                    contract: GraphContract | None = None, kv_cache: str = "float", ragged: bool = False,
                    **options) -> Path:
     """Apply the backend's lowering (and the GroupQueryAttention one for its `attention="gqa"`, the int8 KV cache
-    one for `kv_cache="int8"`, ragged attention for `ragged`), fold constants, and save model.onnx + external data
+    one for `kv_cache="int8"`, ragged attention for `ragged`: with our CPU kernels' RaggedAttention where
+    lowering/ragged_attention.py's `refusal` allows), fold constants, and save model.onnx + external data
     into out_dir. `options` go to the lowering beside the backend's own."""
     import onnx_ir as ir
     import onnxscript.optimizer
@@ -60,9 +61,15 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
             model = lower_kv_int8(model, contract)
     if ragged:
         from .lowering.ragged import expose_visibility
+        from .lowering.ragged_attention import lower_ragged_attention, refusal
 
         with step(progress, "ragged attention: each query's visible keys as an input"):
             model = expose_visibility(model)
+        if refusal(kv_cache, options.get("cpu_kernels") == "ours") is None:
+            if contract is None:
+                raise ValueError("the RaggedAttention lowering needs the graph contract")
+            with step(progress, "ragged attention on our CPU kernels (RaggedAttention)"):
+                model = lower_ragged_attention(model, contract)
     with step(progress, "optimize (constant folding, dead code)"):
         onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):

@@ -130,6 +130,11 @@ class Engine:
         if cache.batch != b:
             raise MixtralTrtError(f"input_ids: batch {b} does not match the cache's batch {cache.batch}")
         p = cache.length
+        names = [n for role in outputs for n in self.contract.names(role)]
+        implicit = attention_mask is None and position_ids is None
+        if implicit and self.attention == "gqa" and t <= self.max_tokens_per_call:
+            # every new token real, each row's positions its slots: no mask to build and check against the cache
+            return gqa_call(self.runner, self.contract, ids, cache, None, None, names)
         if attention_mask is None:  # the cache's own mask, then the new tokens
             mask = np.concatenate([cache.attention_mask, np.ones((b, t), np.int64)], axis=1)
         else:
@@ -143,7 +148,6 @@ class Engine:
         position_ids = np.asarray(position_ids, np.int64)
         if position_ids.shape != (b, t):
             raise MixtralTrtError(f"position_ids: expected shape {(b, t)}, got {position_ids.shape}")
-        names = [n for role in outputs for n in self.contract.names(role)]
         chunk = self.max_tokens_per_call
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, t, chunk):  # [B, C] chunks when the backend takes fewer than T tokens at once

@@ -39,6 +39,7 @@ class GQACache:
     max_seq: int
     device: str = "cpu"
     arrays: list[np.ndarray] = field(default_factory=list)  # CPU: the numpy storage the OrtValues point into
+    logits: tuple[np.ndarray, Any] | None = field(default=None, repr=False)  # logits_buffer's last buffer
 
     @classmethod
     def empty(cls, contract: GraphContract, batch: int, device: str = "cpu") -> GQACache:
@@ -156,6 +157,20 @@ class GQACache:
         values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
         self.keys, self.values = values[::2], values[1::2]
 
+    def logits_buffer(self, contract: GraphContract, batch: int, seq: int) -> tuple[np.ndarray, Any] | None:
+        """A CPU cache's logits output [B, S, V] for the next call, kept between calls of one shape: (the numpy
+        array, the OrtValue over it). None on CUDA (ONNX Runtime allocates there, the logits are copied out)."""
+        if self.device == "cuda":
+            return None
+        shape = (batch, seq, contract.config.vocab_size)
+        if self.logits is None or self.logits[0].shape != shape:
+            import onnxruntime as ort
+
+            info = next(i for i in contract.outputs if i.role == "logits")
+            array = np.empty(shape, numpy_dtype(info.dtype))
+            self.logits = (array, ort.OrtValue.ortvalue_from_numpy(array))
+        return self.logits
+
     def _cpu_only(self, what: str) -> None:
         if self.device == "cuda":
             raise MixtralTrtError(f"{what} a CUDA GroupQueryAttention cache is not supported")
@@ -194,17 +209,28 @@ def _check(cache: GQACache, mask: np.ndarray, position_ids: np.ndarray | None, t
     return new
 
 
-def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, mask: np.ndarray,
+def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, mask: np.ndarray | None,
              position_ids: np.ndarray | None, names: list[str]) -> tuple[dict[str, np.ndarray], GQACache]:
-    """One engine call with the caller's ids [B, T] / mask [B, P + T]; outputs back in the caller's layout."""
+    """One engine call with the caller's ids [B, T] / mask [B, P + T] (None: the cache's own mask and T real
+    tokens per row); outputs back in the caller's layout."""
     b, t = ids.shape
-    new = _check(cache, mask, position_ids, t)  # [B, T]
-    counts = new.sum(axis=1)  # real new tokens per row
+    if mask is None:  # every new token is real (Engine.forward given no mask nor positions): nothing to check
+        if t > 1 and b > 1 and cache.lengths.max(initial=0) > 0:
+            raise MixtralTrtError(f"input_ids: {t} new tokens per row on a non-empty cache at batch {b}: "
+                                  "GroupQueryAttention engines take several tokens on a cache at batch 1 only")
+        new, counts, dense = None, np.full(b, t, np.int64), True
+    else:
+        new = _check(cache, mask, position_ids, t)  # [B, T]
+        counts = new.sum(axis=1)  # real new tokens per row
+        dense = bool(new.all())  # every row feeds all its T tokens (decode of a full batch, a prefill)
     fed = np.maximum(counts, 1)  # a row with none feeds one dummy token
     s = int(fed.max())
-    step_ids = np.full((b, s), PAD_ID, np.int64)  # [B, S] right-padded
-    for row in range(b):
-        step_ids[row, : counts[row]] = ids[row, new[row]]
+    if dense:
+        step_ids = ids
+    else:
+        step_ids = np.full((b, s), PAD_ID, np.int64)  # [B, S] right-padded
+        for row in range(b):
+            step_ids[row, : counts[row]] = ids[row, new[row]]
     ends = cache.lengths + fed  # slots in use after the call, dummies included
     width = int(ends.max())
     step_mask = (np.arange(width)[None, :] < ends[:, None]).astype(np.int64)  # [B, width]
@@ -213,9 +239,21 @@ def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, 
     cache_outputs = contract.names("present_key") + contract.names("present_value")
     feeds = {"input_ids": step_ids, "attention_mask": step_mask,
              **{n: v for n, v in buffers.items() if n.startswith("past_key_values.")}}
-    result = runner.run(feeds, names + cache_outputs, {n: buffers[n] for n in cache_outputs})
+    bound = {n: buffers[n] for n in cache_outputs}
+    # a decode step's logits [B, 1, V]: written in place by the run into the cache's buffer, copied out below (a
+    # prefill's, B x S x V, are ONNX Runtime's allocation, not kept between calls)
+    logits = cache.logits_buffer(contract, b, s) if s == 1 and names == contract.names("logits") else None
+    if logits is not None:
+        bound[names[0]] = logits[1]
+    result = runner.run(feeds, names + cache_outputs, bound)
     flat = {info.name for info in contract.outputs if info.shape and info.shape[0] == "batch * seq"}
-    outputs = {name: _to_caller(np.asarray(result[name]), new, counts, s, name in flat) for name in names}
+    outputs = {}
+    for name in names:
+        if logits is not None:
+            outputs[name] = logits[0].copy() if dense else _to_caller(logits[0], new, counts, s, name in flat)
+        else:
+            out = np.asarray(result[name])
+            outputs[name] = out if dense else _to_caller(out, new, counts, s, name in flat)
     cache.lengths = cache.lengths + counts
     cache.length += t
     return outputs, cache

@@ -135,10 +135,10 @@ AUTO_MIN, AUTO_MAX = 16, 512  # "auto" chunk bounds (tokens); AUTO_MAX also when
 # in all; 256 keeps both low. "auto" is for engines where a chunk costs less than a decode step.
 DEFAULT_PREFILL_CHUNK: int | str = 256
 # Mixed steps (a ragged engine): the chunk rides in the rows' own call, so its tokens are all it adds to their step.
-# Measured on a CPU (bench/mixed_step.py, README "Mixed steps"): 64 gave the rows' p99 gap within 2.9-4.3x their
-# steady step (16: 3.3-7.0x; today's 256: 11-39x) for a 2,048-token newcomer's first token in 27-39 s (16: 67-126 s);
-# 8 keeps the rows closest to their pace (p99 2.4-3.6x) for 2-5x that wait.
-DEFAULT_MIXED_CHUNK: int | str = 64
+# Measured on a CPU with our RaggedAttention (bench/mixed_step.py, README "Mixed steps", runs I and J): 16 gave the
+# rows' p99 gap within 3.2-4.2x their steady step (64: 3.9-6.6x; today's 256: 10-22x) for a 2,048-token newcomer's
+# first token in 14-37 s (64: 8-25 s; 256: 7-9 s); 8 and 4 keep the rows closer (2.6-3.6x, 1.7-2.2x) for 19-51 s.
+DEFAULT_MIXED_CHUNK: int | str = 16
 DEFAULT = "default"  # prefill_chunk: DEFAULT_MIXED_CHUNK on a ragged engine (mixed steps), else 256
 
 

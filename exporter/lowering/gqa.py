@@ -58,7 +58,7 @@ def check_gqa(contract: GraphContract) -> None:
 DERIVED = (("{}.codes.nbits", "MatMulNBits"), ("{}.codes", "LinearQ"), ("{}.bf16", "LinearBF16"), ("{}", "Linear"))
 
 
-def _projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
+def projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
     """The MatMul(x, Transpose(W)) of a Linear weight (the layout torch.onnx gives nn.Linear), or the node of
     another form reading it (DERIVED: MatMulNBits after the ort lowering, our library's LinearQ / LinearBF16 /
     Linear): x is input 0 and the projection output 0 in every case."""
@@ -70,14 +70,14 @@ def _projection(graph: ir.Graph, layer: int, name: str) -> ir.Node:
             return users[0]
     weight = graph.initializers.get(key)
     if weight is None:
-        raise MixtralTrtError(f"GroupQueryAttention lowering: the graph has no weight {key}")
+        raise MixtralTrtError(f"attention lowering: the graph has no weight {key}")
     for user, _ in weight.uses():
         if user.op_type != "Transpose":
             continue
         matmuls = [node for node, index in user.outputs[0].uses() if node.op_type == "MatMul" and index == 1]
         if len(matmuls) == 1:
             return matmuls[0]
-    raise MixtralTrtError(f"GroupQueryAttention lowering: {key} does not feed one MatMul through a Transpose")
+    raise MixtralTrtError(f"attention lowering: {key} does not feed one MatMul through a Transpose")
 
 
 # the ops a layer's q, k, v projections can run as (DERIVED, or MatMul over a Transpose of the weight), each with the
@@ -170,6 +170,26 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
+def rope_initializers(graph: ir.Graph, contract: GraphContract) -> tuple[ir.Value, ir.Value]:
+    """The rotary tables cos, sin [max_seq, D/2] (rotate-half layout) as initializers of `graph`."""
+    cos, sin = _rope_tables(contract)
+    return _initializer(graph, "attn.rope.cos_cache", cos), _initializer(graph, "attn.rope.sin_cache", sin)
+
+
+def splice_attention(graph: ir.Graph, layer: int, node: ir.Node) -> ir.Value:
+    """Insert `node` (a layer's attention as one op, output 0 [B, S, N*D]) before the layer's wo projection and
+    make it the projection's input; returns that output. The attention ops it replaces become dead."""
+    o = projection(graph, layer, "wo")
+    # an act-order checkpoint's wo reads its features through a Gather (exporter/quantize_stored.py)
+    order = o.inputs[0].producer()
+    entry = order if order is not None and order.op_type == "Gather" and order.name.endswith(".order") else o
+    graph.insert_before(entry, [node])
+    out = node.outputs[0]
+    out.type, out.shape = entry.inputs[0].type, entry.inputs[0].shape
+    entry.replace_input_with(0, out)
+    return out
+
+
 def _lengths(graph: ir.Graph, mask: ir.Value) -> tuple[list[ir.Node], ir.Value, ir.Value]:
     """seqlens_k = sum(mask, axis 1) - 1 [B] int32 and total_sequence_length = mask width (int32 scalar)."""
     tape = ir.tape.Tape()
@@ -188,9 +208,7 @@ def lower_attention(model: ir.Model, contract: GraphContract) -> ir.Model:
     graph, cfg = model.graph, contract.config
     inputs = {v.name: v for v in graph.inputs}
     outputs = {v.name: n for n, v in enumerate(graph.outputs)}
-    cos_table, sin_table = _rope_tables(contract)
-    cos = _initializer(graph, "attn.rope.cos_cache", cos_table)
-    sin = _initializer(graph, "attn.rope.sin_cache", sin_table)
+    cos, sin = rope_initializers(graph, contract)
     nodes, seqlens_k, total = _lengths(graph, inputs["attention_mask"])
     graph.insert_before(next(iter(graph)), nodes)
     attributes = {"num_heads": cfg.num_heads, "kv_num_heads": cfg.num_kv_heads, "scale": cfg.head_dim ** -0.5,
@@ -198,20 +216,15 @@ def lower_attention(model: ir.Model, contract: GraphContract) -> ir.Model:
     if cfg.sliding_window is not None:
         attributes["local_window_size"] = cfg.sliding_window
     for i in range(cfg.num_layers):
-        q, k, v, o = (_projection(graph, i, name) for name in ("wq", "wk", "wv", "wo"))
+        q, k, v = (projection(graph, i, name) for name in ("wq", "wk", "wv"))
         packed = _packed_qkv(graph, i, [q, k, v])
         qkv = [packed.outputs[0], None, None] if packed is not None else [q.outputs[0], k.outputs[0], v.outputs[0]]
         node = ir.node("GroupQueryAttention",
                        inputs=[*qkv, inputs[f"past_key_values.{i}.key"],
                                inputs[f"past_key_values.{i}.value"], seqlens_k, total, cos, sin],
                        attributes=attributes, domain=MS_DOMAIN, num_outputs=3, name=f"layers.{i}.attn.gqa")
-        # an act-order checkpoint's wo reads its features through a Gather (exporter/quantize_stored.py)
-        order = o.inputs[0].producer()
-        entry = order if order is not None and order.op_type == "Gather" and order.name.endswith(".order") else o
-        graph.insert_before(entry, [node])
-        out, present_k, present_v = node.outputs
-        out.type, out.shape = entry.inputs[0].type, entry.inputs[0].shape
-        entry.replace_input_with(0, out)
+        splice_attention(graph, i, node)
+        _, present_k, present_v = node.outputs
         for new, name in ((present_k, f"present.{i}.key"), (present_v, f"present.{i}.value")):
             old = graph.outputs[outputs[name]]
             new.type, new.shape = old.type, ir.Shape([old.shape[0], old.shape[1], "present_or_capacity",

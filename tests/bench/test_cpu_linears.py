@@ -43,3 +43,22 @@ def test_bad_arguments(cli, tmp_path, args, message):
 def test_bad_baseline(cli, tmp_path):
     result = cli("bench-cpu-kernels", "--baseline", "mlas", "--workdir", tmp_path, "--json", tmp_path / "x.json")
     assert result.code == 2 and "--baseline 'mlas': choose one of ort, ort-linears" in result.err, result.err
+
+
+def test_kernel_rates_times_each_library_per_row_count(library):
+    from mixtral_trt.bench.cpu_linears import kernel_rates
+
+    result = kernel_rates([str(library), str(library)], ("int8", "int4"), (1, 3), n=64, k=96, rounds=1,
+                          target_s=0.002)
+    assert set(result["results"]) == {"int8 M=1", "int8 M=3", "int4 M=1", "int4 M=3"}
+    for row in result["results"].values():
+        assert list(row) == [str(library)]  # the same library twice: one column
+        assert 0 < row[str(library)]["best"] < 1e4 and row[str(library)]["median"] > 0
+
+
+def test_kernel_rates_refuses_a_shape_the_kernels_do_not_take(library):
+    from mixtral_trt.bench.cpu_linears import kernel_rates
+    from mixtral_trt.common.errors import MixtralTrtError
+
+    with pytest.raises(MixtralTrtError, match="refused int4 M=1 N=64 K=100 B=32"):
+        kernel_rates([str(library)], ("int4",), (1,), n=64, k=100, rounds=1, target_s=0.001)

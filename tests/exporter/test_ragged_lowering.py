@@ -1,7 +1,9 @@
 """Ragged attention (`build --ragged`: exporter/lowering/ragged.py + runtime/ragged.py): rows with different pasts
 and different numbers of new tokens packed into one call, judged against mixtral_ref on each row's whole sequence
 (logits and present keys / values), with and without a sliding window; the same engine's ordinary calls pass
-parity (Engine.forward feeds the visibility a padded batch means)."""
+parity (Engine.forward feeds the visibility a padded batch means). The engines are built with the default kernels:
+our CPU kernels where the library is built, whose RaggedAttention then attends (lowering/ragged_attention.py);
+`test_canonical_attention_engine` builds the canonical graph's (--cpu-kernels ort) beside it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from mixtral_trt.common.contract import ATTENTION_VISIBLE, MODEL_FILE
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.exporter.build import build_engine
 from mixtral_trt.exporter.lowering.ragged import expose_visibility
+from mixtral_trt.exporter.lowering.ragged_attention import OP, attention_form
 from mixtral_trt.parity import TOLERANCES
 from mixtral_trt.parity.run import run_parity
 from mixtral_trt.runtime.ragged import PackedCache, RaggedRow, ragged_feeds, split_present, split_tokens
@@ -41,6 +44,14 @@ def test_graph_takes_visibility(ragged):
     lowered = onnx.load(str(engine.path / MODEL_FILE), load_external_data=False)
     assert not [n.name for n in lowered.graph.node if n.op_type == "And"]  # the mask's product is gone
     assert not (engine.path / "genai_config.json").exists()  # onnxruntime-genai feeds no visibility
+    ours = "cpu_kernels" in engine.manifest.backend_info
+    assert engine.manifest.backend_info["ragged_attention"] == attention_form("float", ours)
+    ops = [n.op_type for n in lowered.graph.node]
+    if ours:  # each layer's attention core is one op: no softmax, no expanded K / V left
+        assert ops.count(OP) == engine.config.num_layers and "Softmax" not in ops, sorted(set(ops))
+        assert OP in engine.manifest.backend_info["cpu_kernels"]["ops"]
+    else:
+        assert OP not in ops and "Softmax" in ops
     with pytest.raises(MixtralTrtError, match="already takes attention_visible"):
         expose_visibility(ir.load(engine.path / MODEL_FILE))
 
@@ -88,6 +99,8 @@ def test_with_an_int8_cache(ragged, tmp_path):
     plain = runtime.load(build_engine(onnx_dir, tmp_path / "plain", "ort", kv_cache="int8"))
     both = runtime.load(build_engine(onnx_dir, tmp_path / "ragged", "ort", kv_cache="int8", ragged=True))
     assert both.contract.ragged and both.contract.kv_cache == "int8"
+    ours = "cpu_kernels" in both.manifest.backend_info  # RaggedAttention reads float caches: the canonical graph
+    assert both.manifest.backend_info["ragged_attention"] == attention_form("int8", ours) != OP
     rng = np.random.default_rng(8)
     ids = rng.integers(3, plain.config.vocab_size, (2, 9))
     mask = np.ones((2, 9), np.int64)
@@ -115,8 +128,8 @@ def test_other_backends_are_refused(ragged, tmp_path, backend):
     assert not (tmp_path / "e").exists()
 
 
-def test_packed_rows_match_the_reference(ragged):
-    reference, engine, runner, _ = ragged
+def _check_packed_rows(reference, engine, runner) -> dict[str, np.ndarray]:
+    """One packed call of ROWS against the reference on each row's whole sequence; returns the call's outputs."""
     cfg, contract = engine.config, engine.contract
     rng = np.random.default_rng(3)
     sequences = [rng.integers(3, cfg.vocab_size, past + new).tolist() for past, new in ROWS]
@@ -145,6 +158,25 @@ def test_packed_rows_match_the_reference(ragged):
                 got, want_kv = presents[name][r], want_kv[0].numpy()  # [G, past + new, D]
                 err = float(np.abs(got - want_kv).max() / np.abs(want_kv).max())
                 assert got.shape == want_kv.shape and err <= tol, f"row {r} {name}: {err}"
+    return out
+
+
+def test_packed_rows_match_the_reference(ragged):
+    reference, engine, runner, _ = ragged
+    _check_packed_rows(reference, engine, runner)
+
+
+def test_canonical_attention_engine(ragged, tmp_path):
+    """`--ragged --cpu-kernels ort`: the canonical graph's attention (no op), its packed call against the reference
+    and, where the default engine runs RaggedAttention, against that engine's call (1e-5 of max |logit|)."""
+    reference, engine, runner, onnx_dir = ragged
+    canonical = runtime.load(build_engine(onnx_dir, tmp_path / "ort", "ort", ragged=True, cpu_kernels="ort"))
+    assert canonical.manifest.backend_info["ragged_attention"] == attention_form("float", False)
+    want = _check_packed_rows(reference, canonical, canonical.runner)
+    if "cpu_kernels" in engine.manifest.backend_info:
+        got = _check_packed_rows(reference, engine, runner)
+        scale = float(np.abs(want["logits"]).max())
+        assert np.abs(got["logits"] - want["logits"]).max() <= 1e-5 * scale
 
 
 def test_packed_cache_carries_rows_over_steps(ragged):

@@ -9,12 +9,15 @@ dots are exact, only the float32 sum of the blocks' scaled partial sums differs)
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from mixtral_trt.plugins import cpu_kernels
 from support.cpu_kernels import (
     DTYPES,
+    assert_close_to_max,
     cases_by_dtype,
     linear_model,
     linear_oracle,
@@ -36,12 +39,7 @@ FLOAT_ONLY = {"tails": ((3, 40), 24)}  # K that no SIMD width divides: float wei
 
 
 def _check(lin, got: np.ndarray) -> None:
-    want = linear_oracle(lin)
-    scale = max(1.0, float(np.abs(want).max()))
-    err = np.abs(got - want) / scale
-    figures = f"{lin.dtype} x {lin.x.shape} N={lin.w.shape[0]}: max error {err.max():.2e} (x max|ref| {scale:.2f})"
-    assert got.shape == want.shape and np.isfinite(got).all(), figures
-    assert err.max() <= 1e-5, figures
+    assert_close_to_max(got, linear_oracle(lin), f"{lin.dtype} x {lin.x.shape} N={lin.w.shape[0]}")
 
 
 # amx: row blocks of 16+ rows on AMX tiles (bf16 for float weights, int8 for LinearQ), padded past N
@@ -60,6 +58,26 @@ def test_linear_matches_reference(library, use_isa, isa, dtype, case):
 def test_quantized_blocks_of_64(library, dtype, rows):
     lin = make_linear((rows, 192), 33, dtype, block=64, seed=9)
     _check(lin, run_linear(lin, library))
+
+
+# avx512, blocks of 32: 1-2 rows take 2 x 4 tiles, 3-16 rows 4 x 4 tiles over activations prepared once per call
+# (kernels_avx512.cc gemm_quant), 17+ rows the same tiles reading the int8 rows in place. K 96 and 160: an odd
+# last block (a half pair); N 13: a last tile of 1 weight row; rows 3, 5, 6, 7: a last tile of 3, 1, 2, 3 rows.
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("k", [96, 160])
+def test_few_row_tiles_match_reference_and_the_in_place_path(library, use_isa, dtype, k):
+    use_isa("avx512")
+    lin = make_linear((17, k), 13, dtype, seed=k + 13)
+    full = run_linear(lin, library, threads=1)  # 17 rows: the activations read in place
+    _check(lin, full)
+    for rows in (1, 2, 3, 4, 5, 6, 7, 8, 9, 16):
+        part = dataclasses.replace(lin, x=lin.x[:rows])
+        got = run_linear(part, library, threads=1)
+        _check(part, got)
+        np.testing.assert_array_equal(got, full[:rows], err_msg=f"{rows} rows against the same rows of 17")
+        for threads in (2, 3, 4):
+            np.testing.assert_array_equal(run_linear(part, library, threads=threads), got,
+                                          err_msg=f"{rows} rows, {threads} threads")
 
 
 def test_prefill_4096_rows(library):

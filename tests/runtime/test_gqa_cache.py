@@ -41,6 +41,57 @@ def test_batched_generation_equals_the_concat_engine(engines):
     assert np.abs(logits_g - logits_c).max() / np.abs(logits_c).max() < 1e-5
 
 
+def test_decode_steps_keep_their_logits_across_a_capacity_growth(engines):
+    """Decode through the runner's kept IO binding and the cache's logits buffer: each step's logits are the
+    concat engine's, an earlier step's array is not overwritten by later steps, and the buffers' growth past
+    MIN_CAPACITY slots (new OrtValues, rebound) changes nothing."""
+    from mixtral_trt.runtime.gqa_cache import MIN_CAPACITY
+
+    concat, gqa = engines
+    prompt = np.array(_prompts((MIN_CAPACITY - 2,), seed=4))
+    (out_c, cache_c), (out_g, cache_g) = concat.forward(prompt), gqa.forward(prompt)
+    kept, capacities = [], []
+    for token in (5, 9, 13, 21, 34):
+        out_c, cache_c = concat.forward(np.array([[token]]), cache_c)
+        out_g, cache_g = gqa.forward(np.array([[token]]), cache_g)
+        kept.append((out_g["logits"], out_g["logits"].copy(), out_c["logits"]))
+        capacities.append(cache_g.capacity)
+    assert capacities[0] == MIN_CAPACITY and capacities[-1] > MIN_CAPACITY, capacities
+    for got, snapshot, want in kept:
+        np.testing.assert_array_equal(got, snapshot)  # not a view of a buffer the next step writes
+        assert np.abs(got - want).max() / np.abs(want).max() < 1e-5, np.abs(got - want).max()
+
+
+def test_threads_decoding_on_one_engine_get_their_own_logits(engines):
+    """Two threads decode their own caches through one runner at once (a server's generate() beside a Scheduler's
+    thread): the one holding the runner's kept IO binding uses it, the other a fresh binding; each gets exactly the
+    logits it gets alone."""
+    import threading
+
+    _, gqa = engines
+    prompts = [np.array(p)[None] for p in _prompts((7, 12), seed=6)]
+
+    def decode(prompt, steps=6):
+        out, cache = gqa.forward(prompt)
+        got = []
+        for _ in range(steps):
+            out, cache = gqa.forward(out["logits"][:, -1:].argmax(-1), cache)
+            got.append(out["logits"])
+        return np.concatenate(got, axis=1)
+
+    alone = [decode(p) for p in prompts]
+    together: list = [None, None]
+    threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, [decode(prompts[i]) for _ in range(4)]))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        for got in together[i]:
+            np.testing.assert_array_equal(got, alone[i])
+
+
 def test_rows_stay_right_padded(engines):
     _, gqa = engines
     ids = np.array([[0, 0, 5, 6], [7, 8, 9, 10]])

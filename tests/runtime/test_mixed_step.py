@@ -11,6 +11,7 @@ import torch
 
 from mixtral_trt import runtime
 from mixtral_trt.exporter.build import build_engine
+from mixtral_trt.exporter.lowering.ragged_attention import OP, attention_form
 from mixtral_trt.runtime.mixed_step import MixedBatch
 from mixtral_trt.runtime.sampling import SamplingParams
 from mixtral_trt.runtime.scheduler import Scheduler
@@ -66,8 +67,11 @@ def _same(got, want):
 def test_greedy_replies_equal_todays_path(engines, chunk):
     """Requests joining at different times while others decode, prompts in chunks of 1, 4, 16, whole or "auto"
     (from the mixed steps' measured times): the same greedy tokens (and logprobs) as today's Scheduler on the
-    engine without --ragged."""
+    engine without --ragged. With our CPU kernels built the --ragged engine's attention is their RaggedAttention."""
     _, plain, ragged = engines
+    ours = "cpu_kernels" in ragged.manifest.backend_info
+    assert ragged.manifest.backend_info["ragged_attention"] == attention_form("float", ours)
+    assert (OP in ragged.manifest.backend_info["cpu_kernels"]["ops"]) if ours else True
     jobs = [(p, SamplingParams(max_new_tokens=4 + 3 * i, ignore_eos=True, logprobs=2))
             for i, p in enumerate(_prompts(5))]
     sched, got = _serve(ragged, jobs, prefill_chunk=chunk, prefix_cache_gb=0)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mixtral_trt.runtime.chat import chat_prompt
+from mixtral_trt.runtime.scheduler import DEFAULT_MIXED_CHUNK
 from support.serving import MODEL, openai_client, start
 
 QUESTIONS = ["Hi", "What is a mixture of experts?", "Tell me a story about a dragon", "Why is the sky blue?"]
@@ -23,7 +24,7 @@ def test_concurrent_clients_on_mixed_steps(tiny_engine, tiny_ragged_engine, tiny
                              max_new_tokens=s["max_tokens"], temperature=s["temperature"], seed=s["seed"]).text
                 for q, s in zip(QUESTIONS, settings, strict=True)]
     with start(tiny_ragged_engine) as served:
-        assert served.scheduler._batch is not None and served.scheduler.prefill_chunk == 64
+        assert served.scheduler._batch is not None and served.scheduler.prefill_chunk == DEFAULT_MIXED_CHUNK
         client = openai_client(served.url)
         replies: list[str | None] = [None] * len(QUESTIONS)
         barrier = threading.Barrier(len(QUESTIONS))

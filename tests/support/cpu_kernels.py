@@ -234,3 +234,13 @@ def linear_oracle(lin: Linear) -> np.ndarray:
     if lin.block:
         x = quantize_activations(x, lin.block)
     return (x.double() @ torch.from_numpy(lin.w).double().T).float().numpy()
+
+
+def assert_close_to_max(got: np.ndarray, want: np.ndarray, label: str, tol: float = 1e-5) -> None:
+    """Every element of `got` within `tol` of max(1, max |want|) of `want`, finite, the same shape; failures print
+    `label` and the figures."""
+    scale = max(1.0, float(np.abs(want).max()))
+    err = np.abs(got - want) / scale
+    figures = f"{label}: max error {err.max():.2e} (x max|ref| {scale:.2f})"
+    assert got.shape == want.shape and np.isfinite(got).all(), figures
+    assert err.max() <= tol, figures

@@ -1,6 +1,7 @@
 // The kernels of kernels.h written once over a SIMD traits class V, instantiated by kernels_<isa>.cc.
 //
-// V provides: F (a float vector of V::W lanes), zero / load / loadw (float or bf16 weights) / fma / hsum;
+// V provides: F (a float vector of V::W lanes), zero / load / loadw (float or bf16 weights) / fma / hsum / bcast /
+// store / add / sub / exp_nonpositive (attention_impl.h);
 // for the quantized kernels I (8 int32 lanes), Q (32 int8), F8 (8 floats), izero, isub, load_q8 / load_q4 (signed
 // weights, or with kUnsignedCodes the codes as stored and zero_point<bits>() to dot with x and subtract), load_x,
 // dot (I += 4-byte groups of w * x), cvt, fma8 (a * scalar + c), zero8, hsum8; and the tile
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "attention_impl.h"
 #include "kernels.h"
 
 namespace mixtral_cpu {
@@ -161,7 +163,8 @@ void gemm_quant(const QuantGemm& g) {
 
 template <class V>
 Kernels make_kernels(const char* name) {
-  return Kernels{name, &gemm_float<V, float>, &gemm_float<V, uint16_t>, &gemm_quant<V, 8>, &gemm_quant<V, 4>};
+  return Kernels{name, &gemm_float<V, float>, &gemm_float<V, uint16_t>, &gemm_quant<V, 8>, &gemm_quant<V, 4>,
+                 &attend<V>};
 }
 
 }  // namespace impl

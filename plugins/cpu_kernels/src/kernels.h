@@ -40,12 +40,36 @@ struct QuantGemm {
   size_t ldy;
 };
 
+// A block of m queries' attention over one kv head for the R query heads that share it (RaggedAttention,
+// attention.cc): out[i, r] = softmax_j(q[i, r] . k[s]) v[s] over the slots s query i sees, float32 throughout.
+// `idx` is the union of the queries' slots, ascending; `lists[i]` query i's own, ascending (a subset), or null
+// for a query with no visible slot, which sees every union slot with equal scores (the mean of their values, as
+// the canonical graph's finite mask bias gives it). Each key and value row is read once for the whole block.
+// q is already rotated and scaled by D^-0.5. Which GEMM kernel computes the scores depends on m R (amx tiles for
+// 16+ rows): a query's last bits depend on its block's size, never on the thread.
+constexpr int kMaxAttendQueries = 16, kMaxAttendHeads = 64;  // m, R at most
+struct AttendGroup {
+  const float* q;              // [m, R, D]
+  const float* k;              // key rows of the kv head: slot s at k + s * ldk
+  const float* v;              // value rows: slot s at v + s * ldk
+  size_t ldk;
+  const int32_t* idx;          // [n] union of the block's slots
+  const int32_t* const* lists; // [m] each query's slots (counts[i] of them), or null: every union slot, uniformly
+  const int* counts;           // [m]
+  int n, m, R, D;
+  float* scores;               // scratch [m * R, n]
+  float* out;                  // query i, head r at out + i * ldo + r * D
+  size_t ldo;
+  void (*gemm)(const FloatGemm&);  // the table's gemm_f32: the scores of each run of consecutive slots
+};
+
 struct Kernels {
   const char* name;
   void (*gemm_f32)(const FloatGemm&);
   void (*gemm_bf16)(const FloatGemm&);
   void (*gemm_q8)(const QuantGemm&);
   void (*gemm_q4)(const QuantGemm&);
+  void (*attend)(const AttendGroup&);
 };
 
 // one per instruction set (kernels_<isa>.cc, each compiled with its own -m flags)

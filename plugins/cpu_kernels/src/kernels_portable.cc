@@ -14,6 +14,11 @@ struct Portable {
   static F load(const float* p) { F f; for (int l = 0; l < 8; ++l) f.v[l] = p[l]; return f; }
   static F loadw(const float* p) { return load(p); }
   static F loadw(const uint16_t* p) { F f; for (int l = 0; l < 8; ++l) f.v[l] = impl::widen(p[l]); return f; }
+  static F bcast(float a) { F f; for (int l = 0; l < 8; ++l) f.v[l] = a; return f; }
+  static void store(float* p, F a) { for (int l = 0; l < 8; ++l) p[l] = a.v[l]; }
+  static F exp_nonpositive(F x) { for (int l = 0; l < 8; ++l) x.v[l] = std::exp(x.v[l]); return x; }
+  static F add(F a, F b) { for (int l = 0; l < 8; ++l) a.v[l] += b.v[l]; return a; }
+  static F sub(F a, F b) { for (int l = 0; l < 8; ++l) a.v[l] -= b.v[l]; return a; }
   static F fma(F a, F b, F c) { for (int l = 0; l < 8; ++l) c.v[l] += a.v[l] * b.v[l]; return c; }
   static float hsum(F a) {  // pairwise, as the SIMD reductions
     const float s0 = (a.v[0] + a.v[4]) + (a.v[2] + a.v[6]), s1 = (a.v[1] + a.v[5]) + (a.v[3] + a.v[7]);

@@ -1,6 +1,6 @@
 // The ONNX Runtime custom-op library: domain "mixtral.cpu", ops MoE (float32 weights), MoEBF16 (bf16 weights)
-// and MoEQ (int8 / int4 codes + float32 block scales), and the linears Linear / LinearBF16 / LinearQ in the same
-// three weight formats. I/O tables: ../README.md. Built against ONNX Runtime
+// and MoEQ (int8 / int4 codes + float32 block scales), the linears Linear / LinearBF16 / LinearQ in the same
+// three weight formats, and RaggedAttention (attention over each query's visible key slots). I/O tables: ../README.md. Built against ONNX Runtime
 // >= 1.21's C API headers and asking for C API version 21, so any onnxruntime >= 1.21 loads it.
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.h"
 #include "isa.h"
 #include "linear.h"
 #include "moe.h"
@@ -59,6 +60,7 @@ constexpr OpDesc kMoEQ{"MoEQ", WeightKind::q8, ONNX_TENSOR_ELEMENT_DATA_TYPE_UIN
 constexpr OpDesc kLinear{"Linear", WeightKind::f32, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 2, 0b10};
 constexpr OpDesc kLinearBF16{"LinearBF16", WeightKind::bf16, ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, 2, 0b10};
 constexpr OpDesc kLinearQ{"LinearQ", WeightKind::q8, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 3, 0b10};
+constexpr OpDesc kRaggedAttention{"RaggedAttention", WeightKind::f32, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 7, 0};
 
 // What every node of ours holds: its op and name (in every error), the kernel table chosen at session creation,
 // and access to its constant weights (pointers into the session's initializers: the layout the kernels stream,
@@ -82,6 +84,11 @@ class Node {
     } catch (const std::exception& e) {
       return g_api->CreateStatus(ORT_FAIL, e.what());
     }
+  }
+
+  // the op's input types (ONNX Runtime checks them at session creation, naming the node)
+  static ONNXTensorElementDataType input_type(const OpDesc& desc, size_t index) {
+    return desc.weight_inputs >> index & 1u ? desc.weight_type : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
 
   [[noreturn]] void fail(const std::string& what) const {
@@ -233,7 +240,93 @@ class LinearKernel : public Node {
   LinearWeights weights_{};
 };
 
-// The op of one OpDesc, creating `Kernel`s (MoEKernel, LinearKernel).
+// One RaggedAttention node: out [B, T, H * D] = attention of the rotated query over the visible slots of the
+// present key / value caches [B, G, S, D] (attention.h). Attributes num_heads (H), kv_num_heads (G); the rotary
+// tables cos / sin [C, D / 2] are constant initializers, which fix D.
+class AttentionKernel : public Node {
+ public:
+  AttentionKernel(const OpDesc& desc, const OrtKernelInfo* info) : Node(desc, Ort::ConstKernelInfo(info)) {
+    Ort::ConstKernelInfo ki(info);
+    H_ = static_cast<int>(ki.GetAttribute<int64_t>("num_heads"));
+    G_ = static_cast<int>(ki.GetAttribute<int64_t>("kv_num_heads"));
+    if (H_ < 1 || G_ < 1 || H_ % G_ || H_ / G_ > kMaxHeadsPerKv)
+      fail("attributes num_heads = " + std::to_string(H_) + ", kv_num_heads = " + std::to_string(G_) +
+           ": want kv_num_heads dividing num_heads, at most " + std::to_string(kMaxHeadsPerKv) + " query heads per kv head");
+    const void* cos;
+    const void* sin;
+    const Shape cs = constant(ki, 5, "cos", &cos), ss = constant(ki, 6, "sin", &sin);
+    if (cs.size() != 2 || cs != ss || cs[0] < 1 || cs[1] < 1)
+      fail("cos " + shape_str(cs) + " and sin " + shape_str(ss) + ": want the same [max_seq, head_dim / 2]");
+    cos_ = static_cast<const float*>(cos);
+    sin_ = static_cast<const float*>(sin);
+    rows_ = cs[0];
+    D_ = static_cast<int>(2 * cs[1]);
+    // what the graph declares of the activations' shapes (-1: unknown), checked now rather than at the first call
+    const int64_t G = G_, D = D_, HD = static_cast<int64_t>(H_) * D_;
+    const struct { size_t index; const char* name; Shape want; } declared[] = {
+        {0, "query", {-1, -1, HD}}, {1, "key", {-1, G, -1, D}}, {2, "value", {-1, G, -1, D}},
+        {3, "attention_visible", {-1, -1, -1}}, {4, "position_ids", {-1, -1}}};
+    for (const auto& d : declared) {
+      const Shape got = ki.GetInputTypeInfo(d.index).GetTensorTypeAndShapeInfo().GetShape();
+      if (got.empty()) continue;  // no shape declared
+      bool ok = got.size() == d.want.size();
+      for (size_t j = 0; ok && j < got.size(); ++j) ok = got[j] < 0 || d.want[j] < 0 || got[j] == d.want[j];
+      if (!ok) fail(std::string(d.name) + " " + shape_str(got) + ": want " + shape_str(d.want) + " (-1: any)");
+    }
+  }
+
+  static ONNXTensorElementDataType input_type(const OpDesc& /*desc*/, size_t index) {
+    if (index == 3) return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
+    if (index == 4) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) { return compute_status(*this, context); }
+
+  void Compute(OrtKernelContext* context) {
+    Ort::KernelContext ctx(context);
+    const Ort::ConstValue q = ctx.GetInput(0), k = ctx.GetInput(1), v = ctx.GetInput(2), vis = ctx.GetInput(3),
+                          pos = ctx.GetInput(4);
+    const Shape qs = q.GetTensorTypeAndShapeInfo().GetShape(), ks = k.GetTensorTypeAndShapeInfo().GetShape(),
+                vs = v.GetTensorTypeAndShapeInfo().GetShape(), ms = vis.GetTensorTypeAndShapeInfo().GetShape(),
+                ps = pos.GetTensorTypeAndShapeInfo().GetShape();
+    const bool ok = qs.size() == 3 && qs[2] == static_cast<int64_t>(H_) * D_ && ks.size() == 4 && ks[0] == qs[0] &&
+                    ks[1] == G_ && ks[3] == D_ && vs == ks && ms == Shape{qs[0], qs[1], ks[2]} &&
+                    ps == Shape{qs[0], qs[1]} && ks[2] <= INT32_MAX && (ks[2] > 0 || qs[0] * qs[1] == 0);
+    if (!ok)
+      fail("query " + shape_str(qs) + ", key " + shape_str(ks) + ", value " + shape_str(vs) + ", attention_visible " +
+           shape_str(ms) + ", position_ids " + shape_str(ps) + ": want [B, T, " + std::to_string(H_ * D_) + "], [B, " +
+           std::to_string(G_) + ", S, " + std::to_string(D_) + "] twice, [B, T, S], [B, T] (S >= 1)");
+    const int64_t* position = pos.GetTensorData<int64_t>();
+    for (int64_t i = 0; i < qs[0] * qs[1]; ++i)
+      if (position[i] < 0 || position[i] >= rows_)
+        fail("position_ids holds " + std::to_string(position[i]) + ", outside the rotary tables' [0, " +
+             std::to_string(rows_) + ")");
+    Ort::UnownedValue out = ctx.GetOutput(0, qs);
+    const RaggedAttentionArgs args{q.GetTensorData<float>(), k.GetTensorData<float>(), v.GetTensorData<float>(),
+                                   vis.GetTensorData<bool>(), position, cos_, sin_,
+                                   static_cast<int>(qs[0]), static_cast<int>(qs[1]), static_cast<int>(ks[2]),
+                                   H_, G_, D_, out.GetTensorMutableData<float>()};
+    OrtParallel parallel(context);
+    ragged_attention_forward(*kernels_, args, parallel);
+  }
+
+  // out has the query's shape
+  static OrtStatusPtr infer_shape(Ort::ShapeInferContext& ctx) {
+    const auto& q = ctx.GetInputShape(0);
+    if (q.size() != 3)
+      return Ort::Status("mixtral.cpu RaggedAttention: the query must be 3-D ([B, T, H * D])", ORT_INVALID_ARGUMENT).release();
+    return ctx.SetOutputShape(0, q).release();
+  }
+
+ private:
+  int H_ = 0, G_ = 0, D_ = 0;
+  int64_t rows_ = 0;
+  const float* cos_ = nullptr;
+  const float* sin_ = nullptr;
+};
+
+// The op of one OpDesc, creating `Kernel`s (MoEKernel, LinearKernel, AttentionKernel).
 template <class Kernel>
 struct Op : Ort::CustomOpBase<Op<Kernel>, Kernel, true> {
   explicit Op(const OpDesc& desc) : desc_(desc) {}
@@ -250,9 +343,7 @@ struct Op : Ort::CustomOpBase<Op<Kernel>, Kernel, true> {
   }
   const char* GetName() const { return desc_.name; }
   size_t GetInputTypeCount() const { return desc_.inputs; }
-  ONNXTensorElementDataType GetInputType(size_t index) const {
-    return desc_.weight_inputs >> index & 1u ? desc_.weight_type : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
+  ONNXTensorElementDataType GetInputType(size_t index) const { return Kernel::input_type(desc_, index); }
   size_t GetOutputTypeCount() const { return 1; }
   ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
   static OrtStatusPtr InferOutputShape(Ort::ShapeInferContext& ctx) { return Kernel::infer_shape(ctx); }
@@ -274,10 +365,12 @@ __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOp
   try {
     static Op<MoEKernel> moe(kMoE), moe_bf16(kMoEBF16), moe_q(kMoEQ);
     static Op<LinearKernel> linear(kLinear), linear_bf16(kLinearBF16), linear_q(kLinearQ);
+    static Op<AttentionKernel> ragged_attention(kRaggedAttention);
     static Ort::CustomOpDomain domain(kDomain);
     static bool added = false;
     if (!added) {
-      for (OrtCustomOp* op : std::initializer_list<OrtCustomOp*>{&moe, &moe_bf16, &moe_q, &linear, &linear_bf16, &linear_q})
+      for (OrtCustomOp* op : std::initializer_list<OrtCustomOp*>{&moe, &moe_bf16, &moe_q, &linear, &linear_bf16, &linear_q,
+                                                                  &ragged_attention})
         domain.Add(op);
       added = true;
     }
