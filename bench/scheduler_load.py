@@ -5,8 +5,9 @@
   the only stored blocks are the first turn's).
 - `join_latency`: `rows` requests decode while a `long`-token prompt joins; the running rows' gaps between
   tokens (p50 / p99 / max) from the newcomer's submission until it has its first token, per `prefill_chunk`
-  (None: the whole prompt in one step; "auto": sized from measured step times), against their steady step
-  before it arrived; with `repeats`, the chunk sizes alternate and the best and median runs are kept.
+  (None: the whole prompt in one step; "auto": sized from measured step times), against their steady step (the
+  median of 8 steps before it arrived and 8 after its first token: a shared machine's load swings); with
+  `repeats`, the chunk sizes alternate and the best and median runs are kept.
 
 Figures on a shared machine vary with other people's jobs: compare rows of one run.
 
@@ -93,7 +94,7 @@ def join_once(engine: Engine, chunk: int | str | None, rows: int, long_prompt: l
                      on_event=lambda e, mine=stamps[r]: mine.append(time.perf_counter()))
     for _ in range(12):  # steady state
         sched.step()
-    steady = float(np.median(np.diff(stamps[0][-8:])))
+    before = np.diff(stamps[0][-9:])
     start = time.perf_counter()
     newcomer = sched.submit(long_prompt, SamplingParams(max_new_tokens=2, ignore_eos=True))
     sizes = []
@@ -101,10 +102,16 @@ def join_once(engine: Engine, chunk: int | str | None, rows: int, long_prompt: l
         sizes.append(sched.chunk_budget())  # the prompt tokens this step may compute
         sched.step()
     gaps = np.concatenate([_gaps_since(s, start) for s in stamps])
+    joined = time.perf_counter()
+    for _ in range(10):  # steady again (the newcomer's second token, then the rows alone)
+        sched.step()
+    after = np.diff([t for t in stamps[0] if t >= joined][-9:])
+    steady = float(np.median(np.concatenate([before, after])))  # 8 steps before, 8 after: a shared machine's load
     for r in sched._running + sched._prefilling:  # noqa: SLF001 - the benchmark stops its own requests
         r.cancel()
     sched.run_until_idle()
-    return {"steady_step_ms": 1e3 * steady, "gap_p50_ms": 1e3 * float(np.percentile(gaps, 50)),
+    return {"steady_step_ms": 1e3 * steady, "steady_before_ms": 1e3 * float(np.median(before)),
+            "steady_after_ms": 1e3 * float(np.median(after)), "gap_p50_ms": 1e3 * float(np.percentile(gaps, 50)),
             "gap_p99_ms": 1e3 * float(np.percentile(gaps, 99)), "gap_max_ms": 1e3 * float(gaps.max()),
             "p99_over_steady": float(np.percentile(gaps, 99)) / steady,
             "newcomer_ttft_s": newcomer.first_token_at - newcomer.submitted,
@@ -142,11 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     emit(figures, args.out)
 
 
-def join_engine(preset: str, workdir: Path, prefix: int) -> Engine:
-    """The preset's random `ort` engine (max batch 4) with room for a `prefix`-token prompt and 512 more tokens."""
+def join_engine(preset: str, workdir: Path, prefix: int, ragged: bool = False) -> Engine:
+    """The preset's random `ort` engine (max batch 4) with room for a `prefix`-token prompt and 512 more tokens
+    (`ragged`: the same export built --ragged, where the Scheduler runs mixed steps)."""
     from .serve_load import serve_engine_dir
 
-    return runtime.load(serve_engine_dir(join_settings(preset, workdir, prefix)), verify=False)
+    return runtime.load(serve_engine_dir(join_settings(preset, workdir, prefix), ragged=ragged), verify=False)
 
 
 def join_settings(preset: str, workdir: Path, prefix: int):

@@ -87,15 +87,17 @@ def _serve_tag(s: ServeBenchSettings) -> str:
     return f"{s.preset}-seed{s.seed}-serve-b{max(s.clients)}-s{s.max_seq}" + (f"-{s.quantize}" if s.quantize else "")
 
 
-def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None) -> Path:
+def serve_engine_dir(s: ServeBenchSettings, progress: Progress | None = None, ragged: bool = False) -> Path:
     """The preset's ORT engine built once under workdir from serve_onnx_dir's export (its name holds the expert form
-    the build chooses: lowering/ort.py)."""
+    the build chooses: lowering/ort.py); `ragged`: the same export built --ragged (with our CPU kernels built, its
+    attention is the RaggedAttention op: exporter/lowering/ragged_attention.py)."""
     from mixtral_trt.exporter.lowering.ort import expert_form
 
     onnx_dir = serve_onnx_dir(s, progress)
     engine_dir = s.workdir / f"{_serve_tag(s)}-engine-ort-{expert_form(GraphContract.load(onnx_dir), 'cpu')}"
+    engine_dir = engine_dir.with_name(engine_dir.name + "-ragged") if ragged else engine_dir
     if not engine_dir.exists():
-        build_engine(onnx_dir, engine_dir, "ort", progress=progress)
+        build_engine(onnx_dir, engine_dir, "ort", progress=progress, ragged=ragged)
     return engine_dir
 
 

@@ -41,7 +41,8 @@ def serve(
     prefill_chunk: Annotated[str, typer.Option(
         help="Prompt tokens computed per step while other rows decode (chunked prefill): a number, 'auto' (sized "
              "from measured step times so a step with a chunk costs under 2 decode steps where a chunk can) or "
-             "'none' (whole prompts).")] = "256",
+             "'none' (whole prompts). Default: 256, or 16 on a --ragged engine (its chunk rides in the decode "
+             "rows' own call: mixed steps).")] = "default",
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.
 
@@ -67,8 +68,8 @@ def serve(
 
 
 def _prefill_chunk(value: str) -> int | str | None:
-    """--prefill-chunk: 'auto', 'none' or a number of tokens >= 1."""
-    if value in ("auto", "none"):
+    """--prefill-chunk: 'auto', 'none', 'default' or a number of tokens >= 1."""
+    if value in ("auto", "none", "default"):
         return None if value == "none" else value
     try:
         tokens = int(value)

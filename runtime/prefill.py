@@ -7,7 +7,8 @@ The chunks run as consecutive engine calls over the growing cache, so the prompt
 those of one whole prefill up to float rounding. Prompt logprobs (`prompt_logprobs`, for echo) need every
 prompt position's logits, so such a prompt computes all its tokens (no prefix-cache lookup); its logprobs
 are taken chunk by chunk, never holding [T, V] logits at once. Once complete, the prompt's blocks are given
-to the prefix cache. T prompt tokens, V vocab.
+to the prefix cache. On a ragged engine the Scheduler computes the chunks (`chunk`, `took`) inside its mixed steps
+over its own packed cache instead (runtime/mixed_step.py). T prompt tokens, V vocab.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Prefill:
         self.prompt_logprobs: list[TokenLogprob | None] | None = [None] if prompt_logprobs is not None else None
         self.chunks = 0
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Look the prompt up in the prefix cache (at its first chunk): `cache` holds the matched tokens."""
         self.started = True
         if self.prefix_cache is None or self.k is not None:
             return
@@ -59,16 +61,17 @@ class Prefill:
     def complete(self) -> bool:
         return self.started and self.remaining == 0
 
-    def advance(self, budget: int | None = None) -> int:
-        """Compute the next min(budget, remaining) tokens (all of them when `budget` is None); returns how many."""
+    def chunk(self, budget: int | None = None) -> list[int]:
+        """The next min(budget, remaining) prompt tokens (all that remain when `budget` is None); `took` takes
+        their logits once some call computed them."""
         if not self.started:
-            self._start()
+            self.start()
         n = self.remaining if budget is None else min(budget, self.remaining)
-        if n <= 0:
-            return 0
-        start = self.done
-        out, self.cache = self.forward(np.asarray([self.prompt[start : start + n]]), self.cache)
-        logits = out["logits"][0]  # [n, V]
+        return self.prompt[self.done : self.done + max(n, 0)]
+
+    def took(self, logits: np.ndarray) -> None:
+        """The logits [n, V] of the `chunk` just computed: the prompt's logprobs, and its last logits once complete."""
+        start, n = self.done, len(logits)
         self.done += n
         self.chunks += 1
         if self.prompt_logprobs is not None:  # row j predicts prompt token start + j + 1
@@ -76,9 +79,17 @@ class Prefill:
                                      for j in range(n) if start + j + 1 < len(self.prompt)]
         if self.complete:
             self.logits = logits[-1]
-            if self.prefix_cache is not None:
-                self.prefix_cache.store(self.prompt, *self.cache.row_kv(0))
-        return n
+
+    def advance(self, budget: int | None = None) -> int:
+        """Compute the next min(budget, remaining) tokens on the prompt's own cache; returns how many."""
+        ids = self.chunk(budget)
+        if not ids:
+            return 0
+        out, self.cache = self.forward(np.asarray([ids]), self.cache)
+        self.took(out["logits"][0])  # [n, V]
+        if self.complete and self.prefix_cache is not None:
+            self.prefix_cache.store(self.prompt, *self.cache.row_kv(0))
+        return len(ids)
 
     def run(self) -> Prefill:
         """The whole remaining prompt in one call."""

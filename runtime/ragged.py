@@ -109,8 +109,50 @@ class PackedCache:
 
     @property
     def lengths(self) -> np.ndarray:
-        """[R] each row's tokens: the position of its next one."""
-        return np.bincount(self.owner, minlength=self.rows).astype(np.int64)
+        """[R] each row's tokens: the position of its next one (dead slots, owner -1, count for no row)."""
+        return np.bincount(self.owner[self.owner >= 0], minlength=self.rows).astype(np.int64)
+
+    @property
+    def dead(self) -> int:
+        """Slots of rows that left (`without`): never visible, dropped by `compacted`."""
+        return int((self.owner < 0).sum())
+
+    def slots(self, row: int) -> np.ndarray:
+        """[L] the slots of `row`, in position order."""
+        at = np.flatnonzero(self.owner == row)
+        return at[np.argsort(self.pos[at], kind="stable")]
+
+    def row_kv(self, row: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Row `row`'s tokens, oldest first: per cache input [G, L, D] host arrays (`KVCache.row_kv`'s layout, what a
+        prefix cache stores and `joined` takes); a copy of that row's slots only."""
+        at = self.slots(row)
+        return [host(k)[0][:, at] for k in self.keys], [host(v)[0][:, at] for v in self.values]
+
+    def joined(self, keys: Sequence[Any], values: Sequence[Any]) -> PackedCache:
+        """One more row, holding the tokens `keys` / `values` (per cache input [G, L, D], positions 0..L-1): a
+        prefix-cache match or another row's copy (a copy of the cache, once per such join)."""
+        n = int(keys[0].shape[1])
+        def cat(mine: list[Any], theirs: Sequence[Any]) -> list[np.ndarray]:  # per cache input [1, G, P + L, D]
+            return [np.concatenate([host(a), np.asarray(b)[None]], axis=2) for a, b in zip(mine, theirs, strict=True)]
+
+        return PackedCache(cat(self.keys, keys), cat(self.values, values),
+                           np.concatenate([self.owner, np.full(n, self.rows, np.int64)]),
+                           np.concatenate([self.pos, np.arange(n, dtype=np.int64)]), self.rows + 1)
+
+    def without(self, rows: Sequence[int]) -> PackedCache:
+        """`rows`' slots marked dead (owner -1: no query sees them again); nothing is copied."""
+        owner = np.where(np.isin(self.owner, np.asarray(rows, np.int64)), -1, self.owner)
+        return PackedCache(self.keys, self.values, owner, self.pos, self.rows)
+
+    def compacted(self, keep: Sequence[int]) -> PackedCache:
+        """Only the slots of rows `keep`, which become rows 0.. in that order (one copy of their slots)."""
+        keep = np.asarray(keep, np.int64)
+        number = np.full(self.rows + 1, -1, np.int64)  # old row (-1 last: dead) -> new row
+        number[keep] = np.arange(keep.size)
+        owner = number[self.owner]
+        at = np.flatnonzero(owner >= 0)
+        return PackedCache([host(k)[:, :, at] for k in self.keys], [host(v)[:, :, at] for v in self.values],
+                           owner[at], self.pos[at], int(keep.size))
 
     def feeds(self, contract: GraphContract, new: Sequence[Sequence[int]]) -> tuple[dict[str, Any], np.ndarray,
                                                                                      np.ndarray]:
@@ -149,6 +191,29 @@ class PackedCache:
         return PackedCache(self.keys, self.values, self.owner, self.pos, self.rows + rows)
 
 
+class _DLPack:
+    """A CPU OrtValue as a DLPack producer: numpy reads its memory in place (the capsule keeps the value alive)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __dlpack__(self, stream: Any = None, **_: Any) -> Any:
+        return self.value._ortvalue.to_dlpack()
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU
+
+
+def host(array: Any) -> np.ndarray:
+    """A cache array on the host: numpy as it is, a CPU OrtValue viewed in place (no copy: a row's slots or the live
+    ones are then gathered alone), another device's copied."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "device_name") and array.device_name().lower() == "cpu" and hasattr(array, "_ortvalue"):
+        return np.from_dlpack(_DLPack(array))
+    return np.asarray(array.numpy() if hasattr(array, "numpy") else array)
+
+
 def ragged_feeds(contract: GraphContract, rows: Sequence[RaggedRow]) -> tuple[dict[str, np.ndarray], RaggedLayout]:
     """The feeds of one packed call and the layout to split its outputs with (`split_tokens`, `split_present`)."""
     if not rows:
@@ -167,7 +232,7 @@ def split_tokens(out: np.ndarray, layout: RaggedLayout) -> list[np.ndarray]:
 
 def split_present(present: Any, layout: RaggedLayout) -> list[np.ndarray]:
     """A present output [1, G, P + N, D] -> each row's cache [G, L_r + n_r, D] (its past, then its new tokens)."""
-    a = np.asarray(present.numpy() if hasattr(present, "numpy") else present)[0]
+    a = host(present)[0]
     p = int(layout.past.sum())
     return [np.concatenate([a[:, ps : ps + lp], a[:, p + ns : p + ns + n]], axis=1)
             for ps, lp, ns, n in zip(layout.past_starts, layout.past, layout.new_starts, layout.new, strict=True)]

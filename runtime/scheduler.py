@@ -13,12 +13,20 @@ applies), so its reply equals the same request served alone (up to float roundin
 prefill: the same tokens but for near-ties). Waiting requests are bounded: beyond `max_queue`, `submit`
 raises QueueFull.
 
+On a ragged engine (`build --ragged`) each step is instead ONE engine call (runtime/mixed_step.py): every running
+row's next token and the entering prompts' next chunks (within the same budget) packed over one running batch;
+a prompt that completes samples its first token from that call and decodes on from the next step in the row its
+chunks filled (no join copy), so a newcomer adds its chunk's tokens to the running rows' step rather than a call
+of its own. Leaving rows are marked dead and compacted away in bulk; everything else (prefix cache, logprobs,
+n > 1, constraints, cancellation, stats) is the same.
+
 The scheduler knows nothing of HTTP: a server submits requests from any thread and gets each token
 through `on_event`, called on the scheduler's thread. B running requests, V vocab.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import threading
@@ -36,6 +44,7 @@ from mixtral_trt.common.validate import as_int
 from .generation import check_prompts
 from .kv_cache import KVCache
 from .logprobs import token_logprob
+from .mixed_step import MixedBatch, mixed_steps
 from .prefill import Prefill
 from .prefix_cache import DEFAULT_BUDGET_GB, GIB, PrefixCache, available_bytes, block_device, unsupported
 from .reply import Completion, Reply, StreamEvent
@@ -59,13 +68,14 @@ class ShuttingDown(MixtralTrtError):
 class Stats:
     steps: int = 0  # batched decode steps
     prefills: int = 0  # prompts completed
-    prefill_chunks: int = 0  # engine calls spent on prompts
+    prefill_chunks: int = 0  # prompt chunks computed: an engine call each, or on mixed steps a part of the step's call
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # of prompt_tokens, served by the prefix cache
     generated_tokens: int = 0
     finished: int = 0
     cancelled: int = 0
     failed: int = 0
+    compactions: int = 0  # mixed steps: times the packed cache dropped the slots of rows that left
     batch_sizes: dict[int, int] = field(default_factory=dict)  # rows -> steps run with that many
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))  # (time, new tokens)
     expert_tokens: np.ndarray | None = None  # [L, E] tokens routed to each expert (Scheduler(expert_load=True))
@@ -124,17 +134,24 @@ AUTO_MIN, AUTO_MAX = 16, 512  # "auto" chunk bounds (tokens); AUTO_MAX also when
 # than a decode step does, so "auto" sits at AUTO_MIN there, for 6x the newcomer's first-token time and more work
 # in all; 256 keeps both low. "auto" is for engines where a chunk costs less than a decode step.
 DEFAULT_PREFILL_CHUNK: int | str = 256
+# Mixed steps (a ragged engine): the chunk rides in the rows' own call, so its tokens are all it adds to their step.
+# Measured on a CPU with our RaggedAttention (bench/mixed_step.py, README "Mixed steps", runs I and J): 16 gave the
+# rows' p99 gap within 3.2-4.2x their steady step (64: 3.9-6.6x; today's 256: 10-22x) for a 2,048-token newcomer's
+# first token in 14-37 s (64: 8-25 s; 256: 7-9 s); 8 and 4 keep the rows closer (2.6-3.6x, 1.7-2.2x) for 19-51 s.
+DEFAULT_MIXED_CHUNK: int | str = 16
+DEFAULT = "default"  # prefill_chunk: DEFAULT_MIXED_CHUNK on a ragged engine (mixed steps), else 256
 
 
 class Scheduler:
     def __init__(self, engine: Engine, max_batch: int | None = None, max_queue: int = 64,
-                 prefix_cache_gb: float | None = None, prefill_chunk: int | str | None = DEFAULT_PREFILL_CHUNK,
+                 prefix_cache_gb: float | None = None, prefill_chunk: int | str | None = DEFAULT,
                  expert_load: bool = False) -> None:
         """`prefix_cache_gb`: the prefix cache's budget in GiB; None: the engine's own cache when it has one
         (`Engine.enable_prefix_cache`), else DEFAULT_BUDGET_GB (at most a quarter of the free memory) where the
         engine supports one and none where it does not; 0: no prefix cache. `prefill_chunk`: the most prompt
         tokens computed per step (None: each prompt in one step; "auto": sized from the measured step times so
-        that a chunk costs at most AUTO_TARGET of a decode step, see `chunk_budget`). `expert_load`: count the
+        that a chunk costs at most AUTO_TARGET of a decode step, see `chunk_budget`; DEFAULT: DEFAULT_MIXED_CHUNK
+        on a ragged engine, whose steps are mixed, else DEFAULT_PREFILL_CHUNK). `expert_load`: count the
         experts of every token the engine computes (prompt and generated; not those the prefix cache serves) in
         `stats.expert_tokens`."""
         if max_batch is not None and not 1 <= max_batch <= engine.max_batch:
@@ -142,6 +159,8 @@ class Scheduler:
                                   f"{engine.max_batch}")
         if max_queue < 0:
             raise MixtralTrtError(f"max_queue={max_queue}: must be >= 0")
+        if prefill_chunk == DEFAULT:
+            prefill_chunk = DEFAULT_MIXED_CHUNK if mixed_steps(engine) else DEFAULT_PREFILL_CHUNK
         if prefill_chunk is not None and prefill_chunk != AUTO:
             prefill_chunk = as_int("prefill_chunk", prefill_chunk, 1,
                                    hint=f"(prompt tokens per step; {AUTO!r}: from measured step times; None: whole "
@@ -161,6 +180,7 @@ class Scheduler:
         self._prefilling: list[Request] = []  # admitted, their prompts entering (each holds a row)
         self._running: list[Request] = []  # row b of the cache is _running[b]
         self._cache: KVCache | None = None
+        self._batch = MixedBatch(engine) if mixed_steps(engine) else None  # a ragged engine's packed running batch
         self._decode_s: float | None = None  # running mean of a decode step's time ("auto" chunks)
         self._prefill_token_s: float | None = None  # running mean of a prompt token's time in a chunk
         self._lock = threading.Condition()
@@ -287,15 +307,35 @@ class Scheduler:
         try:
             self._leave([r for r in self._running if r.cancelled], "cancelled")
             for request in [r for r in self._prefilling if all(m.cancelled for m in r.group)]:
-                self._prefilling.remove(request)
+                self._drop_prefill(request)
                 for member in request.group:
                     self._finish(member, "cancelled")
             self._admit()
+            if self._batch is not None:
+                self._mixed_step()
+                return
             self._prefill_step()
             if self._running:
                 self._decode()
         except Exception as e:  # the engine failed: fail every request in flight, keep serving
-            self._leave(list(self._running), "failed", _message(e, "engine step failed"))
+            self._fail_all(_message(e, "engine step failed"))
+
+    def _fail_all(self, message: str) -> None:
+        self._leave(list(self._running), "failed", message)
+        if self._batch is not None:  # one call carried the prompts too: they fail with it
+            for request in list(self._prefilling):
+                self._drop_prefill(request)
+                for member in request.group:
+                    if not member.done:
+                        self._finish(member, "failed", message)
+            self._batch.reset()
+
+    def _drop_prefill(self, request: Request) -> None:
+        """An entering prompt stops (cancelled, failed): it leaves the prompts and frees its row."""
+        if request in self._prefilling:
+            self._prefilling.remove(request)
+        if self._batch is not None:
+            self._batch.leave([request])
 
     def _admit(self) -> None:
         """Waiting requests take the free rows: their prompts start entering (prefix-cache blocks first)."""
@@ -378,7 +418,7 @@ class Scheduler:
         self.stats.prefills += 1
         self.stats.prompt_tokens += len(request.prompt)
         self.stats.cached_prompt_tokens += prefill.cached
-        cache, prefill.cache = prefill.cache, None
+        cache, prefill.cache = prefill.cache, None  # None on mixed steps: the row is in the packed batch already
         rows = []
         for member in request.group:
             if member.cancelled:
@@ -393,6 +433,85 @@ class Scheduler:
         self.stats.recent.append((time.perf_counter(), len(request.group)))
         return rows
 
+    def _mixed_step(self) -> None:
+        """ONE call: every running row's next token and, oldest first, the entering prompts' next chunks within
+        `chunk_budget()` tokens; rows sample from their own logits, completed prompts sample their first tokens."""
+        batch, budget = self._batch, self.chunk_budget()
+        new: dict[Request, list[int]] = {r: [r.next_token] for r in self._running}
+        entering = []
+        for request in list(self._prefilling):
+            if budget is not None and budget <= 0:
+                break
+            prefill = request.prefill
+            try:
+                if not prefill.started:  # its row joins: empty, or holding the prefix cache's blocks of its prompt
+                    prefill.start()
+                    batch.join(request, None if prefill.cache is None else prefill.cache.row_kv(0))
+                    prefill.cache = None
+                ids = prefill.chunk(budget)
+            except Exception as e:
+                self._drop_prefill(request)
+                for member in request.group:
+                    self._finish(member, "failed", _message(e, "prefill failed"))
+                continue
+            new[request] = ids
+            entering.append(request)
+            budget = None if budget is None else budget - len(ids)
+        if not new:
+            return
+        prompt_tokens = sum(len(new[r]) for r in entering)
+        start = time.perf_counter()
+        logits = self._mixed_call(new)  # an engine failure: step() fails everything in flight
+        elapsed = time.perf_counter() - start
+        if not prompt_tokens:
+            self._decode_s = _mean(self._decode_s, elapsed)
+        else:  # the step's time beyond a decode step is its prompt tokens'
+            base = self._decode_s if self._running and self._decode_s is not None else 0.0
+            self._prefill_token_s = _mean(self._prefill_token_s, max(elapsed - base, 0.0) / prompt_tokens)
+        decoding = list(self._running)
+        if decoding:
+            self.stats.steps += 1
+            self.stats.batch_sizes[len(decoding)] = self.stats.batch_sizes.get(len(decoding), 0) + 1
+        self._sampled(decoding, {r: logits[r][-1] for r in decoding})
+        for request in entering:
+            self._entered(request, logits[request])
+        self.stats.compactions = batch.compactions
+
+    def _mixed_call(self, new: dict[Request, list[int]]) -> dict[Request, np.ndarray]:
+        if not self._router_names:
+            return self._batch.step(new)[0]
+        logits, out = self._batch.step(new, ("logits", "router_logits"))
+        self._count_experts(out)
+        return logits
+
+    def _entered(self, request: Request, logits: np.ndarray) -> None:
+        """A prompt's chunk was computed (`logits` [n, V]); once complete its samples sample their first tokens and
+        run on in its row (forks of it for the second sample on)."""
+        prefill = request.prefill
+        self.stats.prefill_chunks += 1
+        try:
+            prefill.took(logits)
+            if not prefill.complete:
+                return
+            self._prefilling.remove(request)
+            if self.prefix_cache is not None:
+                self.prefix_cache.store(request.prompt, *self._batch.kv(request))
+            rows = [member for member, _ in self._prefilled(request)]
+        except Exception as e:
+            self._drop_prefill(request)
+            for member in request.group:
+                if not member.done:
+                    self._finish(member, "failed", _message(e, "prefill failed"))
+            return
+        if not rows:
+            self._batch.leave([request])
+            return
+        for member in rows[1:]:
+            self._batch.fork(request, member)
+        if rows[0] is not request:
+            self._batch.rename(request, rows[0])
+        self._running.extend(rows)
+
     def _decode(self) -> None:
         ids = np.array([[r.next_token] for r in self._running], np.int64)  # [B, 1]
         self.stats.steps += 1
@@ -401,14 +520,20 @@ class Scheduler:
         out, self._cache = self._forward(ids, self._cache)  # mask and positions from the cache
         self._decode_s = _mean(self._decode_s, time.perf_counter() - start)
         logits = out["logits"][:, -1]  # [B, V]
+        self._sampled(list(self._running), dict(zip(self._running, logits, strict=True)))
+
+    def _sampled(self, requests: list[Request], logits: dict[Request, np.ndarray]) -> None:
+        """Each request samples its next token from its `logits` [V]; finished and failed rows leave."""
+        if not requests:
+            return
         finished, failed = [], []
-        for b, request in enumerate(self._running):
+        for request in requests:
             try:
-                if self._push(request, logits[b]):
+                if self._push(request, logits[request]):
                     finished.append(request)
             except Exception as e:  # this row's sampler (its constraint) failed: the others go on
                 failed.append((request, _message(e, "sampling failed")))
-        self.stats.recent.append((time.perf_counter(), len(ids)))
+        self.stats.recent.append((time.perf_counter(), len(requests)))
         self._leave(finished, "done")
         for request, message in failed:
             self._leave([request], "failed", message)
@@ -417,10 +542,13 @@ class Scheduler:
         if not self._router_names:
             return self.engine.forward(ids, cache)
         out, cache = self.engine.forward(ids, cache, outputs=("logits", "router_logits"))
+        self._count_experts(out)
+        return out, cache
+
+    def _count_experts(self, out: dict[str, np.ndarray]) -> None:
         cfg = self.engine.config
         counts = expert_counts(engine_routing(out, self._router_names, cfg.top_k), cfg.num_experts)  # [L, E]
         self.stats.expert_tokens = counts if self.stats.expert_tokens is None else self.stats.expert_tokens + counts
-        return out, cache
 
     def _push(self, request: Request, logits: np.ndarray) -> bool:
         """Sample the request's next token, hand out its event; True when the request is finished."""
@@ -440,26 +568,37 @@ class Scheduler:
         if not requests:
             return
         gone = {id(r) for r in requests}
+        if self._batch is not None:
+            for request in requests:
+                if status != "failed" and self.prefix_cache is not None and request in self._batch:
+                    self._store(request, *self._batch.kv(request))
+            self._batch.leave(requests)
+            self._running = [r for r in self._running if id(r) not in gone]
+            for request in requests:
+                self._finish(request, status, error)
+            return
         if status != "failed" and self.prefix_cache is not None:  # their prompts and replies, for the next turn
             self._cache = self._cache.editable()  # host arrays once for every row read and the select below
             for b, request in enumerate(self._running):
                 if id(request) in gone:
-                    self._store(request, self._cache, b)
+                    self._store_row(request, self._cache, b)
         keep = [b for b, r in enumerate(self._running) if id(r) not in gone]
         self._cache = self._cache.select(keep).trim() if keep else None
         self._running = [self._running[b] for b in keep]
         for request in requests:
             self._finish(request, status, error)
 
-    def _store(self, request: Request, cache: KVCache, row: int) -> None:
+    def _store_row(self, request: Request, cache: KVCache, row: int) -> None:
         """Give the prefix cache the tokens of `row` (the request's prompt and the reply ids fed so far)."""
         if self.prefix_cache is None or cache is None:
             return
-        try:
-            n = int(cache.lengths[row])
-            self.prefix_cache.store((request.prompt + request.reply.token_ids)[:n], *cache.row_kv(row))
-        except MixtralTrtError:
-            pass  # a row the cache cannot take (padding inside it): nothing is stored
+        with contextlib.suppress(MixtralTrtError):  # a row the cache cannot take (padding inside it): none stored
+            self._store(request, *cache.row_kv(row))
+
+    def _store(self, request: Request, keys: list, values: list) -> None:
+        """Give the prefix cache a request's tokens so far (keys / values per cache input [G, L, D])."""
+        n = int(keys[0].shape[1])
+        self.prefix_cache.store((request.prompt + request.reply.token_ids)[:n], keys, values)
 
     def _finish(self, request: Request, status: str, error: str | None = None) -> None:
         if request.prefill is not None and self.prefix_cache is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mixtral_trt import runtime
 from mixtral_trt.common.errors import MixtralTrtError
-from mixtral_trt.runtime.scheduler import DEFAULT_PREFILL_CHUNK, Scheduler
+from mixtral_trt.runtime.scheduler import DEFAULT, Scheduler
 
 from .limits import Limits
 
@@ -22,7 +22,7 @@ from .limits import Limits
 def build(engine_dir: str | Path, *, api_key: str | None = None, max_batch: int | None = None,
           max_queue: int = 64, device: str = "auto", model_name: str | None = None, limits: Limits | None = None,
           expert_load: bool = False, prefix_cache_gb: float | None = None,
-          prefill_chunk: int | str | None = DEFAULT_PREFILL_CHUNK):
+          prefill_chunk: int | str | None = DEFAULT):
     """Load the engine, make its Scheduler and the app (not started). `expert_load`: count the tokens routed
     to each expert of each layer (/metrics; the engine needs router outputs, export --debug-outputs).
     `prefix_cache_gb` / `prefill_chunk`: the Scheduler's (runtime/scheduler.py)."""

@@ -182,6 +182,15 @@ def tiny_engine(tiny_engine_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_ragged_engine(tiny_ckpt, tiny_root):
+    """The same export as tiny_engine built --ragged (the Scheduler runs mixed steps on it)."""
+    from mixtral_trt import runtime
+    from support.engines import engine
+
+    return runtime.load(engine(tiny_ckpt, tiny_root, ragged=True))
+
+
+@pytest.fixture(scope="session")
 def tiny_reference(tiny_ckpt):
     from mixtral_trt.mixtral_ref import load_model
 

@@ -28,13 +28,20 @@ SETTINGS = [
 ]
 
 
+@pytest.fixture(params=["plain", "ragged"])
+def served(request, tiny_engine, tiny_ragged_engine):
+    """The engine a test's Scheduler runs: tiny_engine (today's steps) or the same export built --ragged (mixed
+    steps, runtime/mixed_step.py); the oracle stays tiny_engine's own generate."""
+    return tiny_engine if request.param == "plain" else tiny_ragged_engine
+
+
 def _submit(sched, eng, n, **kw):
     return sched.submit(eng.tokenizer.encode(PROMPTS[n]), SamplingParams(**SETTINGS[n]), tokenizer=eng.tokenizer, **kw)
 
 
-def test_requests_joining_and_leaving_get_their_solo_replies(tiny_engine):
-    eng = tiny_engine
-    solo = [eng.generate(p, **s) for p, s in zip(PROMPTS, SETTINGS, strict=True)]
+def test_requests_joining_and_leaving_get_their_solo_replies(tiny_engine, served):
+    eng = served
+    solo = [tiny_engine.generate(p, **s) for p, s in zip(PROMPTS, SETTINGS, strict=True)]
     sched = Scheduler(eng, max_batch=3)  # 7 requests, 3 rows: some wait, and join as others leave
     events = {n: [] for n in range(len(PROMPTS))}
     requests = []
@@ -51,6 +58,7 @@ def test_requests_joining_and_leaving_get_their_solo_replies(tiny_engine):
         assert (got.text, got.finish_reason) == (alone.text, alone.finish_reason), n
         assert [e.token_id for e in events[n]] == got.token_ids and "".join(e.text for e in events[n]) == got.text
     assert sched.running == sched.waiting == 0 and sched._cache is None  # every row left
+    assert sched._batch is None if eng is tiny_engine else len(sched._batch) == 0
 
 
 def test_the_cache_shrinks_when_the_longest_row_leaves(tiny_engine):
@@ -124,8 +132,8 @@ def test_an_engine_failure_fails_the_requests_in_flight_only(tiny_engine, monkey
     assert c.status == "done" and c.completion().token_ids == eng.generate(PROMPTS[3], **SETTINGS[3]).token_ids
 
 
-def test_background_thread_serves_many_submitters_and_shuts_down(tiny_engine):
-    eng = tiny_engine
+def test_background_thread_serves_many_submitters_and_shuts_down(tiny_engine, served):
+    eng = served
     sched = Scheduler(eng).start()
     requests = [None] * len(PROMPTS)
 
@@ -139,7 +147,7 @@ def test_background_thread_serves_many_submitters_and_shuts_down(tiny_engine):
         t.join()
     for n, request in enumerate(requests):
         assert request.wait(60), f"request {n} did not finish"
-        assert request.completion().token_ids == eng.generate(PROMPTS[n], **SETTINGS[n]).token_ids, n
+        assert request.completion().token_ids == tiny_engine.generate(PROMPTS[n], **SETTINGS[n]).token_ids, n
     long = sched.submit([1, 2, 3], SamplingParams(max_new_tokens=250, ignore_eos=True))
     sched.shutdown(timeout=0)  # no grace: what is in flight is cancelled
     assert long.status == "cancelled" and len(long.reply.token_ids) < 250
@@ -165,8 +173,8 @@ class _Script:
         self.terminated = self.seen == self.end_after
 
 
-def test_a_constraint_ends_or_fails_only_its_own_row(tiny_engine):
-    eng = tiny_engine
+def test_a_constraint_ends_or_fails_only_its_own_row(tiny_engine, served):
+    eng = served
     sched = Scheduler(eng)
     free = _submit(sched, eng, 2)
     ended = sched.submit([1, 5, 6, 7], SamplingParams(max_new_tokens=20, ignore_eos=True), constraint=_Script(4))
@@ -175,13 +183,14 @@ def test_a_constraint_ends_or_fails_only_its_own_row(tiny_engine):
     assert ended.status == "done" and len(ended.reply.token_ids) == 4 and ended.completion().finish_reason == "stop"
     assert broken.status == "failed" and re.fullmatch(r"constrained decoding: token \d+ rejected", broken.error)
     assert len(broken.reply.token_ids) == 2  # the rejected third token never reached the reply
-    assert free.status == "done" and free.completion().token_ids == eng.generate(PROMPTS[2], **SETTINGS[2]).token_ids
+    assert free.status == "done" and \
+        free.completion().token_ids == tiny_engine.generate(PROMPTS[2], **SETTINGS[2]).token_ids
 
 
-def test_n_samples_share_one_prefill(tiny_engine):
+def test_n_samples_share_one_prefill(tiny_engine, served):
     """submit_n: one prefill for n rows; sample i equals the request alone with seed + i (greedy: all equal
     the greedy reply); events carry the sample's index; n above the max batch is refused in one line."""
-    eng = tiny_engine
+    eng, oracle = served, tiny_engine
     prompt = eng.tokenizer.encode(PROMPTS[4])
     sched = Scheduler(eng, max_batch=4, prefill_chunk=8)
     other = _submit(sched, eng, 2)
@@ -191,15 +200,15 @@ def test_n_samples_share_one_prefill(tiny_engine):
     sched.run_until_idle()
     assert sched.stats.prefills == 2 and max(sched.stats.batch_sizes) == 4
     for i, request in enumerate(sampled):
-        alone = eng.generate(prompt, max_new_tokens=9, temperature=1.0, seed=11 + i, ignore_eos=True).token_ids
+        alone = oracle.generate(prompt, max_new_tokens=9, temperature=1.0, seed=11 + i, ignore_eos=True).token_ids
         assert request.completion().token_ids == alone, f"sample {i}"
         assert [e.token_id for e in events if e.index == i] == alone
     assert len({tuple(r.completion().token_ids) for r in sampled}) == 3
-    assert other.completion().token_ids == eng.generate(PROMPTS[2], **SETTINGS[2]).token_ids
+    assert other.completion().token_ids == oracle.generate(PROMPTS[2], **SETTINGS[2]).token_ids
     greedy = sched.submit_n(prompt, SamplingParams(max_new_tokens=5, ignore_eos=True), 2)
     sched.run_until_idle()
     assert greedy[0].completion().token_ids == greedy[1].completion().token_ids == \
-        eng.generate(prompt, max_new_tokens=5, ignore_eos=True).token_ids
+        oracle.generate(prompt, max_new_tokens=5, ignore_eos=True).token_ids
     with pytest.raises(MixtralTrtError, match=r"^n=5: must be an integer >= 1 and <= 4 \(each sample needs a row; "
                                               r"the scheduler's max batch is 4\)$"):
         sched.submit_n(prompt, SamplingParams(), 5)

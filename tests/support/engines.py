@@ -42,13 +42,13 @@ def tiny_checkpoint(root: Path, seed: int = 0, perturb_expert: tuple[int, int] |
 
 
 def engine(checkpoint: Path, root: Path, backend: str = "ort", dtype: str = "fp32", max_seq: int = 256,
-           max_batch: int = 4, kv_cache: str = "float") -> Path:
-    """Export + build once per (checkpoint, dtype, backend, max_batch, kv_cache) under `root`; later calls reuse
-    the directory."""
+           max_batch: int = 4, kv_cache: str = "float", ragged: bool = False) -> Path:
+    """Export + build once per (checkpoint, dtype, backend, max_batch, kv_cache, ragged) under `root`; later calls
+    reuse the directory."""
     batch = "" if max_batch == 4 else f"-b{max_batch}"
     onnx_dir = root / f"onnx-{checkpoint.name}-{dtype}{batch}"
     if not onnx_dir.exists():
         export_checkpoint(checkpoint, onnx_dir, dtype=dtype, max_seq=max_seq, max_batch=max_batch, debug_outputs=True)
-    kv = "" if kv_cache == "float" else f"-kv{kv_cache}"
+    kv = ("" if kv_cache == "float" else f"-kv{kv_cache}") + ("-ragged" if ragged else "")
     out = root / f"engine-{checkpoint.name}-{dtype}-{backend}{batch}{kv}"
-    return out if out.exists() else build_engine(onnx_dir, out, backend, kv_cache=kv_cache)
+    return out if out.exists() else build_engine(onnx_dir, out, backend, kv_cache=kv_cache, ragged=ragged)
