@@ -95,7 +95,7 @@ void gemm_float(const FloatGemm& g) {
 // x scale * w scale into float lanes
 template <class V, int BITS, int MR, int NR>
 inline void tile_quant(const QuantGemm& g, const int8_t* const* xq, const float* const* xs, const uint8_t* const* w,
-                       const float* const* ws, int nr, float* y) {
+                       const float* const* ws, const int* col, float* y) {
   typename V::F8 facc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) facc[i][j] = V::zero8();
@@ -123,25 +123,32 @@ inline void tile_quant(const QuantGemm& g, const int8_t* const* xq, const float*
       for (int j = 0; j < NR; ++j) facc[i][j] = V::fma8(V::cvt(iacc[i][j]), xs[i][b] * ws[j][b], facc[i][j]);
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < nr; ++j) y[i * g.ldy + j] = V::hsum8(facc[i][j]);
+    for (int j = 0; j < NR; ++j)
+      if (col[j] >= 0) y[i * g.ldy + col[j]] = V::hsum8(facc[i][j]);
 }
 
 // The loop every quantized GEMM shares: NR weight rows at a time (their codes and scales), MR activation rows at a
 // time (their int8 codes and scales gathered through g.idx), then the 3 / 2 / 1 rows left over;
-// tile(mr, xq, xs, w, ws, nr, y) computes one block (mr: std::integral_constant<int, rows in the block>).
+// tile(mr, xq, xs, w, ws, col, y) computes one block (mr: std::integral_constant<int, rows in the block>) and writes
+// y[i * ldy + col[j]] for the j with col[j] >= 0. As in gemm_float, the NR weight rows of a pass come from NR separate
+// runs of [n0, n1) (pass p takes row p of each run: NR sequential streams the hardware prefetcher follows, where NR
+// adjacent rows of K / 2 or K bytes interleave within a few KB); each dot is still computed whole by one tile.
 template <int NR, int MR, int BITS, class Tile>
 void quant_gemm_loop(const QuantGemm& g, Tile&& tile) {
+  if (g.n1 <= g.n0) return;
   const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8, groups = static_cast<size_t>(g.K / g.B);
-  for (int n = g.n0; n < g.n1; n += NR) {
-    const int nr = std::min(NR, g.n1 - n);
+  const int run = (g.n1 - g.n0 + NR - 1) / NR;
+  for (int p = 0; p < run; ++p) {
     const uint8_t* w[NR];
     const float* ws[NR];
+    int col[NR];  // output column (row - n0) per stream; -1: past n1 (a valid row repeated, computed, not written)
     for (int j = 0; j < NR; ++j) {
-      const size_t row = static_cast<size_t>(n + std::min(j, nr - 1));
+      const int r = j * run + p;
+      col[j] = g.n0 + r < g.n1 ? r : -1;
+      const size_t row = static_cast<size_t>(col[j] < 0 ? g.n0 + p : g.n0 + r);
       w[j] = g.w + row * row_bytes;
       ws[j] = g.ws + row * groups;
     }
-    float* y = g.y + (n - g.n0);
     auto rows = [&](auto mr, int m) {
       constexpr int R = decltype(mr)::value;
       const int8_t* xq[R];
@@ -151,7 +158,7 @@ void quant_gemm_loop(const QuantGemm& g, Tile&& tile) {
         xq[i] = g.xq + r * g.ldx;
         xs[i] = g.xs + r * g.ldxs;
       }
-      tile(mr, xq, xs, w, ws, nr, y + static_cast<size_t>(m) * g.ldy);
+      tile(mr, xq, xs, w, ws, col, g.y + static_cast<size_t>(m) * g.ldy);
     };
     int m = 0;
     for (; m + MR <= g.M; m += MR) rows(std::integral_constant<int, MR>{}, m);
@@ -166,8 +173,8 @@ void quant_gemm_loop(const QuantGemm& g, Tile&& tile) {
 
 template <class V, int BITS>
 void gemm_quant(const QuantGemm& g) {
-  quant_gemm_loop<V::NR_Q, V::MR_Q, BITS>(g, [&](auto mr, auto xq, auto xs, auto w, auto ws, int nr, float* y) {
-    tile_quant<V, BITS, decltype(mr)::value, V::NR_Q>(g, xq, xs, w, ws, nr, y);
+  quant_gemm_loop<V::NR_Q, V::MR_Q, BITS>(g, [&](auto mr, auto xq, auto xs, auto w, auto ws, const int* col, float* y) {
+    tile_quant<V, BITS, decltype(mr)::value, V::NR_Q>(g, xq, xs, w, ws, col, y);
   });
 }
 

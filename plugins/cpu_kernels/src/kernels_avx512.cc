@@ -115,7 +115,7 @@ inline XPair x_pair(const int8_t* xq, const float* xs, int b, int blocks) {
 // (prepared once per call: gemm_quant), not to its int8 codes
 template <int BITS, int MR, int NR, bool PREPARED>
 inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* const* xs, const uint8_t* const* w,
-                     const float* const* ws, int nr, float* y) {
+                     const float* const* ws, const int* col, float* y) {
   __m512 facc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) facc[i][j] = _mm512_setzero_ps();
@@ -139,7 +139,8 @@ inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* c
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < nr; ++j) y[i * g.ldy + j] = _mm512_reduce_add_ps(facc[i][j]);
+    for (int j = 0; j < NR; ++j)
+      if (col[j] >= 0) y[i * g.ldy + col[j]] = _mm512_reduce_add_ps(facc[i][j]);
 }
 
 // Decode (one or two activation rows: batch 1, an expert's few tokens at small batches): two rows x four weight
@@ -153,8 +154,9 @@ template <int BITS, bool PREPARED>
 void gemm_q32(const QuantGemm& g) {
   auto tiles = [&](auto mr_max, auto nr_max) {
     constexpr int MR = decltype(mr_max)::value, NR = decltype(nr_max)::value;
-    impl::quant_gemm_loop<NR, MR, BITS>(g, [&](auto mr, auto xq, auto xs, auto w, auto ws, int nr, float* y) {
-      tile_q32<BITS, decltype(mr)::value, NR, PREPARED>(g, xq, xs, w, ws, nr, y);
+    impl::quant_gemm_loop<NR, MR, BITS>(g, [&](auto mr, auto xq, auto xs, auto w, auto ws, const int* col,
+                                             float* y) {
+      tile_q32<BITS, decltype(mr)::value, NR, PREPARED>(g, xq, xs, w, ws, col, y);
     });
   };
   if (g.M <= kDecodeRows)
