@@ -35,7 +35,7 @@ CASES = {
     "rows": ((2, 70, 64), 40),  # 140 rows: two row blocks and a remainder (N = 40: 2.5 blocks of 16 weight rows)
     "1-D": ((64,), 17),
     # one row over ~3-7 chunks of weight rows whose last chunk leaves the kernels' last stream of rows short (the
-    # float kernels read a pass's rows from separate runs of the chunk: rows past its end computed, not written)
+    # vector kernels read a pass's rows from separate runs of the chunk: rows past its end computed, not written)
     "decode-chunks": ((1, 128), 1001),
 }
 FLOAT_ONLY = {"tails": ((3, 40), 24)}  # K that no SIMD width divides: float weights only
