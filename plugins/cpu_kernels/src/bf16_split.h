@@ -80,19 +80,16 @@ struct Scratch {
 };
 
 // y[m, n - n0] for weight rows [n0, n1) on the split activations (hi, lo: M rows of Kp); a pass's NR weight rows
-// from NR separate runs of the rows, as gemm_impl.h's gemm_float reads them (NR sequential streams)
+// read as NR separate streams (StreamRows, kernels.h), as gemm_impl.h's gemm_float reads them
 inline void gemm_split(const FloatGemm& g, const uint16_t* hi, const uint16_t* lo, int Kp) {
   constexpr int MR = 2, NR = 4;
   const uint16_t* weights = static_cast<const uint16_t*>(g.w);
-  const int run = (g.n1 - g.n0 + NR - 1) / NR;
-  for (int p = 0; p < run; ++p) {
+  const int passes = StreamRows<NR>::passes(g.n0, g.n1);
+  for (int p = 0; p < passes; ++p) {
+    const StreamRows<NR> s(g.n0, g.n1, passes, p);
     const uint16_t* w[NR];
-    int col[NR];  // output column per stream; -1: past n1 (a valid row repeated, computed, not written)
-    for (int j = 0; j < NR; ++j) {
-      const int r = j * run + p;
-      col[j] = g.n0 + r < g.n1 ? r : -1;
-      w[j] = weights + static_cast<size_t>(col[j] < 0 ? g.n0 + p : g.n0 + r) * g.K;
-    }
+    for (int j = 0; j < NR; ++j) w[j] = weights + s.row[j] * g.K;
+    const int* col = s.col;
     float* y = g.y;
     int m = 0;
     for (; m + MR <= g.M; m += MR) {

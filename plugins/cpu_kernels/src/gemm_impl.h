@@ -61,25 +61,18 @@ inline void rows_float(const FloatGemm& g, const WT* const* w, const int* col, i
   tile_float<V, WT, MR, V::NR_F>(x, w, g.K, col, g.y + static_cast<size_t>(m) * g.ldy, g.ldy);
 }
 
-// The NR weight rows of a pass are not adjacent: rows [n0, n1) are cut into NR runs of `run` rows, and pass p
-// takes row p of each run, so the NR rows a pass reads advance as NR sequential streams through memory (adjacent
-// rows, NR of them interleaved within a few KB, left one core streaming bf16 weights at 5.6-8.1 GB/s against 8.1-12
-// with separate runs: the hardware prefetcher follows whole runs; docs/BENCHMARKS.md). Each dot is still
-// computed whole by one tile, so the result does not depend on the order.
+// Each pass reads its NR weight rows as NR separate streams (StreamRows, kernels.h).
 template <class V, class WT>
 void gemm_float(const FloatGemm& g) {
   constexpr int NR = V::NR_F, MR = V::MR_F;
   if (g.n1 <= g.n0) return;
   const WT* weights = static_cast<const WT*>(g.w);
-  const int run = (g.n1 - g.n0 + NR - 1) / NR;
-  for (int p = 0; p < run; ++p) {
+  const int passes = StreamRows<NR>::passes(g.n0, g.n1);
+  for (int p = 0; p < passes; ++p) {
+    const StreamRows<NR> s(g.n0, g.n1, passes, p);
     const WT* w[NR];
-    int col[NR];  // output column (row - n0) per stream; -1: past n1 (a valid row repeated, computed, not written)
-    for (int j = 0; j < NR; ++j) {
-      const int r = j * run + p;
-      col[j] = g.n0 + r < g.n1 ? r : -1;
-      w[j] = weights + static_cast<size_t>(col[j] < 0 ? g.n0 + p : g.n0 + r) * g.K;
-    }
+    for (int j = 0; j < NR; ++j) w[j] = weights + s.row[j] * g.K;
+    const int* col = s.col;
     int m = 0;
     for (; m + MR <= g.M; m += MR) rows_float<V, WT, MR>(g, w, col, m);
     switch (g.M - m) {  // the remaining rows, without computing padding rows
@@ -127,28 +120,24 @@ inline void tile_quant(const QuantGemm& g, const int8_t* const* xq, const float*
       if (col[j] >= 0) y[i * g.ldy + col[j]] = V::hsum8(facc[i][j]);
 }
 
-// The loop every quantized GEMM shares: NR weight rows at a time (their codes and scales), MR activation rows at a
-// time (their int8 codes and scales gathered through g.idx), then the 3 / 2 / 1 rows left over;
-// tile(mr, xq, xs, w, ws, col, y) computes one block (mr: std::integral_constant<int, rows in the block>) and writes
-// y[i * ldy + col[j]] for the j with col[j] >= 0. As in gemm_float, the NR weight rows of a pass come from NR separate
-// runs of [n0, n1) (pass p takes row p of each run: NR sequential streams the hardware prefetcher follows, where NR
-// adjacent rows of K / 2 or K bytes interleave within a few KB); each dot is still computed whole by one tile.
+// The loop every quantized GEMM shares: NR weight rows at a time (their codes and scales; read as NR separate
+// streams: StreamRows, kernels.h), MR activation rows at a time (their int8 codes and scales gathered through
+// g.idx), then the 3 / 2 / 1 rows left over; tile(mr, xq, xs, w, ws, col, y) computes one block (mr:
+// std::integral_constant<int, rows in the block>) and writes y[i * ldy + col[j]] for the j with col[j] >= 0.
 template <int NR, int MR, int BITS, class Tile>
 void quant_gemm_loop(const QuantGemm& g, Tile&& tile) {
   if (g.n1 <= g.n0) return;
   const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8, groups = static_cast<size_t>(g.K / g.B);
-  const int run = (g.n1 - g.n0 + NR - 1) / NR;
-  for (int p = 0; p < run; ++p) {
+  const int passes = StreamRows<NR>::passes(g.n0, g.n1);
+  for (int p = 0; p < passes; ++p) {
+    const StreamRows<NR> s(g.n0, g.n1, passes, p);
     const uint8_t* w[NR];
     const float* ws[NR];
-    int col[NR];  // output column (row - n0) per stream; -1: past n1 (a valid row repeated, computed, not written)
     for (int j = 0; j < NR; ++j) {
-      const int r = j * run + p;
-      col[j] = g.n0 + r < g.n1 ? r : -1;
-      const size_t row = static_cast<size_t>(col[j] < 0 ? g.n0 + p : g.n0 + r);
-      w[j] = g.w + row * row_bytes;
-      ws[j] = g.ws + row * groups;
+      w[j] = g.w + s.row[j] * row_bytes;
+      ws[j] = g.ws + s.row[j] * groups;
     }
+    const int* col = s.col;
     auto rows = [&](auto mr, int m) {
       constexpr int R = decltype(mr)::value;
       const int8_t* xq[R];

@@ -40,6 +40,28 @@ struct QuantGemm {
   size_t ldy;
 };
 
+// The weight rows a vector kernel's pass reads: rows [n0, n1) are cut into NR runs of `passes` rows, and pass p
+// takes row p of each run, so the NR rows in flight advance as NR sequential streams through memory (NR adjacent
+// rows, interleaved within a few KB, left one core streaming bf16 weights at 5.6-8.1 GB/s against 8.1-12 with
+// separate runs: the hardware prefetcher follows whole runs; docs/BENCHMARKS.md). Each dot is still computed whole
+// by one tile, so the result does not depend on the order. col[j]: output column (row - n0) of stream j, -1 past
+// n1, where row[j] repeats a valid row (computed, not written).
+template <int NR>
+struct StreamRows {
+  static int passes(int n0, int n1) { return (n1 - n0 + NR - 1) / NR; }
+
+  int col[NR];
+  size_t row[NR];
+
+  StreamRows(int n0, int n1, int passes, int p) {
+    for (int j = 0; j < NR; ++j) {
+      const int r = j * passes + p;
+      col[j] = n0 + r < n1 ? r : -1;
+      row[j] = static_cast<size_t>(col[j] < 0 ? n0 + p : n0 + r);
+    }
+  }
+};
+
 // A block of m queries' attention over one kv head for the R query heads that share it (RaggedAttention,
 // attention.cc): out[i, r] = softmax_j(q[i, r] . k[s]) v[s] over the slots s query i sees, float32 throughout.
 // `idx` is the union of the queries' slots, ascending; `lists[i]` query i's own, ascending (a subset), or null
