@@ -9,6 +9,13 @@ from typing import Any
 from mixtral_trt.common.fileio import atomic_file
 
 
+def gap_ms(run: dict[str, Any], digits: int = 0) -> str:
+    """A run's median gap between streamed tokens in ms; "n/a" when no request streamed two pieces of text (a
+    few tokens that decode to text only together)."""
+    p50 = run["token_gap_s"].get("p50")
+    return "n/a" if p50 is None else f"{p50 * 1000:.{digits}f}"
+
+
 def save_serve_plot(result: dict[str, Any], path: str | Path) -> Path:
     import matplotlib
 
@@ -38,11 +45,11 @@ def save_serve_plot(result: dict[str, Any], path: str | Path) -> Path:
     for key, label, style in (("latency_s", "request latency", "-"), ("ttft_s", "time to first token", "--")):
         for q, marker in (("p50", "o"), ("p90", "^")):
             ax.plot(ns, [best[str(n)][key][q] for n in ns], marker=marker, linestyle=style, label=f"{label} {q}")
-    gaps = [best[str(n)]["token_gap_s"]["p50"] * 1000 for n in ns]
+    gaps = [gap_ms(best[str(n)]) for n in ns]
     ax.set_xlabel("concurrent clients N")
     ax.set_ylabel("seconds")
     ax.set_xticks(ns)
-    ax.set_title("latency (median gap between tokens: " + ", ".join(f"{g:.0f}" for g in gaps) + " ms)")
+    ax.set_title("latency (median gap between tokens: " + ", ".join(gaps) + " ms)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -13,6 +13,7 @@ import sys
 import threading
 
 from mixtral_trt.common.errors import MixtralTrtError
+from mixtral_trt.common.interrupts import Interrupted, raise_interrupted
 
 from . import (  # noqa: F401  (register commands on the app)
     bench_cmd,
@@ -38,22 +39,12 @@ IO_ERROR_EXIT = 1
 INTERRUPTED_EXIT = 130
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM. Not a KeyboardInterrupt, which click intercepts (it printed a blank line and exited
-    without a word); a BaseException, so every `except Exception` lets it through to the atomic outputs'
-    cleanup."""
-
-
-def _interrupt(signum, frame) -> None:
-    raise Interrupted(signal.Signals(signum).name)
-
-
 def main() -> None:
     """Run the command. A user error prints `error: ...` (one line) and exits 2; an I/O failure (disk full,
     read-only file system) exits 1; SIGINT and SIGTERM clean up (no temporary is left), print
     `error: interrupted` and exit 130."""
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         app(prog_name="mixtral-export")
     except MixtralTrtError as e:

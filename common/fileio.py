@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import MixtralTrtError, WriteError
+from .interrupts import deferred
 from .paths import check_output_dir, written_by_this_tool
 
 
@@ -241,22 +242,26 @@ def atomic_dir(target: str | Path, overwrite: bool = False, inputs: Iterable[str
     is replaced only if `replaceable(target)` (by default: this tool wrote it). An OSError in the block
     (disk full, read-only file system) becomes a WriteError (the CLI's exit code 1)."""
     target = check_output(target, inputs, overwrite, replaceable)
-    tmp, fd = _begin(target, directory=True)
-    old = None
+    tmp, fd = None, -1
     try:
+        with deferred():  # a signal between creating the temporary and knowing its name would leave it behind
+            tmp, fd = _begin(target, directory=True)
         try:
             yield tmp
             _follow_umask(tmp)
-            old = _commit(tmp, target, overwrite, replaceable)
+            with deferred():  # committed, then the swapped-out old target removed: never half of that
+                old = _commit(tmp, target, overwrite, replaceable)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
         except OSError as e:
             raise _write_error(e, tmp, target) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        os.close(fd)  # releases the lock
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if fd >= 0:
+            os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager
@@ -265,8 +270,10 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator:
     target = Path(target)
     if target.is_dir():
         raise MixtralTrtError(f"{target}: is a directory; give a file name")
-    tmp, fd = _begin(target, directory=False)
+    tmp, fd = None, -1
     try:
+        with deferred():
+            tmp, fd = _begin(target, directory=False)
         try:
             with os.fdopen(os.dup(fd), mode) as f:
                 yield f
@@ -274,8 +281,10 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator:
         except OSError as e:
             raise _write_error(e, tmp, target) from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)

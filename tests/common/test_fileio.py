@@ -226,3 +226,43 @@ def test_a_temporary_exists_only_while_its_writer_runs(tmp_path):
         seen.append(tmp.name)
         time.sleep(0.01)
     assert seen[0].startswith(f".out.{os.getpid()}.") and seen[0].endswith(".tmp") and len(seen[0].split(".")) == 5
+
+
+@pytest.mark.parametrize("writer", ["dir", "file"])
+@pytest.mark.parametrize("when", ["creating", "committing"])
+def test_a_signal_while_the_temporary_is_made_or_committed_leaves_nothing_half_done(tmp_path, monkeypatch,
+                                                                                      writer, when):
+    """CI saw `.out.<pid>.<hex>.tmp` left by `export` after SIGTERM: the signal landed between the mkdir and the
+    `try` that removes it. Here the signal arrives inside _lock (creating) or _commit / os.replace (committing);
+    the CLI's handler is installed as the CLI installs it."""
+    from mixtral_trt.common.interrupts import Interrupted, raise_interrupted
+
+    target = tmp_path / "out"
+
+    def signalling(real):
+        def call(*args, **kwargs):
+            result = real(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode boundary
+            return result
+        return call
+
+    if when == "creating":
+        monkeypatch.setattr(fileio, "_lock", signalling(fileio._lock))
+    elif writer == "dir":
+        monkeypatch.setattr(fileio, "_commit", signalling(fileio._commit))
+    else:
+        monkeypatch.setattr(fileio.os, "replace", signalling(os.replace))
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        with pytest.raises(Interrupted):
+            if writer == "dir":
+                with atomic_dir(target) as tmp:
+                    (tmp / "a").write_text("a")
+            else:
+                with atomic_file(target) as f:
+                    f.write("a")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # creating: nothing at all; committing: the whole output (it was renamed before the signal was raised)
+    assert names == ([] if when == "creating" else ["out"]), names
