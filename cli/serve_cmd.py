@@ -41,8 +41,9 @@ def serve(
     prefill_chunk: Annotated[str, typer.Option(
         help="Prompt tokens computed per step while other rows decode (chunked prefill): a number, 'auto' (sized "
              "from measured step times so a step with a chunk costs under 2 decode steps where a chunk can) or "
-             "'none' (whole prompts). Default: 256, or 16 on a --ragged engine (its chunk rides in the decode "
-             "rows' own call: mixed steps).")] = "default",
+             "'none' (whole prompts). Default: 256, or 'auto' on a --ragged engine (its chunk rides in the decode "
+             "rows' own call, mixed steps, steered so that a step with a chunk takes about 1.5 of theirs).")
+    ] = "default",
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.
 

@@ -130,15 +130,20 @@ class Request:
 AUTO = "auto"  # prefill_chunk sized from measured step times (Scheduler.chunk_budget)
 AUTO_TARGET = 0.75  # an "auto" chunk costs at most this fraction of a decode step: a mixed step stays under 2x
 AUTO_MIN, AUTO_MAX = 16, 512  # "auto" chunk bounds (tokens); AUTO_MAX also when no row decodes
+# On mixed steps (a ragged engine) the chunk rides in the rows' own call, so what the rows feel is that call's
+# time; a chunk's cost is not per token there (a token costs mostly the experts it adds to those the rows read,
+# fewer per token as the chunk grows), so "auto" steers by the call itself: one token more after a mixed step within
+# 1 + AUTO_MIXED_TARGET decode steps, half as many after one beyond, from AUTO_MIXED_START, never under 1.
+AUTO_MIXED_TARGET, AUTO_MIXED_START = 0.5, 4
 # Measured (bench/scheduler_load.py, README "Serving"): on a CPU any chunk of 16+ tokens reads every expert, more
 # than a decode step does, so "auto" sits at AUTO_MIN there, for 6x the newcomer's first-token time and more work
 # in all; 256 keeps both low. "auto" is for engines where a chunk costs less than a decode step.
 DEFAULT_PREFILL_CHUNK: int | str = 256
-# Mixed steps (a ragged engine): the chunk rides in the rows' own call, so its tokens are all it adds to their step.
-# Measured on a CPU with our RaggedAttention (bench/mixed_step.py, README "Mixed steps", runs I and J): 16 gave the
-# rows' p99 gap within 3.2-4.2x their steady step (64: 3.9-6.6x; today's 256: 10-22x) for a 2,048-token newcomer's
-# first token in 14-37 s (64: 8-25 s; 256: 7-9 s); 8 and 4 keep the rows closer (2.6-3.6x, 1.7-2.2x) for 19-51 s.
-DEFAULT_MIXED_CHUNK: int | str = 16
+# Mixed steps (a ragged engine): the chunk rides in the rows' own call, so its tokens are all it adds to their step,
+# and on a CPU each of them mostly adds experts to read: one ragged call at a past of ~1,000 took 1.16x / 1.47x /
+# 1.89x the rows' step with 1 / 4 / 16 chunk tokens (README "Mixed steps"). Fixed sizes put the rows' p99 gap at
+# 3.2-4.2x their step (16) or 1.7-2.3x (4) for a 2,048-token join; "auto" steers each step towards 1.5x.
+DEFAULT_MIXED_CHUNK: int | str = AUTO
 DEFAULT = "default"  # prefill_chunk: DEFAULT_MIXED_CHUNK on a ragged engine (mixed steps), else 256
 
 
@@ -183,6 +188,7 @@ class Scheduler:
         self._batch = MixedBatch(engine) if mixed_steps(engine) else None  # a ragged engine's packed running batch
         self._decode_s: float | None = None  # running mean of a decode step's time ("auto" chunks)
         self._prefill_token_s: float | None = None  # running mean of a prompt token's time in a chunk
+        self._mixed_chunk = float(AUTO_MIXED_START)  # "auto" on mixed steps: the chunk, steered by their time
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -368,11 +374,14 @@ class Scheduler:
         """The prompt tokens this step may compute: `prefill_chunk`; for "auto", AUTO_MAX while no row decodes,
         else as many as fit AUTO_TARGET of a decode step at the measured time per prompt token (running means
         of this scheduler's steps; a chunk's fixed cost makes small chunks dear per token, so the size settles
-        where chunk time = the target), within [AUTO_MIN, AUTO_MAX]."""
+        where chunk time = the target), within [AUTO_MIN, AUTO_MAX]; on mixed steps the size steered by their
+        time (AUTO_MIXED_TARGET, `_steer`)."""
         if self.prefill_chunk != AUTO:
             return self.prefill_chunk
         if not self._running:
             return AUTO_MAX
+        if self._batch is not None:
+            return int(self._mixed_chunk)
         if self._decode_s is None or self._prefill_token_s is None:
             return AUTO_MIN
         return int(min(max(AUTO_TARGET * self._decode_s / self._prefill_token_s, AUTO_MIN), AUTO_MAX))
@@ -468,6 +477,8 @@ class Scheduler:
         else:  # the step's time beyond a decode step is its prompt tokens'
             base = self._decode_s if self._running and self._decode_s is not None else 0.0
             self._prefill_token_s = _mean(self._prefill_token_s, max(elapsed - base, 0.0) / prompt_tokens)
+            if self._running and self._decode_s is not None:
+                self._steer(elapsed / self._decode_s)
         decoding = list(self._running)
         if decoding:
             self.stats.steps += 1
@@ -476,6 +487,14 @@ class Scheduler:
         for request in entering:
             self._entered(request, logits[request])
         self.stats.compactions = batch.compactions
+
+    def _steer(self, ratio: float) -> None:
+        """"auto" on mixed steps: a mixed step took `ratio` decode steps; one token more within the target, half
+        as many beyond it (a load spike halves it too, and it grows back a token a step)."""
+        if ratio > 1 + AUTO_MIXED_TARGET:
+            self._mixed_chunk = max(1.0, self._mixed_chunk / 2)
+        else:
+            self._mixed_chunk = min(float(AUTO_MAX), self._mixed_chunk + 1)
 
     def _mixed_call(self, new: dict[Request, list[int]]) -> dict[Request, np.ndarray]:
         if not self._router_names:

@@ -84,6 +84,36 @@ def test_greedy_replies_equal_todays_path(engines, chunk):
         assert sched._decode_s > 0 and sched._prefill_token_s > 0
 
 
+def test_auto_chunk_on_mixed_steps_is_steered_by_their_time(engines, monkeypatch):
+    """"auto" on a ragged engine: the chunk starts at AUTO_MIXED_START, grows a token after each mixed step within
+    1 + AUTO_MIXED_TARGET of the rows' decode step and halves after each beyond it (never under 1), with the
+    step times faked; greedy replies stay today's (their order of chunks is the only difference)."""
+    from mixtral_trt.runtime import scheduler as sch
+
+    _, plain, ragged = engines
+    sched = Scheduler(ragged, prefill_chunk=sch.AUTO, prefix_cache_gb=0)
+    assert sched.chunk_budget() == sch.AUTO_MAX  # nobody decodes
+    first = sched.submit(_prompts(1)[0], SamplingParams(max_new_tokens=40, ignore_eos=True))
+    sched.step()
+    assert sched.running == 1 and sched.chunk_budget() == sch.AUTO_MIXED_START
+    sched.step()  # a decode-only step: the rows' step time
+    assert sched._decode_s > 0
+    ratios = [1.2, 1.4, 3.0, 1.0, 2.0, 2.0, 2.0, 1.1]  # mixed steps' times in decode steps, then the real ones
+    budgets, real = [], sched._steer
+    monkeypatch.setattr(sched, "_steer", lambda ratio: real(ratios.pop(0) if ratios else ratio))
+    second = sched.submit(list(range(3, 63)), SamplingParams(max_new_tokens=3, ignore_eos=True))  # 60 tokens
+    for _ in range(8):
+        sched.step()
+        budgets.append(sched.chunk_budget())
+    assert budgets == [5, 6, 3, 4, 2, 1, 1, 2], budgets
+    sched.run_until_idle()
+    solo = Scheduler(plain, prefill_chunk=16, prefix_cache_gb=0)
+    want = [solo.submit(p, SamplingParams(max_new_tokens=n, ignore_eos=True))
+            for p, n in ((_prompts(1)[0], 40), (list(range(3, 63)), 3))]
+    solo.run_until_idle()
+    assert [first.completion().token_ids, second.completion().token_ids] == [w.completion().token_ids for w in want]
+
+
 def test_one_engine_call_per_step(engines, monkeypatch):
     """While a prompt enters beside decoding rows each step is a single engine call carrying both."""
     _, _, ragged = engines
