@@ -41,9 +41,8 @@ def serve(
     prefill_chunk: Annotated[str, typer.Option(
         help="Prompt tokens computed per step while other rows decode (chunked prefill): a number, 'auto' (sized "
              "from measured step times so a step with a chunk costs under 2 decode steps where a chunk can) or "
-             "'none' (whole prompts). Default: 256, or 'auto' on a --ragged engine (its chunk rides in the decode "
-             "rows' own call, mixed steps, steered so that a step with a chunk takes about 1.5 of theirs).")
-    ] = "default",
+             "'none' (whole prompts). Default: 256, or 4 on a --ragged engine (its chunk rides in the decode rows' "
+             "own call: mixed steps; 4 keeps their p99 gap under 2x their step, measured).")] = "default",
 ) -> None:
     """Serve POST /v1/chat/completions, /v1/completions, GET /v1/models, /health and /metrics.
 

@@ -31,11 +31,13 @@ CHOICES = ("ours", "ort")
 ENGINE_LIBRARY = "cpu_kernels.so"  # the copy in the engine directory
 NO_LINEARS = "none"
 # per weight format of the dense linears (a quantized export's LinearQ; float fp32; float stored in bf16 with
-# --expert-dtype bf16): the linears our ops run by default. Measured on `small` (2026-12-07, a loaded shared
-# 2-core machine; docs/BENCHMARKS.md): bf16 decodes faster with ours at batch 1 and 8 (LinearBF16 reads half
-# the bytes of ONNX Runtime's fp32 MatMul) in every run; int8 / int4 LinearQ did not beat MatMulNBits and fp32
-# Linear did not beat MatMul reproducibly; prefill is slower with ours for every format.
-DEFAULT_LINEARS: dict[str, tuple[str, ...]] = {"quantized": (), "fp32": (), "bf16": ("lm_head", "projections")}
+# --expert-dtype bf16): the linears our ops run by default. Measured on `small` (docs/BENCHMARKS.md, "Our linears
+# by default"): since the kernels read a pass's weight rows as separate streams (and the few-row int8 / int4
+# tiles), ours beat ONNX Runtime's MatMul / MatMulNBits in whole engines for every format, at batch 1, batch 8
+# and prefill 512 (int4 decode 1.46x, int8 1.41x, fp32 1.21x faster at batch 1, alternating in one run); before
+# that only bf16 did (LinearBF16 reads half the bytes of ONNX Runtime's fp32 MatMul).
+DEFAULT_LINEARS: dict[str, tuple[str, ...]] = {fmt: ("lm_head", "projections") for fmt in ("quantized", "fp32",
+                                                                                          "bf16")}
 
 
 def linears_format(contract: GraphContract, expert_dtype: str | None) -> str:

@@ -132,18 +132,21 @@ AUTO_TARGET = 0.75  # an "auto" chunk costs at most this fraction of a decode st
 AUTO_MIN, AUTO_MAX = 16, 512  # "auto" chunk bounds (tokens); AUTO_MAX also when no row decodes
 # On mixed steps (a ragged engine) the chunk rides in the rows' own call, so what the rows feel is that call's
 # time; a chunk's cost is not per token there (a token costs mostly the experts it adds to those the rows read,
-# fewer per token as the chunk grows), so "auto" steers by the call itself: one token more after a mixed step within
-# 1 + AUTO_MIXED_TARGET decode steps, half as many after one beyond, from AUTO_MIXED_START, never under 1.
+# fewer per token as the chunk grows), so "auto" steers by the calls themselves: one token more after a mixed step
+# while their running mean stays within 1 + AUTO_MIXED_TARGET decode steps, a quarter fewer while it is beyond,
+# from AUTO_MIXED_START, never under 1 (the mean, not each step: single slow steps on a shared machine would
+# otherwise keep the chunk at one token).
 AUTO_MIXED_TARGET, AUTO_MIXED_START = 0.5, 4
 # Measured (bench/scheduler_load.py, README "Serving"): on a CPU any chunk of 16+ tokens reads every expert, more
 # than a decode step does, so "auto" sits at AUTO_MIN there, for 6x the newcomer's first-token time and more work
 # in all; 256 keeps both low. "auto" is for engines where a chunk costs less than a decode step.
 DEFAULT_PREFILL_CHUNK: int | str = 256
 # Mixed steps (a ragged engine): the chunk rides in the rows' own call, so its tokens are all it adds to their step,
-# and on a CPU each of them mostly adds experts to read: one ragged call at a past of ~1,000 took 1.16x / 1.47x /
-# 1.89x the rows' step with 1 / 4 / 16 chunk tokens (README "Mixed steps"). Fixed sizes put the rows' p99 gap at
-# 3.2-4.2x their step (16) or 1.7-2.3x (4) for a 2,048-token join; "auto" steers each step towards 1.5x.
-DEFAULT_MIXED_CHUNK: int | str = AUTO
+# and on a CPU each of them mostly adds experts to read. A 2,048-token prompt joining 3 decoding rows (README
+# "Mixed steps", quiet runs): chunks of 4 kept the rows' p99 gap at 1.74-1.89x their steady step for the newcomer's
+# first token in 16-17 s; 16: 2.75-2.88x, 5.5 s; "auto" 1.49-1.75x but 36-46 s (each step also copies the packed
+# cache, which grows with the join, so its mean step drifts above the target whatever the chunk).
+DEFAULT_MIXED_CHUNK: int | str = 4
 DEFAULT = "default"  # prefill_chunk: DEFAULT_MIXED_CHUNK on a ragged engine (mixed steps), else 256
 
 
@@ -189,6 +192,7 @@ class Scheduler:
         self._decode_s: float | None = None  # running mean of a decode step's time ("auto" chunks)
         self._prefill_token_s: float | None = None  # running mean of a prompt token's time in a chunk
         self._mixed_chunk = float(AUTO_MIXED_START)  # "auto" on mixed steps: the chunk, steered by their time
+        self._mixed_ratio: float | None = None  # running mean of a mixed step's time in decode steps
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -489,10 +493,11 @@ class Scheduler:
         self.stats.compactions = batch.compactions
 
     def _steer(self, ratio: float) -> None:
-        """"auto" on mixed steps: a mixed step took `ratio` decode steps; one token more within the target, half
-        as many beyond it (a load spike halves it too, and it grows back a token a step)."""
-        if ratio > 1 + AUTO_MIXED_TARGET:
-            self._mixed_chunk = max(1.0, self._mixed_chunk / 2)
+        """"auto" on mixed steps: a mixed step took `ratio` decode steps; one token more while their running mean
+        is within the target, a quarter fewer while it is beyond."""
+        self._mixed_ratio = _mean(self._mixed_ratio, ratio)
+        if self._mixed_ratio > 1 + AUTO_MIXED_TARGET:
+            self._mixed_chunk = max(1.0, self._mixed_chunk * 0.75)
         else:
             self._mixed_chunk = min(float(AUTO_MAX), self._mixed_chunk + 1)
 

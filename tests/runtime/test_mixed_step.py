@@ -85,9 +85,9 @@ def test_greedy_replies_equal_todays_path(engines, chunk):
 
 
 def test_auto_chunk_on_mixed_steps_is_steered_by_their_time(engines, monkeypatch):
-    """"auto" on a ragged engine: the chunk starts at AUTO_MIXED_START, grows a token after each mixed step within
-    1 + AUTO_MIXED_TARGET of the rows' decode step and halves after each beyond it (never under 1), with the
-    step times faked; greedy replies stay today's (their order of chunks is the only difference)."""
+    """"auto" on a ragged engine: the chunk starts at AUTO_MIXED_START, grows a token after each mixed step while
+    the running mean of their times is within 1 + AUTO_MIXED_TARGET of the rows' decode step and loses a quarter
+    while it is beyond (never under 1), with the step times faked; greedy replies stay today's."""
     from mixtral_trt.runtime import scheduler as sch
 
     _, plain, ragged = engines
@@ -105,7 +105,7 @@ def test_auto_chunk_on_mixed_steps_is_steered_by_their_time(engines, monkeypatch
     for _ in range(8):
         sched.step()
         budgets.append(sched.chunk_budget())
-    assert budgets == [5, 6, 3, 4, 2, 1, 1, 2], budgets
+    assert budgets == [5, 6, 4, 3, 2, 1, 1, 1], budgets  # means 1.2 1.25 1.69 1.52 1.64 1.73 1.80 1.62
     sched.run_until_idle()
     solo = Scheduler(plain, prefill_chunk=16, prefix_cache_gb=0)
     want = [solo.submit(p, SamplingParams(max_new_tokens=n, ignore_eos=True))
