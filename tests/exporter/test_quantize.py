@@ -178,14 +178,16 @@ def test_parity_of_a_quantized_engine(ckpt, tmp_path, cli):
 
 @pytest.mark.parametrize("name", ["int8", "int4"])
 def test_quantized_export_on_group_query_attention(ckpt, tmp_path, name):
-    """ort-gqa over a quantized export: the attention projections stay MatMulNBits around one
-    GroupQueryAttention per layer (q, k and v packed into one, lowering/gqa.py, and o: two a layer, plus the LM head),
-    and the engine passes parity against the int8-activation reference."""
+    """ort-gqa over a quantized export: the attention projections stay quantized linears around one
+    GroupQueryAttention per layer (q, k and v packed into one, lowering/gqa.py, and o: two a layer, plus the LM head;
+    our LinearQ where our library is built, its default, else MatMulNBits), and the engine passes parity against
+    the int8-activation reference."""
     onnx_dir = export_checkpoint(ckpt, tmp_path / "onnx", max_seq=128, max_batch=2, quantize_experts=name)
     eng = build_engine(onnx_dir, tmp_path / "engine", "ort-gqa")
     ops = [n.op_type for n in onnx.load(str(eng / MODEL_FILE), load_external_data=False).graph.node]
     layers = get_preset("tiny").num_layers
-    assert ops.count("GroupQueryAttention") == layers and ops.count("MatMulNBits") == 2 * layers + 1, ops
+    linear = "LinearQ" if cpu_kernels.library_path() else "MatMulNBits"
+    assert ops.count("GroupQueryAttention") == layers and ops.count(linear) == 2 * layers + 1, ops
     # quantized experts: our library's MoEQ where it is built (the default), else QMoE (lowering/ort.py, expert_form)
     assert ops.count("MoEQ" if cpu_kernels.library_path() else "QMoE") == layers, ops
     report = check_engine(eng, ckpt, greedy_steps=8)
