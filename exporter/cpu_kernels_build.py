@@ -33,11 +33,14 @@ NO_LINEARS = "none"
 # per weight format of the dense linears (a quantized export's LinearQ; float fp32; float stored in bf16 with
 # --expert-dtype bf16): the linears our ops run by default. Measured on `small` (docs/BENCHMARKS.md, "Our linears
 # by default"): since the kernels read a pass's weight rows as separate streams (and the few-row int8 / int4
-# tiles), ours beat ONNX Runtime's MatMul / MatMulNBits in whole engines for every format, at batch 1, batch 8
-# and prefill 512 (int4 decode 1.46x, int8 1.41x, fp32 1.21x faster at batch 1, alternating in one run); before
-# that only bf16 did (LinearBF16 reads half the bytes of ONNX Runtime's fp32 MatMul).
-DEFAULT_LINEARS: dict[str, tuple[str, ...]] = {fmt: ("lm_head", "projections") for fmt in ("quantized", "fp32",
-                                                                                          "bf16")}
+# tiles), LinearQ beats MatMulNBits in whole engines at batch 1, batch 8 and prefill 512 (int8 decode 1.13-1.17x,
+# prefill 1.24-1.27x; int4 1.06-1.07x, 1.24x), with the same int8-activation semantics; bf16 always did
+# (LinearBF16 reads half the bytes of ONNX Runtime's fp32 MatMul). fp32 keeps ONNX Runtime's MatMul: ours decoded
+# 1.04-1.13x faster, but its calls of 16+ rows run on AMX tiles of bf16 parts (kernels_amx.cc, ~1e-5 a product),
+# which put an fp32 engine's prefill logits 10x further from the reference (8.0e-6 against 7.6e-7) and moved its
+# int8 KV cache's rounding enough to fail parity (8.8e-4 against 1e-4); `--cpu-linears` asks for them.
+DEFAULT_LINEARS: dict[str, tuple[str, ...]] = {"quantized": ("lm_head", "projections"), "fp32": (),
+                                               "bf16": ("lm_head", "projections")}
 
 
 def linears_format(contract: GraphContract, expert_dtype: str | None) -> str:

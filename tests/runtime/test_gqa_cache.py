@@ -10,20 +10,15 @@ import pytest
 from mixtral_trt import runtime
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.exporter.build import build_engine
-from mixtral_trt.plugins import cpu_kernels
 from support.models import GQA_TOP3, export_dir, random_model
 
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    """(ort engine, ort-gqa engine) of one fp32 export. Their projections stay ONNX Runtime's MatMul (`cpu_linears`
-    none): the tests compare greedy tokens exactly, and this model (top-3 of 6 experts) has router near-ties
-    (3e-8 apart) that the float order of our packed Linear beside the separate ones flips; our linears in GQA
-    engines are judged by parity in tests/exporter/test_cpu_kernels_build.py."""
+    """(ort engine, ort-gqa engine) of one fp32 export."""
     onnx_dir = export_dir(tmp_path_factory, random_model(GQA_TOP3, seed=3), "fp32", "gqa-cache", max_seq=600)
     root = tmp_path_factory.mktemp("gqa-cache-engines")
-    linears = {"cpu_linears": "none"} if cpu_kernels.library_path() else {}  # without the library: MatMul anyway
-    return tuple(runtime.load(build_engine(onnx_dir, root / b, b, **linears)) for b in ("ort", "ort-gqa"))
+    return tuple(runtime.load(build_engine(onnx_dir, root / b, b)) for b in ("ort", "ort-gqa"))
 
 
 def _prompts(lengths, seed=0):
