@@ -478,11 +478,8 @@ class Scheduler:
         elapsed = time.perf_counter() - start
         if not prompt_tokens:
             self._decode_s = _mean(self._decode_s, elapsed)
-        else:  # the step's time beyond a decode step is its prompt tokens'
-            base = self._decode_s if self._running and self._decode_s is not None else 0.0
-            self._prefill_token_s = _mean(self._prefill_token_s, max(elapsed - base, 0.0) / prompt_tokens)
-            if self._running and self._decode_s is not None:
-                self._steer(elapsed / self._decode_s)
+        elif self._running and self._decode_s is not None:  # "auto" steers by the whole step, not per token
+            self._steer(elapsed / self._decode_s)
         decoding = list(self._running)
         if decoding:
             self.stats.steps += 1
