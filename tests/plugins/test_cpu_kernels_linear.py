@@ -64,21 +64,29 @@ def test_quantized_blocks_of_64(library, dtype, rows):
     _check(lin, run_linear(lin, library))
 
 
-# avx512, blocks of 32: 1-2 rows take 2 x 4 tiles, 3-16 rows 4 x 4 tiles over activations prepared once per call
-# (kernels_avx512.cc gemm_quant), 17+ rows the same tiles reading the int8 rows in place. K 96 and 160: an odd
-# last block (a half pair); N 13: a last tile of 1 weight row; rows 3, 5, 6, 7: a last tile of 3, 1, 2, 3 rows.
+# avx512 paths by row count (kernels_avx512.cc): 1-2 rows 2 x 4 tiles, 3-15 4 x 4 tiles (activations prepared once
+# per call), QUAD_MIN+ rows the quad tiles (gemm_quads: 16 weight rows per vector, 8 activation rows per tile).
+# Every path computes a row's outputs the same way whichever rows share its call, so each row count equals, bit for
+# bit, the same rows of a larger call on the same path. K 96 and 160: odd block counts (the 2 x 4 and 4 x 4 tiles'
+# half pairs); N 13 and 40: a last group of 13 / 8 weight rows; blocks of 64: two 32-input steps per scale; 40 rows:
+# 5 quad tiles, 39: a last tile of 7.
+QUAD_MIN = 16
+
+
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
-@pytest.mark.parametrize("k", [96, 160])
-def test_few_row_tiles_match_reference_and_the_in_place_path(library, use_isa, dtype, k):
+@pytest.mark.parametrize(("k", "n", "block"), [(96, 13, 32), (160, 40, 32), (192, 13, 64)])
+def test_quantized_row_counts_match_reference_and_their_path(library, use_isa, dtype, k, n, block):
     use_isa("avx512")
-    lin = make_linear((17, k), 13, dtype, seed=k + 13)
-    full = run_linear(lin, library, threads=1)  # 17 rows: the activations read in place
-    _check(lin, full)
-    for rows in (1, 2, 3, 4, 5, 6, 7, 8, 9, 16):
+    lin = make_linear((40, k), n, dtype, block=block, seed=k + n)
+    quads = run_linear(lin, library, threads=1)
+    _check(lin, quads)
+    tiles = run_linear(dataclasses.replace(lin, x=lin.x[:QUAD_MIN - 1]), library, threads=1)
+    for rows in sorted({1, 2, 3, 5, 8, 16, 17, QUAD_MIN - 1, QUAD_MIN, QUAD_MIN + 5, 39}):
         part = dataclasses.replace(lin, x=lin.x[:rows])
         got = run_linear(part, library, threads=1)
         _check(part, got)
-        np.testing.assert_array_equal(got, full[:rows], err_msg=f"{rows} rows against the same rows of 17")
+        same, path = (quads, "quad tiles") if rows >= QUAD_MIN else (tiles, "4 x 4 tiles")
+        np.testing.assert_array_equal(got, same[:rows], err_msg=f"{rows} rows against the same rows on the {path}")
         for threads in (2, 3, 4):
             np.testing.assert_array_equal(run_linear(part, library, threads=threads), got,
                                           err_msg=f"{rows} rows, {threads} threads")

@@ -2,6 +2,7 @@
 // -mavx512bw -mavx512vl -mavx512vnni -mfma; called only where cpuid says the CPU has them (isa.cc).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "gemm_impl.h"
@@ -111,11 +112,11 @@ inline XPair x_pair(const int8_t* xq, const float* xs, int b, int blocks) {
   return {xv, _mm512_sub_epi32(_mm512_setzero_si512(), zp), scales2(xs + b, half, interleaved)};
 }
 
-// MR activation rows x NR weight rows, blocks of 32. PREPARED: xq[i] points to the row's XPair per pair of blocks
-// (prepared once per call: gemm_quant), not to its int8 codes
-template <int BITS, int MR, int NR, bool PREPARED>
-inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* const* xs, const uint8_t* const* w,
-                     const float* const* ws, const int* col, float* y) {
+// MR activation rows x NR weight rows, blocks of 32: xq[i] points to the row's XPair per pair of blocks (prepared
+// once per call: gemm_quant), not to its int8 codes
+template <int BITS, int MR, int NR>
+inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* const* /*xs: in the XPairs*/,
+                     const uint8_t* const* w, const float* const* ws, const int* col, float* y) {
   __m512 facc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) facc[i][j] = _mm512_setzero_ps();
@@ -131,7 +132,7 @@ inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* c
       wsv[j] = scales2(ws[j] + b, half, interleaved);
     }
     for (int i = 0; i < MR; ++i) {
-      const XPair xp = PREPARED ? reinterpret_cast<const XPair*>(xq[i])[b / 2] : x_pair<BITS>(xq[i], xs[i], b, blocks);
+      const XPair xp = reinterpret_cast<const XPair*>(xq[i])[b / 2];
       for (int j = 0; j < NR; ++j) {
         const __m512i dot = _mm512_dpbusd_epi32(xp.zp_neg, wq[j], xp.x);
         facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(xp.s, wsv[j]), facc[i][j]);
@@ -144,19 +145,19 @@ inline void tile_q32(const QuantGemm& g, const int8_t* const* xq, const float* c
 }
 
 // Decode (one or two activation rows: batch 1, an expert's few tokens at small batches): two rows x four weight
-// rows per pass; more rows: four x four (16 accumulators, each weight vector used by four rows). Up to
-// kPreparedRows rows, each row's XPairs are computed once per call into a per-thread scratch instead of once per
-// four weight rows: a tile then spends, per 64 weights and (row, weight row) pair, the VNNI dot, the int32 -> float
+// rows per pass; more rows (up to kQuadMinRows - 1): four x four (16 accumulators, each weight vector used by four
+// rows). Each row's XPairs are computed once per call into a per-thread scratch instead of once per four weight
+// rows: a tile then spends, per 64 weights and (row, weight row) pair, the VNNI dot, the int32 -> float
 // conversion, the scale product and the FMA, plus the weights' unpacking shared by its rows.
-constexpr int kDecodeRows = 2, kDecodeNR = 4, kRowsMR = 4, kRowsNR = 4, kPreparedRows = 16;
+constexpr int kDecodeRows = 2, kDecodeNR = 4, kRowsMR = 4, kRowsNR = 4;
 
-template <int BITS, bool PREPARED>
+template <int BITS>
 void gemm_q32(const QuantGemm& g) {
   auto tiles = [&](auto mr_max, auto nr_max) {
     constexpr int MR = decltype(mr_max)::value, NR = decltype(nr_max)::value;
     impl::quant_gemm_loop<NR, MR, BITS>(g, [&](auto mr, auto xq, auto xs, auto w, auto ws, const int* col,
                                              float* y) {
-      tile_q32<BITS, decltype(mr)::value, NR, PREPARED>(g, xq, xs, w, ws, col, y);
+      tile_q32<BITS, decltype(mr)::value, NR>(g, xq, xs, w, ws, col, y);
     });
   };
   if (g.M <= kDecodeRows)
@@ -165,10 +166,190 @@ void gemm_q32(const QuantGemm& g) {
     tiles(std::integral_constant<int, kRowsMR>{}, std::integral_constant<int, kRowsNR>{});
 }
 
+// ---- Many activation rows (prefill: a prompt's projections and LM head, an expert's tokens), blocks of 32k:
+// the weights are turned so that one vector spans 16 weight rows. Per 32 inputs, the 16 rows' codes become 8 vectors
+// in the quad layout (lane r of vector j: inputs 4j .. 4j + 3 of weight row r; int4: each dword's low nibbles, then
+// its high ones, which is the order of perm4's activations), made in registers by 4 x 4 dword transposes of the
+// stored runs and shared by up to kQuadRows activation rows. Each row's 4 inputs are broadcast to the 16 lanes, so
+// one int32 vector holds the 16 weight rows' sums of the block, started from the zero point's share (-zp * the sum
+// of the row's codes over the block) and converted and scaled once per block: 8 VNNI dots and 3 float operations per
+// (row, 16 weight rows, 32 inputs), against 32 operations for the 4 x 4 tiles, whose vectors each hold one (row,
+// weight row) pair and so need a conversion, a scale product and an FMA per pair. A row's outputs are computed the
+// same way whichever rows share its tile, and every weight row in its own lane, so neither the batch nor the thread
+// split changes them.
+//
+// Where it is used: calls of kQuadMinRows+ rows. The transposes cost ~36 operations per 16 weight rows and 32 inputs
+// (int8: ~48), shared by a tile's rows, and a tile reads its 16 weight rows as interleaved streams. Measured on an AMD
+// EPYC (family 26, no AMX; one thread, CPU time, weights in cache: `mixtral_cpu_time_gemm_q`), the kernel alone
+// beats the tiles above from 3 rows for int4 (1.2-2.0x at 3-64 rows) and from 4 for int8 (1.2-1.6x); but whole
+// engines decoding batch 8 (an expert's 3-6 rows, weights from memory) were 5-10% slower with quads from 4 or 8
+// rows, while from 16 rows they kept the whole prefill gain (512 tokens: int4 245 -> 170 ms, int8 201 -> 183 ms).
+// One row (decode at batch 1) is bound by the bytes and stays on the streaming tiles. On CPUs with AMX-INT8, calls
+// of 10+ tokens run on its tiles (kernels_amx_int8.cc) and never reach these.
+constexpr int kQuadRows = 8, kQuadMinRows = 16;
+
+struct QuadScratch {
+  std::vector<int32_t> zp_neg;  // [M][K / B]: -zp * the sum of row m's codes over block b
+  std::vector<float> ws_t;  // [K / B][16]: the 16 weight rows' scales of each block
+};
+
+// rows[a + 4l] for l < 4: 16-byte runs at `offset` -> out[q] lane r: dword q of row r
+inline void transpose_runs(const uint8_t* const* rows, size_t offset, __m512i (&out)[4]) {
+  __m512i v[4];
+  auto run = [&](int r) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[r] + offset)); };
+  for (int a = 0; a < 4; ++a) {  // 128-bit lane l of v[a]: row a + 4l (the lane an immediate: unrolled)
+    v[a] = _mm512_castsi128_si512(run(a));
+    v[a] = _mm512_inserti32x4(v[a], run(a + 4), 1);
+    v[a] = _mm512_inserti32x4(v[a], run(a + 8), 2);
+    v[a] = _mm512_inserti32x4(v[a], run(a + 12), 3);
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
+  out[0] = _mm512_unpacklo_epi64(t0, t2);  // lane 4l + a: row a + 4l
+  out[1] = _mm512_unpackhi_epi64(t0, t2);
+  out[2] = _mm512_unpacklo_epi64(t1, t3);
+  out[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// 16 weight rows' codes for inputs [k, k + 32) -> wv[j], j < 8: the quads that meet the activations' bytes 4j .. 4j + 3
+template <int BITS>
+inline void quads(const uint8_t* const* rows, int k, __m512i (&wv)[8]) {
+  __m512i t[4];
+  if constexpr (BITS == 8) {
+    for (int h = 0; h < 2; ++h) {
+      transpose_runs(rows, static_cast<size_t>(k) + 16 * h, t);
+      for (int q = 0; q < 4; ++q) wv[4 * h + q] = t[q];
+    }
+  } else {
+    transpose_runs(rows, static_cast<size_t>(k) / 2, t);
+    const __m512i mask = _mm512_set1_epi8(0x0F);
+    for (int q = 0; q < 4; ++q) {
+      wv[q] = _mm512_and_si512(t[q], mask);
+      wv[4 + q] = _mm512_and_si512(_mm512_srli_epi32(t[q], 4), mask);
+    }
+  }
+}
+
+// The next 16 weight rows' codes and scales (each one contiguous run), fetched a share per 32 inputs: a tile reads
+// its 16 rows as 16 interleaved streams, which the hardware prefetcher does not follow (8 GB/s against 20-30 for the
+// streaming tiles, one thread)
+struct NextRows {
+  const char* codes;
+  size_t code_lines;
+  const char* scales;
+  size_t scale_lines;
+
+  void fetch(int step, int steps) const {
+    for (size_t l = code_lines * step / steps; l < code_lines * (step + 1) / steps; ++l)
+      _mm_prefetch(codes + 64 * l, _MM_HINT_T0);
+    for (size_t l = scale_lines * step / steps; l < scale_lines * (step + 1) / steps; ++l)
+      _mm_prefetch(scales + 64 * l, _MM_HINT_T0);
+  }
+};
+
+// MT activation rows (xq[i], xs[i], zp[i]: codes, scales, zero-point shares) x the 16 weight rows at w -> out[i]
+template <int BITS, int MT>
+inline void quad_tile(const QuantGemm& g, const int8_t* const* xq, const float* const* xs, const int32_t* const* zp,
+                      const uint8_t* const* w, const float* ws_t, const NextRows& next, __m512 (&out)[MT]) {
+  const int groups = g.K / g.B, chunks = g.B / 32, steps = g.K / 32;
+  __m512 facc[MT];
+  for (int i = 0; i < MT; ++i) facc[i] = _mm512_setzero_ps();
+  for (int b = 0; b < groups; ++b) {
+    __m512i iacc[MT];
+    for (int i = 0; i < MT; ++i) iacc[i] = _mm512_set1_epi32(zp[i][b]);
+    for (int c = 0; c < chunks; ++c) {
+      const int k = b * g.B + c * 32;
+      next.fetch(k / 32, steps);
+      __m512i wv[8];
+      quads<BITS>(w, k, wv);
+      for (int j = 0; j < 8; ++j)  // rows inner: MT independent chains of dots; codes broadcast from memory
+        for (int i = 0; i < MT; ++i)
+          iacc[i] = _mm512_dpbusd_epi32(iacc[i], wv[j], _mm512_broadcastd_epi32(_mm_loadu_si32(xq[i] + k + 4 * j)));
+    }
+    const __m512 wsv = _mm512_loadu_ps(ws_t + 16 * b);
+    for (int i = 0; i < MT; ++i)
+      facc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[i]), _mm512_mul_ps(_mm512_set1_ps(xs[i][b]), wsv), facc[i]);
+  }
+  for (int i = 0; i < MT; ++i) out[i] = facc[i];
+}
+
+template <int BITS>
+void gemm_quads(const QuantGemm& g) {
+  thread_local QuadScratch s;
+  const int groups = g.K / g.B;
+  constexpr int32_t zp = 1 << (BITS - 1);
+  s.zp_neg.resize(static_cast<size_t>(g.M) * groups);
+  s.ws_t.resize(static_cast<size_t>(groups) * 16);
+  for (int m = 0; m < g.M; ++m) {
+    const int8_t* x = g.xq + static_cast<size_t>(g.idx[m]) * g.ldx;
+    for (int b = 0; b < groups; ++b) {
+      int32_t sum = 0;
+      for (int k = b * g.B; k < (b + 1) * g.B; ++k) sum += x[k];
+      s.zp_neg[static_cast<size_t>(m) * groups + b] = -zp * sum;
+    }
+  }
+  const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8;
+  for (int n = g.n0; n < g.n1; n += 16) {
+    const int rows = std::min(16, g.n1 - n);
+    const uint8_t* w[16];
+    const uint8_t* scale_rows[16];
+    for (int r = 0; r < 16; ++r) {  // rows past n1 repeat the last one (computed, not stored)
+      const size_t row = static_cast<size_t>(std::min(n + r, g.n1 - 1));
+      w[r] = g.w + row * row_bytes;
+      scale_rows[r] = reinterpret_cast<const uint8_t*>(g.ws + row * groups);
+    }
+    int b = 0;
+    for (; b + 4 <= groups; b += 4) {  // the scales of 4 blocks at a time, turned like the codes
+      __m512i t[4];
+      transpose_runs(scale_rows, static_cast<size_t>(b) * sizeof(float), t);
+      for (int q = 0; q < 4; ++q) _mm512_storeu_si512(s.ws_t.data() + static_cast<size_t>(b + q) * 16, t[q]);
+    }
+    for (; b < groups; ++b)
+      for (int r = 0; r < 16; ++r)
+        s.ws_t[static_cast<size_t>(b) * 16 + r] = reinterpret_cast<const float*>(scale_rows[r])[b];
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    NextRows next{nullptr, 0, nullptr, 0};
+    if (n + 16 < g.n1) {
+      const size_t next_rows = static_cast<size_t>(std::min(16, g.n1 - n - 16));
+      next = {reinterpret_cast<const char*>(g.w + static_cast<size_t>(n + 16) * row_bytes),
+              (next_rows * row_bytes + 63) / 64, reinterpret_cast<const char*>(g.ws + static_cast<size_t>(n + 16) * groups),
+              (next_rows * groups * sizeof(float) + 63) / 64};
+    }
+    auto tile = [&](auto mt, int m) {
+      constexpr int MT = decltype(mt)::value;
+      const int8_t* xq[MT];
+      const float* xs[MT];
+      const int32_t* zps[MT];
+      for (int i = 0; i < MT; ++i) {
+        const size_t r = static_cast<size_t>(g.idx[m + i]);
+        xq[i] = g.xq + r * g.ldx;
+        xs[i] = g.xs + r * g.ldxs;
+        zps[i] = s.zp_neg.data() + static_cast<size_t>(m + i) * groups;
+      }
+      __m512 out[MT];
+      quad_tile<BITS, MT>(g, xq, xs, zps, w, s.ws_t.data(), next, out);
+      for (int i = 0; i < MT; ++i)
+        _mm512_mask_storeu_ps(g.y + static_cast<size_t>(m + i) * g.ldy + (n - g.n0), mask, out[i]);
+    };
+    int m = 0;
+    for (; m + kQuadRows <= g.M; m += kQuadRows) tile(std::integral_constant<int, kQuadRows>{}, m);
+    switch (g.M - m) {
+      case 7: tile(std::integral_constant<int, 7>{}, m); break;
+      case 6: tile(std::integral_constant<int, 6>{}, m); break;
+      case 5: tile(std::integral_constant<int, 5>{}, m); break;
+      case 4: tile(std::integral_constant<int, 4>{}, m); break;
+      case 3: tile(std::integral_constant<int, 3>{}, m); break;
+      case 2: tile(std::integral_constant<int, 2>{}, m); break;
+      case 1: tile(std::integral_constant<int, 1>{}, m); break;
+      default: break;
+    }
+  }
+}
+
 template <int BITS>
 void gemm_quant(const QuantGemm& g) {
+  if (g.M >= kQuadMinRows && g.B % 32 == 0) return gemm_quads<BITS>(g);
   if (g.B != 32) return impl::gemm_quant<Avx512, BITS>(g);
-  if (g.M > kPreparedRows) return gemm_q32<BITS, false>(g);
   thread_local std::vector<XPair> prepared;
   thread_local std::vector<int32_t> rows;
   const int blocks = g.K / 32, pairs = (blocks + 1) / 2;
@@ -185,7 +366,7 @@ void gemm_quant(const QuantGemm& g) {
   pg.ldx = static_cast<size_t>(pairs) * sizeof(XPair);
   pg.ldxs = 0;
   pg.idx = rows.data();
-  gemm_q32<BITS, true>(pg);
+  gemm_q32<BITS>(pg);
 }
 
 }  // namespace
