@@ -47,8 +47,9 @@ def engine_decode(engine, prompt: list[int], new_tokens: int) -> Throughput:
 
 
 def engine_prefill(engine, prompt: list[int], repeats: int = 3) -> Throughput:
+    """A generation's prefill: the cache and the last position's logits (as llama-bench's prompt test computes)."""
     ids = np.asarray([prompt], np.int64)
-    return Throughput(len(prompt), _best(lambda: engine.forward(ids), repeats))
+    return Throughput(len(prompt), _best(lambda: engine.forward(ids, logits_to_keep=1), repeats))
 
 
 # ---- the PyTorch reference ---------------------------------------------------------------------------
@@ -92,4 +93,5 @@ def hf_prefill(model, prompt: list[int], repeats: int = 3) -> Throughput:
 
     ids = torch.tensor([prompt])
     with torch.inference_mode():
-        return Throughput(len(prompt), _best(lambda: model(ids, use_cache=False), repeats))
+        # the last position's logits, as our engines' and llama.cpp's prefill
+        return Throughput(len(prompt), _best(lambda: model(ids, use_cache=False, logits_to_keep=1), repeats))

@@ -27,6 +27,7 @@ CONTRACT_FILE = "graph.json"
 MODEL_FILE = "model.onnx"
 EXTERNAL_DATA = MODEL_FILE + ".data"  # the weights beside it
 ATTENTION_VISIBLE = "attention_visible"  # ragged attention: [batch, seq, total] bool (exporter/lowering/ragged.py)
+LOGITS_TO_KEEP = "logits_to_keep"  # ORT engines' optional int64 scalar (exporter/lowering/logits_to_keep.py)
 FORMAT = "mixtral-trt.graph-contract/1"
 TOTAL = "past + seq"
 DEBUG_ROLES = ("hidden", "router_logits")

@@ -70,6 +70,10 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
                 raise ValueError("the RaggedAttention lowering needs the graph contract")
             with step(progress, "ragged attention on our CPU kernels (RaggedAttention)"):
                 model = lower_ragged_attention(model, contract)
+    if backend.lowering == "ort":
+        from .lowering.logits_to_keep import expose_logits_to_keep
+
+        model = expose_logits_to_keep(model)
     with step(progress, "optimize (constant folding, dead code)"):
         onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):

@@ -17,7 +17,7 @@ import numpy as np
 
 from mixtral_trt.chat.tokenizer import Tokenizer
 from mixtral_trt.common.config import MixtralConfig
-from mixtral_trt.common.contract import ATTENTION_VISIBLE, GraphContract
+from mixtral_trt.common.contract import ATTENTION_VISIBLE, LOGITS_TO_KEEP, GraphContract
 from mixtral_trt.common.errors import MixtralTrtError
 from mixtral_trt.common.manifest import Manifest
 
@@ -117,8 +117,13 @@ class Engine:
         attention_mask: np.ndarray | None = None,  # [B, S], 1 = real token
         position_ids: np.ndarray | None = None,  # [B, T]
         outputs: tuple[str, ...] = ("logits",),  # contract roles
+        logits_to_keep: int = 0,
     ) -> tuple[dict[str, np.ndarray], KVCache]:
         """One engine call on top of `cache`; returns the requested outputs (by name) and the new cache.
+
+        `logits_to_keep` N > 0: the logits of the last N columns only, [B, N, V] (out[:, -N:] of the whole
+        result: a prompt's prefill needs its last position's); the LM head then computes only those where the
+        engine's graph takes the input (exporter/lowering/logits_to_keep.py: ONNX Runtime engines, in one call).
 
         Without `attention_mask`, the cache's own mask (the padding it carries) is extended by the new
         tokens; without `position_ids`, each row's positions continue from its count of real tokens.
@@ -131,10 +136,16 @@ class Engine:
             raise MixtralTrtError(f"input_ids: batch {b} does not match the cache's batch {cache.batch}")
         p = cache.length
         names = [n for role in outputs for n in self.contract.names(role)]
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int | np.integer) or logits_to_keep < 0:
+            raise MixtralTrtError(f"logits_to_keep: expected a count of positions >= 0, got {logits_to_keep!r}")
+        keep = {LOGITS_TO_KEEP: np.array(logits_to_keep, np.int64)} if (
+            0 < logits_to_keep < t <= self.max_tokens_per_call and "logits" in outputs
+            and LOGITS_TO_KEEP in getattr(self.runner, "input_names", ())) else {}
         implicit = attention_mask is None and position_ids is None
         if implicit and self.attention == "gqa" and t <= self.max_tokens_per_call:
             # every new token real, each row's positions its slots: no mask to build and check against the cache
-            return gqa_call(self.runner, self.contract, ids, cache, None, None, names)
+            return self._kept(gqa_call(self.runner, self.contract, ids, cache, None, None, names, keep),
+                              logits_to_keep)
         if attention_mask is None:  # the cache's own mask, then the new tokens
             mask = np.concatenate([cache.attention_mask, np.ones((b, t), np.int64)], axis=1)
         else:
@@ -153,11 +164,21 @@ class Engine:
         for start in range(0, t, chunk):  # [B, C] chunks when the backend takes fewer than T tokens at once
             end = min(t, start + chunk)
             positions = position_ids[:, start:end] if explicit_positions or self.attention == "concat" else None
-            got, cache = self._call(ids[:, start:end], cache, mask[:, : p + end], positions, names)
+            got, cache = self._call(ids[:, start:end], cache, mask[:, : p + end], positions, names, keep)
             pieces.append(got)
         if len(pieces) == 1:
-            return pieces[0], cache
-        return {n: np.concatenate([piece[n] for piece in pieces], axis=1) for n in names}, cache
+            return self._kept((pieces[0], cache), logits_to_keep)
+        whole = {n: np.concatenate([piece[n] for piece in pieces], axis=1) for n in names}
+        return self._kept((whole, cache), logits_to_keep)
+
+    def _kept(self, result: tuple[dict[str, np.ndarray], KVCache | GQACache], n: int):
+        """The last `n` columns of the logits (all where n is 0), whether or not the graph already cut them."""
+        out, cache = result
+        if n > 0:
+            for name in self.contract.names("logits"):
+                if name in out and out[name].ndim == 3 and out[name].shape[1] > n:
+                    out[name] = out[name][:, -n:]
+        return out, cache
 
     @property
     def attention(self) -> str:
@@ -171,11 +192,11 @@ class Engine:
         return KVCache.empty(self.contract, batch)
 
     def _call(self, ids: np.ndarray, cache: KVCache | GQACache, mask: np.ndarray, position_ids: np.ndarray | None,
-              names: list[str]) -> tuple[dict[str, np.ndarray], KVCache | GQACache]:
+              names: list[str], keep: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], KVCache | GQACache]:
         if self.attention == "gqa":
-            return gqa_call(self.runner, self.contract, ids, cache, np.asarray(mask), position_ids, names)
+            return gqa_call(self.runner, self.contract, ids, cache, np.asarray(mask), position_ids, names, keep)
         feeds = {"input_ids": ids, "attention_mask": np.ascontiguousarray(mask),
-                 "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract)}
+                 "position_ids": np.ascontiguousarray(position_ids), **cache.feeds(self.contract), **keep}
         if self.contract.ragged:  # the visibility the graph no longer computes from the mask itself
             feeds[ATTENTION_VISIBLE] = padded_visibility(np.asarray(mask), ids.shape[1], self.config.sliding_window)
         cache_names = self.contract.cache_names("key") + self.contract.cache_names("value")

@@ -109,7 +109,8 @@ def _prefill_padded(engine: Engine, prompts: list[list[int]], params: SamplingPa
     for i, p in enumerate(prompts):
         ids[i, w - len(p) :], mask[i, w - len(p) :] = p, 1
     position = np.maximum(np.cumsum(mask, axis=1) - 1, 0)  # [B, W]
-    out, cache = engine.forward(ids, attention_mask=mask, position_ids=position)
+    keep = 0 if params.prompt_logprobs is not None else 1  # the last column's logits only: all its rows' last
+    out, cache = engine.forward(ids, attention_mask=mask, position_ids=position, logits_to_keep=keep)
     if params.prompt_logprobs is not None:
         for i, p in enumerate(prompts):
             replies[i].prompt_logprobs = prompt_logprobs(out["logits"][i, w - len(p) :], p, params.prompt_logprobs)

@@ -210,9 +210,11 @@ def _check(cache: GQACache, mask: np.ndarray, position_ids: np.ndarray | None, t
 
 
 def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, mask: np.ndarray | None,
-             position_ids: np.ndarray | None, names: list[str]) -> tuple[dict[str, np.ndarray], GQACache]:
+             position_ids: np.ndarray | None, names: list[str],
+             keep: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], GQACache]:
     """One engine call with the caller's ids [B, T] / mask [B, P + T] (None: the cache's own mask and T real
-    tokens per row); outputs back in the caller's layout."""
+    tokens per row); outputs back in the caller's layout. `keep`: the logits_to_keep feed, used only where every
+    row feeds all its tokens (its last columns are then the caller's; otherwise every position comes back)."""
     b, t = ids.shape
     if mask is None:  # every new token is real (Engine.forward given no mask nor positions): nothing to check
         if t > 1 and b > 1 and cache.lengths.max(initial=0) > 0:
@@ -238,7 +240,7 @@ def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, 
     buffers = cache.buffers(contract)
     cache_outputs = contract.names("present_key") + contract.names("present_value")
     feeds = {"input_ids": step_ids, "attention_mask": step_mask,
-             **{n: v for n, v in buffers.items() if n.startswith("past_key_values.")}}
+             **{n: v for n, v in buffers.items() if n.startswith("past_key_values.")}, **((keep or {}) if dense else {})}
     bound = {n: buffers[n] for n in cache_outputs}
     # a decode step's logits [B, 1, V]: written in place by the run into the cache's buffer, copied out below (a
     # prefill's, B x S x V, are ONNX Runtime's allocation, not kept between calls)

@@ -69,9 +69,10 @@ class Prefill:
         n = self.remaining if budget is None else min(budget, self.remaining)
         return self.prompt[self.done : self.done + max(n, 0)]
 
-    def took(self, logits: np.ndarray) -> None:
-        """The logits [n, V] of the `chunk` just computed: the prompt's logprobs, and its last logits once complete."""
-        start, n = self.done, len(logits)
+    def took(self, logits: np.ndarray, tokens: int | None = None) -> None:
+        """The logits [n, V] of the `chunk` of `tokens` (n if None) just computed: the prompt's logprobs (n must
+        then be the whole chunk's), and its last logits once complete."""
+        start, n = self.done, len(logits) if tokens is None else tokens
         self.done += n
         self.chunks += 1
         if self.prompt_logprobs is not None:  # row j predicts prompt token start + j + 1
@@ -85,8 +86,10 @@ class Prefill:
         ids = self.chunk(budget)
         if not ids:
             return 0
-        out, self.cache = self.forward(np.asarray([ids]), self.cache)
-        self.took(out["logits"][0])  # [n, V]
+        # without prompt logprobs only the last position's logits are used: the LM head computes just those
+        keep = 0 if self.prompt_logprobs is not None else 1
+        out, self.cache = self.forward(np.asarray([ids]), self.cache, logits_to_keep=keep)
+        self.took(out["logits"][0], len(ids))  # [n or 1, V]
         if self.complete and self.prefix_cache is not None:
             self.prefix_cache.store(self.prompt, *self.cache.row_kv(0))
         return len(ids)

@@ -559,10 +559,10 @@ class Scheduler:
         for request, message in failed:
             self._leave([request], "failed", message)
 
-    def _forward(self, ids: np.ndarray, cache):
+    def _forward(self, ids: np.ndarray, cache, logits_to_keep: int = 0):
         if not self._router_names:
-            return self.engine.forward(ids, cache)
-        out, cache = self.engine.forward(ids, cache, outputs=("logits", "router_logits"))
+            return self.engine.forward(ids, cache, logits_to_keep=logits_to_keep)
+        out, cache = self.engine.forward(ids, cache, outputs=("logits", "router_logits"), logits_to_keep=logits_to_keep)
         self._count_experts(out)
         return out, cache
 

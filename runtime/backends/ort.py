@@ -98,7 +98,10 @@ class OrtRunner:
             raise MixtralTrtError(f"{model_path}: ONNX Runtime cannot open the engine "
                                   f"({' '.join(str(e).split())[:300]})") from None
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-        self.input_names = {i.name for i in self.session.get_inputs()}
+        # the inputs a feed may name: the required ones and the overridable initializers (logits_to_keep), which
+        # an IO binding takes as OrtValues only
+        self._overridable = {i.name for i in self.session.get_overridable_initializers()}
+        self.input_names = {i.name for i in self.session.get_inputs()} | self._overridable
         self._ort_value = ort.OrtValue
         self._lock = threading.Lock()
         self._binding = None  # the kept IO binding of calls whose every output is given (run)
@@ -115,6 +118,8 @@ class OrtRunner:
         one IO binding between calls and rebinds only what changed (the step's ids and mask; the cache's
         buffers when they grew): a decode step binds 3 names instead of every layer's past and present."""
         output_values = output_values or {}
+        feeds = {n: self._ort_value.ortvalue_from_numpy(np.ascontiguousarray(v))
+                 if n in self._overridable and not isinstance(v, self._ort_value) else v for n, v in feeds.items()}
         if all(n in output_values for n in output_names) and self._lock.acquire(blocking=False):
             try:  # one caller at a time keeps the persistent binding; a concurrent one takes a fresh one
                 return self._run_kept(feeds, output_names, output_values)

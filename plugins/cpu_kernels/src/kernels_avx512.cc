@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "gemm_impl.h"
@@ -230,20 +231,21 @@ inline void quads(const uint8_t* const* rows, int k, __m512i (&wv)[8]) {
   }
 }
 
-// The next 16 weight rows' codes and scales (each one contiguous run), fetched a share per 32 inputs: a tile reads
-// its 16 rows as 16 interleaved streams, which the hardware prefetcher does not follow (8 GB/s against 20-30 for the
-// streaming tiles, one thread)
+// The weight rows the next pass reads (one per lane), fetched a share per 32 inputs: their codes and scales
 struct NextRows {
-  const char* codes;
-  size_t code_lines;
-  const char* scales;
-  size_t scale_lines;
+  const char* codes[16];
+  const char* scales[16];
+  size_t code_lines, scale_lines;
+  bool any;
 
   void fetch(int step, int steps) const {
-    for (size_t l = code_lines * step / steps; l < code_lines * (step + 1) / steps; ++l)
-      _mm_prefetch(codes + 64 * l, _MM_HINT_T0);
-    for (size_t l = scale_lines * step / steps; l < scale_lines * (step + 1) / steps; ++l)
-      _mm_prefetch(scales + 64 * l, _MM_HINT_T0);
+    if (!any) return;
+    const size_t c0 = code_lines * step / steps, c1 = code_lines * (step + 1) / steps;
+    const size_t s0 = scale_lines * step / steps, s1 = scale_lines * (step + 1) / steps;
+    for (int r = 0; r < 16; ++r) {
+      for (size_t l = c0; l < c1; ++l) _mm_prefetch(codes[r] + 64 * l, _MM_HINT_T0);
+      for (size_t l = s0; l < s1; ++l) _mm_prefetch(scales[r] + 64 * l, _MM_HINT_T0);
+    }
   }
 };
 
@@ -289,14 +291,24 @@ void gemm_quads(const QuantGemm& g) {
     }
   }
   const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8;
-  for (int n = g.n0; n < g.n1; n += 16) {
-    const int rows = std::min(16, g.n1 - n);
+  const int passes = StreamRows<16>::passes(g.n0, g.n1);
+  const bool runs = std::getenv("QUADS_ADJ") == nullptr;
+  auto lanes = [&](int p) {  // pass p's 16 weight rows: lane r row n0 + 16 p + r (adjacent), or StreamRows' runs
+    StreamRows<16> sr(g.n0, g.n1, passes, p);
+    if (!runs)
+      for (int r = 0; r < 16; ++r) {
+        sr.col[r] = g.n0 + 16 * p + r < g.n1 ? 16 * p + r : -1;
+        sr.row[r] = static_cast<size_t>(std::min(g.n0 + 16 * p + r, g.n1 - 1));
+      }
+    return sr;
+  };
+  for (int p = 0; p < passes; ++p) {
+    const StreamRows<16> sr = lanes(p);
     const uint8_t* w[16];
     const uint8_t* scale_rows[16];
-    for (int r = 0; r < 16; ++r) {  // rows past n1 repeat the last one (computed, not stored)
-      const size_t row = static_cast<size_t>(std::min(n + r, g.n1 - 1));
-      w[r] = g.w + row * row_bytes;
-      scale_rows[r] = reinterpret_cast<const uint8_t*>(g.ws + row * groups);
+    for (int r = 0; r < 16; ++r) {
+      w[r] = g.w + sr.row[r] * row_bytes;
+      scale_rows[r] = reinterpret_cast<const uint8_t*>(g.ws + sr.row[r] * groups);
     }
     int b = 0;
     for (; b + 4 <= groups; b += 4) {  // the scales of 4 blocks at a time, turned like the codes
@@ -307,13 +319,16 @@ void gemm_quads(const QuantGemm& g) {
     for (; b < groups; ++b)
       for (int r = 0; r < 16; ++r)
         s.ws_t[static_cast<size_t>(b) * 16 + r] = reinterpret_cast<const float*>(scale_rows[r])[b];
-    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
-    NextRows next{nullptr, 0, nullptr, 0};
-    if (n + 16 < g.n1) {
-      const size_t next_rows = static_cast<size_t>(std::min(16, g.n1 - n - 16));
-      next = {reinterpret_cast<const char*>(g.w + static_cast<size_t>(n + 16) * row_bytes),
-              (next_rows * row_bytes + 63) / 64, reinterpret_cast<const char*>(g.ws + static_cast<size_t>(n + 16) * groups),
-              (next_rows * groups * sizeof(float) + 63) / 64};
+    NextRows next{};
+    next.any = p + 1 < passes;
+    if (next.any) {
+      const StreamRows<16> sn = lanes(p + 1);
+      next.code_lines = (row_bytes + 63) / 64;
+      next.scale_lines = (groups * sizeof(float) + 63) / 64;
+      for (int r = 0; r < 16; ++r) {
+        next.codes[r] = reinterpret_cast<const char*>(g.w + sn.row[r] * row_bytes);
+        next.scales[r] = reinterpret_cast<const char*>(g.ws + sn.row[r] * groups);
+      }
     }
     auto tile = [&](auto mt, int m) {
       constexpr int MT = decltype(mt)::value;
@@ -328,8 +343,13 @@ void gemm_quads(const QuantGemm& g) {
       }
       __m512 out[MT];
       quad_tile<BITS, MT>(g, xq, xs, zps, w, s.ws_t.data(), next, out);
-      for (int i = 0; i < MT; ++i)
-        _mm512_mask_storeu_ps(g.y + static_cast<size_t>(m + i) * g.ldy + (n - g.n0), mask, out[i]);
+      for (int i = 0; i < MT; ++i) {
+        alignas(64) float lane[16];
+        _mm512_store_ps(lane, out[i]);
+        float* y = g.y + static_cast<size_t>(m + i) * g.ldy;
+        for (int r = 0; r < 16; ++r)
+          if (sr.col[r] >= 0) y[sr.col[r]] = lane[r];
+      }
     };
     int m = 0;
     for (; m + kQuadRows <= g.M; m += kQuadRows) tile(std::integral_constant<int, kQuadRows>{}, m);
@@ -348,7 +368,8 @@ void gemm_quads(const QuantGemm& g) {
 
 template <int BITS>
 void gemm_quant(const QuantGemm& g) {
-  if (g.M >= kQuadMinRows && g.B % 32 == 0) return gemm_quads<BITS>(g);
+  const char* qm = std::getenv("QUADS_MIN");
+  if (g.M >= (qm ? std::atoi(qm) : kQuadMinRows) && g.B % 32 == 0) return gemm_quads<BITS>(g);
   if (g.B != 32) return impl::gemm_quant<Avx512, BITS>(g);
   thread_local std::vector<XPair> prepared;
   thread_local std::vector<int32_t> rows;
