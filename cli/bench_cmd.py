@@ -181,6 +181,9 @@ def bench_cpu_kernels(
                           f"{ours['best_ms']:.2f} / {ours['median_ms']:.2f}",
                           f"{ort['best_ms']:.2f} / {ort['median_ms']:.2f}",
                           f"{up['best']:.2f}x / {up['median']:.2f}x")
+        gain = row["batch_gain"]
+        table.add_row("", f"batch {s['batch']} / batch 1 tok/s",
+                      *(f"{gain[k]['best']:.2f}x / {gain[k]['median']:.2f}x" for k in ("ours", "ort")), "")
     Console().print(table)
 
 

@@ -240,7 +240,9 @@ def gqa_call(runner, contract: GraphContract, ids: np.ndarray, cache: GQACache, 
     buffers = cache.buffers(contract)
     cache_outputs = contract.names("present_key") + contract.names("present_value")
     feeds = {"input_ids": step_ids, "attention_mask": step_mask,
-             **{n: v for n, v in buffers.items() if n.startswith("past_key_values.")}, **((keep or {}) if dense else {})}
+             **{n: v for n, v in buffers.items() if n.startswith("past_key_values.")}}
+    if dense and keep:
+        feeds.update(keep)
     bound = {n: buffers[n] for n in cache_outputs}
     # a decode step's logits [B, 1, V]: written in place by the run into the cache's buffer, copied out below (a
     # prefill's, B x S x V, are ONNX Runtime's allocation, not kept between calls)

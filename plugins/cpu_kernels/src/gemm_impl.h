@@ -22,6 +22,23 @@ namespace mixtral_cpu {
 namespace {
 namespace impl {
 
+// f(std::integral_constant<int, R>{}, m) over rows [0, M): tiles of MR rows, then one tile of the M % MR rows left
+// (without computing padding rows)
+template <int R, class F>
+inline void last_tile(int left, int m, F& f) {
+  if constexpr (R > 0) {
+    if (left == R) return f(std::integral_constant<int, R>{}, m);
+    last_tile<R - 1>(left, m, f);
+  }
+}
+
+template <int MR, class F>
+inline void row_tiles(int M, F&& f) {
+  int m = 0;
+  for (; m + MR <= M; m += MR) f(std::integral_constant<int, MR>{}, m);
+  last_tile<MR - 1>(M - m, m, f);
+}
+
 inline float widen(float v) { return v; }
 inline float widen(uint16_t bf16) {
   const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
@@ -73,14 +90,7 @@ void gemm_float(const FloatGemm& g) {
     const WT* w[NR];
     for (int j = 0; j < NR; ++j) w[j] = weights + s.row[j] * g.K;
     const int* col = s.col;
-    int m = 0;
-    for (; m + MR <= g.M; m += MR) rows_float<V, WT, MR>(g, w, col, m);
-    switch (g.M - m) {  // the remaining rows, without computing padding rows
-      case 3: if constexpr (MR > 3) rows_float<V, WT, 3>(g, w, col, m); break;
-      case 2: if constexpr (MR > 2) rows_float<V, WT, 2>(g, w, col, m); break;
-      case 1: rows_float<V, WT, 1>(g, w, col, m); break;
-      default: break;
-    }
+    row_tiles<MR>(g.M, [&](auto mr, int m) { rows_float<V, WT, decltype(mr)::value>(g, w, col, m); });
   }
 }
 
@@ -120,9 +130,19 @@ inline void tile_quant(const QuantGemm& g, const int8_t* const* xq, const float*
       if (col[j] >= 0) y[i * g.ldy + col[j]] = V::hsum8(facc[i][j]);
 }
 
+// rows m .. m + R of the call (through g.idx): their int8 codes and scales
+template <int R>
+inline void activation_rows(const QuantGemm& g, int m, const int8_t* (&xq)[R], const float* (&xs)[R]) {
+  for (int i = 0; i < R; ++i) {
+    const size_t r = static_cast<size_t>(g.idx[m + i]);
+    xq[i] = g.xq + r * g.ldx;
+    xs[i] = g.xs + r * g.ldxs;
+  }
+}
+
 // The loop every quantized GEMM shares: NR weight rows at a time (their codes and scales; read as NR separate
 // streams: StreamRows, kernels.h), MR activation rows at a time (their int8 codes and scales gathered through
-// g.idx), then the 3 / 2 / 1 rows left over; tile(mr, xq, xs, w, ws, col, y) computes one block (mr:
+// g.idx), then the rows left over (row_tiles); tile(mr, xq, xs, w, ws, col, y) computes one block (mr:
 // std::integral_constant<int, rows in the block>) and writes y[i * ldy + col[j]] for the j with col[j] >= 0.
 template <int NR, int MR, int BITS, class Tile>
 void quant_gemm_loop(const QuantGemm& g, Tile&& tile) {
@@ -142,21 +162,10 @@ void quant_gemm_loop(const QuantGemm& g, Tile&& tile) {
       constexpr int R = decltype(mr)::value;
       const int8_t* xq[R];
       const float* xs[R];
-      for (int i = 0; i < R; ++i) {
-        const size_t r = static_cast<size_t>(g.idx[m + i]);
-        xq[i] = g.xq + r * g.ldx;
-        xs[i] = g.xs + r * g.ldxs;
-      }
+      activation_rows<R>(g, m, xq, xs);
       tile(mr, xq, xs, w, ws, col, g.y + static_cast<size_t>(m) * g.ldy);
     };
-    int m = 0;
-    for (; m + MR <= g.M; m += MR) rows(std::integral_constant<int, MR>{}, m);
-    switch (g.M - m) {
-      case 3: if constexpr (MR > 3) rows(std::integral_constant<int, 3>{}, m); break;
-      case 2: if constexpr (MR > 2) rows(std::integral_constant<int, 2>{}, m); break;
-      case 1: rows(std::integral_constant<int, 1>{}, m); break;
-      default: break;
-    }
+    row_tiles<MR>(g.M, rows);
   }
 }
 

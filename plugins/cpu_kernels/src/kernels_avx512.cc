@@ -335,12 +335,8 @@ void gemm_quads(const QuantGemm& g) {
       const int8_t* xq[MT];
       const float* xs[MT];
       const int32_t* zps[MT];
-      for (int i = 0; i < MT; ++i) {
-        const size_t r = static_cast<size_t>(g.idx[m + i]);
-        xq[i] = g.xq + r * g.ldx;
-        xs[i] = g.xs + r * g.ldxs;
-        zps[i] = s.zp_neg.data() + static_cast<size_t>(m + i) * groups;
-      }
+      impl::activation_rows<MT>(g, m, xq, xs);
+      for (int i = 0; i < MT; ++i) zps[i] = s.zp_neg.data() + static_cast<size_t>(m + i) * groups;
       __m512 out[MT];
       quad_tile<BITS, MT>(g, xq, xs, zps, w, s.ws_t.data(), next, out);
       for (int i = 0; i < MT; ++i) {
@@ -351,18 +347,7 @@ void gemm_quads(const QuantGemm& g) {
           if (sr.col[r] >= 0) y[sr.col[r]] = lane[r];
       }
     };
-    int m = 0;
-    for (; m + kQuadRows <= g.M; m += kQuadRows) tile(std::integral_constant<int, kQuadRows>{}, m);
-    switch (g.M - m) {
-      case 7: tile(std::integral_constant<int, 7>{}, m); break;
-      case 6: tile(std::integral_constant<int, 6>{}, m); break;
-      case 5: tile(std::integral_constant<int, 5>{}, m); break;
-      case 4: tile(std::integral_constant<int, 4>{}, m); break;
-      case 3: tile(std::integral_constant<int, 3>{}, m); break;
-      case 2: tile(std::integral_constant<int, 2>{}, m); break;
-      case 1: tile(std::integral_constant<int, 1>{}, m); break;
-      default: break;
-    }
+    impl::row_tiles<kQuadRows>(g.M, tile);
   }
 }
 
