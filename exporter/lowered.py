@@ -70,12 +70,12 @@ def lower_and_save(model: ir.Model, backend: Backend, out_dir: Path, progress: P
                 raise ValueError("the RaggedAttention lowering needs the graph contract")
             with step(progress, "ragged attention on our CPU kernels (RaggedAttention)"):
                 model = lower_ragged_attention(model, contract)
-    if backend.lowering == "ort":
+    with step(progress, "optimize (constant folding, dead code)"):
+        onnxscript.optimizer.optimize_ir(model, num_iterations=2)
+    if backend.lowering == "ort":  # after the optimizer, which would only warn that it keeps the input's default
         from .lowering.logits_to_keep import expose_logits_to_keep
 
         model = expose_logits_to_keep(model)
-    with step(progress, "optimize (constant folding, dead code)"):
-        onnxscript.optimizer.optimize_ir(model, num_iterations=2)
     with step(progress, "save lowered model"):
         ir.save(model, out_dir / MODEL_FILE, external_data=EXTERNAL_DATA)
     return out_dir / MODEL_FILE
