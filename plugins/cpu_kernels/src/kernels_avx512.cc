@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <vector>
 
 #include "gemm_impl.h"
@@ -179,8 +178,11 @@ void gemm_q32(const QuantGemm& g) {
 // same way whichever rows share its tile, and every weight row in its own lane, so neither the batch nor the thread
 // split changes them.
 //
+// A pass takes row p of 16 runs of the call's weight rows (StreamRows: 16 sequential streams, as the tiles above take
+// 4) and prefetches the next pass's rows a share per 32 inputs; outputs are stored lane by lane.
+//
 // Where it is used: calls of kQuadMinRows+ rows. The transposes cost ~36 operations per 16 weight rows and 32 inputs
-// (int8: ~48), shared by a tile's rows, and a tile reads its 16 weight rows as interleaved streams. Measured on an AMD
+// (int8: ~48), shared by a tile's rows. Measured (with 16 adjacent rows per pass, before the runs) on an AMD
 // EPYC (family 26, no AMX; one thread, CPU time, weights in cache: `mixtral_cpu_time_gemm_q`), the kernel alone
 // beats the tiles above from 3 rows for int4 (1.2-2.0x at 3-64 rows) and from 4 for int8 (1.2-1.6x); but whole
 // engines decoding batch 8 (an expert's 3-6 rows, weights from memory) were 5-10% slower with quads from 4 or 8
@@ -292,18 +294,8 @@ void gemm_quads(const QuantGemm& g) {
   }
   const size_t row_bytes = static_cast<size_t>(g.K) * BITS / 8;
   const int passes = StreamRows<16>::passes(g.n0, g.n1);
-  const bool runs = std::getenv("QUADS_ADJ") == nullptr;
-  auto lanes = [&](int p) {  // pass p's 16 weight rows: lane r row n0 + 16 p + r (adjacent), or StreamRows' runs
-    StreamRows<16> sr(g.n0, g.n1, passes, p);
-    if (!runs)
-      for (int r = 0; r < 16; ++r) {
-        sr.col[r] = g.n0 + 16 * p + r < g.n1 ? 16 * p + r : -1;
-        sr.row[r] = static_cast<size_t>(std::min(g.n0 + 16 * p + r, g.n1 - 1));
-      }
-    return sr;
-  };
-  for (int p = 0; p < passes; ++p) {
-    const StreamRows<16> sr = lanes(p);
+  for (int p = 0; p < passes; ++p) {  // pass p: lane r reads row p of run r (StreamRows: 16 sequential streams)
+    const StreamRows<16> sr(g.n0, g.n1, passes, p);
     const uint8_t* w[16];
     const uint8_t* scale_rows[16];
     for (int r = 0; r < 16; ++r) {
@@ -322,7 +314,7 @@ void gemm_quads(const QuantGemm& g) {
     NextRows next{};
     next.any = p + 1 < passes;
     if (next.any) {
-      const StreamRows<16> sn = lanes(p + 1);
+      const StreamRows<16> sn(g.n0, g.n1, passes, p + 1);
       next.code_lines = (row_bytes + 63) / 64;
       next.scale_lines = (groups * sizeof(float) + 63) / 64;
       for (int r = 0; r < 16; ++r) {
@@ -353,8 +345,7 @@ void gemm_quads(const QuantGemm& g) {
 
 template <int BITS>
 void gemm_quant(const QuantGemm& g) {
-  const char* qm = std::getenv("QUADS_MIN");
-  if (g.M >= (qm ? std::atoi(qm) : kQuadMinRows) && g.B % 32 == 0) return gemm_quads<BITS>(g);
+  if (g.M >= kQuadMinRows && g.B % 32 == 0) return gemm_quads<BITS>(g);
   if (g.B != 32) return impl::gemm_quant<Avx512, BITS>(g);
   thread_local std::vector<XPair> prepared;
   thread_local std::vector<int32_t> rows;
