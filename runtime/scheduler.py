@@ -560,10 +560,10 @@ class Scheduler:
             self._leave([request], "failed", message)
 
     def _forward(self, ids: np.ndarray, cache, logits_to_keep: int = 0):
-        if not self._router_names:
-            return self.engine.forward(ids, cache, logits_to_keep=logits_to_keep)
-        out, cache = self.engine.forward(ids, cache, outputs=("logits", "router_logits"), logits_to_keep=logits_to_keep)
-        self._count_experts(out)
+        outputs = ("logits", "router_logits") if self._router_names else ("logits",)
+        out, cache = self.engine.forward(ids, cache, outputs=outputs, logits_to_keep=logits_to_keep)
+        if self._router_names:
+            self._count_experts(out)
         return out, cache
 
     def _count_experts(self, out: dict[str, np.ndarray]) -> None:

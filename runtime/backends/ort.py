@@ -118,8 +118,9 @@ class OrtRunner:
         one IO binding between calls and rebinds only what changed (the step's ids and mask; the cache's
         buffers when they grew): a decode step binds 3 names instead of every layer's past and present."""
         output_values = output_values or {}
-        feeds = {n: self._ort_value.ortvalue_from_numpy(np.ascontiguousarray(v))
-                 if n in self._overridable and not isinstance(v, self._ort_value) else v for n, v in feeds.items()}
+        if not self._overridable.isdisjoint(feeds):  # a prefill's logits_to_keep; decode steps skip this
+            feeds = {n: self._ort_value.ortvalue_from_numpy(np.ascontiguousarray(v))
+                     if n in self._overridable and not isinstance(v, self._ort_value) else v for n, v in feeds.items()}
         if all(n in output_values for n in output_names) and self._lock.acquire(blocking=False):
             try:  # one caller at a time keeps the persistent binding; a concurrent one takes a fresh one
                 return self._run_kept(feeds, output_names, output_values)

@@ -22,8 +22,7 @@ namespace mixtral_cpu {
 namespace {
 namespace impl {
 
-// f(std::integral_constant<int, R>{}, m) over rows [0, M): tiles of MR rows, then one tile of the M % MR rows left
-// (without computing padding rows)
+// row_tiles' last tile: f(std::integral_constant<int, left>{}, m) for 0 < left <= R
 template <int R, class F>
 inline void last_tile(int left, int m, F& f) {
   if constexpr (R > 0) {
@@ -32,6 +31,8 @@ inline void last_tile(int left, int m, F& f) {
   }
 }
 
+// f(std::integral_constant<int, R>{}, m) over rows [0, M): tiles of MR rows, then one tile of the M % MR rows left
+// (without computing padding rows)
 template <int MR, class F>
 inline void row_tiles(int M, F&& f) {
   int m = 0;

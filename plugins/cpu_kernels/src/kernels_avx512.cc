@@ -2,7 +2,6 @@
 // -mavx512bw -mavx512vl -mavx512vnni -mfma; called only where cpuid says the CPU has them (isa.cc).
 #include <immintrin.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "gemm_impl.h"
